@@ -1,0 +1,59 @@
+# labelloop — the README's two commands are `make demo` and `make test`; both do ALL set-up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+STATE ?= .labelloop
+LS_VENV := $(STATE)/venvs/label-studio
+export LABELLOOP_STATE_DIR ?= $(STATE)
+export UV_PYTHON ?= 3.11
+# llama-cpp-python is compiled from source; the default (native) build crashes on CPUs with AMX.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+
+.PHONY: help setup uv venv label-studio-venv models demo test test-unit test-integration lint bench clean
+
+help:
+	@echo "make demo   - set up everything, start the local stack and run the demo"
+	@echo "make test   - set up everything and run the whole test suite"
+	@echo "make lint   - ruff + mypy"
+	@echo "make bench  - benchmarks (reads ../shared/data by default)"
+
+uv:
+	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || $(PYTHON) -m pip install --user --quiet uv || $(PYTHON) -m pip install --quiet uv
+
+venv: uv
+	$(UV) sync --frozen
+
+label-studio-venv: uv
+	@if [ ! -x "$(LS_VENV)/bin/label-studio" ]; then \
+	  echo "creating the Label Studio venv in $(LS_VENV) (first time only)"; \
+	  $(UV) venv --quiet --python 3.11 "$(LS_VENV)" && \
+	  VIRTUAL_ENV="$(LS_VENV)" $(UV) pip sync --quiet infra/label-studio.requirements.txt; \
+	fi
+
+models: venv
+	$(UV) run --frozen labelloop models install
+
+setup: venv label-studio-venv models
+
+demo: setup
+	$(UV) run --frozen labelloop demo
+
+test: setup
+	LABELLOOP_LS_VENV="$(abspath $(LS_VENV))" $(UV) run --frozen pytest -q
+
+test-unit: venv
+	$(UV) run --frozen pytest -q -m "not integration and not model"
+
+lint: venv
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy
+
+bench: setup
+	$(UV) run --frozen python -m benchmarks $(BENCH_ARGS)
+
+clean:
+	-$(UV) run --frozen labelloop stack down
+	rm -rf $(STATE)

@@ -1,0 +1,141 @@
+"""Sampling: read conversations, dedupe against the label store, gate, redact, store.
+
+This produces the ``conversations`` rows every later stage works on. Ineligible conversations are
+stored with their exclusion reason and **without text** (their content is never used). Eligible
+ones are stored redacted only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labeling.policy import Policy
+from labeling.records import Conversation, Limits, QuarantineWriter, ReadStats, read_records, split_valid
+from labeling.redaction import redact
+from labelloop.store import LabelStore
+
+
+@dataclass
+class SampleReport:
+    read: dict[str, Any] = field(default_factory=dict)
+    quarantined: int = 0
+    quarantine_path: str | None = None
+    already_known: int = 0
+    sampled: int = 0
+    inserted: int = 0
+    eligible: int = 0
+    by_surface: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)
+    redactions: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "quarantined": self.quarantined,
+            "quarantine_path": self.quarantine_path,
+            "already_known": self.already_known,
+            "sampled": self.sampled,
+            "inserted": self.inserted,
+            "eligible": self.eligible,
+            "by_surface": dict(self.by_surface),
+            "by_reason": dict(self.by_reason),
+            "redactions": dict(self.redactions),
+        }
+
+
+def account_hash(account_id: str) -> str:
+    """The label store keeps a hash of the account id, never the id itself."""
+    return hashlib.sha256(("labelloop:" + account_id).encode()).hexdigest()
+
+
+def stratified_sample(
+    convs: Sequence[Conversation], cap_per_surface: int | None, seed: int
+) -> list[Conversation]:
+    """At most ``cap_per_surface`` conversations per surface, chosen uniformly with a seed."""
+    if cap_per_surface is None:
+        return list(convs)
+    by_surface: dict[str, list[Conversation]] = defaultdict(list)
+    for c in convs:
+        by_surface[c.surface.value].append(c)
+    rng = random.Random(seed)
+    out: list[Conversation] = []
+    for surface in sorted(by_surface):
+        group = by_surface[surface]
+        out.extend(group if len(group) <= cap_per_surface else rng.sample(group, cap_per_surface))
+    return out
+
+
+def to_row(conv: Conversation, policy: Policy, source: str, run_id: str | None) -> dict[str, Any]:
+    gate = policy.check(conv)
+    row: dict[str, Any] = {
+        "conversation_id": conv.conversation_id,
+        "account_hash": account_hash(conv.account_id),
+        "surface": conv.surface.value,
+        "country": conv.country,
+        "account_linked": conv.account_linked,
+        "started_at": conv.started_at,
+        "eligible": gate.eligible,
+        "exclusion_reason": gate.reason.value if gate.reason else None,
+        "exclusion_detail": gate.detail or None,
+        "content_hash": conv.content_hash(),
+        "source": source,
+        "source_gold": conv.gold.model_dump() if conv.gold else None,
+        "policy_version": policy.version,
+        "run_id": run_id,
+        "redacted_turns": None,
+        "redaction_counts": None,
+    }
+    if gate.eligible:
+        counts: Counter[str] = Counter()
+        turns = []
+        for t in conv.turns:
+            r = redact(t.text)
+            counts.update(r.counts)
+            turns.append({"role": t.role, "modality": t.modality, "text": r.text})
+        row["redacted_turns"] = turns
+        row["redaction_counts"] = dict(counts)
+    return row
+
+
+def sample_into_store(
+    paths: Iterable[Path],
+    *,
+    policy: Policy,
+    store: LabelStore,
+    quarantine_path: Path,
+    limits: Limits = Limits(),
+    cap_per_surface: int | None = None,
+    seed: int = 0,
+    run_id: str | None = None,
+    batch_size: int = 1000,
+) -> SampleReport:
+    """Read -> dedupe against the store -> (stratified sample) -> gate -> redact -> store."""
+    report = SampleReport(quarantine_path=str(quarantine_path))
+    stats = ReadStats()
+    paths = [Path(p) for p in paths]
+    with QuarantineWriter(quarantine_path) as qw:
+        valid = list(split_valid(read_records(paths, limits=limits, stats=stats), qw))
+        report.quarantined = qw.count
+    report.read = stats.as_dict()
+    known = store.known_ids(c.conversation_id for c in valid)
+    report.already_known = len(known)
+    fresh = [c for c in valid if c.conversation_id not in known]
+    chosen = stratified_sample(fresh, cap_per_surface, seed)
+    report.sampled = len(chosen)
+    source = ",".join(str(p) for p in paths)
+    for i in range(0, len(chosen), batch_size):
+        rows = [to_row(c, policy, source, run_id) for c in chosen[i : i + batch_size]]
+        for r in rows:
+            report.by_surface[r["surface"]] += 1
+            report.by_reason[r["exclusion_reason"] or "eligible"] += 1
+            report.eligible += int(r["eligible"])
+            report.redactions.update(r["redaction_counts"] or {})
+        inserted, _ = store.add_conversations(rows)
+        report.inserted += inserted
+    return report

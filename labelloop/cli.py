@@ -1,0 +1,182 @@
+"""The ``labelloop`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from labelloop.settings import Settings, get_settings
+
+app = typer.Typer(
+    name="labelloop",
+    help=(
+        "labelloop: LLM-assisted labeling loop that turns AI-interaction data into policy-safe "
+        "ad-interest signals.\n\nSample & gate -> propose labels (LLM + vector store) -> human review "
+        "in Label Studio -> retrain in MLflow -> gate -> production targeting filter."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+)
+data_app = typer.Typer(help="Demo/test data (synthetic conversations with gold labels).", no_args_is_help=True)
+store_app = typer.Typer(help="The label store (SQLAlchemy; SQLite by default).", no_args_is_help=True)
+audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(store_app, name="store")
+app.add_typer(audit_app, name="audit")
+
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _store(settings: Settings):  # type: ignore[no-untyped-def]
+    from labelloop.store import LabelStore
+
+    settings.ensure_dirs()
+    store = LabelStore(settings.db_url)
+    store.migrate()
+    return store
+
+
+@data_app.command("synth")
+def data_synth(
+    n: Annotated[int, typer.Option("--n", min=1, help="number of conversations")] = 300,
+    seed: Annotated[int, typer.Option(help="random seed (same seed -> same file)")] = 0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write")] = Path(
+        "data/synth.jsonl"
+    ),
+) -> None:
+    """Write N synthetic conversations (all surfaces, mixed countries, every sensitive category, gold labels)."""
+    from labeling.synth import generate, write_jsonl
+
+    records = generate(n, seed)
+    write_jsonl(records, output)
+    console.print(f"wrote {len(records)} synthetic conversations to {output}")
+
+
+@store_app.command("init")
+def store_init() -> None:
+    """Create or migrate the label store schema (idempotent)."""
+    s = _settings()
+    _store(s)
+    console.print(f"label store ready at {s.db_url.split('@')[-1]}")
+
+
+@store_app.command("status")
+def store_status() -> None:
+    """Counts of conversations by surface and exclusion reason."""
+    s = _settings()
+    counts = _store(s).conversation_counts()
+    _print_counts(counts["by_surface"], counts["by_reason"], title="label store")
+
+
+def _print_counts(by_surface: dict[str, int], by_reason: dict[str, int], title: str) -> None:
+    t = Table(title=f"{title}: by surface")
+    t.add_column("surface")
+    t.add_column("conversations", justify="right")
+    for k, v in sorted(by_surface.items()):
+        t.add_row(k, str(v))
+    console.print(t)
+    t = Table(title=f"{title}: eligibility")
+    t.add_column("outcome")
+    t.add_column("conversations", justify="right")
+    for k, v in sorted(by_reason.items(), key=lambda kv: (kv[0] != "eligible", kv[0])):
+        t.add_row(k, str(v))
+    console.print(t)
+
+
+@app.command("sample")
+def sample(
+    inputs: Annotated[list[Path], typer.Argument(help="JSONL or Parquet files of conversation records")],
+    cap_per_surface: Annotated[int | None, typer.Option(help="max new conversations per surface")] = None,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Read conversations, quarantine bad records, apply the eligibility gate, redact, store."""
+    from labeling.policy import load_policy
+    from labeling.records import Limits
+    from labeling.sampling import sample_into_store
+
+    s = _settings()
+    for p in inputs:
+        if not p.exists():
+            err.print(f"[red]input not found:[/red] {p}")
+            raise typer.Exit(2)
+    store = _store(s)
+    policy = load_policy(s.policy_path)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    report = sample_into_store(
+        inputs,
+        policy=policy,
+        store=store,
+        quarantine_path=s.quarantine_dir / f"{run_id}.jsonl",
+        limits=_limits(s, Limits),
+        cap_per_surface=cap_per_surface,
+        seed=seed,
+        run_id=run_id,
+    )
+    if as_json:
+        console.print_json(json.dumps(report.as_dict()))
+        return
+    console.print(
+        f"run {run_id}: read {report.read['read']}, quarantined {report.quarantined}, duplicates "
+        f"{report.read['duplicates']}, already in store {report.already_known}, new {report.inserted} "
+        f"(policy {policy.short_version})"
+    )
+    if report.quarantined:
+        console.print(f"quarantine: {report.quarantine_path}")
+    _print_counts(dict(report.by_surface), dict(report.by_reason), title=f"run {run_id}")
+
+
+def _limits(s: Settings, cls: type) -> object:
+    return cls(max_text_chars=s.max_text_chars, max_turns=s.max_turns)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Verify the audit log's hash chain; exits 1 if any entry was edited or removed."""
+    from labelloop.store import AuditBrokenError
+
+    s = _settings()
+    try:
+        n = _store(s).verify_audit()
+    except AuditBrokenError as exc:
+        err.print(f"[red]TAMPERED:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"audit log OK: {n} entries verified")
+
+
+def _mount_optional() -> None:
+    """Sub-apps that live in their own modules."""
+    try:
+        from labelloop.cli_stack import stack_app
+    except ImportError:  # pragma: no cover - during bootstrap only
+        return
+    app.add_typer(stack_app, name="stack")
+
+
+_mount_optional()
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

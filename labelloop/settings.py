@@ -1,0 +1,162 @@
+"""The one typed settings object of labelloop.
+
+Every knob is an environment variable with the ``LABELLOOP_`` prefix (or a line in ``.env``).
+Nothing here connects to a service or writes a file: paths are computed, never created, until a
+command asks for them (``Settings.ensure_dirs``).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "dev", "dev-token", "secret", "password"})
+DEV_LS_TOKEN = "labelloop-dev-token-0123456789abcdef0123"  # noqa: S105 - documented dev-only default
+DEV_FILTER_KEY = "dev-filter-key"
+DEV_ADMIN_KEY = "dev-admin-key"
+
+
+class Settings(BaseSettings):
+    """All configuration. See ``.env.example`` for the documented list."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LABELLOOP_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    state_dir: Path = Path(".labelloop")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the label store; default sqlite in state_dir"
+    )
+
+    # Inputs
+    max_text_chars: int = Field(20_000, description="max characters per turn before quarantine")
+    max_turns: int = 200
+
+    # Policy / taxonomy files (default: the ones shipped in the repo)
+    policy_path: Path | None = None
+    taxonomy_path: Path | None = None
+    sensitive_map_path: Path | None = None
+
+    # Local stack
+    host: str = "127.0.0.1"
+    prefect_port: int = 4200
+    mlflow_port: int = 5000
+    label_studio_port: int = 8080
+    filter_port: int = 8000
+    chroma_url: str | None = Field(default=None, description="Chroma server URL; default embedded")
+    stack_filter_enabled: bool = Field(
+        False, description="`stack up` also starts the filter (uvicorn targeting.service:app)"
+    )
+    stack_start_timeout_s: float = Field(180.0, description="`stack up`: max s to wait for health")
+    stack_stop_timeout_s: float = Field(15.0, description="`stack down`: SIGTERM grace (s)")
+    ls_venv: Path | None = Field(
+        default=None, description="Label Studio's own venv; default <state_dir>/venvs/label-studio"
+    )
+    label_studio_version: str = Field("1.23.2", description="installed into ls_venv by `stack up`")
+
+    # Label Studio admin (dev defaults refused outside dev)
+    label_studio_username: str = "admin@labelloop.local"
+    label_studio_password: SecretStr = SecretStr("labelloop-dev-password")
+    label_studio_token: SecretStr = SecretStr(DEV_LS_TOKEN)
+    label_studio_url: str | None = None
+
+    # Targeting filter service keys
+    filter_api_key: SecretStr = SecretStr(DEV_FILTER_KEY)
+    filter_admin_key: SecretStr = SecretStr(DEV_ADMIN_KEY)
+
+    # MLflow / Prefect URLs (default: the local stack)
+    mlflow_tracking_uri: str | None = None
+    prefect_api_url: str | None = None
+
+    # LLM
+    llm: str = Field("llamacpp:default", description="llamacpp:default|llamacpp:/path.gguf|hf:repo/file|openai:model|ollama:model")
+    llm_base_url: str | None = None
+    llm_timeout_s: float = 60.0
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_outside_dev(self) -> Settings:
+        if self.env == "prod":
+            for name in ("label_studio_password", "label_studio_token", "filter_api_key", "filter_admin_key"):
+                value: SecretStr = getattr(self, name)
+                raw = value.get_secret_value()
+                if raw.lower() in PLACEHOLDER_SECRETS or raw.startswith(("labelloop-dev", "dev-")):
+                    raise ValueError(
+                        f"LABELLOOP_{name.upper()} is a placeholder/dev secret; set a real one for env=prod"
+                    )
+        return self
+
+    # ---- derived paths (pure; nothing is created here) ----
+    @cached_property
+    def state(self) -> Path:
+        return self.state_dir.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state / 'labelstore.db'}"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.state / "chroma"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.state / "models"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state / "run"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.state / "quarantine"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.state / "mlflow"
+
+    @property
+    def label_studio_dir(self) -> Path:
+        return self.state / "label-studio"
+
+    @property
+    def venvs_dir(self) -> Path:
+        return self.state / "venvs"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.state / "prefect"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def prefect_api(self) -> str:
+        return self.prefect_api_url or f"http://{self.host}:{self.prefect_port}/api"
+
+    @property
+    def label_studio(self) -> str:
+        return self.label_studio_url or f"http://{self.host}:{self.label_studio_port}"
+
+    @property
+    def filter_url(self) -> str:
+        return f"http://{self.host}:{self.filter_port}"
+
+    def ensure_dirs(self) -> None:
+        """Create the state directory layout (called by commands, never at import)."""
+        for d in (self.state, self.logs_dir, self.run_dir, self.quarantine_dir, self.models_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Build settings from env/.env, with explicit overrides (used by the CLI and tests)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,166 @@
+"""Access to the label store (SQLite by default, any SQLAlchemy URL by setting)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from labelloop.store.models import AuditRow, ConversationRow, utcnow
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+GENESIS_HASH = "0" * 64
+
+
+class AuditBrokenError(RuntimeError):
+    """The audit hash chain does not verify."""
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def audit_hash(prev_hash: str, ts: datetime, kind: str, subject: str | None, payload: dict[str, Any]) -> str:
+    body = _canonical({"prev": prev_hash, "ts": ts.isoformat(), "kind": kind, "subject": subject, "payload": payload})
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+class LabelStore:
+    """One label store. Creates nothing until :meth:`migrate` or a write is called."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._sessionmaker: sessionmaker[Session] | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            if self.url.startswith("sqlite:///"):
+                Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(self.url, future=True)
+            if engine.dialect.name == "sqlite":
+
+                @event.listens_for(engine, "connect")
+                def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+                    cur = dbapi_conn.cursor()
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    cur.execute("PRAGMA foreign_keys=ON")
+                    cur.execute("PRAGMA busy_timeout=30000")
+                    cur.close()
+
+            self._engine = engine
+            self._sessionmaker = sessionmaker(engine, expire_on_commit=False)
+        return self._engine
+
+    def migrate(self) -> None:
+        """Bring the schema to the latest alembic revision (idempotent)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        _ = self.engine
+        assert self._sessionmaker is not None
+        with self._sessionmaker() as s, s.begin():
+            yield s
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    # ---- conversations ----
+    def add_conversations(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+        """Insert conversation rows keyed by conversation_id; existing ids are left alone.
+
+        Returns (inserted, already_present)."""
+        if not rows:
+            return (0, 0)
+        ids = [r["conversation_id"] for r in rows]
+        with self.session() as s:
+            existing: set[str] = set()
+            for chunk in _chunks(ids, 500):
+                existing.update(
+                    s.scalars(select(ConversationRow.conversation_id).where(ConversationRow.conversation_id.in_(chunk)))
+                )
+            new = []
+            seen: set[str] = set()
+            for r in rows:
+                cid = r["conversation_id"]
+                if cid in existing or cid in seen:
+                    continue
+                seen.add(cid)
+                new.append(ConversationRow(**r))
+            s.add_all(new)
+        return (len(new), len(rows) - len(new))
+
+    def known_ids(self, ids: Iterable[str]) -> set[str]:
+        out: set[str] = set()
+        with self.session() as s:
+            for chunk in _chunks(list(ids), 500):
+                out.update(
+                    s.scalars(select(ConversationRow.conversation_id).where(ConversationRow.conversation_id.in_(chunk)))
+                )
+        return out
+
+    def conversation_counts(self) -> dict[str, Any]:
+        with self.session() as s:
+            by_surface = Counter(
+                {k: v for k, v in s.execute(select(ConversationRow.surface, func.count()).group_by(ConversationRow.surface))}
+            )
+            by_reason = Counter(
+                {
+                    (k or "eligible"): v
+                    for k, v in s.execute(
+                        select(ConversationRow.exclusion_reason, func.count()).group_by(ConversationRow.exclusion_reason)
+                    )
+                }
+            )
+        return {"by_surface": dict(by_surface), "by_reason": dict(by_reason), "total": sum(by_surface.values())}
+
+    # ---- audit log ----
+    def append_audit(self, kind: str, subject: str | None, payload: dict[str, Any]) -> str:
+        """Append one hash-chained entry; returns its hash."""
+        with self.session() as s:
+            last = s.scalars(select(AuditRow.hash).order_by(AuditRow.id.desc()).limit(1)).first()
+            prev = last or GENESIS_HASH
+            ts = utcnow()
+            h = audit_hash(prev, ts, kind, subject, payload)
+            s.add(AuditRow(ts=ts, kind=kind, subject=subject, payload=payload, prev_hash=prev, hash=h))
+        return h
+
+    def verify_audit(self) -> int:
+        """Verify the whole chain; returns the number of entries or raises AuditBrokenError."""
+        prev = GENESIS_HASH
+        n = 0
+        with self.session() as s:
+            for row in s.scalars(select(AuditRow).order_by(AuditRow.id)):
+                ts = row.ts if row.ts.tzinfo else row.ts.replace(tzinfo=utcnow().tzinfo)
+                expect = audit_hash(prev, ts, row.kind, row.subject, row.payload)
+                if row.prev_hash != prev or row.hash != expect:
+                    raise AuditBrokenError(f"audit entry {row.id} ({row.kind}) does not verify")
+                prev = row.hash
+                n += 1
+        return n
+
+
+def _chunks(seq: Sequence[str], n: int) -> Iterator[Sequence[str]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from labelloop.settings import Settings
+
+
+def test_defaults_and_env_prefix(isolated_env, monkeypatch):
+    monkeypatch.setenv("LABELLOOP_MLFLOW_PORT", "5999")
+    s = Settings()
+    assert s.mlflow_uri.endswith(":5999")
+    assert s.state == isolated_env.resolve()
+    assert s.db_url == f"sqlite:///{isolated_env.resolve() / 'labelstore.db'}"
+
+
+def test_nothing_is_created_at_construction(isolated_env):
+    Settings()
+    assert not isolated_env.exists()
+
+
+def test_dotenv_is_read(isolated_env):
+    (isolated_env.parent / ".env").write_text("LABELLOOP_PREFECT_PORT=4999\n")
+    assert Settings().prefect_api.endswith(":4999/api")
+
+
+def test_placeholder_secrets_refused_in_prod(isolated_env, monkeypatch):
+    monkeypatch.setenv("LABELLOOP_ENV", "prod")
+    with pytest.raises(ValidationError, match="placeholder"):
+        Settings()
+    for name in ("LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_TOKEN", "FILTER_API_KEY", "FILTER_ADMIN_KEY"):
+        monkeypatch.setenv(f"LABELLOOP_{name}", f"real-{name.lower()}-8f3a9c2e7b")
+    assert Settings().env == "prod"
+
+
+def test_secrets_are_not_printed(isolated_env):
+    s = Settings()
+    text = repr(s) + str(s.model_dump())
+    assert s.filter_api_key.get_secret_value() not in text
+    assert s.label_studio_token.get_secret_value() not in text
