@@ -26,16 +26,7 @@ DEFAULT_POLICY_PATH = Path(__file__).parent / "data" / "policy.yaml"
 
 # ISO 3166-1 alpha-2 officially assigned codes (249). Anything else is an unknown country.
 ISO_COUNTRIES = frozenset(
-    """
-    AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS
-    BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE
-    EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM
-    HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC
-    LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA
-    NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW
-    SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO
-    TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW
-    """.split()
+    ["AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ", "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS", "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN", "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE", "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF", "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM", "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM", "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC", "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK", "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA", "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG", "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW", "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS", "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO", "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI", "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW"]
 )
 
 
@@ -79,7 +70,9 @@ class PolicyDoc(BaseModel):
         for group, codes in v.items():
             for c in codes:
                 if c not in ISO_COUNTRIES:
-                    raise ValueError(f"excluded_countries.{group}: {c!r} is not an ISO 3166-1 alpha-2 code")
+                    raise ValueError(
+                        f"excluded_countries.{group}: {c!r} is not an ISO 3166-1 alpha-2 code"
+                    )
         return v
 
     @field_validator("sensitive_categories")
@@ -87,7 +80,9 @@ class PolicyDoc(BaseModel):
     def _category_keys(cls, v: dict[str, SensitiveCategory]) -> dict[str, SensitiveCategory]:
         for key in v:
             if not key.isidentifier() or key != key.lower():
-                raise ValueError(f"sensitive category key {key!r} must be a lower_snake_case identifier")
+                raise ValueError(
+                    f"sensitive category key {key!r} must be a lower_snake_case identifier"
+                )
         return v
 
 
@@ -141,15 +136,21 @@ class Policy:
 
         # Region first: an excluded person's data is never used, whatever else holds.
         if not isinstance(country, str) or country.strip().upper() not in ISO_COUNTRIES:
-            return GateResult(False, ExclusionReason.REGION, f"unknown or missing country {country!r}")
+            return GateResult(
+                False, ExclusionReason.REGION, f"unknown or missing country {country!r}"
+            )
         if country.strip().upper() in self.excluded_countries:
-            return GateResult(False, ExclusionReason.REGION, f"country {country.strip().upper()} is excluded")
+            return GateResult(
+                False, ExclusionReason.REGION, f"country {country.strip().upper()} is excluded"
+            )
         if self.doc.require_linked_account and linked is not True:
             return GateResult(False, ExclusionReason.UNLINKED_ACCOUNT, "account is not linked")
         ts = _parse_ts(started)
         if ts is None:
             return GateResult(
-                False, ExclusionReason.INVALID_RECORD, f"started_at {started!r} is not a tz-aware timestamp"
+                False,
+                ExclusionReason.INVALID_RECORD,
+                f"started_at {started!r} is not a tz-aware timestamp",
             )
         if ts < self.effective_from:
             return GateResult(
@@ -159,9 +160,13 @@ class Policy:
             )
         enabled = {s.value for s in self.doc.enabled_surfaces}
         if not isinstance(surface, str) or surface not in {s.value for s in Surface}:
-            return GateResult(False, ExclusionReason.SURFACE_DISABLED, f"unknown surface {surface!r}")
+            return GateResult(
+                False, ExclusionReason.SURFACE_DISABLED, f"unknown surface {surface!r}"
+            )
         if surface not in enabled:
-            return GateResult(False, ExclusionReason.SURFACE_DISABLED, f"surface {surface} is disabled")
+            return GateResult(
+                False, ExclusionReason.SURFACE_DISABLED, f"surface {surface} is disabled"
+            )
         return GateResult(True, None)
 
 

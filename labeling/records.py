@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -90,18 +90,30 @@ class Conversation(BaseModel):
 
     def text(self, *, with_roles: bool = True) -> str:
         """The conversation as one text (roles and non-text modalities marked)."""
-        parts = []
-        for t in self.turns:
-            tag = t.role if t.modality == "text" else f"{t.role}/{t.modality}"
-            parts.append(f"{tag}: {t.text}" if with_roles else t.text)
-        return "\n".join(parts)
+        return render_turns([t.model_dump() for t in self.turns], with_roles=with_roles)
 
     def content_hash(self) -> str:
         """sha256 of the turns (role, modality, text) — what the labels depend on."""
         payload = json.dumps(
-            [[t.role, t.modality, t.text] for t in self.turns], ensure_ascii=False, separators=(",", ":")
+            [[t.role, t.modality, t.text] for t in self.turns],
+            ensure_ascii=False,
+            separators=(",", ":"),
         )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def render_turns(turns: Iterable[Mapping[str, Any]], *, with_roles: bool = True) -> str:
+    """The one text rendering of a conversation used by embeddings, prompts and classifiers.
+
+    ``turns`` are dicts with role, text and optional modality (e.g. ``ConversationRow.redacted_turns``).
+    Non-text modalities are marked: ``user/voice: ...``, ``assistant/image: ...``.
+    """
+    parts = []
+    for t in turns:
+        modality = t.get("modality") or "text"
+        tag = t["role"] if modality == "text" else f"{t['role']}/{modality}"
+        parts.append(f"{tag}: {t['text']}" if with_roles else str(t["text"]))
+    return "\n".join(parts)
 
 
 @dataclass(frozen=True)
@@ -187,7 +199,12 @@ def parse_record(
         return QuarantinedRecord(source, line, cid, fld, msg, raw)
     if len(rec.turns) > limits.max_turns:
         return QuarantinedRecord(
-            source, line, cid, "turns", f"{len(rec.turns)} turns exceed the limit of {limits.max_turns}", raw
+            source,
+            line,
+            cid,
+            "turns",
+            f"{len(rec.turns)} turns exceed the limit of {limits.max_turns}",
+            raw,
         )
     for i, t in enumerate(rec.turns):
         if len(t.text) > limits.max_text_chars:
@@ -246,9 +263,7 @@ def read_records(
         path = Path(path)
         source = str(path)
         if path.suffix == ".parquet":
-            rows: Iterator[tuple[int, Any]] = (
-                (n, _jsonable(o)) for n, o in _iter_parquet(path)
-            )
+            rows: Iterator[tuple[int, Any]] = ((n, _jsonable(o)) for n, o in _iter_parquet(path))
             items: Iterator[tuple[int, Any, str]] = (
                 (n, o, json.dumps(o, ensure_ascii=False)) for n, o in rows
             )

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from labeling.policy import Policy
-from labeling.records import Conversation, Limits, QuarantineWriter, ReadStats, read_records, split_valid
+from labeling.records import (
+    Conversation,
+    Limits,
+    QuarantineWriter,
+    ReadStats,
+    read_records,
+    split_valid,
+)
 from labeling.redaction import redact
 from labelloop.store import LabelStore
 

@@ -26,8 +26,12 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,
 )
-data_app = typer.Typer(help="Demo/test data (synthetic conversations with gold labels).", no_args_is_help=True)
-store_app = typer.Typer(help="The label store (SQLAlchemy; SQLite by default).", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Demo/test data (synthetic conversations with gold labels).", no_args_is_help=True
+)
+store_app = typer.Typer(
+    help="The label store (SQLAlchemy; SQLite by default).", no_args_is_help=True
+)
 audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(store_app, name="store")
@@ -103,8 +107,12 @@ def _print_counts(by_surface: dict[str, int], by_reason: dict[str, int], title: 
 
 @app.command("sample")
 def sample(
-    inputs: Annotated[list[Path], typer.Argument(help="JSONL or Parquet files of conversation records")],
-    cap_per_surface: Annotated[int | None, typer.Option(help="max new conversations per surface")] = None,
+    inputs: Annotated[
+        list[Path], typer.Argument(help="JSONL or Parquet files of conversation records")
+    ],
+    cap_per_surface: Annotated[
+        int | None, typer.Option(help="max new conversations per surface")
+    ] = None,
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
@@ -126,7 +134,7 @@ def sample(
         policy=policy,
         store=store,
         quarantine_path=s.quarantine_dir / f"{run_id}.jsonl",
-        limits=_limits(s, Limits),
+        limits=Limits(max_text_chars=s.max_text_chars, max_turns=s.max_turns),
         cap_per_surface=cap_per_surface,
         seed=seed,
         run_id=run_id,
@@ -143,9 +151,6 @@ def sample(
         console.print(f"quarantine: {report.quarantine_path}")
     _print_counts(dict(report.by_surface), dict(report.by_reason), title=f"run {run_id}")
 
-
-def _limits(s: Settings, cls: type) -> object:
-    return cls(max_text_chars=s.max_text_chars, max_turns=s.max_turns)
 
 
 @audit_app.command("verify")

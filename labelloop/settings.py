@@ -14,7 +14,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "dev", "dev-token", "secret", "password"})
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "dev", "dev-token", "secret", "password"}
+)
 DEV_LS_TOKEN = "labelloop-dev-token-0123456789abcdef0123"  # noqa: S105 - documented dev-only default
 DEV_FILTER_KEY = "dev-filter-key"
 DEV_ADMIN_KEY = "dev-admin-key"
@@ -73,15 +75,56 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     prefect_api_url: str | None = None
 
+    # Training / champion-challenger gate (experiments/)
+    mlflow_experiment: str = Field("labelloop-targeting-filter", description="MLflow experiment of training runs")
+    train_recall_target: float = Field(0.99, description="per-category sensitive recall the thresholds aim for")
+    train_silver_precision: float = Field(
+        0.8, description="measured QA precision of auto-accepted proposals = weight of silver labels (0 = no silver)"
+    )
+    eval_fraction: float = Field(0.2, description="share of new gold items that join the frozen eval split")
+    gate_sensitive_recall_floor: float = Field(0.98, description="gate: per-category sensitive recall floor")
+    gate_interest_f1_tolerance: float = Field(0.01, description="gate: allowed interest micro-F1 drop vs champion")
+    gate_auto_approve: bool = Field(False, description="move @production automatically when the gate passes")
+
     # LLM
-    llm: str = Field("llamacpp:default", description="llamacpp:default|llamacpp:/path.gguf|hf:repo/file|openai:model|ollama:model")
+    llm: str = Field(
+        "llamacpp:default",
+        description="llamacpp:default|llamacpp:/path.gguf|hf:repo/file|openai:model|ollama:model",
+    )
     llm_base_url: str | None = None
     llm_timeout_s: float = 60.0
+
+    # Human review (labeling/routing.py, studio.py, agreement.py, collection.py)
+    review_sensitive_confidence: float = Field(
+        0.9, ge=0, le=1, description="a possible_sensitive category below this confidence -> review"
+    )
+    review_uncertainty_threshold: float = Field(0.35, ge=0, le=1, description="uncertainty above -> review")
+    review_budget: int = Field(200, ge=0, description="max conversations sent to Label Studio per run")
+    review_label_threshold: float = Field(
+        0.5, ge=0, le=1, description="a proposed label at/above this confidence is selected (silver/pre-annotation)"
+    )
+    qa_sample_rate: float = Field(0.05, ge=0, le=1, description="share of auto-accepted items also reviewed (QA)")
+    overlap_share: float = Field(0.2, ge=0, le=1, description="share of review tasks needing two annotations")
+    overlap_sensitive: bool = Field(True, description="every sensitive-suspect task needs two annotations")
+    adjudication_min_jaccard: float = Field(
+        0.5, ge=0, le=1, description="interest sets of two annotators agreeing less than this -> adjudication"
+    )
+    silver_weight: float = Field(0.5, ge=0, le=1, description="training weight of auto-accepted (silver) labels")
+    review_seed: int = Field(0, description="seed of the QA sample and the overlap draw")
+    review_import_batch: int = Field(25, ge=1, description="tasks per Label Studio import request")
+    label_error_threshold: float = Field(
+        0.9, ge=0.5, le=1, description="label-error check: model probability contradicting gold at/above this"
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholders_outside_dev(self) -> Settings:
         if self.env == "prod":
-            for name in ("label_studio_password", "label_studio_token", "filter_api_key", "filter_admin_key"):
+            for name in (
+                "label_studio_password",
+                "label_studio_token",
+                "filter_api_key",
+                "filter_admin_key",
+            ):
                 value: SecretStr = getattr(self, name)
                 raw = value.get_secret_value()
                 if raw.lower() in PLACEHOLDER_SECRETS or raw.startswith(("labelloop-dev", "dev-")):

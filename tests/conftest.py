@@ -55,4 +55,4 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
             monkeypatch.delenv(k)
     monkeypatch.setenv("LABELLOOP_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.chdir(tmp_path)
-    yield tmp_path / "state"
+    return tmp_path / "state"

@@ -28,8 +28,18 @@ def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def audit_hash(prev_hash: str, ts: datetime, kind: str, subject: str | None, payload: dict[str, Any]) -> str:
-    body = _canonical({"prev": prev_hash, "ts": ts.isoformat(), "kind": kind, "subject": subject, "payload": payload})
+def audit_hash(
+    prev_hash: str, ts: datetime, kind: str, subject: str | None, payload: dict[str, Any]
+) -> str:
+    body = _canonical(
+        {
+            "prev": prev_hash,
+            "ts": ts.isoformat(),
+            "kind": kind,
+            "subject": subject,
+            "payload": payload,
+        }
+    )
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
@@ -97,7 +107,11 @@ class LabelStore:
             existing: set[str] = set()
             for chunk in _chunks(ids, 500):
                 existing.update(
-                    s.scalars(select(ConversationRow.conversation_id).where(ConversationRow.conversation_id.in_(chunk)))
+                    s.scalars(
+                        select(ConversationRow.conversation_id).where(
+                            ConversationRow.conversation_id.in_(chunk)
+                        )
+                    )
                 )
             new = []
             seen: set[str] = set()
@@ -115,24 +129,31 @@ class LabelStore:
         with self.session() as s:
             for chunk in _chunks(list(ids), 500):
                 out.update(
-                    s.scalars(select(ConversationRow.conversation_id).where(ConversationRow.conversation_id.in_(chunk)))
+                    s.scalars(
+                        select(ConversationRow.conversation_id).where(
+                            ConversationRow.conversation_id.in_(chunk)
+                        )
+                    )
                 )
         return out
 
     def conversation_counts(self) -> dict[str, Any]:
         with self.session() as s:
-            by_surface = Counter(
-                {k: v for k, v in s.execute(select(ConversationRow.surface, func.count()).group_by(ConversationRow.surface))}
-            )
-            by_reason = Counter(
-                {
-                    (k or "eligible"): v
-                    for k, v in s.execute(
-                        select(ConversationRow.exclusion_reason, func.count()).group_by(ConversationRow.exclusion_reason)
-                    )
-                }
-            )
-        return {"by_surface": dict(by_surface), "by_reason": dict(by_reason), "total": sum(by_surface.values())}
+            surface_rows = s.execute(
+                select(ConversationRow.surface, func.count()).group_by(ConversationRow.surface)
+            ).tuples()
+            by_surface = Counter({k: int(v) for k, v in surface_rows})
+            reason_rows = s.execute(
+                select(ConversationRow.exclusion_reason, func.count()).group_by(
+                    ConversationRow.exclusion_reason
+                )
+            ).tuples()
+            by_reason = Counter({(k or "eligible"): int(v) for k, v in reason_rows})
+        return {
+            "by_surface": dict(by_surface),
+            "by_reason": dict(by_reason),
+            "total": sum(by_surface.values()),
+        }
 
     # ---- audit log ----
     def append_audit(self, kind: str, subject: str | None, payload: dict[str, Any]) -> str:
@@ -142,7 +163,9 @@ class LabelStore:
             prev = last or GENESIS_HASH
             ts = utcnow()
             h = audit_hash(prev, ts, kind, subject, payload)
-            s.add(AuditRow(ts=ts, kind=kind, subject=subject, payload=payload, prev_hash=prev, hash=h))
+            s.add(
+                AuditRow(ts=ts, kind=kind, subject=subject, payload=payload, prev_hash=prev, hash=h)
+            )
         return h
 
     def verify_audit(self) -> int:
@@ -163,4 +186,3 @@ class LabelStore:
 def _chunks(seq: Sequence[str], n: int) -> Iterator[Sequence[str]]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
-

@@ -9,13 +9,46 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labeling.policy import DEFAULT_POLICY_PATH, ISO_COUNTRIES, ExclusionReason, PolicyError, load_policy
+from labeling.policy import (
+    DEFAULT_POLICY_PATH,
+    ISO_COUNTRIES,
+    ExclusionReason,
+    PolicyError,
+    load_policy,
+)
 from labeling.records import Conversation
 from tests.conftest import make_record
 
 POLICY = load_policy()
-EU = {"AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV",
-      "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE"}
+EU = {
+    "AT",
+    "BE",
+    "BG",
+    "HR",
+    "CY",
+    "CZ",
+    "DK",
+    "EE",
+    "FI",
+    "FR",
+    "DE",
+    "GR",
+    "HU",
+    "IE",
+    "IT",
+    "LV",
+    "LT",
+    "LU",
+    "MT",
+    "NL",
+    "PL",
+    "PT",
+    "RO",
+    "SK",
+    "SI",
+    "ES",
+    "SE",
+}
 
 
 def test_policy_lists_every_excluded_country_explicitly():
@@ -25,8 +58,13 @@ def test_policy_lists_every_excluded_country_explicitly():
 
 def test_seven_categories_with_descriptions():
     assert POLICY.categories == (
-        "religion", "sexual_orientation", "political_views", "health", "ethnicity",
-        "philosophical_beliefs", "union_membership",
+        "religion",
+        "sexual_orientation",
+        "political_views",
+        "health",
+        "ethnicity",
+        "philosophical_beliefs",
+        "union_membership",
     )
     assert all(len(d) > 40 for d in POLICY.describe_categories().values())
 
@@ -58,7 +96,12 @@ def test_policy_is_extendable_with_an_eighth_category(tmp_path):
         (lambda d: d.update(effective_date="soon"), "effective_date"),
         (lambda d: d.update(enabled_surfaces=["hologram"]), "enabled_surfaces"),
         (lambda d: d.update(surprise=True), "surprise"),
-        (lambda d: d["sensitive_categories"].update({"Bad Key": {"label": "x", "description": "long enough text"}}), "Bad Key"),
+        (
+            lambda d: d["sensitive_categories"].update(
+                {"Bad Key": {"label": "x", "description": "long enough text"}}
+            ),
+            "Bad Key",
+        ),
     ],
 )
 def test_invalid_policy_rejected_with_clear_message(tmp_path, mutate, message):
@@ -134,7 +177,8 @@ record_like = st.fixed_dictionaries(
     optional={
         "conversation_id": anything,
         "account_id": anything,
-        "surface": st.sampled_from(["assistant_chat", "smart_glasses", "vibes", "imagine"]) | anything,
+        "surface": st.sampled_from(["assistant_chat", "smart_glasses", "vibes", "imagine"])
+        | anything,
         "country": st.sampled_from(sorted(ISO_COUNTRIES)) | anything,
         "account_linked": st.booleans() | anything,
         "started_at": dates,
@@ -144,8 +188,11 @@ record_like = st.fixed_dictionaries(
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(rec=record_like, country=st.sampled_from(sorted(EU | {"IS", "LI", "NO", "GB", "KR"})),
-       case=st.sampled_from([str.upper, str.lower, lambda s: f" {s} "]))
+@given(
+    rec=record_like,
+    country=st.sampled_from(sorted(EU | {"IS", "LI", "NO", "GB", "KR"})),
+    case=st.sampled_from([str.upper, str.lower, lambda s: f" {s} "]),
+)
 def test_property_excluded_country_never_eligible(rec, country, case):
     rec = dict(rec, country=case(country))
     assert not POLICY.check(rec).eligible
@@ -174,4 +221,6 @@ def test_property_before_policy_date_never_eligible(delta):
 
 
 def test_default_policy_path_is_in_repo():
-    assert DEFAULT_POLICY_PATH.is_file() and Path(__file__).parents[2] in DEFAULT_POLICY_PATH.parents
+    assert (
+        DEFAULT_POLICY_PATH.is_file() and Path(__file__).parents[2] in DEFAULT_POLICY_PATH.parents
+    )

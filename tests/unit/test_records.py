@@ -19,7 +19,9 @@ from labeling.records import (
 from tests.conftest import make_record
 
 
-def _read(path: Path, limits: Limits = Limits()) -> tuple[list[Conversation], list[QuarantinedRecord], ReadStats]:
+def _read(
+    path: Path, limits: Limits = Limits()
+) -> tuple[list[Conversation], list[QuarantinedRecord], ReadStats]:
     stats = ReadStats()
     items = list(read_records([path], limits=limits, stats=stats))
     good = [i for i in items if isinstance(i, Conversation)]
@@ -39,20 +41,49 @@ def test_valid_record_parses_with_default_modality(write_jsonl):
     ("line", "field", "reason_key", "needle"),
     [
         ("{not json", None, "invalid_json", "invalid JSON"),
-        (json.dumps({k: v for k, v in make_record().items() if k != "country"}), "country", "missing_field", "missing"),
-        (json.dumps(make_record(account_linked="yes")), "account_linked", "invalid_field", "boolean"),
+        (
+            json.dumps({k: v for k, v in make_record().items() if k != "country"}),
+            "country",
+            "missing_field",
+            "missing",
+        ),
+        (
+            json.dumps(make_record(account_linked="yes")),
+            "account_linked",
+            "invalid_field",
+            "boolean",
+        ),
         (json.dumps(make_record(turns=[])), "turns", "empty_turns", "empty"),
         (json.dumps(make_record(surface="telepathy")), "surface", "unknown_surface", "telepathy"),
-        (json.dumps(make_record(started_at="2026-02-03T10:15:00")), "started_at", "naive_datetime", "timezone"),
+        (
+            json.dumps(make_record(started_at="2026-02-03T10:15:00")),
+            "started_at",
+            "naive_datetime",
+            "timezone",
+        ),
         (json.dumps(make_record(started_at="yesterday")), "started_at", "invalid_field", ""),
-        (json.dumps(make_record(turns=[{"role": "robot", "text": "x"}])), "turns.0.role", "invalid_field", ""),
-        (json.dumps(make_record(turns=[{"role": "user", "text": "   "}])), "turns.0.text", "invalid_field", "empty"),
+        (
+            json.dumps(make_record(turns=[{"role": "robot", "text": "x"}])),
+            "turns.0.role",
+            "invalid_field",
+            "",
+        ),
+        (
+            json.dumps(make_record(turns=[{"role": "user", "text": "   "}])),
+            "turns.0.text",
+            "invalid_field",
+            "empty",
+        ),
         (json.dumps(make_record(country="Germany")), "country", "invalid_field", ""),
         (json.dumps([1, 2]), None, "invalid_field", "not a JSON object"),
     ],
 )
-def test_bad_records_are_quarantined_with_field_and_reason(write_jsonl, line, field, reason_key, needle):
-    path = write_jsonl([make_record(conversation_id="ok-1"), line, make_record(conversation_id="ok-2")])
+def test_bad_records_are_quarantined_with_field_and_reason(
+    write_jsonl, line, field, reason_key, needle
+):
+    path = write_jsonl(
+        [make_record(conversation_id="ok-1"), line, make_record(conversation_id="ok-2")]
+    )
     good, bad, stats = _read(path)
     # the run continues: both good records survive around the bad one
     assert [g.conversation_id for g in good] == ["ok-1", "ok-2"]
@@ -68,7 +99,11 @@ def test_bad_records_are_quarantined_with_field_and_reason(write_jsonl, line, fi
 def test_oversized_text_is_quarantined(write_jsonl):
     big = make_record(turns=[{"role": "user", "text": "x" * 501}])
     good, bad, stats = _read(write_jsonl([big]), Limits(max_text_chars=500))
-    assert good == [] and bad[0].field == "turns.0.text" and "exceeds the limit of 500" in bad[0].reason
+    assert (
+        good == []
+        and bad[0].field == "turns.0.text"
+        and "exceeds the limit of 500" in bad[0].reason
+    )
     assert stats.by_reason == {"oversized": 1}
 
 

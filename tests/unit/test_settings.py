@@ -28,7 +28,12 @@ def test_placeholder_secrets_refused_in_prod(isolated_env, monkeypatch):
     monkeypatch.setenv("LABELLOOP_ENV", "prod")
     with pytest.raises(ValidationError, match="placeholder"):
         Settings()
-    for name in ("LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_TOKEN", "FILTER_API_KEY", "FILTER_ADMIN_KEY"):
+    for name in (
+        "LABEL_STUDIO_PASSWORD",
+        "LABEL_STUDIO_TOKEN",
+        "FILTER_API_KEY",
+        "FILTER_ADMIN_KEY",
+    ):
         monkeypatch.setenv(f"LABELLOOP_{name}", f"real-{name.lower()}-8f3a9c2e7b")
     assert Settings().env == "prod"
 

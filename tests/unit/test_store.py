@@ -38,9 +38,17 @@ def test_migrations_match_models(store):
 
 def _row(cid: str, **kw):
     base = {
-        "conversation_id": cid, "account_hash": "h", "surface": "vibes", "country": "US",
-        "account_linked": True, "started_at": None, "eligible": True, "exclusion_reason": None,
-        "content_hash": "x", "source": "t", "policy_version": "p",
+        "conversation_id": cid,
+        "account_hash": "h",
+        "surface": "vibes",
+        "country": "US",
+        "account_linked": True,
+        "started_at": None,
+        "eligible": True,
+        "exclusion_reason": None,
+        "content_hash": "x",
+        "source": "t",
+        "policy_version": "p",
     }
     base.update(kw)
     return base
@@ -53,9 +61,13 @@ def test_add_conversations_is_idempotent(store):
         assert s.scalar(select(func.count()).select_from(ConversationRow)) == 3
 
 
-def test_sampling_twice_creates_no_duplicates_and_stores_no_text_for_excluded(store, write_jsonl, tmp_path):
+def test_sampling_twice_creates_no_duplicates_and_stores_no_text_for_excluded(
+    store, write_jsonl, tmp_path
+):
     recs = [
-        make_record(conversation_id="ok", turns=[{"role": "user", "text": "mail me at jo@example.com"}]),
+        make_record(
+            conversation_id="ok", turns=[{"role": "user", "text": "mail me at jo@example.com"}]
+        ),
         make_record(conversation_id="eu", country="FR"),
         make_record(conversation_id="old", started_at="2025-01-01T00:00:00Z"),
         "{broken",
@@ -65,14 +77,20 @@ def test_sampling_twice_creates_no_duplicates_and_stores_no_text_for_excluded(st
     r1 = sample_into_store([path], policy=policy, store=store, quarantine_path=tmp_path / "q.jsonl")
     assert (r1.inserted, r1.eligible, r1.quarantined) == (3, 1, 1)
     assert r1.by_reason == {"eligible": 1, "region": 1, "before_policy_date": 1}
-    r2 = sample_into_store([path], policy=policy, store=store, quarantine_path=tmp_path / "q2.jsonl")
+    r2 = sample_into_store(
+        [path], policy=policy, store=store, quarantine_path=tmp_path / "q2.jsonl"
+    )
     assert (r2.inserted, r2.already_known) == (0, 3)
     with store.session() as s:
         rows = {r.conversation_id: r for r in s.scalars(select(ConversationRow))}
     assert rows["eu"].redacted_turns is None and rows["eu"].exclusion_reason == "region"
     assert "jo@example.com" not in str(rows["ok"].redacted_turns)
     assert rows["ok"].policy_version == policy.version
-    assert store.conversation_counts()["by_reason"] == {"eligible": 1, "region": 1, "before_policy_date": 1}
+    assert store.conversation_counts()["by_reason"] == {
+        "eligible": 1,
+        "region": 1,
+        "before_policy_date": 1,
+    }
 
 
 def test_audit_chain_verifies_and_detects_tampering(store, tmp_path):
