@@ -33,9 +33,11 @@ store_app = typer.Typer(
     help="The label store (SQLAlchemy; SQLite by default).", no_args_is_help=True
 )
 audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
+models_app = typer.Typer(help="Local model files (LLM GGUF, embedding ONNX).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(store_app, name="store")
 app.add_typer(audit_app, name="audit")
+app.add_typer(models_app, name="models")
 
 console = Console(stderr=False)
 err = Console(stderr=True)
@@ -151,6 +153,34 @@ def sample(
         console.print(f"quarantine: {report.quarantine_path}")
     _print_counts(dict(report.by_surface), dict(report.by_reason), title=f"run {run_id}")
 
+
+
+@models_app.command("install")
+def models_install(
+    llm: Annotated[
+        str | None, typer.Option(help="LLM spec (default: LABELLOOP_LLM); only llamacpp/hf specs need files")
+    ] = None,
+    full_verify: Annotated[bool, typer.Option(help="re-hash the GGUF even if it was verified")] = False,
+) -> None:
+    """Assemble/verify the embedded LLM and the embedding model in the state dir (idempotent)."""
+    from labeling.assets import AssetError, ensure_embedding_model, ensure_llm_model
+
+    s = _settings()
+    s.ensure_dirs()
+    spec = llm or s.llm
+    try:
+        t0 = time.perf_counter()
+        onnx, _tok = ensure_embedding_model(s.models_dir)
+        console.print(f"embedding model: {onnx.parent} (sha256 verified)")
+        if spec.startswith(("llamacpp:", "hf:")):
+            gguf = ensure_llm_model(s.models_dir, spec, full_verify=full_verify)
+            console.print(f"LLM: {gguf} (sha256 verified)")
+        else:
+            console.print(f"LLM {spec!r} is served remotely; no local files needed")
+        console.print(f"models ready in {time.perf_counter() - t0:.1f}s")
+    except AssetError as exc:
+        err.print(f"[red]model assets:[/red] {exc}")
+        raise typer.Exit(1) from exc
 
 
 @audit_app.command("verify")
