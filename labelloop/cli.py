@@ -197,16 +197,16 @@ def audit_verify() -> None:
     console.print(f"audit log OK: {n} entries verified")
 
 
-def _mount_optional() -> None:
-    """Sub-apps that live in their own modules."""
-    try:
-        from labelloop.cli_stack import stack_app
-    except ImportError:  # pragma: no cover - during bootstrap only
-        return
+def _mount_subcommands() -> None:
+    """Sub-apps that live in their own modules (imported here; they import heavy things lazily)."""
+    from labelloop.cli_review import register as register_review
+    from labelloop.cli_stack import stack_app
+
     app.add_typer(stack_app, name="stack")
+    register_review(app)
 
 
-_mount_optional()
+_mount_subcommands()
 
 
 def main() -> None:  # pragma: no cover

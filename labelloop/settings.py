@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     # Targeting filter service keys
     filter_api_key: SecretStr = SecretStr(DEV_FILTER_KEY)
     filter_admin_key: SecretStr = SecretStr(DEV_ADMIN_KEY)
+    filter_model_name: str = Field("labelloop-targeting-filter", description="registered model served")
+    filter_model_alias: str = Field("production", description="alias the filter follows")
+    filter_model_uri: str | None = Field(
+        default=None,
+        description="fixed model URI to serve instead of models:/<name>@<alias> (no alias polling)",
+    )
+    filter_poll_s: float = Field(30.0, ge=0, description="s between alias polls (0 = never)")
+    filter_max_batch: int = Field(256, ge=1, description="max records per POST /v1/decisions")
+    filter_max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="max request body")
+    filter_audit_fsync: bool = Field(False, description="fsync the decision audit log per batch")
 
     # MLflow / Prefect URLs (default: the local stack)
     mlflow_tracking_uri: str | None = None
@@ -93,6 +103,26 @@ class Settings(BaseSettings):
     )
     llm_base_url: str | None = None
     llm_timeout_s: float = 60.0
+    # Label proposals (labeling.llm / labeling.vectorstore / labeling.proposals)
+    llm_max_tokens: int = Field(96, description="max generated tokens per label answer")
+    llm_n_ctx: int = Field(2048, description="llama.cpp context window")
+    llm_threads: int | None = Field(None, description="llama.cpp threads; default: all cores")
+    llm_retries: int = Field(2, description="retries of a failing/timed-out LLM call (backoff)")
+    llm_backoff_s: float = Field(1.0, description="first retry wait; doubles per retry")
+    llm_nologprob_conf: float = Field(0.7, description="confidence of an emitted label without logprobs")
+    prompt_conversation_tokens: int = Field(320, description="conversation tokens kept in the prompt")
+    chroma_collection: str = Field("gold_examples", description="Chroma collection of gold examples")
+    knn_k: int = Field(10, description="neighbours for the kNN vote")
+    knn_temperature: float = Field(0.05, description="softmax temperature over cosine similarity")
+    fewshot_k: int = Field(4, description="max few-shot examples per prompt")
+    fewshot_token_budget: int = Field(260, description="token budget of all few-shot examples")
+    knn_seed_weight: float = Field(0.5, description="vote weight of a cold-start seed example")
+    cascade_enabled: bool = Field(True, description="skip the LLM when kNN (+classifier) are sure")
+    cascade_skip_confidence: float = Field(0.8, description="label decisions this sure (p or 1-p)")
+    cascade_min_similarity: float = Field(0.55, description="nearest gold example at least this close")
+    sensitive_suspect_threshold: float = Field(0.1, description="any sensitive signal >= this: LLM")
+    sensitive_flag_threshold: float = Field(0.15, description="possible_sensitive flag threshold")
+    label_threshold: float = Field(0.5, description="combined confidence that counts as a label")
 
     # Human review (labeling/routing.py, studio.py, agreement.py, collection.py)
     review_sensitive_confidence: float = Field(
@@ -193,6 +223,10 @@ class Settings(BaseSettings):
     @property
     def filter_url(self) -> str:
         return f"http://{self.host}:{self.filter_port}"
+
+    @property
+    def decisions_audit_path(self) -> Path:
+        return self.state / "audit" / "decisions.jsonl"
 
     def ensure_dirs(self) -> None:
         """Create the state directory layout (called by commands, never at import)."""

@@ -8,9 +8,20 @@ the migration) and hash-chained.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -19,7 +30,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class ConversationRow(Base):
@@ -41,7 +52,9 @@ class ConversationRow(Base):
     redaction_counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     content_hash: Mapped[str] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(Text)
-    source_gold: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # labels shipped with input data
+    source_gold: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON
+    )  # labels shipped with input data
     policy_version: Mapped[str] = mapped_column(String(64))
     ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     run_id: Mapped[str | None] = mapped_column(String(64))
@@ -50,11 +63,15 @@ class ConversationRow(Base):
 class ProposalRow(Base):
     __tablename__ = "proposals"
     __table_args__ = (
-        UniqueConstraint("conversation_id", "proposer_id", "prompt_hash", "model_id", name="uq_proposal"),
+        UniqueConstraint(
+            "conversation_id", "proposer_id", "prompt_hash", "model_id", name="uq_proposal"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.conversation_id"), index=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.conversation_id"), index=True
+    )
     proposer_id: Mapped[str] = mapped_column(String(128))
     prompt_hash: Mapped[str] = mapped_column(String(64))
     model_id: Mapped[str] = mapped_column(String(256))
@@ -88,15 +105,23 @@ class ReviewTaskRow(Base):
     __table_args__ = (UniqueConstraint("conversation_id", "ls_project_id", name="uq_review_task"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.conversation_id"), index=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.conversation_id"), index=True
+    )
     ls_project_id: Mapped[int] = mapped_column(Integer)
     ls_task_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    status: Mapped[str] = mapped_column(String(32), index=True)  # queued|open|done|adjudication|skipped
+    status: Mapped[str] = mapped_column(
+        String(32), index=True
+    )  # queued|open|done|adjudication|skipped
     reason: Mapped[str | None] = mapped_column(String(64))
     priority: Mapped[float] = mapped_column(Float, default=0.0)
     overlap: Mapped[int] = mapped_column(Integer, default=1)
+    run_id: Mapped[str | None] = mapped_column(String(64))  # the review run that routed it
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # proposal snapshot, QA silver, ...
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
 
 
 class AnnotationRow(Base):
@@ -104,9 +129,12 @@ class AnnotationRow(Base):
     __table_args__ = (UniqueConstraint("ls_annotation_id", name="uq_ls_annotation"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.conversation_id"), index=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.conversation_id"), index=True
+    )
     ls_annotation_id: Mapped[int] = mapped_column(Integer)
     ls_task_id: Mapped[int] = mapped_column(Integer)
+    ls_project_id: Mapped[int | None] = mapped_column(Integer)  # review or adjudication project
     annotator: Mapped[str] = mapped_column(String(256))
     status: Mapped[str] = mapped_column(String(32))  # completed|skipped|cancelled
     interests: Mapped[list[Any]] = mapped_column(JSON)
@@ -129,7 +157,9 @@ class GoldLabelRow(Base):
     origin: Mapped[str] = mapped_column(String(32))  # human|adjudicated|seed|silver
     weight: Mapped[float] = mapped_column(Float, default=1.0)
     revision: Mapped[int] = mapped_column(Integer, default=1)
-    resolved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    resolved_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
 
 
 class RunRow(Base):
@@ -148,7 +178,9 @@ class SyncStateRow(Base):
 
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
 
 
 class AuditRow(Base):
@@ -164,3 +196,20 @@ class AuditRow(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class EvalSplitRow(Base):
+    """The frozen evaluation split: gold items that are never trained on.
+
+    Grows only (items are added, never removed); see ``experiments.dataset.update_eval_split``.
+    """
+
+    __tablename__ = "eval_split"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.conversation_id"), unique=True, index=True
+    )
+    stratum: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str] = mapped_column(String(32))  # hash|stratum_min
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 09:48:26.759923
+Create Date: 2026-11-29 10:08:18.984088
 """
 
 from collections.abc import Sequence
@@ -103,6 +103,7 @@ def upgrade() -> None:
         sa.Column("conversation_id", sa.String(length=256), nullable=False),
         sa.Column("ls_annotation_id", sa.Integer(), nullable=False),
         sa.Column("ls_task_id", sa.Integer(), nullable=False),
+        sa.Column("ls_project_id", sa.Integer(), nullable=True),
         sa.Column("annotator", sa.String(length=256), nullable=False),
         sa.Column("status", sa.String(length=32), nullable=False),
         sa.Column("interests", sa.JSON(), nullable=False),
@@ -121,6 +122,24 @@ def upgrade() -> None:
     with op.batch_alter_table("annotations", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_annotations_conversation_id"), ["conversation_id"], unique=False
+        )
+
+    op.create_table(
+        "eval_split",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("conversation_id", sa.String(length=256), nullable=False),
+        sa.Column("stratum", sa.String(length=64), nullable=False),
+        sa.Column("rule", sa.String(length=32), nullable=False),
+        sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["conversation_id"],
+            ["conversations.conversation_id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("eval_split", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_eval_split_conversation_id"), ["conversation_id"], unique=True
         )
 
     op.create_table(
@@ -185,6 +204,8 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(length=64), nullable=True),
         sa.Column("priority", sa.Float(), nullable=False),
         sa.Column("overlap", sa.Integer(), nullable=False),
+        sa.Column("run_id", sa.String(length=64), nullable=True),
+        sa.Column("detail", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -224,6 +245,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_gold_labels_conversation_id"))
 
     op.drop_table("gold_labels")
+    with op.batch_alter_table("eval_split", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_eval_split_conversation_id"))
+
+    op.drop_table("eval_split")
     with op.batch_alter_table("annotations", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_annotations_conversation_id"))
 

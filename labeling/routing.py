@@ -1,0 +1,393 @@
+"""Routing of label proposals: auto-accept (silver) or human review, under a per-run budget.
+
+Pure functions only: :func:`route` takes typed views of proposals and a :class:`RoutingConfig` and
+returns a :class:`RoutingResult`; the caller (``labeling.studio.push``) persists it.
+
+Rules (each one that fires is recorded as a :class:`Reason`):
+
+* ``sensitive_suspect``: a ``possible_sensitive`` flag, or any proposed sensitive category, whose
+  confidence is below ``sensitive_confidence`` (a *confident* sensitive call is not ambiguous: it is
+  auto-accepted as sensitive, which keeps the conversation out of targeting);
+* ``llm_knn_disagree``: the LLM and the kNN neighbours disagree;
+* ``high_uncertainty``: ``uncertainty > uncertainty_threshold``;
+* ``llm_invalid_output``: the LLM answer could not be parsed;
+* ``qa_sample``: a seeded random share (``qa_sample_rate``) of the items that would be auto-accepted
+  also goes to review, so the precision of auto-accepted labels is *measured* (they still get their
+  silver label now).
+
+Budget: at most ``budget`` items are sent per run, by priority tier: sensitive-suspect first, then
+the QA sample (small; never starved, or the precision could not be measured), then the rest by
+highest uncertainty; within that order an item that is a near-duplicate of one already selected
+(same content hash, embedding cosine >= ``dup_cosine``, or word-shingle Jaccard >= ``dup_jaccard``)
+is deferred. Everything not sent this run is ``queued`` (never dropped) and competes again next run.
+
+Overlap: every sensitive-suspect item (when ``overlap_sensitive``) and a seeded ``overlap_share`` of
+the others need two independent annotations before they count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+FLAG_DISAGREE = "llm_knn_disagree"
+FLAG_SENSITIVE = "possible_sensitive"
+FLAG_INVALID = "llm_invalid_output"
+
+
+class Route(StrEnum):
+    AUTO_ACCEPTED = "auto_accepted"
+    NEEDS_REVIEW = "needs_review"
+
+
+class Reason(StrEnum):
+    SENSITIVE_SUSPECT = "sensitive_suspect"
+    LLM_KNN_DISAGREE = "llm_knn_disagree"
+    HIGH_UNCERTAINTY = "high_uncertainty"
+    LLM_INVALID_OUTPUT = "llm_invalid_output"
+    QA_SAMPLE = "qa_sample"
+
+
+class Dispatch(StrEnum):
+    """What happens to the item in this run."""
+
+    AUTO = "auto"  # auto-accepted, not reviewed
+    SEND = "send"  # goes to Label Studio now
+    QUEUED = "queued"  # needs review, waits for a later run (over budget or near-duplicate)
+
+
+class ProposalLike(Protocol):
+    """The fields of ``labelloop.store.models.ProposalRow`` (or ``labeling.proposals.Proposal``)."""
+
+    conversation_id: str
+    interests: Any
+    sensitive: Any
+    uncertainty: float
+    flags: Any
+    proposer_id: str
+
+
+@dataclass(frozen=True)
+class ProposalView:
+    """A minimal typed view of one proposal, plus optional content for the diversity rule."""
+
+    conversation_id: str
+    interests: Mapping[str, float]
+    sensitive: Mapping[str, float]
+    uncertainty: float
+    flags: frozenset[str] = frozenset()
+    proposer_id: str = ""
+    content_hash: str | None = None
+    text: str | None = None
+    embedding: Sequence[float] | None = None
+
+    @classmethod
+    def from_row(
+        cls,
+        row: ProposalLike,
+        *,
+        content_hash: str | None = None,
+        text: str | None = None,
+        embedding: Sequence[float] | None = None,
+    ) -> ProposalView:
+        """Build from a ProposalRow; bad values raise ValueError naming the record and field."""
+        cid = str(row.conversation_id)
+        return cls(
+            conversation_id=cid,
+            interests=_conf_map(row.interests, cid, "interests"),
+            sensitive=_conf_map(row.sensitive, cid, "sensitive"),
+            uncertainty=_unit(row.uncertainty, cid, "uncertainty"),
+            flags=frozenset(str(f) for f in (row.flags or [])),
+            proposer_id=str(row.proposer_id),
+            content_hash=content_hash,
+            text=text,
+            embedding=embedding,
+        )
+
+    def labels(self, threshold: float) -> tuple[list[str], list[str]]:
+        """(interest ids, sensitive categories) at or above ``threshold`` (sorted)."""
+        return (
+            sorted(k for k, v in self.interests.items() if v >= threshold),
+            sorted(k for k, v in self.sensitive.items() if v >= threshold),
+        )
+
+
+def _unit(value: Any, cid: str, fld: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"proposal {cid!r} field {fld!r}: {value!r} is not a number") from None
+    if math.isnan(v) or not 0.0 <= v <= 1.0:
+        raise ValueError(f"proposal {cid!r} field {fld!r}: {v} is not in [0, 1]")
+    return v
+
+
+def _conf_map(value: Any, cid: str, fld: str) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"proposal {cid!r} field {fld!r}: expected an object label -> confidence")
+    return {str(k): _unit(v, cid, f"{fld}.{k}") for k, v in value.items()}
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    sensitive_confidence: float = 0.9
+    uncertainty_threshold: float = 0.35
+    budget: int = 200
+    qa_sample_rate: float = 0.05
+    overlap_share: float = 0.2
+    overlap_sensitive: bool = True
+    seed: int = 0
+    label_threshold: float = 0.5
+    sensitive_floor: float = 0.2
+    dup_cosine: float = 0.97
+    dup_jaccard: float = 0.8
+
+    @classmethod
+    def from_settings(cls, s: Any) -> RoutingConfig:
+        """From ``labelloop.settings.Settings`` (review_* fields)."""
+        return cls(
+            sensitive_confidence=s.review_sensitive_confidence,
+            uncertainty_threshold=s.review_uncertainty_threshold,
+            budget=s.review_budget,
+            qa_sample_rate=s.qa_sample_rate,
+            overlap_share=s.overlap_share,
+            overlap_sensitive=s.overlap_sensitive,
+            seed=s.review_seed,
+            label_threshold=s.review_label_threshold,
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    conversation_id: str
+    route: Route
+    reasons: tuple[Reason, ...]
+    dispatch: Dispatch
+    priority: float
+    overlap: int
+    sensitive_suspect: bool
+    duplicate_of: str | None = None
+
+    @property
+    def reason(self) -> str:
+        """The primary reason (first in priority order), or 'auto'."""
+        return self.reasons[0].value if self.reasons else "auto"
+
+
+@dataclass
+class RoutingResult:
+    decisions: list[Decision]
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def with_dispatch(self, dispatch: Dispatch) -> list[Decision]:
+        return [d for d in self.decisions if d.dispatch == dispatch]
+
+    @property
+    def to_send(self) -> list[Decision]:
+        return self.with_dispatch(Dispatch.SEND)
+
+    @property
+    def queued(self) -> list[Decision]:
+        return self.with_dispatch(Dispatch.QUEUED)
+
+    @property
+    def auto_accepted(self) -> list[Decision]:
+        return [d for d in self.decisions if d.route == Route.AUTO_ACCEPTED]
+
+    def by_id(self) -> dict[str, Decision]:
+        return {d.conversation_id: d for d in self.decisions}
+
+
+# ---- rules -------------------------------------------------------------------------------------
+def is_sensitive_suspect(p: ProposalView, cfg: RoutingConfig) -> bool:
+    """A sensitive signal that is not confident.
+
+    Signals are the sensitive categories proposed with confidence >= ``sensitive_floor``. Suspect
+    when the ``possible_sensitive`` flag is set without any such signal, or when any signal is below
+    ``sensitive_confidence``. (Flag + every signal confident = a confident sensitive call.)
+    """
+    signals = [v for v in p.sensitive.values() if v >= cfg.sensitive_floor]
+    if FLAG_SENSITIVE in p.flags and not signals:
+        return True
+    return any(v < cfg.sensitive_confidence for v in signals)
+
+
+def review_reasons(p: ProposalView, cfg: RoutingConfig) -> tuple[Reason, ...]:
+    """Every rule that sends this proposal to review, in priority order (empty = auto-accept)."""
+    out: list[Reason] = []
+    if is_sensitive_suspect(p, cfg):
+        out.append(Reason.SENSITIVE_SUSPECT)
+    if FLAG_INVALID in p.flags:
+        out.append(Reason.LLM_INVALID_OUTPUT)
+    if FLAG_DISAGREE in p.flags:
+        out.append(Reason.LLM_KNN_DISAGREE)
+    if p.uncertainty > cfg.uncertainty_threshold:
+        out.append(Reason.HIGH_UNCERTAINTY)
+    return tuple(out)
+
+
+def unit_draw(seed: int, purpose: str, key: str) -> float:
+    """A seeded, order-independent uniform draw in [0, 1) for (purpose, key)."""
+    h = hashlib.sha256(f"{seed}\x1f{purpose}\x1f{key}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def overlap_for(cid: str, sensitive_suspect: bool, cfg: RoutingConfig) -> int:
+    if sensitive_suspect and cfg.overlap_sensitive:
+        return 2
+    return 2 if unit_draw(cfg.seed, "overlap", cid) < cfg.overlap_share else 1
+
+
+# ---- near-duplicates ---------------------------------------------------------------------------
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def shingles(text: str, k: int = 3) -> frozenset[str]:
+    words = _WORD.findall(text.casefold())
+    if len(words) < k:
+        return frozenset([" ".join(words)]) if words else frozenset()
+    return frozenset(" ".join(words[i : i + k]) for i in range(len(words) - k + 1))
+
+
+def jaccard(a: frozenset[str] | set[str], b: frozenset[str] | set[str]) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def _unit_vec(v: Sequence[float]) -> list[float]:
+    n = math.sqrt(sum(x * x for x in v)) or 1.0
+    return [x / n for x in v]
+
+
+class _DupIndex:
+    """Selected items so far; answers 'is this a near-duplicate of one of them?'."""
+
+    def __init__(self, cfg: RoutingConfig) -> None:
+        self.cfg = cfg
+        self.hashes: dict[str, str] = {}
+        self.vecs: list[tuple[str, list[float]]] = []
+        self.shingles: list[tuple[str, frozenset[str]]] = []
+
+    def duplicate_of(self, p: ProposalView) -> str | None:
+        if p.content_hash and p.content_hash in self.hashes:
+            return self.hashes[p.content_hash]
+        if p.embedding is not None:
+            v = _unit_vec(p.embedding)
+            for cid, u in self.vecs:
+                if sum(a * b for a, b in zip(u, v, strict=False)) >= self.cfg.dup_cosine:
+                    return cid
+        elif p.text:
+            sh = shingles(p.text)
+            for cid, other in self.shingles:
+                if jaccard(sh, other) >= self.cfg.dup_jaccard:
+                    return cid
+        return None
+
+    def add(self, p: ProposalView) -> None:
+        if p.content_hash:
+            self.hashes.setdefault(p.content_hash, p.conversation_id)
+        if p.embedding is not None:
+            self.vecs.append((p.conversation_id, _unit_vec(p.embedding)))
+        elif p.text:
+            self.shingles.append((p.conversation_id, shingles(p.text)))
+
+
+# ---- routing -----------------------------------------------------------------------------------
+def _tier(reasons: tuple[Reason, ...]) -> int:
+    if Reason.SENSITIVE_SUSPECT in reasons:
+        return 0
+    if reasons == (Reason.QA_SAMPLE,):
+        return 1
+    return 2
+
+
+def route(proposals: Iterable[ProposalView], cfg: RoutingConfig) -> RoutingResult:
+    """Route every proposal; select at most ``cfg.budget`` for review this run (see module doc).
+
+    Deterministic for a given input set and seed (independent of input order). If one conversation
+    appears more than once, the last view wins.
+    """
+    latest: dict[str, ProposalView] = {}
+    for p in proposals:
+        latest[p.conversation_id] = p
+    items = sorted(latest.values(), key=lambda p: p.conversation_id)
+
+    prelim: list[tuple[ProposalView, Route, tuple[Reason, ...], bool]] = []
+    for p in items:
+        reasons = review_reasons(p, cfg)
+        suspect = Reason.SENSITIVE_SUSPECT in reasons
+        if reasons:
+            prelim.append((p, Route.NEEDS_REVIEW, reasons, suspect))
+        elif unit_draw(cfg.seed, "qa", p.conversation_id) < cfg.qa_sample_rate:
+            prelim.append((p, Route.AUTO_ACCEPTED, (Reason.QA_SAMPLE,), False))
+        else:
+            prelim.append((p, Route.AUTO_ACCEPTED, (), False))
+
+    candidates = [x for x in prelim if x[2]]
+    candidates.sort(key=lambda x: (_tier(x[2]), -x[0].uncertainty, x[0].conversation_id))
+    dup = _DupIndex(cfg)
+    sent: set[str] = set()
+    dup_of: dict[str, str] = {}
+    for p, _r, _reasons, _s in candidates:
+        if len(sent) >= cfg.budget:
+            break
+        other = dup.duplicate_of(p)
+        if other is not None:
+            dup_of[p.conversation_id] = other
+            continue
+        dup.add(p)
+        sent.add(p.conversation_id)
+
+    decisions: list[Decision] = []
+    for p, r, reasons, suspect in prelim:
+        if not reasons:
+            dispatch = Dispatch.AUTO
+        elif p.conversation_id in sent:
+            dispatch = Dispatch.SEND
+        else:
+            dispatch = Dispatch.QUEUED
+        decisions.append(
+            Decision(
+                conversation_id=p.conversation_id,
+                route=r,
+                reasons=reasons,
+                dispatch=dispatch,
+                priority=(2 - _tier(reasons)) + p.uncertainty if reasons else 0.0,
+                overlap=overlap_for(p.conversation_id, suspect, cfg) if reasons else 0,
+                sensitive_suspect=suspect,
+                duplicate_of=dup_of.get(p.conversation_id),
+            )
+        )
+    return RoutingResult(decisions=decisions, counts=_counts(decisions))
+
+
+def _counts(decisions: Sequence[Decision]) -> dict[str, int]:
+    c: Counter[str] = Counter()
+    c["total"] = len(decisions)
+    for d in decisions:
+        c[d.route.value] += 1
+        c[f"dispatch_{d.dispatch.value}"] += 1
+        for r in d.reasons:
+            c[f"reason_{r.value}"] += 1
+        if d.duplicate_of:
+            c["deferred_duplicate"] += 1
+        if d.dispatch == Dispatch.SEND and d.overlap > 1:
+            c["overlap_2"] += 1
+    for key in (
+        "auto_accepted",
+        "needs_review",
+        "dispatch_send",
+        "dispatch_queued",
+        "dispatch_auto",
+    ):
+        c.setdefault(key, 0)
+    return dict(c)

@@ -1,0 +1,342 @@
+"""``labelloop review push|pull|status`` and ``labelloop annotate-sim`` (human review in Label Studio).
+
+Mounted by ``labelloop/cli.py`` with ``register(app)`` (adds the ``review`` sub-app and the
+top-level ``annotate-sim`` command).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from labelloop.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from labeling.collection import GoldExample
+    from labeling.policy import Policy
+    from labeling.studio import StudioClient
+    from labeling.taxonomy import Taxonomy
+    from labelloop.store import LabelStore
+
+review_app = typer.Typer(
+    help="Human review in Label Studio: route + import (push), collect + resolve (pull), status.",
+    no_args_is_help=True,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Mount on the main app: ``labelloop review ...`` and ``labelloop annotate-sim``."""
+    app.add_typer(review_app, name="review")
+    app.command("annotate-sim")(annotate_sim)
+
+
+# ---- plumbing ----------------------------------------------------------------------------------
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _store(s: Settings) -> LabelStore:
+    from labelloop.store import LabelStore
+
+    s.ensure_dirs()
+    store = LabelStore(s.db_url)
+    store.migrate()
+    return store
+
+
+def _domain(s: Settings) -> tuple[Taxonomy, Policy]:
+    from labeling.policy import load_policy
+    from labeling.taxonomy import load_taxonomy
+
+    policy = load_policy(s.policy_path)
+    taxonomy = load_taxonomy(s.taxonomy_path, s.sensitive_map_path, categories=policy.categories)
+    return taxonomy, policy
+
+
+def _client(s: Settings) -> StudioClient:
+    from labeling.studio import StudioClient
+
+    return StudioClient.from_settings(s)
+
+
+def _run_id(kind: str) -> str:
+    return f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress callback (phase, done, total) drawn as rich progress bars."""
+    if not enabled:
+        yield lambda _phase, _done, _total: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total or None)
+            bar.update(tasks[phase], completed=done, total=total or None)
+
+        yield update
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+    return typer.Exit(1)
+
+
+def _indexer(s: Settings) -> Callable[[Sequence[GoldExample]], object]:
+    """Upsert gold examples into the Chroma gold collection (labeling.vectorstore), lazily."""
+
+    def index(examples: Sequence[GoldExample]) -> object:
+        from labeling.embeddings import MiniLMEmbedder
+        from labeling.vectorstore import GoldExample as IndexedExample
+        from labeling.vectorstore import GoldIndex, open_chroma_client
+
+        embedder = MiniLMEmbedder.from_models_dir(s.models_dir)
+        gold_index = GoldIndex(open_chroma_client(s), embedder.as_chroma())
+        return gold_index.upsert(
+            [
+                IndexedExample(
+                    id=e.conversation_id,
+                    text=e.text,
+                    interests=e.interests,
+                    sensitive=e.sensitive,
+                    origin=e.origin,
+                )
+                for e in examples
+            ]
+        )
+
+    return index
+
+
+# ---- commands ----------------------------------------------------------------------------------
+@review_app.command("push")
+def push_cmd(
+    budget: Annotated[
+        int | None, typer.Option(help="max items sent this run (default: settings)")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="tasks per import request")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Route new proposals (auto-accept as silver, or review) and import review tasks with
+    pre-annotations into Label Studio. Resumable: re-running never duplicates a task."""
+    from labeling.routing import RoutingConfig
+    from labeling.studio import push
+
+    s = _settings()
+    cfg = RoutingConfig.from_settings(s)
+    if budget is not None:
+        cfg = RoutingConfig(**{**cfg.__dict__, "budget": budget})
+    taxonomy, policy = _domain(s)
+    store = _store(s)
+    try:
+        with _progress(not as_json) as progress:
+            report = push(
+                store,
+                _client(s),
+                taxonomy=taxonomy,
+                policy=policy,
+                cfg=cfg,
+                run_id=_run_id("review-push"),
+                silver_weight=s.silver_weight,
+                batch_size=batch_size or s.review_import_batch,
+                progress=progress,
+            )
+    except Exception as exc:
+        raise _fail(exc) from None
+    store.append_audit("review_push", report.run_id, report.as_dict())
+    if as_json:
+        console.print_json(json.dumps(report.as_dict()))
+        return
+    r = report.routing
+    console.print(
+        f"run {report.run_id}: routed {r.get('total', 0)} proposals -> auto-accepted "
+        f"{r.get('auto_accepted', 0)} (silver written {report.silver_written}), review "
+        f"{r.get('needs_review', 0)} + QA sample {r.get('reason_qa_sample', 0)}; sent "
+        f"{r.get('dispatch_send', 0)}, queued {r.get('dispatch_queued', 0)}; imported "
+        f"{report.imported} task(s), reconciled {report.reconciled} in {report.seconds:.1f}s"
+    )
+    if report.invalid:
+        err.print(
+            f"[yellow]{len(report.invalid)} invalid item(s):[/yellow] "
+            + "; ".join(report.invalid[:5])
+        )
+
+
+@review_app.command("pull")
+def pull_cmd(
+    reindex: Annotated[
+        bool, typer.Option(help="re-upsert every human gold label into the vector store")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Collect new and edited annotations, resolve them to gold (overlap, adjudication), index gold
+    in the vector store, record agreement and QA precision. Idempotent."""
+    from labeling.collection import pull
+    from labeling.studio import bootstrap, remember_projects
+
+    s = _settings()
+    taxonomy, policy = _domain(s)
+    store = _store(s)
+    try:
+        client = _client(s)
+        projects = bootstrap(client, taxonomy, policy)
+        remember_projects(store, projects)
+        with _progress(not as_json) as progress:
+            report = pull(
+                store,
+                client,
+                projects,
+                run_id=_run_id("review-pull"),
+                label_sets={
+                    "interests": list(taxonomy.ids()),
+                    "sensitive": list(policy.categories),
+                },
+                min_jaccard=s.adjudication_min_jaccard,
+                index_gold=_indexer(s),
+                reindex=reindex,
+                progress=progress,
+            )
+    except Exception as exc:
+        raise _fail(exc) from None
+    store.append_audit(
+        "review_pull",
+        report.run_id,
+        {k: v for k, v in report.as_dict().items() if k != "agreement"},
+    )
+    if as_json:
+        console.print_json(json.dumps(report.as_dict(), default=str))
+        return
+    console.print(
+        f"run {report.run_id}: {report.annotations_new} new / {report.annotations_updated} edited "
+        f"annotation(s), {report.skipped} skipped, {report.cancelled} deleted; gold created "
+        f"{report.gold_created}, updated {report.gold_updated}; to adjudication "
+        f"{report.adjudication_sent}; waiting {report.waiting}; indexed {report.indexed}"
+    )
+    if report.index_error:
+        err.print(
+            f"[yellow]vector store upsert failed ({report.index_error}); run `review pull --reindex`[/yellow]"
+        )
+    _print_metrics(report.agreement, report.qa)
+
+
+def _print_metrics(agreement: dict[str, Any], qa: dict[str, Any]) -> None:
+    t = Table(title="agreement on overlapped tasks")
+    for col in ("group", "items", "Krippendorff alpha", "Cohen kappa"):
+        t.add_column(col)
+    for g, a in agreement.items():
+        t.add_row(g, str(a.get("n_items")), str(a.get("alpha")), str(a.get("kappa")))
+    console.print(t)
+    console.print(
+        f"QA of auto-accepted labels: {qa.get('n_reviewed', 0)} reviewed, interest precision "
+        f"{qa.get('interest_precision')}, exact match {qa.get('exact_match')}, sensitive missed "
+        f"{qa.get('sensitive_missed', 0)}"
+    )
+
+
+@review_app.command("status")
+def status_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+) -> None:
+    """Queue sizes (review, adjudication), gold by origin, last agreement and QA precision."""
+    from sqlalchemy import select
+
+    from labeling.collection import queue_counts
+    from labeling.studio import label_config, project_title, remembered_projects, schema_version
+    from labelloop.store.models import RunRow
+
+    s = _settings()
+    taxonomy, policy = _domain(s)
+    store = _store(s)
+    version = schema_version(label_config(taxonomy, policy))
+    out: dict[str, Any] = {"project": project_title(version)}
+    projects = remembered_projects(store, version)
+    with store.session() as sess:
+        last = sess.scalars(
+            select(RunRow).where(RunRow.kind == "review_pull").order_by(RunRow.id.desc()).limit(1)
+        ).first()
+        stats = (last.stats or {}) if last else {}
+        if projects is not None:
+            out["queues"] = queue_counts(sess, projects)
+    out["last_pull"] = {
+        "run_id": stats.get("run_id"),
+        "agreement": stats.get("agreement", {}),
+        "qa": stats.get("qa", {}),
+    }
+    if as_json:
+        console.print_json(json.dumps(out, default=str))
+        return
+    console.print(f"project: {out['project']}")
+    for name, counts in (out.get("queues") or {}).items():
+        console.print(
+            f"{name}: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "empty")
+        )
+    _print_metrics(out["last_pull"]["agreement"], out["last_pull"]["qa"])
+
+
+def annotate_sim(
+    accuracy: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="chance an answer equals the record's gold")
+    ] = 0.95,
+    annotators: Annotated[int, typer.Option(min=1, help="number of simulated annotator users")] = 3,
+    seed: Annotated[int, typer.Option(help="seed of the simulated noise")] = 0,
+    adjudicate: Annotated[bool, typer.Option(help="also answer open adjudication tasks")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """SIMULATION for demos/benchmarks: answer open Label Studio tasks as fake annotator users
+    from the input records' gold labels with noise. Never use it to produce real labels."""
+    from labeling.annotator_sim import simulate
+    from labeling.studio import bootstrap
+
+    s = _settings()
+    taxonomy, policy = _domain(s)
+    store = _store(s)
+    try:
+        client = _client(s)
+        projects = bootstrap(client, taxonomy, policy)
+        with _progress(not as_json) as progress:
+            report = simulate(
+                store,
+                client,
+                projects,
+                taxonomy,
+                policy.categories,
+                accuracy=accuracy,
+                annotators=annotators,
+                seed=seed,
+                adjudicate=adjudicate,
+                progress=progress,
+            )
+    except Exception as exc:
+        raise _fail(exc) from None
+    if as_json:
+        console.print_json(json.dumps(report.as_dict()))
+        return
+    console.print(
+        f"SIMULATION: {report.annotations} annotation(s) ({report.perturbed} perturbed, "
+        f"{report.adjudications} adjudication(s)) on {report.tasks_seen} task(s)"
+    )
