@@ -93,7 +93,9 @@ def status(
     for col in ("service", "URL", "pid", "health"):
         table.add_column(col)
     for st in rows:
-        if st.healthy and st.running:
+        if st.healthy and st.running and st.ready is False:
+            health = "[yellow]healthy, not ready[/yellow]"
+        elif st.healthy and st.running:
             health = "[green]healthy[/green]"
         elif st.healthy:
             health = "[yellow]healthy (not started by labelloop)[/yellow]"
