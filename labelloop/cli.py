@@ -33,7 +33,10 @@ store_app = typer.Typer(
     help="The label store (SQLAlchemy; SQLite by default).", no_args_is_help=True
 )
 audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
-models_app = typer.Typer(help="Local model files (LLM GGUF, embedding ONNX).", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Models: local model files (install) and registered filter versions (list).",
+    no_args_is_help=True,
+)
 app.add_typer(data_app, name="data")
 app.add_typer(store_app, name="store")
 app.add_typer(audit_app, name="audit")
@@ -199,11 +202,13 @@ def audit_verify() -> None:
 
 def _mount_subcommands() -> None:
     """Sub-apps that live in their own modules (imported here; they import heavy things lazily)."""
+    from labelloop.cli_experiments import register as register_experiments
     from labelloop.cli_review import register as register_review
     from labelloop.cli_stack import stack_app
 
     app.add_typer(stack_app, name="stack")
     register_review(app)
+    register_experiments(app, models_app)
 
 
 _mount_subcommands()

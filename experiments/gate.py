@@ -1,0 +1,262 @@
+"""The champion/challenger gate, approval and rollback (MLflow registry aliases, no stages).
+
+* :func:`evaluate` scores a version (the challenger) and the current ``@production`` (the champion)
+  on the same frozen eval split (by default the one logged with the challenger's training run) and
+  applies :class:`GateRules`:
+
+  - per sensitive category with eval support: recall (share of its items blocked) >= floor;
+  - leak rate <= the champion's;
+  - interest micro-F1 >= champion's - tolerance.
+
+  Without a champion only the absolute rule (recall floor) applies. The verdict and a side-by-side
+  table are logged as an MLflow run (tags ``labelloop.kind=gate``) and as tags on the version
+  (``gate=passed|failed``, ``gate_run_id``, ``gate_summary``). Passing sets alias ``challenger``.
+* :func:`approve` moves ``production`` to a version (the old one keeps alias ``previous``); a
+  version whose gate did not pass needs ``force=True`` and a reason, both recorded as tags.
+* :func:`rollback` points ``production`` back at ``previous``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from experiments.dataset import Example
+from experiments.evaluation import EvalReport, evaluate_bundle
+from experiments.registry import configure, load_eval_set
+from targeting.model import MODEL_NAME, TargetingFilterModel, load_filter
+
+ALIAS_PRODUCTION = "production"
+ALIAS_PREVIOUS = "previous"
+ALIAS_CHALLENGER = "challenger"
+
+
+class GateError(RuntimeError):
+    """An approval/rollback request that the rules refuse."""
+
+
+@dataclass(frozen=True)
+class GateRules:
+    sensitive_recall_floor: float = 0.98
+    interest_f1_tolerance: float = 0.01
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    challenger: float | None
+    champion: float | None
+    threshold: float | None
+    detail: str = ""
+
+
+@dataclass
+class GateResult:
+    version: str
+    champion_version: str | None
+    passed: bool
+    checks: list[Check]
+    challenger_metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    n_eval: int
+    gate_run_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def table_markdown(self) -> str:
+        champ = f"v{self.champion_version}" if self.champion_version else "none"
+        lines = [
+            f"gate for v{self.version} vs champion {champ}: **{'PASSED' if self.passed else 'FAILED'}** "
+            f"(eval items: {self.n_eval})",
+            "",
+            f"| check | challenger v{self.version} | champion {champ} | threshold | result |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for c in self.checks:
+            lines.append(
+                f"| {c.name} | {_f(c.challenger)} | {_f(c.champion)} | {_f(c.threshold)} | "
+                f"{'pass' if c.passed else 'FAIL'}{' - ' + c.detail if c.detail else ''} |"
+            )
+        keys = ["leak_rate", "false_block_rate", "interest_micro_f1", "interest_macro_f1"]
+        lines += ["", f"| metric | challenger v{self.version} | champion {champ} |", "|---|---:|---:|"]
+        for k in keys:
+            ch = self.champion_metrics.get(k) if self.champion_metrics else None
+            lines.append(f"| {k} | {_f(self.challenger_metrics.get(k))} | {_f(ch)} |")
+        return "\n".join(lines) + "\n"
+
+    def summary(self) -> str:
+        failed = [c.name for c in self.checks if not c.passed]
+        return "passed" if self.passed else "failed: " + ", ".join(failed)
+
+
+def _f(v: float | None) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def _nan(v: float) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def apply_rules(challenger: EvalReport, champion: EvalReport | None, rules: GateRules) -> tuple[bool, list[Check]]:
+    """The gate's verdict from two reports on the same eval split (pure; unit-tested)."""
+    checks: list[Check] = []
+    for cat, m in challenger.per_category.items():
+        if m["support"] <= 0:
+            checks.append(Check(f"recall[{cat}]", True, None, None, rules.sensitive_recall_floor, "no eval items"))
+            continue
+        champ = champion.per_category.get(cat, {}).get("recall") if champion else None
+        ok = m["recall"] >= rules.sensitive_recall_floor - 1e-12
+        checks.append(Check(f"recall[{cat}]", ok, m["recall"], champ, rules.sensitive_recall_floor,
+                            f"{int(m['support'])} items"))  # fmt: skip
+    if champion is not None:
+        ch, cp = challenger.leak_rate, champion.leak_rate
+        if _nan(ch) and _nan(cp):
+            checks.append(Check("leak_rate <= champion", True, None, None, None, "no sensitive eval items"))
+        else:
+            ok = (not _nan(ch)) and (_nan(cp) or ch <= cp + 1e-12)
+            checks.append(Check("leak_rate <= champion", ok, ch, cp, cp))
+        ch, cp = challenger.interest_micro_f1, champion.interest_micro_f1
+        if _nan(cp):
+            checks.append(Check("interest_micro_f1 >= champion - tol", True, ch, None, None, "champion has no interest score"))
+        else:
+            thr = cp - rules.interest_f1_tolerance
+            ok = (not _nan(ch)) and ch >= thr - 1e-12
+            checks.append(Check("interest_micro_f1 >= champion - tol", ok, ch, cp, thr))
+    return all(c.passed for c in checks), checks
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    configure(tracking_uri)
+    return MlflowClient()
+
+
+def alias_version(tracking_uri: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        return str(client.get_model_version_by_alias(MODEL_NAME, alias).version)
+    except MlflowException:
+        return None
+
+
+def _score(model: TargetingFilterModel, examples: Sequence[Example]) -> EvalReport:
+    assert model.bundle is not None
+    report, _, _ = evaluate_bundle(model.bundle, examples, model.embedder)
+    return report
+
+
+def evaluate(
+    version: str,
+    *,
+    tracking_uri: str,
+    rules: GateRules = GateRules(),
+    eval_examples: Sequence[Example] | None = None,
+    experiment: str = "labelloop-targeting-filter",
+) -> GateResult:
+    """Run the gate for ``version``; log verdict + table; alias ``challenger`` on pass."""
+    import mlflow
+
+    client = _client(tracking_uri)
+    mv = client.get_model_version(MODEL_NAME, str(version))
+    notes: list[str] = []
+    examples = list(eval_examples) if eval_examples is not None else load_eval_set(mv.run_id)
+    if not examples:
+        raise GateError(f"version {version}: the eval split is empty; nothing to gate on")
+    challenger_model = load_filter(f"models:/{MODEL_NAME}/{version}")
+    challenger = _score(challenger_model, examples)
+    champ_version = alias_version(tracking_uri, ALIAS_PRODUCTION)
+    champion: EvalReport | None = None
+    if champ_version == str(version):
+        notes.append("the version is the current production model; only absolute rules apply")
+        champ_version = None
+    elif champ_version is not None:
+        champion = _score(load_filter(f"models:/{MODEL_NAME}/{champ_version}"), examples)
+    else:
+        notes.append("no production champion; only absolute rules apply")
+    passed, checks = apply_rules(challenger, champion, rules)
+    result = GateResult(
+        version=str(version), champion_version=champ_version, passed=passed, checks=checks,
+        challenger_metrics=challenger.metrics(), champion_metrics=champion.metrics() if champion else None,
+        n_eval=len(examples), notes=notes,
+    )  # fmt: skip
+
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=f"gate-v{version}") as run:
+        mlflow.set_tags({
+            "labelloop.kind": "gate", "gate.version": str(version), "gate.champion": champ_version or "none",
+            "gate.verdict": "passed" if passed else "failed",
+        })  # fmt: skip
+        mlflow.log_params({"sensitive_recall_floor": rules.sensitive_recall_floor,
+                           "interest_f1_tolerance": rules.interest_f1_tolerance, "n_eval": len(examples)})  # fmt: skip
+        m = {f"challenger_{k}": v for k, v in challenger.metrics().items()}
+        if champion:
+            m.update({f"champion_{k}": v for k, v in champion.metrics().items()})
+        mlflow.log_metrics({k: float(v) for k, v in m.items() if not _nan(float(v))})
+        mlflow.log_metric("gate_passed", 1.0 if passed else 0.0)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "gate_table.md").write_text(result.table_markdown() + "\n" + "\n".join(notes), encoding="utf-8")
+            (Path(tmp) / "gate.json").write_text(json.dumps({
+                "version": result.version, "champion_version": champ_version, "passed": passed,
+                "checks": [asdict(c) for c in checks], "rules": asdict(rules), "notes": notes,
+            }, indent=2, default=str), encoding="utf-8")  # fmt: skip
+            mlflow.log_artifacts(tmp, artifact_path="gate")
+        result.gate_run_id = run.info.run_id
+    client.set_model_version_tag(MODEL_NAME, str(version), "gate", "passed" if passed else "failed")
+    client.set_model_version_tag(MODEL_NAME, str(version), "gate_run_id", result.gate_run_id)
+    client.set_model_version_tag(MODEL_NAME, str(version), "gate_champion", champ_version or "none")
+    client.set_model_version_tag(MODEL_NAME, str(version), "gate_summary", result.summary()[:4000])
+    client.set_model_version_tag(MODEL_NAME, str(version), "gate_at", str(int(time.time())))
+    if passed:
+        client.set_registered_model_alias(MODEL_NAME, ALIAS_CHALLENGER, str(version))
+    return result
+
+
+def approve(version: str, *, tracking_uri: str, force: bool = False, reason: str | None = None) -> dict[str, Any]:
+    """Move ``production`` to ``version``; the old production becomes ``previous``."""
+    client = _client(tracking_uri)
+    mv = client.get_model_version(MODEL_NAME, str(version))
+    gate = (mv.tags or {}).get("gate", "not_evaluated")
+    if gate != "passed":
+        if not force:
+            raise GateError(
+                f"version {version} has gate status {gate!r}; run `labelloop evaluate --version {version}` "
+                "or approve with --force and --reason"
+            )
+        if not reason or not reason.strip():
+            raise GateError("--force needs a --reason (it is recorded on the version)")
+    current = alias_version(tracking_uri, ALIAS_PRODUCTION)
+    if current == str(version):
+        return {"version": str(version), "previous": alias_version(tracking_uri, ALIAS_PREVIOUS), "changed": False}
+    if force and gate != "passed":
+        client.set_model_version_tag(MODEL_NAME, str(version), "approval_forced", "true")
+        client.set_model_version_tag(MODEL_NAME, str(version), "approval_reason", (reason or "").strip()[:4000])
+    if current is not None:
+        client.set_registered_model_alias(MODEL_NAME, ALIAS_PREVIOUS, current)
+    client.set_registered_model_alias(MODEL_NAME, ALIAS_PRODUCTION, str(version))
+    client.set_model_version_tag(MODEL_NAME, str(version), "approved_at", str(int(time.time())))
+    if alias_version(tracking_uri, ALIAS_CHALLENGER) == str(version):
+        client.delete_registered_model_alias(MODEL_NAME, ALIAS_CHALLENGER)
+    return {"version": str(version), "previous": current, "changed": True, "forced": bool(force and gate != "passed")}
+
+
+def rollback(*, tracking_uri: str) -> dict[str, Any]:
+    """Point ``production`` back at ``previous`` (then ``previous`` is cleared)."""
+    client = _client(tracking_uri)
+    prev = alias_version(tracking_uri, ALIAS_PREVIOUS)
+    if prev is None:
+        raise GateError("no @previous version to roll back to")
+    current = alias_version(tracking_uri, ALIAS_PRODUCTION)
+    client.set_registered_model_alias(MODEL_NAME, ALIAS_PRODUCTION, prev)
+    client.delete_registered_model_alias(MODEL_NAME, ALIAS_PREVIOUS)
+    if current is not None:
+        client.set_model_version_tag(MODEL_NAME, current, "rolled_back_at", str(int(time.time())))
+    return {"production": prev, "rolled_back": current}

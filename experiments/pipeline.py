@@ -1,0 +1,112 @@
+"""Settings-driven entry points (used by the CLI; Prefect flows can wrap them as tasks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from experiments.dataset import (
+    Snapshot,
+    StoreSnapshotConfig,
+    snapshot_from_records,
+    snapshot_from_store,
+)
+from experiments.gate import GateResult, GateRules, approve, evaluate
+from experiments.registry import TrainOutcome, train_and_register
+from experiments.training import TrainConfig
+from labeling.policy import Policy, load_policy
+from labeling.records import Conversation, Limits, read_records
+from labeling.taxonomy import Taxonomy, load_taxonomy
+from labelloop.settings import Settings
+
+
+def policy_and_taxonomy(settings: Settings) -> tuple[Policy, Taxonomy]:
+    policy = load_policy(settings.policy_path)
+    taxonomy = load_taxonomy(settings.taxonomy_path, settings.sensitive_map_path, categories=policy.categories)
+    return policy, taxonomy
+
+
+def gate_rules(settings: Settings) -> GateRules:
+    return GateRules(
+        sensitive_recall_floor=settings.gate_sensitive_recall_floor,
+        interest_f1_tolerance=settings.gate_interest_f1_tolerance,
+    )
+
+
+def read_gold_records(paths: Sequence[Path], settings: Settings) -> tuple[list[Conversation], int]:
+    """Valid records from files (bad ones are counted and skipped, as everywhere)."""
+    limits = Limits(max_text_chars=settings.max_text_chars, max_turns=settings.max_turns)
+    convs: list[Conversation] = []
+    bad = 0
+    for item in read_records(paths, limits=limits):
+        if isinstance(item, Conversation):
+            convs.append(item)
+        else:
+            bad += 1
+    return convs, bad
+
+
+def build_snapshot(settings: Settings, from_records: Sequence[Path] | None = None) -> Snapshot:
+    policy, taxonomy = policy_and_taxonomy(settings)
+    lineage = {"policy_version": policy.version, "taxonomy_version": taxonomy.version}
+    project = getattr(settings, "label_studio_project_id", None) or getattr(settings, "label_studio_project", None)
+    if project is not None:
+        lineage["label_studio_project"] = str(project)
+    if from_records:
+        convs, _ = read_gold_records(from_records, settings)
+        return snapshot_from_records(
+            convs, taxonomy, policy.categories, eval_fraction=settings.eval_fraction, lineage=lineage, errors=[]
+        )
+    from labelloop.store import LabelStore
+
+    settings.ensure_dirs()
+    store = LabelStore(settings.db_url)
+    store.migrate()
+    cfg = StoreSnapshotConfig(eval_fraction=settings.eval_fraction, silver_precision=settings.train_silver_precision)
+    return snapshot_from_store(store, policy.categories, config=cfg, lineage=lineage)
+
+
+def train(
+    settings: Settings,
+    *,
+    from_records: Sequence[Path] | None = None,
+    use_embeddings: bool = True,
+    use_tfidf: bool = True,
+) -> TrainOutcome:
+    """Snapshot -> train -> MLflow run -> registered version (and the gate with auto-approve)."""
+    policy, taxonomy = policy_and_taxonomy(settings)
+    snapshot = build_snapshot(settings, from_records)
+    embedder = onnx = tok = None
+    model_id = "none"
+    cfg = TrainConfig(recall_target=settings.train_recall_target, use_embeddings=use_embeddings, use_tfidf=use_tfidf)
+    if use_embeddings:
+        from labeling.assets import EMBEDDING_MODEL_ID, ensure_embedding_model
+        from labeling.embeddings import MiniLMEmbedder
+
+        settings.models_dir.mkdir(parents=True, exist_ok=True)
+        onnx, tok = ensure_embedding_model(settings.models_dir)
+        embedder = MiniLMEmbedder(onnx, tok, max_length=cfg.embed_max_length)
+        model_id = EMBEDDING_MODEL_ID
+    return train_and_register(
+        snapshot,
+        tracking_uri=settings.mlflow_uri,
+        policy=policy,
+        taxonomy=taxonomy,
+        embedder=embedder,
+        onnx_path=onnx,
+        tokenizer_path=tok,
+        config=cfg,
+        experiment=settings.mlflow_experiment,
+        embedding_model_id=model_id,
+    )
+
+
+def evaluate_and_maybe_approve(settings: Settings, version: str) -> tuple[GateResult, bool]:
+    """The gate; with ``gate_auto_approve`` a passing version goes to production."""
+    result = evaluate(version, tracking_uri=settings.mlflow_uri, rules=gate_rules(settings),
+                      experiment=settings.mlflow_experiment)  # fmt: skip
+    approved = False
+    if result.passed and settings.gate_auto_approve:
+        approve(version, tracking_uri=settings.mlflow_uri)
+        approved = True
+    return result, approved

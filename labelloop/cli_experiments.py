@@ -1,0 +1,140 @@
+"""CLI: train, evaluate (the gate), approve, rollback, models list.
+
+Mount with ``from labelloop.cli_experiments import register; register(app)`` in ``labelloop/cli.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from labelloop.settings import Settings, get_settings
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def train_cmd(
+    from_records: Annotated[
+        list[Path] | None,
+        typer.Option("--from-records", help="train on these record files (gold labels) instead of the label store"),
+    ] = None,
+    no_embeddings: Annotated[bool, typer.Option("--no-embeddings", help="TF-IDF features only (fast)")] = False,
+    evaluate_after: Annotated[bool, typer.Option("--evaluate", help="run the gate on the new version")] = False,
+) -> None:
+    """Train the targeting filter, log an MLflow run, register a version; prints the run URL."""
+    from experiments.pipeline import evaluate_and_maybe_approve, train
+
+    s = _settings()
+    for p in from_records or []:
+        if not p.exists():
+            err.print(f"[red]input not found:[/red] {p}")
+            raise typer.Exit(2)
+    try:
+        out = train(s, from_records=from_records, use_embeddings=not no_embeddings)
+    except ValueError as exc:
+        err.print(f"[red]training failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    m = out.metrics
+    typer.echo(f"run: {out.run_url}")
+    typer.echo(f"model: {out.model_uri} (version {out.version}) snapshot {out.snapshot_hash[:12]}")
+    typer.echo(
+        f"eval: leak_rate={m.get('leak_rate', float('nan')):.4f} false_block_rate={m.get('false_block_rate', float('nan')):.4f} "
+        f"interest_micro_f1={m.get('interest_micro_f1', float('nan')):.4f} (n={int(m.get('n_eval', 0))})"
+    )
+    if evaluate_after and out.version is not None:
+        result, approved = evaluate_and_maybe_approve(s, out.version)
+        console.print(result.table_markdown())
+        if approved:
+            console.print(f"auto-approved: version {out.version} is now @production")
+
+
+def evaluate_cmd(
+    version: Annotated[str, typer.Option("--version", "-v", help="model version to gate")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the verdict as JSON")] = False,
+) -> None:
+    """Gate VERSION against the @production champion on the frozen eval split (exit 1 if it fails)."""
+    from experiments.pipeline import evaluate_and_maybe_approve
+
+    s = _settings()
+    result, approved = evaluate_and_maybe_approve(s, version)
+    if as_json:
+        console.print_json(json.dumps({"version": result.version, "champion": result.champion_version,
+                                       "passed": result.passed, "summary": result.summary(),
+                                       "gate_run_id": result.gate_run_id, "approved": approved}))  # fmt: skip
+    else:
+        console.print(result.table_markdown())
+        for n in result.notes:
+            console.print(f"note: {n}")
+        if result.passed:
+            console.print(f"version {version} passed: alias @challenger" + (" and @production" if approved else ""))
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def approve_cmd(
+    version: Annotated[str, typer.Argument(help="model version to promote to @production")],
+    force: Annotated[bool, typer.Option("--force", help="approve although the gate did not pass")] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="why (required with --force; recorded)")] = None,
+) -> None:
+    """Move @production to VERSION (the old production keeps @previous)."""
+    from experiments.gate import GateError, approve
+
+    s = _settings()
+    try:
+        r = approve(version, tracking_uri=s.mlflow_uri, force=force, reason=reason)
+    except GateError as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if r["changed"]:
+        console.print(f"@production -> version {r['version']} (previous: {r['previous']})" + (" [forced]" if r.get("forced") else ""))
+    else:
+        console.print(f"version {r['version']} is already @production")
+
+
+def rollback_cmd() -> None:
+    """Point @production back at @previous."""
+    from experiments.gate import GateError, rollback
+
+    s = _settings()
+    try:
+        r = rollback(tracking_uri=s.mlflow_uri)
+    except GateError as exc:
+        err.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"@production -> version {r['production']} (rolled back from {r['rolled_back']})")
+
+
+def models_list() -> None:
+    """Versions of labelloop-targeting-filter with aliases and gate status."""
+    from experiments.registry import list_versions
+
+    s = _settings()
+    t = Table(title="labelloop-targeting-filter")
+    for col in ("version", "aliases", "gate", "forced", "run_id"):
+        t.add_column(col)
+    for r in list_versions(s.mlflow_uri):
+        t.add_row(r["version"], ",".join(r["aliases"]), r["gate"], r["forced"], r["run_id"] or "")
+    console.print(t)
+
+
+def register(app: typer.Typer, models_app: typer.Typer) -> None:
+    """Add train/evaluate/approve/rollback, and `list` to the main CLI's `models` group."""
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("approve")(approve_cmd)
+    app.command("rollback")(rollback_cmd)
+    models_app.command("list")(models_list)

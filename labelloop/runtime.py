@@ -1,0 +1,55 @@
+"""Lazily built handles shared by the CLI and the flows (one place that knows how to open things).
+
+Nothing connects at construction: each handle is created on first use and cached.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from labelloop.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from labeling.policy import Policy
+    from labeling.studio import StudioClient
+    from labeling.taxonomy import Taxonomy
+    from labelloop.store import LabelStore
+
+
+class Runtime:
+    """Settings plus the store, policy, taxonomy and service clients derived from them."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings if settings is not None else get_settings()
+
+    @cached_property
+    def store(self) -> LabelStore:
+        from labelloop.store import LabelStore
+
+        self.settings.ensure_dirs()
+        store = LabelStore(self.settings.db_url)
+        store.migrate()
+        return store
+
+    @cached_property
+    def policy(self) -> Policy:
+        from labeling.policy import load_policy
+
+        return load_policy(self.settings.policy_path)
+
+    @cached_property
+    def taxonomy(self) -> Taxonomy:
+        from labeling.taxonomy import load_taxonomy
+
+        return load_taxonomy(
+            self.settings.taxonomy_path,
+            self.settings.sensitive_map_path,
+            categories=self.policy.categories,
+        )
+
+    @cached_property
+    def studio(self) -> StudioClient:
+        from labeling.studio import StudioClient
+
+        return StudioClient.from_settings(self.settings)

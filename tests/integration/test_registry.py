@@ -1,0 +1,279 @@
+"""Training -> MLflow run -> registered version -> gate -> approve/rollback, on a real MLflow server.
+
+The server is started by ``infra.stack.Stack(settings).up(services=["mlflow"])`` (sqlite backend,
+served artifacts, free port, temporary state dir). Models here use TF-IDF features only (no ONNX
+needed); ``test_minilm_model_end_to_end`` (marked ``model``) bundles the real MiniLM.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from experiments.dataset import Snapshot, snapshot_from_records
+from experiments.gate import GateError, GateRules, alias_version, approve, evaluate, rollback
+from experiments.registry import (
+    TrainOutcome,
+    default_prototypes,
+    log_and_register,
+    train_and_register,
+)
+from experiments.training import TrainConfig, train_filter
+from labeling.policy import Policy, load_policy
+from labeling.records import Conversation
+from labeling.synth import generate
+from labeling.taxonomy import Taxonomy, load_taxonomy
+from labelloop.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+TFIDF_ONLY = TrainConfig(use_embeddings=False, use_tfidf=True)
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+@pytest.fixture(scope="module")
+def mlflow_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    from infra.stack import Stack
+
+    state = tmp_path_factory.mktemp("mlflow-state")
+    settings = Settings(
+        _env_file=None, env="test", state_dir=state, host="127.0.0.1", mlflow_port=_free_port()
+    )  # type: ignore[call-arg]
+    stack = Stack(settings)
+    try:
+        stack.up(services=["mlflow"])
+        yield settings
+    finally:
+        stack.down(services=["mlflow"])
+
+
+@pytest.fixture(scope="module")
+def uri(mlflow_settings: Settings) -> str:
+    return mlflow_settings.mlflow_uri
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return load_policy()
+
+
+@pytest.fixture(scope="module")
+def taxonomy(policy: Policy) -> Taxonomy:
+    return load_taxonomy(categories=policy.categories)
+
+
+@pytest.fixture(scope="module")
+def snapshot(policy: Policy, taxonomy: Taxonomy) -> Snapshot:
+    convs = [Conversation.model_validate(r) for r in generate(700, 11)]
+    return snapshot_from_records(convs, taxonomy, policy.categories)
+
+
+@pytest.fixture(scope="module")
+def v1(uri: str, snapshot: Snapshot, policy: Policy, taxonomy: Taxonomy) -> TrainOutcome:
+    return train_and_register(
+        snapshot, tracking_uri=uri, policy=policy, taxonomy=taxonomy, embedder=None,
+        onnx_path=None, tokenizer_path=None, config=TFIDF_ONLY, lineage={"prompt_hash": "p-test"},
+    )  # fmt: skip
+
+
+def _broken(uri: str, snapshot: Snapshot, policy: Policy, taxonomy: Taxonomy) -> TrainOutcome:
+    """A challenger whose sensitive thresholds are unreachable and whose lexicon is empty."""
+    res = train_filter(
+        snapshot, taxonomy, None, config=TFIDF_ONLY, prototype_texts=default_prototypes(policy)
+    )
+    bundle = replace(
+        res.bundle,
+        sensitive_thresholds=dict.fromkeys(res.bundle.categories, 1.01),
+        lexicon=dict.fromkeys(res.bundle.categories, ()),
+    )
+    return log_and_register(
+        snapshot, replace(res, bundle=bundle), tracking_uri=uri, policy=policy, taxonomy=taxonomy,
+        embedder=None, onnx_path=None, tokenizer_path=None, config=TFIDF_ONLY,
+    )  # fmt: skip
+
+
+def test_training_logs_run_and_registers_version(v1: TrainOutcome, uri: str) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    assert v1.version == "1"
+    assert v1.run_url.startswith(uri)
+    run = MlflowClient(uri).get_run(v1.run_id)
+    assert run.data.tags["snapshot_hash"] == v1.snapshot_hash
+    assert run.data.tags["prompt_hash"] == "p-test"
+    for k in ("policy_version", "taxonomy_version", "label_store_revision", "label_studio_project"):
+        assert k in run.data.tags
+    for k in (
+        "leak_rate",
+        "false_block_rate",
+        "interest_micro_f1",
+        "interest_macro_f1",
+        "recall_health",
+    ):
+        assert k in run.data.metrics
+    assert run.inputs is not None
+    assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {v1.snapshot_hash[:32]}
+    names = {a.path for a in MlflowClient(uri).list_artifacts(v1.run_id, "eval")}
+    assert {"eval/confusion_matrices.png", "eval/pr_curves_sensitive.png", "eval/per_category_metrics.csv",
+            "eval/eval_set.jsonl"} <= names  # fmt: skip
+    info = mlflow.models.get_model_info(v1.model_uri)
+    assert info.signature is not None
+    assert info.saved_input_example_info is not None
+
+
+def test_pyfunc_predict_through_mlflow(v1: TrainOutcome, record_factory: Any) -> None:
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from targeting.model import load_filter
+
+    make = record_factory
+    recs = [
+        make(conversation_id="ok"),
+        make(conversation_id="de", country="DE"),
+        make(
+            conversation_id="sens",
+            turns=[{"role": "user", "text": "Our union rep says the strike vote is Thursday."}],
+        ),
+    ]
+    for r in recs:
+        r.pop("gold")
+    model = mlflow.pyfunc.load_model(v1.model_uri)
+    out = model.predict(pd.DataFrame(recs))
+    by = {d["conversation_id"]: d for d in out}
+    assert by["de"]["eligible"] is False and by["de"]["excluded_reason"] == "region"
+    assert by["sens"]["excluded_reason"] == "sensitive_topic" and by["sens"]["interests"] == []
+    assert by["ok"]["policy_version"] == load_policy().version
+    filt = load_filter(v1.model_uri)
+    assert filt.model_version == "1"
+    bad = filt.decide([{"conversation_id": "bad", "country": "US"}, "nonsense"])
+    assert [d.excluded_reason for d in bad] == ["invalid_record", "invalid_record"]
+
+
+def test_gate_approve_rollback(
+    v1: TrainOutcome, uri: str, snapshot: Snapshot, policy: Policy, taxonomy: Taxonomy
+) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    lenient = GateRules(sensitive_recall_floor=0.5)
+    # no champion: only absolute rules
+    r1 = evaluate("1", tracking_uri=uri, rules=lenient)
+    assert r1.passed, r1.table_markdown()
+    assert r1.champion_version is None
+    assert alias_version(uri, "challenger") == "1"
+    assert client.get_model_version("labelloop-targeting-filter", "1").tags["gate"] == "passed"
+    assert r1.gate_run_id is not None
+    assert client.get_run(r1.gate_run_id).data.tags["gate.verdict"] == "passed"
+    approve("1", tracking_uri=uri)
+    assert alias_version(uri, "production") == "1"
+    assert alias_version(uri, "challenger") is None
+
+    # a broken challenger fails the gate against the champion
+    broken = _broken(uri, snapshot, policy, taxonomy)
+    assert broken.version == "2"
+    r2 = evaluate("2", tracking_uri=uri, rules=lenient)
+    assert not r2.passed
+    assert r2.champion_version == "1"
+    failed = {c.name for c in r2.checks if not c.passed}
+    assert "leak_rate <= champion" in failed
+    assert any(n.startswith("recall[") for n in failed)
+    with pytest.raises(GateError):
+        approve("2", tracking_uri=uri)
+    with pytest.raises(GateError):
+        approve("2", tracking_uri=uri, force=True)
+    assert alias_version(uri, "production") == "1"
+
+    forced = approve("2", tracking_uri=uri, force=True, reason="incident drill")
+    assert forced["forced"] is True
+    tags = client.get_model_version("labelloop-targeting-filter", "2").tags
+    assert tags["approval_forced"] == "true" and tags["approval_reason"] == "incident drill"
+    assert alias_version(uri, "production") == "2"
+    assert alias_version(uri, "previous") == "1"
+
+    rb = rollback(tracking_uri=uri)
+    assert rb == {"production": "1", "rolled_back": "2"}
+    assert alias_version(uri, "production") == "1"
+    with pytest.raises(GateError):
+        rollback(tracking_uri=uri)
+
+    # an equivalent retrain passes against the champion (same leak rate, same F1)
+    v3 = train_and_register(
+        snapshot, tracking_uri=uri, policy=policy, taxonomy=taxonomy, embedder=None,
+        onnx_path=None, tokenizer_path=None, config=TFIDF_ONLY,
+    )  # fmt: skip
+    r3 = evaluate(str(v3.version), tracking_uri=uri, rules=lenient)
+    assert r3.passed, r3.table_markdown()
+    assert r3.champion_version == "1"
+
+
+def test_cli_models_list_and_refusals(
+    v1: TrainOutcome, mlflow_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labelloop.cli_experiments import register
+
+    app = typer.Typer()
+    register(app)
+    monkeypatch.setenv("LABELLOOP_MLFLOW_TRACKING_URI", mlflow_settings.mlflow_uri)
+    monkeypatch.setenv("LABELLOOP_STATE_DIR", str(mlflow_settings.state))
+    runner = CliRunner()
+    res = runner.invoke(app, ["models", "list"])
+    assert res.exit_code == 0, res.output
+    assert "labelloop-targeting-filter" in res.output
+    res = runner.invoke(app, ["approve", "999"])
+    assert res.exit_code != 0
+
+
+def test_cli_train_from_records(
+    mlflow_settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from labeling.synth import write_jsonl
+    from labelloop.cli_experiments import register
+
+    app = typer.Typer()
+    register(app)
+    src = tmp_path / "gold.jsonl"
+    write_jsonl(generate(300, 5), src)
+    monkeypatch.setenv("LABELLOOP_MLFLOW_TRACKING_URI", mlflow_settings.mlflow_uri)
+    monkeypatch.setenv("LABELLOOP_STATE_DIR", str(tmp_path / "state"))
+    res = CliRunner().invoke(app, ["train", "--from-records", str(src), "--no-embeddings"])
+    assert res.exit_code == 0, res.output
+    assert "run: http://" in res.output
+
+
+@pytest.mark.model
+def test_minilm_model_end_to_end(
+    uri: str, snapshot: Snapshot, policy: Policy, taxonomy: Taxonomy, tmp_path: Path
+) -> None:
+    from labeling.assets import EMBEDDING_MODEL_ID, ensure_embedding_model
+    from labeling.embeddings import MiniLMEmbedder
+    from targeting.model import load_filter
+
+    onnx, tok = ensure_embedding_model(tmp_path / "models")
+    small = Snapshot(
+        snapshot.train[:250], snapshot.eval[:60], snapshot.categories, snapshot.lineage
+    )
+    out = train_and_register(
+        small, tracking_uri=uri, policy=policy, taxonomy=taxonomy, embedder=MiniLMEmbedder(onnx, tok, max_length=128),
+        onnx_path=onnx, tokenizer_path=tok, embedding_model_id=EMBEDDING_MODEL_ID, register=True,
+    )  # fmt: skip
+    filt = load_filter(out.model_uri)
+    assert filt.embedder is not None
+    recs = generate(20, 77)
+    decisions = filt.decide(recs)
+    assert len(decisions) == 20
+    assert all(d.excluded_reason != "model_unavailable" for d in decisions)

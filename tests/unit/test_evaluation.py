@@ -1,0 +1,138 @@
+"""Metrics on tiny hand-computed cases; leak-rate and false-block math; the gate rules."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.dataset import Example
+from experiments.evaluation import evaluate_verdicts, write_artifacts
+from experiments.gate import GateRules, apply_rules
+from targeting.scorer import ContentVerdict, FilterBundle, ScoreBatch
+
+CATS = ("health", "religion")
+
+
+def V(sens: tuple[str, ...] = (), ints: tuple[str, ...] = ()) -> ContentVerdict:
+    return ContentVerdict(sens, {}, tuple((i, 0.9) for i in ints))
+
+
+def _case() -> tuple[list[Example], list[ContentVerdict]]:
+    ex = [
+        Example("a", "t", ("health",), None),  # blocked as health: caught
+        Example("b", "t", ("health",), None),  # passes: leak
+        Example(
+            "c", "t", ("religion",), None
+        ),  # blocked, but as health: caught (no leak), category miss
+        Example("d", "t", (), ("1", "2")),  # passes, interests {1}: tp=1 fn=1
+        Example("e", "t", (), ("3",)),  # blocked: false block; interests {3, 4}: tp=1 fp=1
+        Example("f", "t", (), ()),  # passes, no interests
+        Example("g", "t", (), None),  # passes, unknown interests (not scored)
+        Example("h", "t", (), ()),  # passes, predicted {5}: fp=1
+    ]
+    vs = [
+        V(("health",)),
+        V(),
+        V(("health",)),
+        V((), ("1",)),
+        V(("religion",), ("3", "4")),
+        V(),
+        V((), ("9",)),
+        V((), ("5",)),
+    ]
+    return ex, vs
+
+
+def test_leak_and_false_block_rates() -> None:
+    ex, vs = _case()
+    r = evaluate_verdicts(ex, vs, CATS)
+    assert r.n_sensitive == 3 and r.n_non_sensitive == 5
+    assert r.leak_rate == pytest.approx(1 / 3)
+    assert r.false_block_rate == pytest.approx(1 / 5)
+
+
+def test_per_category_metrics() -> None:
+    ex, vs = _case()
+    r = evaluate_verdicts(ex, vs, CATS)
+    h = r.per_category["health"]
+    assert h["support"] == 2 and h["tp"] == 1 and h["fp"] == 1 and h["fn"] == 1
+    assert (
+        h["recall"] == pytest.approx(0.5)
+        and h["precision"] == pytest.approx(0.5)
+        and h["f1"] == pytest.approx(0.5)
+    )
+    rel = r.per_category["religion"]
+    assert rel["recall"] == 1.0  # blocked (as health): not a leak
+    assert rel["category_recall"] == 0.0
+    assert rel["precision"] == 0.0  # the religion prediction on "e" is a false positive
+
+
+def test_interest_micro_macro() -> None:
+    ex, vs = _case()
+    r = evaluate_verdicts(ex, vs, CATS)
+    # d: tp1 fn1 ; e: tp1 fp1 ; f: - ; h: fp1  => tp=2 fp=2 fn=1
+    assert r.n_interest_items == 4
+    assert r.interest_micro_precision == pytest.approx(0.5)
+    assert r.interest_micro_recall == pytest.approx(2 / 3)
+    assert r.interest_micro_f1 == pytest.approx(2 * 2 / (2 * 2 + 2 + 1))
+    # per label F1: 1 -> 1.0, 2 -> 0, 3 -> 1.0, 4 -> 0 (fp only, support 0: excluded), 5 -> excluded
+    assert r.interest_macro_f1 == pytest.approx((1.0 + 0.0 + 1.0) / 3)
+    # end to end (non-sensitive gold only; "e" blocked -> predicts nothing): d tp1 fn1, e fn1, h fp1
+    assert r.interest_micro_f1_e2e == pytest.approx(2 * 1 / (2 * 1 + 1 + 2))
+
+
+def test_undefined_rates_are_nan() -> None:
+    r = evaluate_verdicts([Example("x", "t", (), None)], [V()], CATS)
+    assert math.isnan(r.leak_rate) and r.false_block_rate == 0.0 and math.isnan(r.interest_micro_f1)
+    with pytest.raises(ValueError):
+        evaluate_verdicts([], [V()], CATS)
+
+
+def test_artifacts_written(tmp_path: Path) -> None:
+    ex, vs = _case()
+    r = evaluate_verdicts(ex, vs, CATS)
+    bundle = FilterBundle(
+        CATS, ("1", "3"), {"1": "one", "3": "three"}, {}, {}, {}, {}, {}, {}, None, {}, "none"
+    )
+    batch = ScoreBatch(np.random.default_rng(0).uniform(size=(len(ex), 2)), [frozenset()] * len(ex),
+                       np.random.default_rng(1).uniform(size=(len(ex), 2)))  # fmt: skip
+    paths = write_artifacts(r, ex, batch, vs, bundle, tmp_path)
+    names = {p.name for p in paths}
+    assert {
+        "confusion_matrices.png",
+        "pr_curves_sensitive.png",
+        "per_category_metrics.csv",
+        "per_category_metrics.md",
+    } <= names
+    assert (tmp_path / "confusion_matrices.png").read_bytes()[:4] == b"\x89PNG"
+    assert "health" in (tmp_path / "per_category_metrics.csv").read_text()
+
+
+def test_gate_rules() -> None:
+    ex, vs = _case()
+    champ = evaluate_verdicts(ex, vs, CATS)
+    # challenger catches everything sensitive, same interests
+    better = [V(("health",)), V(("health",)), V(("religion",)), *vs[3:]]
+    ch = evaluate_verdicts(ex, better, CATS)
+    ok, checks = apply_rules(ch, champ, GateRules(sensitive_recall_floor=0.98))
+    assert ok, checks
+    # absolute rule only when there is no champion: champion itself fails the floor (health 0.5)
+    ok, checks = apply_rules(champ, None, GateRules(sensitive_recall_floor=0.98))
+    assert not ok and [c.name for c in checks if not c.passed] == ["recall[health]"]
+    # worse leak than champion fails even with a lenient floor
+    worse = [V(), V(), V(("health",)), *vs[3:]]
+    ok, checks = apply_rules(
+        evaluate_verdicts(ex, worse, CATS), champ, GateRules(sensitive_recall_floor=0.0)
+    )
+    assert not ok and "leak_rate <= champion" in [c.name for c in checks if not c.passed]
+    # interest F1 drop beyond tolerance fails
+    no_int = [*better[:3], V(), V(("religion",)), V(), V(), V()]
+    ok, checks = apply_rules(
+        evaluate_verdicts(ex, no_int, CATS), champ, GateRules(sensitive_recall_floor=0.0)
+    )
+    assert not ok and "interest_micro_f1 >= champion - tol" in [
+        c.name for c in checks if not c.passed
+    ]

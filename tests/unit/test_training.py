@@ -1,0 +1,155 @@
+"""Training: threshold calibration, fallbacks, features (fake embedder, no model files)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments.dataset import Example, Snapshot
+from experiments.training import (
+    CachedEmbedder,
+    TrainConfig,
+    calibrate_recall_threshold,
+    features,
+    train_filter,
+    tune_f1_threshold,
+)
+from labeling.policy import load_policy
+from labeling.taxonomy import load_taxonomy
+from targeting.scorer import HashingEmbedder
+
+CATS = ("religion", "health", "union_membership")
+
+
+def test_recall_threshold_reaches_target() -> None:
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(0, 1, size=500)
+    for target in (0.5, 0.9, 0.99, 1.0):
+        t = calibrate_recall_threshold(pos, target)
+        assert (pos >= t).mean() >= target
+        # and it is the highest such threshold: the next higher score misses the target
+        higher = pos[pos > t]
+        if higher.size:
+            assert (pos >= higher.min()).mean() < target
+
+
+def test_recall_threshold_small_and_invalid() -> None:
+    assert calibrate_recall_threshold([0.9, 0.2, 0.5], 0.99) == 0.2
+    assert calibrate_recall_threshold([0.9, 0.2, 0.5], 0.6) == 0.5
+    with pytest.raises(ValueError):
+        calibrate_recall_threshold([], 0.9)
+    with pytest.raises(ValueError):
+        calibrate_recall_threshold([0.1], 0.0)
+
+
+def test_f1_threshold() -> None:
+    scores = [0.9, 0.8, 0.7, 0.3, 0.2, 0.1]
+    labels = [1, 1, 1, 0, 0, 0]
+    t, f1 = tune_f1_threshold(scores, labels)
+    assert f1 == 1.0 and 0.3 < t <= 0.7
+
+
+def test_features_shapes_and_fake_embedder() -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    texts = ["hello world", "buy hiking boots", "hello boots"]
+    emb = HashingEmbedder(16)
+    x = features(texts, emb)
+    assert x.shape == (3, 16)
+    assert np.allclose(np.linalg.norm(x, axis=1), 1.0)
+    assert np.array_equal(emb.embed(texts), emb.embed(texts))
+    tf = TfidfVectorizer().fit(texts)
+    x2 = features(texts, emb, tf)
+    assert x2.shape == (3, 16 + len(tf.vocabulary_))
+    c = CachedEmbedder(emb)
+    c.embed(texts)
+    assert len(c.cache) == 3
+
+
+def _examples() -> list[Example]:
+    rng = np.random.default_rng(1)
+    out: list[Example] = []
+    fillers = ["today", "please", "thanks", "quickly", "now", "later", "again", "soon"]
+    for i in range(300):
+        f = " ".join(rng.choice(fillers, 3))
+        if i % 3 == 0:
+            out.append(
+                Example(
+                    f"r{i}",
+                    f"pray at the church and mosque with scripture {f}",
+                    ("religion",),
+                    ("422",),
+                )
+            )
+        elif i % 3 == 1:
+            out.append(
+                Example(
+                    f"h{i}",
+                    f"my doctor prescribed medication for the illness {f}",
+                    ("health",),
+                    None,
+                )
+            )
+        else:
+            out.append(
+                Example(f"n{i}", f"book a cheap flight and hotel for travel {f}", (), ("653",))
+            )
+    # five union examples: too few for calibration -> fallback_low
+    out += [
+        Example(
+            f"u{i}", f"workplace organizing meeting with coworkers {i}", ("union_membership",), ()
+        )
+        for i in range(5)
+    ]
+    return out
+
+
+def test_train_filter_calibrates_and_records_fallbacks() -> None:
+    policy = load_policy()
+    tax = load_taxonomy(categories=policy.categories)
+    snap = Snapshot(tuple(_examples()), (), CATS)
+    res = train_filter(snap, tax, HashingEmbedder(32), config=TrainConfig(recall_target=0.99, min_positives=20),
+                       lexicon=dict.fromkeys(CATS, ()))  # fmt: skip
+    cal = res.calibration
+    assert cal["religion"]["rule"] == "recall_target"
+    assert cal["religion"]["val_recall"] >= 0.99
+    assert cal["health"]["val_recall"] >= 0.99
+    assert cal["union_membership"]["rule"] == "fallback_low"
+    assert res.bundle.sensitive_thresholds["union_membership"] <= 0.1
+    assert 0.0 <= res.val_false_block_rate <= 1.0
+    # interests are learned only where known; "653" (Travel) and "422" are in the label space
+    assert set(res.bundle.interest_ids) <= {"422", "653"}
+    verdicts = res.bundle.judge(
+        ["pray at the church and mosque", "book a cheap flight and hotel for travel"],
+        HashingEmbedder(32),
+    )
+    assert verdicts[0].blocked and verdicts[0].sensitive_category == "religion"
+    assert not verdicts[1].blocked
+
+
+def test_category_without_positives_uses_prototypes_or_lexicon() -> None:
+    policy = load_policy()
+    tax = load_taxonomy(categories=policy.categories)
+    ex = [e for e in _examples() if "union_membership" not in e.sensitive]
+    snap = Snapshot(tuple(ex), (), CATS)
+    res = train_filter(snap, tax, HashingEmbedder(32), prototype_texts={"union_membership": ["union dues strike vote"]},
+                       lexicon={"union_membership": ("union rep",)})  # fmt: skip
+    assert res.bundle.sensitive_rules["union_membership"] == "prototype"
+    assert res.bundle.sensitive_models["union_membership"] is None
+    v = res.bundle.judge(["Our union rep called"], HashingEmbedder(32))[0]
+    assert "union_membership" in v.sensitive
+    res2 = train_filter(
+        snap,
+        tax,
+        None,
+        config=TrainConfig(use_embeddings=False),
+        lexicon={"union_membership": ("union rep",)},
+    )
+    assert res2.bundle.sensitive_rules["union_membership"] == "lexicon_only"
+    assert res2.bundle.judge(["ask my union rep"], None)[0].sensitive == ("union_membership",)
+
+
+def test_train_rejects_empty_snapshot() -> None:
+    tax = load_taxonomy()
+    with pytest.raises(ValueError):
+        train_filter(Snapshot((), (), CATS), tax, HashingEmbedder())
