@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from labelloop.store import LabelStore
 from labelloop.store.models import GoldLabelRow, utcnow
 
 PRECEDENCE: dict[str, int] = {
@@ -91,3 +92,16 @@ def upsert_gold(
     row.revision += 1
     row.resolved_at = utcnow()
     return GoldChange(conversation_id, tuple(ints), tuple(sens), origin, row.revision, False)
+
+
+def human_gold_count(store: LabelStore) -> int:
+    """Gold labels that came from people (human or adjudicated): the retrain trigger counts these."""
+    from sqlalchemy import func
+
+    with store.session() as s:
+        return int(
+            s.scalar(
+                select(func.count()).select_from(GoldLabelRow).where(GoldLabelRow.origin.in_(HUMAN_ORIGINS))
+            )
+            or 0
+        )

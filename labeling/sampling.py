@@ -146,3 +146,48 @@ def sample_into_store(
         inserted, _ = store.add_conversations(rows)
         report.inserted += inserted
     return report
+
+
+def conversations_needing_proposals(
+    store: LabelStore, prompt_hash: str, model_id: str, limit: int | None = None
+) -> list[str]:
+    """Eligible conversations that have no proposal from this prompt + model yet (oldest first)."""
+    from sqlalchemy import and_, select
+
+    from labelloop.store.models import ConversationRow, ProposalRow
+
+    q = (
+        select(ConversationRow.conversation_id)
+        .outerjoin(
+            ProposalRow,
+            and_(
+                ProposalRow.conversation_id == ConversationRow.conversation_id,
+                ProposalRow.prompt_hash == prompt_hash,
+                ProposalRow.model_id == model_id,
+            ),
+        )
+        .where(ConversationRow.eligible.is_(True), ProposalRow.id.is_(None))
+        .order_by(ConversationRow.id)
+    )
+    if limit is not None:
+        q = q.limit(limit)
+    with store.session() as s:
+        return list(s.scalars(q))
+
+
+def redacted_texts(store: LabelStore, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """conversation_id -> redacted turns, for eligible conversations."""
+    from sqlalchemy import select
+
+    from labelloop.store.models import ConversationRow
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    with store.session() as s:
+        for i in range(0, len(ids), 500):
+            rows = s.execute(
+                select(ConversationRow.conversation_id, ConversationRow.redacted_turns).where(
+                    ConversationRow.conversation_id.in_(ids[i : i + 500])
+                )
+            ).tuples()
+            out.update({cid: turns for cid, turns in rows if turns})
+    return out

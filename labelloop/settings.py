@@ -146,6 +146,22 @@ class Settings(BaseSettings):
         0.9, ge=0.5, le=1, description="label-error check: model probability contradicting gold at/above this"
     )
 
+    # Orchestration (flows/)
+    source_dir: Path = Field(Path("data/incoming"), description="folder of new conversation files")
+    signals_dir: Path | None = Field(None, description="interest signals for the ad side (default state/signals)")
+    task_runner: Literal["threads", "dask"] = Field("threads", description="Prefect task runner")
+    dask_address: str | None = Field(None, description="Dask scheduler address; default: local cluster")
+    dask_workers: int = Field(2, ge=1, description="workers of the local Dask cluster")
+    flow_workers: int = Field(2, ge=1, description="threads of the thread task runner")
+    flow_batch_size: int = Field(64, ge=1, description="conversations per proposal/filter task")
+    sample_cap_per_surface: int | None = Field(500, description="new conversations per surface per run")
+    llm_concurrency: int = Field(1, ge=1, description="Prefect global concurrency limit on LLM batches")
+    retrain_min_new_gold: int = Field(50, ge=1, description="new gold labels that trigger a retrain")
+    schedule_sample_and_propose: str = Field("0 * * * *", description="cron")
+    schedule_collect_reviews: str = Field("*/15 * * * *", description="cron")
+    schedule_retrain: str = Field("0 2 * * *", description="cron")
+    schedule_score_batch: str = Field("0 4 * * *", description="cron")
+
     @model_validator(mode="after")
     def _refuse_placeholders_outside_dev(self) -> Settings:
         if self.env == "prod":
@@ -171,6 +187,10 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.state / 'labelstore.db'}"
+
+    @property
+    def signals(self) -> Path:
+        return self.signals_dir or self.state / "signals"
 
     @property
     def chroma_dir(self) -> Path:

@@ -1,0 +1,350 @@
+"""The loop as Prefect flows. Thin wiring only: every task calls pure functions of the stages.
+
+Tasks are coarse (a batch of conversations, never one record). Side-effecting tasks use
+``NO_CACHE`` (their inputs are settings and ids; re-running them is idempotent by design of the
+label store, so caching would only hide new data).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from prefect import Flow, flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import SERVICE_RETRIES, ensure_llm_limit, llm_slot, md_table, publish, task_runner
+from labelloop.runtime import Runtime
+from labelloop.settings import Settings, get_settings
+
+
+def _run_id(kind: str) -> str:
+    return f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+# ----------------------------------------------------------------------------- tasks
+@task(name="ingest", cache_policy=NO_CACHE)
+def ingest_task(settings: Settings, files: list[str] | None, run_id: str) -> dict[str, Any]:
+    """Read new files from the source, quarantine bad records, gate, redact, store."""
+    from labeling.records import Limits
+    from labeling.sampling import sample_into_store
+    from labeling.sources import FolderSource
+
+    rt = Runtime(settings)
+    source = FolderSource(settings.source_dir)
+    paths = [Path(f) for f in files] if files else source.pending(rt.store)
+    if not paths:
+        return {"files": 0, "inserted": 0, "eligible": 0, "by_surface": {}, "by_reason": {}}
+    report = sample_into_store(
+        paths,
+        policy=rt.policy,
+        store=rt.store,
+        quarantine_path=settings.quarantine_dir / f"{run_id}.jsonl",
+        limits=Limits(max_text_chars=settings.max_text_chars, max_turns=settings.max_turns),
+        cap_per_surface=settings.sample_cap_per_surface,
+        seed=settings.review_seed,
+        run_id=run_id,
+    )
+    if not files:
+        source.mark_done(rt.store, paths)
+    return {"files": len(paths), **report.as_dict()}
+
+
+_PROPOSERS: dict[str, Any] = {}
+
+
+def _proposer(settings: Settings, rt: Runtime) -> Any:
+    """One proposer per process (loading the LLM and the index is the expensive part)."""
+    from labeling.proposals import build_proposer
+
+    key = settings.model_dump_json()
+    if key not in _PROPOSERS:
+        _PROPOSERS[key] = build_proposer(settings, store=rt.store)
+    return _PROPOSERS[key]
+
+
+@task(name="pending-proposals", cache_policy=NO_CACHE)
+def pending_task(settings: Settings, limit: int | None) -> dict[str, Any]:
+    from labeling.sampling import conversations_needing_proposals
+
+    rt = Runtime(settings)
+    proposer = _proposer(settings, rt)
+    ids = conversations_needing_proposals(rt.store, proposer.prompt.sha256, proposer.model_id, limit)
+    return {"ids": ids, "prompt_hash": proposer.prompt.sha256, "model_id": proposer.model_id}
+
+
+@task(name="propose-batch", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def propose_batch_task(settings: Settings, ids: list[str], run_id: str, limited: bool) -> dict[str, Any]:
+    """LLM + kNN proposals for one batch, written to the label store (idempotent upsert)."""
+    from labeling.proposals import ProposalInput, ProposeStats, write_proposals
+    from labeling.sampling import redacted_texts
+
+    rt = Runtime(settings)
+    proposer = _proposer(settings, rt)
+    turns = redacted_texts(rt.store, ids)
+    items = [ProposalInput.from_turns(cid, turns[cid]) for cid in ids if cid in turns]
+    stats = ProposeStats()
+    with llm_slot(limited):
+        proposals = proposer.propose(items, stats=stats)
+    inserted, updated = write_proposals(rt.store, proposals, run_id=run_id)
+    conf: Counter[str] = Counter()
+    for p in proposals:
+        for k, v in p.sensitive.items():
+            conf[f"sensitive:{k}"] += v
+        for k, v in p.interests.items():
+            conf[f"interest:{k}"] += v
+    return {
+        **stats.as_dict(),
+        "inserted": inserted,
+        "updated": updated,
+        "confidence_sum": dict(conf),
+    }
+
+
+@task(name="route-and-push", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def push_task(settings: Settings, run_id: str) -> dict[str, Any]:
+    """Route proposals (silver vs review) and import review tasks into Label Studio."""
+    from labeling.routing import RoutingConfig
+    from labeling.studio import push
+
+    rt = Runtime(settings)
+    report = push(
+        rt.store,
+        rt.studio,
+        taxonomy=rt.taxonomy,
+        policy=rt.policy,
+        cfg=RoutingConfig.from_settings(settings),
+        run_id=run_id,
+        silver_weight=settings.silver_weight,
+        batch_size=settings.review_import_batch,
+    )
+    rt.store.append_audit("review_push", run_id, report.as_dict())
+    return report.as_dict()
+
+
+@task(name="pull-reviews", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def pull_task(settings: Settings, run_id: str) -> dict[str, Any]:
+    """Collect annotations, resolve gold (overlap/adjudication), index gold in Chroma."""
+    from labeling.collection import pull
+    from labeling.studio import bootstrap, remember_projects
+    from labelloop.cli_review import _indexer
+
+    rt = Runtime(settings)
+    projects = bootstrap(rt.studio, rt.taxonomy, rt.policy)
+    remember_projects(rt.store, projects)
+    report = pull(
+        rt.store,
+        rt.studio,
+        projects,
+        run_id=run_id,
+        label_sets={"interests": list(rt.taxonomy.ids()), "sensitive": list(rt.policy.categories)},
+        min_jaccard=settings.adjudication_min_jaccard,
+        index_gold=_indexer(settings),
+    )
+    out = report.as_dict()
+    rt.store.append_audit("review_pull", run_id, {k: v for k, v in out.items() if k != "agreement"})
+    return out
+
+
+@task(name="train-register", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def train_task(settings: Settings) -> dict[str, Any]:
+    from experiments.pipeline import train
+
+    outcome = train(settings)
+    return {
+        "run_id": outcome.run_id,
+        "run_url": outcome.run_url,
+        "model_uri": outcome.model_uri,
+        "version": outcome.version,
+        "snapshot_hash": outcome.snapshot_hash,
+        "metrics": dict(outcome.metrics),
+    }
+
+
+@task(name="gate", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def gate_task(settings: Settings, version: str) -> dict[str, Any]:
+    from experiments.gate import evaluate
+    from experiments.pipeline import gate_rules
+
+    result = evaluate(
+        version,
+        tracking_uri=settings.mlflow_uri,
+        rules=gate_rules(settings),
+        experiment=settings.mlflow_experiment,
+    )
+    return {
+        "version": result.version,
+        "champion_version": result.champion_version,
+        "passed": result.passed,
+        "summary": result.summary(),
+        "table": result.table_markdown(),
+        "n_eval": result.n_eval,
+    }
+
+
+@task(name="approve", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def approve_task(settings: Settings, version: str) -> dict[str, Any]:
+    from experiments.gate import approve
+
+    approve(version, tracking_uri=settings.mlflow_uri)
+    return {"approved": version}
+
+
+@task(name="reload-filter", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def reload_filter_task(settings: Settings) -> dict[str, Any]:
+    import httpx
+
+    r = httpx.post(
+        f"{settings.filter_url}/admin/reload",
+        headers={"X-API-Key": settings.filter_admin_key.get_secret_value()},
+        timeout=120,
+    )
+    r.raise_for_status()
+    return dict(r.json())
+
+
+# ----------------------------------------------------------------------------- flows
+@flow(name="sample_and_propose", log_prints=True)
+def sample_and_propose(files: list[str] | None = None, limit: int | None = None) -> dict[str, Any]:
+    """Sample new conversations -> gate -> redact -> propose (LLM + kNN) -> route -> Label Studio."""
+    settings = get_settings()
+    run_id = _run_id("sample")
+    logger = get_run_logger()
+    limited = ensure_llm_limit(settings)
+    ingest = ingest_task(settings, files, run_id)
+    pending = pending_task(settings, limit)
+    ids: list[str] = pending["ids"]
+    size = settings.flow_batch_size
+    futures = [
+        propose_batch_task.submit(settings, ids[i : i + size], run_id, limited)
+        for i in range(0, len(ids), size)
+    ]
+    batches = [f.result() for f in futures]
+    propose = _sum_stats(batches)
+    push: dict[str, Any] = push_task(settings, run_id) if ids else {"routing": {}, "imported": 0}
+    logger.info("ingested %s, proposed %s, imported %s", ingest.get("inserted"), propose["n"], push.get("imported"))
+    publish(
+        "sample-and-propose",
+        f"sample_and_propose {run_id}",
+        {
+            "Counts by surface": md_table(ingest.get("by_surface", {}), ("surface", "new")),
+            "Eligibility": md_table(ingest.get("by_reason", {}), ("outcome", "conversations")),
+            "Proposals (LLM calls, tokens)": md_table(
+                {k: v for k, v in propose.items() if k != "confidence_sum"}, ("metric", "value")
+            ),
+            "Review routing": md_table(push.get("routing", {}), ("route", "items")),
+        },
+    )
+    return {"run_id": run_id, "ingest": ingest, "propose": propose, "push": push,
+            "prompt_hash": pending["prompt_hash"], "model_id": pending["model_id"]}  # fmt: skip
+
+
+def _sum_stats(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {"n": 0, "llm_called": 0, "llm_calls": 0, "cache_hits": 0, "invalid": 0,
+                             "input_tokens": 0, "output_tokens": 0, "llm_latency_s": 0.0,
+                             "inserted": 0, "updated": 0}  # fmt: skip
+    flags: Counter[str] = Counter()
+    for b in batches:
+        for k in total:
+            total[k] += b.get(k, 0)
+        flags.update(b.get("flags", {}))
+    total["llm_call_rate"] = round(total["llm_called"] / total["n"], 4) if total["n"] else 0.0
+    total["flags"] = dict(flags)
+    return total
+
+
+@flow(name="collect_reviews", log_prints=True)
+def collect_reviews() -> dict[str, Any]:
+    """Pull annotations, resolve to gold, index gold, record agreement and QA precision."""
+    settings = get_settings()
+    run_id = _run_id("collect")
+    pulled = pull_task(settings, run_id)
+    publish(
+        "collect-reviews",
+        f"collect_reviews {run_id}",
+        {
+            "Annotations": md_table(
+                {k: v for k, v in pulled.items() if isinstance(v, int | float)}, ("metric", "value")
+            ),
+            "Agreement": md_table(
+                [{"group": g, **a} for g, a in pulled.get("agreement", {}).items()]
+            ),
+            "QA precision of auto-accepted labels": md_table(pulled.get("qa", {}), ("metric", "value")),
+        },
+    )
+    return {"run_id": run_id, **pulled}
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(force: bool = False) -> dict[str, Any]:
+    """Snapshot -> train -> register -> gate (runs when enough new gold arrived, or forced)."""
+    from labeling.gold import human_gold_count
+
+    settings = get_settings()
+    rt = Runtime(settings)
+    n_gold = human_gold_count(rt.store)
+    last = _last_retrain_gold(rt)
+    if not force and n_gold - last < settings.retrain_min_new_gold:
+        msg = f"{n_gold - last} new gold labels (< {settings.retrain_min_new_gold}); nothing to do"
+        publish("retrain", "retrain skipped", {"Why": msg})
+        return {"skipped": True, "reason": msg}
+    trained = train_task(settings)
+    version = str(trained["version"])
+    verdict = gate_task(settings, version)
+    _record_retrain(rt, n_gold, version)
+    publish(
+        "retrain",
+        f"retrain -> version {version}",
+        {
+            "Model metrics": md_table(trained.get("metrics", {}), ("metric", "value")),
+            "Gate verdict": verdict["table"],
+        },
+    )
+    return {"version": version, "train": trained, "gate": verdict}
+
+
+def _last_retrain_gold(rt: Runtime) -> int:
+    from sqlalchemy import select
+
+    from labelloop.store.models import RunRow
+
+    with rt.store.session() as s:
+        row = s.scalars(select(RunRow).where(RunRow.kind == "retrain").order_by(RunRow.id.desc())).first()
+        return int((row.stats or {}).get("gold", 0)) if row else 0
+
+
+def _record_retrain(rt: Runtime, n_gold: int, version: str) -> None:
+    from labelloop.store.models import RunRow, utcnow
+
+    with rt.store.session() as s:
+        s.add(RunRow(run_id=_run_id("retrain"), kind="retrain", finished_at=utcnow(),
+                     stats={"gold": n_gold, "version": version}))  # fmt: skip
+
+
+@flow(name="promote", log_prints=True)
+def promote(version: str, approve: bool | None = None, reload: bool = True) -> dict[str, Any]:
+    """Approve a gated version (auto per setting, or explicitly) and hot-reload the filter."""
+    settings = get_settings()
+    do_approve = settings.gate_auto_approve if approve is None else approve
+    if not do_approve:
+        msg = f"version {version} waits for `labelloop approve {version}`"
+        publish("promote", "promotion pending", {"Next step": msg})
+        return {"approved": None, "message": msg}
+    out = approve_task(settings, version)
+    if reload:
+        out["reload"] = reload_filter_task(settings)
+    publish("promote", f"promoted version {version}", {"Result": md_table(out, ("", ""))})
+    return out
+
+
+def run_with_runner(settings: Settings, name: str, **params: Any) -> Any:
+    """Run one flow now with the task runner chosen by settings."""
+    flows: dict[str, Flow[..., Any]] = {"sample_and_propose": sample_and_propose,
+                                        "collect_reviews": collect_reviews, "retrain": retrain,
+                                        "promote": promote}  # fmt: skip
+    if name not in flows:
+        raise KeyError(f"unknown flow {name!r}; known: {', '.join(sorted(flows))}")
+    return flows[name].with_options(task_runner=task_runner(settings))(**params)
