@@ -340,11 +340,69 @@ def promote(version: str, approve: bool | None = None, reload: bool = True) -> d
     return out
 
 
+@task(name="score-file", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def score_file_task(settings: Settings, path: str, run_id: str) -> dict[str, Any]:
+    """Production filter over one file; interest signals (eligible only) for the ad side."""
+    import json
+
+    from targeting.batch import filter_file
+    from targeting.engine import engine_from_settings
+
+    engine = engine_from_settings(settings)
+    src = Path(path)
+    decisions = settings.signals / "decisions" / f"{src.stem}.{run_id}.jsonl"
+    report = filter_file(engine, src, decisions, quarantine_path=settings.quarantine_dir / f"score-{run_id}.jsonl",
+                         run_id=run_id)  # fmt: skip
+    if engine.audit is not None:
+        engine.audit.close()
+    signals = settings.signals / f"{src.stem}.{run_id}.signals.jsonl"
+    n_signals = 0
+    with decisions.open(encoding="utf-8") as fin, signals.open("w", encoding="utf-8") as fout:
+        for line in fin:
+            d = json.loads(line)
+            if d.get("eligible") and d.get("interests"):
+                fout.write(json.dumps({"conversation_id": d["conversation_id"], "interests": d["interests"],
+                                       "model_version": d.get("model_version"),
+                                       "policy_version": d.get("policy_version")}) + "\n")  # fmt: skip
+                n_signals += 1
+    return {**report.as_dict(), "signals": n_signals, "signals_path": str(signals)}
+
+
+@flow(name="score_batch", log_prints=True)
+def score_batch(files: list[str] | None = None) -> dict[str, Any]:
+    """Run the production filter over a day's conversations and write interest signals."""
+    settings = get_settings()
+    run_id = _run_id("score")
+    paths = files or [str(p) for p in sorted(settings.source_dir.glob("*.jsonl"))]
+    futures = [score_file_task.submit(settings, p, run_id) for p in paths]
+    reports = [f.result() for f in futures]
+    by_reason: Counter[str] = Counter()
+    for r in reports:
+        by_reason.update(r.get("stats", {}).get("by_reason", {}))
+    publish(
+        "score-batch",
+        f"score_batch {run_id}",
+        {
+            "Decisions": md_table(dict(by_reason), ("outcome", "records")),
+            "Signals": md_table({r["signals_path"]: r["signals"] for r in reports}, ("file", "signals")),
+        },
+    )
+    return {"run_id": run_id, "files": reports, "by_reason": dict(by_reason)}
+
+
+def all_flows() -> dict[str, Flow[..., Any]]:
+    return {
+        "sample_and_propose": sample_and_propose,
+        "collect_reviews": collect_reviews,
+        "retrain": retrain,
+        "promote": promote,
+        "score_batch": score_batch,
+    }
+
+
 def run_with_runner(settings: Settings, name: str, **params: Any) -> Any:
     """Run one flow now with the task runner chosen by settings."""
-    flows: dict[str, Flow[..., Any]] = {"sample_and_propose": sample_and_propose,
-                                        "collect_reviews": collect_reviews, "retrain": retrain,
-                                        "promote": promote}  # fmt: skip
+    flows = all_flows()
     if name not in flows:
         raise KeyError(f"unknown flow {name!r}; known: {', '.join(sorted(flows))}")
     return flows[name].with_options(task_runner=task_runner(settings))(**params)

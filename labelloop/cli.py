@@ -7,7 +7,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -186,6 +186,110 @@ def models_install(
         raise typer.Exit(1) from exc
 
 
+@app.command("run")
+def run_flow(
+    name: Annotated[str, typer.Argument(help="sample_and_propose | collect_reviews | retrain | promote | score_batch")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="flow parameter KEY=JSON_VALUE (repeatable)")
+    ] = None,
+) -> None:
+    """Run one flow now (reported to the Prefect server of the stack)."""
+    from flows.demo import point_prefect_at
+
+    s = _settings()
+    point_prefect_at(s)
+    from flows.loop import run_with_runner
+
+    params: dict[str, object] = {}
+    for item in param or []:
+        key, _, raw = item.partition("=")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    try:
+        result = run_with_runner(s, name, **params)
+    except KeyError as exc:
+        err.print(f"[red]{exc.args[0]}[/red]")
+        raise typer.Exit(2) from exc
+    console.print_json(json.dumps(result, default=str))
+
+
+@app.command("serve")
+def serve() -> None:
+    """Register every flow with its cron schedule on the Prefect server and run them (blocks)."""
+    from flows.demo import point_prefect_at
+
+    s = _settings()
+    point_prefect_at(s)
+    from flows.serve import serve_all
+
+    serve_all(s)
+
+
+@app.command("demo")
+def demo(
+    n: Annotated[int, typer.Option(help="synthetic conversations")] = 240,
+    seed: Annotated[int, typer.Option(help="seed of the synthetic data and simulated annotators")] = 7,
+) -> None:
+    """Bring the stack up and run one full cycle of the loop on synthetic data (SIMULATED annotators)."""
+    from infra.stack import Stack, StackError
+
+    s = _settings()
+    t0 = time.perf_counter()
+    console.print("[bold]labelloop demo[/bold]: starting the local stack (first start takes a few minutes)")
+    try:
+        Stack(s).up(services=["prefect", "mlflow", "label-studio", "filter"])
+    except StackError as exc:
+        err.print(f"[red]stack:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    from flows.demo import point_prefect_at
+
+    point_prefect_at(s)
+    from flows.demo import run_cycle
+
+    out = run_cycle(s, n=n, seed=seed, say=lambda m: console.print(m))
+    _demo_summary(s, out, time.perf_counter() - t0)
+
+
+def _demo_summary(s: Settings, out: dict[str, Any], wall_s: float) -> None:
+    sp = out["sample_and_propose"]
+    ingest, prop, push = sp["ingest"], sp["propose"], sp["push"]
+    _print_counts(ingest.get("by_surface", {}), ingest.get("by_reason", {}), title="sampled")
+    t = Table(title="one cycle of the loop")
+    t.add_column("step")
+    t.add_column("result")
+    t.add_column("seconds", justify="right")
+    timings = out["timings"]
+    rt = out["retrain"]
+    sb = out["score_batch"]
+    rows = [
+        ("synth", f"{out['synth']['records']} conversations"),
+        ("sample_and_propose", f"{ingest.get('eligible')} eligible, {prop['n']} proposed, LLM call rate "
+         f"{prop['llm_call_rate']:.0%}, {prop['input_tokens']}+{prop['output_tokens']} tokens; "
+         f"{push.get('imported', 0)} review tasks imported"),
+        ("annotate_sim", f"{out['annotate_sim']['annotations']} SIMULATED annotations"),
+        ("collect_reviews", f"gold created {out['collect_reviews']['gold_created']}"),
+        ("annotate_sim_adjudication", f"{out['annotate_sim_adjudication']['annotations']} annotations"),
+        ("collect_reviews_2", f"gold created {out['collect_reviews_2']['gold_created']}"),
+        ("retrain", f"version {rt['version']}, gate {rt['gate']['summary']}; {rt['train']['run_url']}"),
+        ("promote", f"production -> version {rt['version']}"),
+        ("score_batch", ", ".join(f"{k} {v}" for k, v in sorted(sb["by_reason"].items()))),
+    ]
+    for name, result in rows:
+        t.add_row(name, result, str(timings.get(name, "")))
+    console.print(t)
+    console.print(f"demo wall time: {wall_s:.0f} s")
+    urls = Table(title="UIs (the stack keeps running: `labelloop stack down` stops it)")
+    urls.add_column("what")
+    urls.add_column("URL")
+    urls.add_row("Prefect UI", s.prefect_api.removesuffix("/api"))
+    urls.add_row("MLflow UI", s.mlflow_uri)
+    urls.add_row("Label Studio", f"{s.label_studio} (user {s.label_studio_username})")
+    urls.add_row("Filter API docs", f"{s.filter_url}/docs")
+    console.print(urls)
+
+
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Verify the audit log's hash chain; exits 1 if any entry was edited or removed."""
@@ -203,12 +307,14 @@ def audit_verify() -> None:
 def _mount_subcommands() -> None:
     """Sub-apps that live in their own modules (imported here; they import heavy things lazily)."""
     from labelloop.cli_experiments import register as register_experiments
+    from labelloop.cli_filter import register as register_filter
     from labelloop.cli_review import register as register_review
     from labelloop.cli_stack import stack_app
 
     app.add_typer(stack_app, name="stack")
     register_review(app)
     register_experiments(app, models_app)
+    register_filter(app, audit_app)
 
 
 _mount_subcommands()

@@ -1,0 +1,34 @@
+"""Deployments with cron schedules (schedules are settings) served against the Prefect server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import Flow
+
+from flows.common import task_runner
+from flows.loop import collect_reviews, promote, retrain, sample_and_propose, score_batch
+from labelloop.settings import Settings
+
+
+def deployments(settings: Settings) -> list[Any]:
+    """One deployment per flow; `promote` has no schedule (it runs after approval)."""
+    runner = task_runner(settings)
+    scheduled: list[tuple[Flow[..., Any], str]] = [
+        (sample_and_propose, settings.schedule_sample_and_propose),
+        (collect_reviews, settings.schedule_collect_reviews),
+        (retrain, settings.schedule_retrain),
+        (score_batch, settings.schedule_score_batch),
+    ]
+    out = [
+        f.with_options(task_runner=runner).to_deployment(name="labelloop", cron=cron, tags=["labelloop"])
+        for f, cron in scheduled
+    ]
+    out.append(promote.with_options(task_runner=runner).to_deployment(name="labelloop", tags=["labelloop"]))
+    return out
+
+
+def serve_all(settings: Settings) -> None:  # pragma: no cover - blocks until interrupted
+    from prefect import serve
+
+    serve(*deployments(settings))

@@ -1,0 +1,170 @@
+"""``labelloop filter`` (batch targeting decisions) and ``labelloop audit verify-decisions``.
+
+Mount from ``labelloop/cli.py``::
+
+    from labelloop.cli_filter import register as register_filter
+    register_filter(app, audit_app)
+
+which adds the ``filter`` command to ``app`` and ``verify-decisions`` to the ``audit`` group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from labelloop.settings import Settings, get_settings
+from targeting.audit import VerifyResult, verify
+
+console = Console()
+err = Console(stderr=True)
+
+
+def verify_decisions_log(path: Path) -> VerifyResult:
+    """Verify the decision audit log's hash chain (and its head file): (ok, n, first_bad_line)."""
+    return verify(Path(path))
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def filter_command(
+    input_path: Annotated[
+        Path,
+        typer.Option(
+            "--input",
+            "-i",
+            help="JSONL file of conversation records",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="JSONL of decisions for the ad side (no categories)"),
+    ],
+    model_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--model-uri",
+            help="model to use (models:/name@alias, models:/name/3, runs:/..., a local dir); "
+            "default: LABELLOOP_FILTER_MODEL_URI or models:/<filter_model_name>@<filter_model_alias>",
+        ),
+    ] = None,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, help="records per scoring call")
+    ] = 256,
+    quarantine: Annotated[
+        Path | None,
+        typer.Option(
+            "--quarantine", help="bad lines go here (default <state>/quarantine/filter-<run>.jsonl)"
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Decide every record of a JSONL file with the production filter model (fail closed, audited)."""
+    from targeting.batch import filter_file
+    from targeting.engine import engine_from_settings
+
+    logging.getLogger("labelloop.targeting").setLevel(logging.WARNING)
+    s = _settings()
+    uri = model_uri or s.filter_model_uri or f"models:/{s.filter_model_name}@{s.filter_model_alias}"
+    with console.status(f"loading {uri} from {s.mlflow_uri} …"):
+        engine = engine_from_settings(s, model_uri=uri)
+    if engine.holder.current is None:
+        err.print(f"[red]cannot load the filter model[/red] {uri}: {engine.holder.last_error}")
+        err.print("no decisions written (every record would fail closed as model_unavailable).")
+        raise typer.Exit(2)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    qpath = quarantine or s.quarantine_dir / f"filter-{run_id}.jsonl"
+    size = input_path.stat().st_size
+    columns = (
+        TextColumn("[bold]filter[/bold]"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[records]} records, {task.fields[rate]}/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    t0 = time.perf_counter()
+    with Progress(*columns, console=err, transient=as_json) as progress:
+        task = progress.add_task("filter", total=size, records=0, rate="-")
+
+        def on_progress(done_bytes: int, records: int) -> None:
+            rate = records / max(time.perf_counter() - t0, 1e-9)
+            progress.update(task, completed=done_bytes, records=records, rate=f"{rate:,.0f}")
+
+        report = filter_file(
+            engine,
+            input_path,
+            output,
+            chunk_size=chunk_size,
+            quarantine_path=qpath,
+            run_id=run_id,
+            on_progress=on_progress,
+        )
+    if engine.audit is not None:
+        engine.audit.close()
+    if as_json:
+        console.print_json(json.dumps(report.as_dict()))
+        return
+    console.print(
+        f"run {run_id}: {report.stats.records} decisions -> {output} "
+        f"({report.per_second:,.0f} records/s, model {', '.join(sorted(report.model_versions)) or '-'})"
+    )
+    t = Table(title="decisions")
+    t.add_column("outcome")
+    t.add_column("records", justify="right")
+    for k, v in sorted(report.stats.by_reason.items(), key=lambda kv: (kv[0] != "eligible", kv[0])):
+        t.add_row(k, str(v))
+    console.print(t)
+    if report.quarantined:
+        console.print(f"quarantined {report.quarantined} bad lines: {qpath}")
+    console.print(f"audit log: {s.decisions_audit_path}")
+
+
+def verify_decisions_command(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="decision audit log (default <state>/audit/decisions.jsonl)"),
+    ] = None,
+) -> None:
+    """Verify the decision audit log's hash chain; exits 1 if a line was edited, removed or moved."""
+    p = path or _settings().decisions_audit_path
+    res = verify_decisions_log(p)
+    if not res.ok:
+        err.print(
+            f"[red]TAMPERED:[/red] {p}: line {res.first_bad_line}: {res.reason} "
+            f"({res.n} entries verified before it)"
+        )
+        raise typer.Exit(1)
+    console.print(f"decision audit log OK: {res.n} entries verified ({p})")
+
+
+def register(app: typer.Typer, audit_app: typer.Typer | None = None) -> None:
+    """Add ``filter`` to ``app`` and ``verify-decisions`` to the ``audit`` group."""
+    app.command("filter")(filter_command)
+    if audit_app is not None:
+        audit_app.command("verify-decisions")(verify_decisions_command)

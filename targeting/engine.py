@@ -1,0 +1,395 @@
+"""Fail-closed scoring: the one code path of the filter service and of ``labelloop filter``.
+
+For a batch of raw records (decoded JSON values) :meth:`FilterEngine.decide`:
+
+1. takes the serving model **once** (``holder.current``) for the whole batch;
+2. validates each record (:func:`labeling.records.parse_record`: the record contract and limits)
+   -> ``invalid_record`` for a malformed one, without failing the others;
+3. applies the policy gate (:meth:`labeling.policy.Policy.check`) -> region, unlinked_account,
+   before_policy_date, surface_disabled: such records never reach the content model;
+4. scores the rest with the model (``predict(list of record dicts without gold)``); no model, a
+   scoring error or an answer that breaks the decision contract -> ``model_unavailable`` for the
+   records concerned (a failing batch is retried record by record, so one poisonous record does
+   not take the others down);
+5. enforces the contract on every model answer (fail closed): only ``eligible is True`` is
+   eligible; a sensitive category or an exclusion reason makes it ineligible; an ineligible
+   decision carries no interests;
+6. appends one audit entry per decision (with the sensitive category, the only place it goes);
+   if the audit log cannot be written, every decision of the batch becomes ineligible
+   (``model_unavailable``): no targeting without an audit trail.
+
+:meth:`Decision.public` is what leaves the process (API responses, batch output): it has no
+sensitive category and no detail, by construction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from labeling.policy import ExclusionReason, Policy
+from labeling.records import Conversation, Limits, QuarantinedRecord, parse_record
+from labelloop.settings import Settings
+from targeting.audit import AuditError, AuditLog
+from targeting.holder import LoadedModel, ModelHolder
+
+log = logging.getLogger("labelloop.targeting")
+
+PUBLIC_FIELDS = (
+    "conversation_id",
+    "eligible",
+    "interests",
+    "excluded_reason",
+    "model_version",
+    "policy_version",
+)
+REASONS = frozenset(r.value for r in ExclusionReason)
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """An input item that could not even be decoded (e.g. a JSONL line that is not JSON)."""
+
+    reason: str
+    conversation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    conversation_id: str | None
+    eligible: bool
+    interests: list[dict[str, Any]]
+    excluded_reason: str | None
+    model_version: str | None
+    policy_version: str | None
+    sensitive_category: str | None = None  # AUDIT ONLY
+    detail: str = ""  # AUDIT ONLY: why invalid / unavailable (never record content)
+
+    def public(self) -> dict[str, Any]:
+        """The decision as the ad side sees it (no sensitive category, no detail)."""
+        return {
+            "conversation_id": self.conversation_id,
+            "eligible": self.eligible,
+            "interests": [dict(i) for i in self.interests] if self.eligible else [],
+            "excluded_reason": self.excluded_reason,
+            "model_version": self.model_version,
+            "policy_version": self.policy_version,
+        }
+
+
+@dataclass
+class BatchStats:
+    records: int = 0
+    eligible: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(self, decisions: Sequence[Decision]) -> None:
+        for d in decisions:
+            self.records += 1
+            if d.eligible:
+                self.eligible += 1
+            key = d.excluded_reason or "eligible"
+            self.by_reason[key] = self.by_reason.get(key, 0) + 1
+
+
+class ContractError(ValueError):
+    """A model answer that breaks the decision contract."""
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool) or type(v).__name__ == "bool_"
+
+
+def _clean_interests(raw: Any) -> list[dict[str, Any]]:
+    if raw is None:
+        return []
+    if hasattr(raw, "tolist"):
+        raw = raw.tolist()
+    if not isinstance(raw, list | tuple):
+        raise ContractError("interests is not a list")
+    out = []
+    for it in raw:
+        if not isinstance(it, Mapping):
+            raise ContractError("an interest is not an object")
+        iid, name = it.get("id"), it.get("name")
+        score: Any = it.get("score")
+        if not isinstance(iid, str) or not iid:
+            raise ContractError("an interest has no string id")
+        if hasattr(score, "item"):  # numpy scalar
+            score = score.item()
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise ContractError(f"interest {iid}: score is not a number")
+        s = float(score)
+        if not math.isfinite(s) or not 0.0 <= s <= 1.0:
+            raise ContractError(f"interest {iid}: score {s} is outside [0, 1]")
+        out.append(
+            {"id": iid, "name": str(name) if name is not None else iid, "score": round(s, 6)}
+        )
+    return out
+
+
+class FilterEngine:
+    """Validation, gate, scoring and audit for batches of records (thread-safe)."""
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        policy: Policy,
+        audit: AuditLog | None,
+        *,
+        limits: Limits = Limits(),
+    ) -> None:
+        self.holder = holder
+        self.policy = policy
+        self.audit = audit
+        self.limits = limits
+
+    # ---- public ----
+    def decide(
+        self,
+        items: Sequence[Any],
+        *,
+        source: str = "api",
+        request_id: str | None = None,
+        first_index: int = 0,
+    ) -> list[Decision]:
+        """One decision per item, in order. Never raises for bad data or a bad model."""
+        return self.decide_groups(
+            [(items, request_id or uuid.uuid4().hex)], source=source, first_index=first_index
+        )[0]
+
+    def decide_groups(
+        self,
+        groups: Sequence[tuple[Sequence[Any], str]],
+        *,
+        source: str = "api",
+        first_index: int = 0,
+    ) -> list[list[Decision]]:
+        """Decide several requests ``(items, request_id)`` with one model call and one audit
+        append (the service's micro-batching); one decision list per group, in order."""
+        loaded = self.holder.current  # one model for the whole batch
+        items = [it for g, _ in groups for it in g]
+        try:
+            decisions = self._decide(items, loaded, source)
+        except Exception as exc:  # last resort: fail closed for the whole batch
+            log.exception("filter engine error; failing closed for %d records", len(items))
+            decisions = [
+                self._unavailable(_cid_of(it), loaded, f"engine error: {type(exc).__name__}")
+                for it in items
+            ]
+        index = [(rid, first_index + n) for g, rid in groups for n in range(len(g))]
+        decisions = self._audit(decisions, loaded, source, index)
+        out: list[list[Decision]] = []
+        pos = 0
+        for g, _ in groups:
+            out.append(decisions[pos : pos + len(g)])
+            pos += len(g)
+        return out
+
+    # ---- steps ----
+    def _decide(
+        self, items: Sequence[Any], loaded: LoadedModel | None, source: str
+    ) -> list[Decision]:
+        out: list[Decision | None] = [None] * len(items)
+        to_score: list[tuple[int, Conversation]] = []
+        mv = loaded.version if loaded is not None else None
+        for i, item in enumerate(items):
+            if isinstance(item, BadInput):
+                out[i] = self._excluded(
+                    item.conversation_id, ExclusionReason.INVALID_RECORD, mv, item.reason
+                )
+                continue
+            rec = parse_record(item, source=source, line=i + 1, raw="", limits=self.limits)
+            if isinstance(rec, QuarantinedRecord):
+                detail = (f"field {rec.field}: " if rec.field else "") + rec.reason
+                out[i] = self._excluded(
+                    rec.conversation_id, ExclusionReason.INVALID_RECORD, mv, detail
+                )
+                continue
+            gate = self.policy.check(rec)
+            if not gate.eligible:
+                reason = gate.reason or ExclusionReason.INVALID_RECORD
+                out[i] = self._excluded(rec.conversation_id, reason, mv, gate.detail)
+                continue
+            to_score.append((i, rec))
+        if to_score:
+            if loaded is None:
+                for i, rec in to_score:
+                    out[i] = self._unavailable(rec.conversation_id, None, "no model loaded")
+            else:
+                for (i, _), d in zip(
+                    to_score, self._score([r for _, r in to_score], loaded), strict=True
+                ):
+                    out[i] = d
+        assert all(d is not None for d in out)
+        return [d for d in out if d is not None]
+
+    def _score(self, recs: list[Conversation], loaded: LoadedModel) -> list[Decision]:
+        payload = [r.model_dump(mode="json", exclude={"gold"}) for r in recs]
+        try:
+            answers = self._predict(loaded, payload)
+        except Exception as exc:
+            if len(recs) == 1:
+                log.warning("scoring %s failed: %s", recs[0].conversation_id, exc)
+                return [
+                    self._unavailable(
+                        recs[0].conversation_id, loaded, f"scoring error: {exc}"[:300]
+                    )
+                ]
+            log.warning("scoring a batch of %d failed (%s); retrying one by one", len(recs), exc)
+            return [d for r in recs for d in self._score([r], loaded)]
+        return [
+            self._sanitize(a, r.conversation_id, loaded) for a, r in zip(answers, recs, strict=True)
+        ]
+
+    @staticmethod
+    def _predict(loaded: LoadedModel, payload: list[dict[str, Any]]) -> list[Any]:
+        answers = loaded.model.predict(payload)
+        if hasattr(answers, "to_dict"):  # a DataFrame
+            answers = answers.to_dict(orient="records")
+        if not isinstance(answers, list | tuple):
+            raise ContractError(
+                f"predict returned {type(answers).__name__}, not a list of decisions"
+            )
+        if len(answers) != len(payload):
+            raise ContractError(
+                f"predict returned {len(answers)} decisions for {len(payload)} records"
+            )
+        return list(answers)
+
+    def _sanitize(self, raw: Any, cid: str, loaded: LoadedModel) -> Decision:
+        try:
+            if not isinstance(raw, Mapping):
+                raise ContractError("decision is not an object")
+            if raw.get("conversation_id") != cid:
+                raise ContractError("decision is for another conversation_id")
+            eligible_raw = raw.get("eligible")
+            if not _is_bool(eligible_raw):
+                raise ContractError("eligible is not a boolean")
+            reason = raw.get("excluded_reason")
+            if reason is not None and (not isinstance(reason, str) or reason not in REASONS):
+                raise ContractError(f"unknown excluded_reason {reason!r}")
+            category = raw.get("sensitive_category")
+            if category is not None and (not isinstance(category, str) or not category):
+                raise ContractError("sensitive_category is not a string")
+            interests = _clean_interests(raw.get("interests"))
+            policy_v = raw.get("policy_version")
+        except ContractError as exc:
+            log.warning("model %s broke the decision contract for %s: %s", loaded.version, cid, exc)
+            return self._unavailable(cid, loaded, f"contract: {exc}")
+        eligible = bool(eligible_raw) and reason is None and category is None
+        if category is not None and reason is None:
+            reason = ExclusionReason.SENSITIVE_TOPIC.value
+        if not eligible and reason is None:
+            reason = ExclusionReason.MODEL_UNAVAILABLE.value
+        return Decision(
+            conversation_id=cid,
+            eligible=eligible,
+            interests=interests if eligible else [],
+            excluded_reason=reason,
+            model_version=loaded.version,
+            policy_version=(policy_v if isinstance(policy_v, str) and policy_v else None)
+            or loaded.policy_version
+            or self.policy.version,
+            sensitive_category=category,
+        )
+
+    def _excluded(
+        self, cid: str | None, reason: ExclusionReason, model_version: str | None, detail: str
+    ) -> Decision:
+        return Decision(
+            cid, False, [], reason.value, model_version, self.policy.version, None, detail
+        )
+
+    def _unavailable(self, cid: str | None, loaded: LoadedModel | None, detail: str) -> Decision:
+        return Decision(
+            cid,
+            False,
+            [],
+            ExclusionReason.MODEL_UNAVAILABLE.value,
+            loaded.version if loaded is not None else None,
+            (loaded.policy_version if loaded is not None else None) or self.policy.version,
+            None,
+            detail,
+        )
+
+    def _audit(
+        self,
+        decisions: list[Decision],
+        loaded: LoadedModel | None,
+        source: str,
+        index: list[tuple[str, int]],
+    ) -> list[Decision]:
+        if self.audit is None or not decisions:
+            return decisions
+        ts = datetime.now(UTC).isoformat()
+        model_name = loaded.name if loaded is not None else None
+        entries = [
+            {
+                "ts": ts,
+                "source": source,
+                "request_id": index[n][0],
+                "index": index[n][1],
+                "conversation_id": d.conversation_id,
+                "eligible": d.eligible,
+                "excluded_reason": d.excluded_reason,
+                "interests": [[i["id"], i["score"]] for i in d.interests],
+                "sensitive_category": d.sensitive_category,
+                "model_name": model_name,
+                "model_version": d.model_version,
+                "policy_version": d.policy_version,
+                "detail": d.detail or None,
+            }
+            for n, d in enumerate(decisions)
+        ]
+        try:
+            self.audit.append_many(entries)
+        except AuditError as exc:
+            log.error("%s; failing closed for %d decisions", exc, len(decisions))
+            return [
+                replace(
+                    d,
+                    eligible=False,
+                    interests=[],
+                    excluded_reason=ExclusionReason.MODEL_UNAVAILABLE.value,
+                    detail="audit log unavailable",
+                )
+                for d in decisions
+            ]
+        return decisions
+
+
+def _cid_of(item: Any) -> str | None:
+    if isinstance(item, BadInput):
+        return item.conversation_id
+    if isinstance(item, Mapping):
+        cid = item.get("conversation_id")
+        return cid if isinstance(cid, str) else None
+    return None
+
+
+def engine_from_settings(
+    settings: Settings, *, model_uri: str | None = None, poll_s: float = 0.0, load: bool = True
+) -> FilterEngine:
+    """The engine every caller uses (batch CLI, score_batch flow): model holder, policy, audit.
+
+    ``model_uri`` defaults to ``LABELLOOP_FILTER_MODEL_URI`` or ``models:/<name>@<alias>``. With
+    ``load`` the model is loaded now; if that fails the engine still works and fails closed.
+    """
+    from labeling.policy import load_policy
+
+    uri = model_uri or settings.filter_model_uri or f"models:/{settings.filter_model_name}@{settings.filter_model_alias}"
+    holder = ModelHolder.for_uri(uri, settings.mlflow_uri, poll_s=poll_s, cache_dir=settings.state / "filter" / "models")
+    if load:
+        holder.refresh()
+    return FilterEngine(
+        holder,
+        load_policy(settings.policy_path),
+        AuditLog(settings.decisions_audit_path, fsync=settings.filter_audit_fsync),
+        limits=Limits(max_text_chars=settings.max_text_chars, max_turns=settings.max_turns),
+    )

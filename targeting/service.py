@@ -1,0 +1,480 @@
+"""The production targeting filter: a FastAPI service over the approved MLflow model.
+
+Run it with ``uvicorn targeting.service:app`` (the module-level ``app`` is built on first access
+from :func:`labelloop.settings.get_settings`; importing this module connects to nothing, and the
+model loads in the background after startup) or build one with :func:`create_app`.
+
+Endpoints (``X-API-Key`` header; a missing key is 401, a wrong one 403, compared in constant
+time):
+
+* ``POST /v1/decisions`` -- ``{"records": [...]}`` (at most ``filter_max_batch``; more is 413) ->
+  ``{"decisions": [...], "request_id", "model_version"}``, one decision per record in order.
+  Always 200 for a well-formed request, and **fail closed**: no model, a scoring error or a
+  malformed record make that record ``eligible=false`` with ``model_unavailable`` /
+  ``invalid_record``. The sensitive category never leaves the process (it goes to the audit log).
+* ``GET /v1/model`` -- the serving model (name, version, alias, policy version, loaded_at).
+* ``POST /admin/reload`` -- admin key only: resolve the alias now and hot-swap.
+* ``GET /healthz`` -- readiness: 200 with a model, 503 ``degraded`` without one (no key).
+* ``GET /livez`` -- liveness: 200 while the process serves HTTP (no key).
+* ``/docs``, ``/openapi.json``.
+
+Any unexpected error becomes a 503 whose body says ``fail_closed: true`` and ``eligible: false``
+-- never a bare 500 that a caller could read as "no restriction".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, Field, SecretStr
+
+from labeling.policy import load_policy
+from labeling.records import Limits
+from labelloop.settings import Settings, get_settings
+from targeting.audit import AuditLog
+from targeting.engine import Decision, FilterEngine
+from targeting.holder import ModelHolder
+
+log = logging.getLogger("labelloop.targeting")
+
+API_KEY_HEADER = "X-API-Key"
+_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="filter API key")
+
+FAIL_CLOSED_BODY: dict[str, Any] = {
+    "fail_closed": True,
+    "eligible": False,
+    "excluded_reason": "model_unavailable",
+    "decisions": [],
+}
+
+
+# ---- schemas (documentation of the wire format) ----
+class DecisionsRequest(BaseModel):
+    records: list[Any] = Field(
+        description="conversation records (each validated on its own: a malformed record gets "
+        "an invalid_record decision, the others are scored)"
+    )
+
+
+class Interest(BaseModel):
+    id: str = Field(description="IAB Content Taxonomy 3.1 id")
+    name: str
+    score: float
+
+
+class PublicDecision(BaseModel):
+    conversation_id: str | None
+    eligible: bool
+    interests: list[Interest]
+    excluded_reason: str | None = Field(
+        description="region | unlinked_account | before_policy_date | surface_disabled | "
+        "sensitive_topic | invalid_record | model_unavailable | null"
+    )
+    model_version: str | None
+    policy_version: str | None
+
+
+class DecisionsResponse(BaseModel):
+    request_id: str
+    model_version: str | None
+    decisions: list[PublicDecision]
+
+
+class ModelInfo(BaseModel):
+    loaded: bool
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    uri: str | None = None
+    run_id: str | None = None
+    policy_version: str | None = None
+    loaded_at: str | None = None
+    source: str
+    poll_s: float
+    last_check: str | None = None
+    last_error: str | None = None
+
+
+class ReloadResponse(BaseModel):
+    changed: bool
+    previous_version: str | None
+    version: str | None
+    error: str | None = None
+
+
+class FailClosed(BaseModel):
+    detail: Any
+    fail_closed: bool = True
+    eligible: bool = False
+    excluded_reason: str = "model_unavailable"
+    decisions: list[PublicDecision] = []
+
+
+class MicroBatcher:
+    """Coalesces concurrent ``POST /v1/decisions`` requests into one engine call.
+
+    One engine call runs at a time, in a worker thread; requests that arrive meanwhile queue up
+    and go together in the next call (up to ``max_records`` records), with one model ``predict``
+    and one audit append for all of them. Nothing waits for a timer: a lone request is scored at
+    once; under load, batches grow by themselves. Each call takes ``holder.current`` once, so all
+    records of one request are decided by the same model version.
+    """
+
+    def __init__(self, engine: FilterEngine, max_records: int) -> None:
+        self.engine = engine
+        self.max_records = max_records
+        self._pending: deque[tuple[list[Any], str, asyncio.Future[list[Decision]]]] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.calls = 0
+
+    async def submit(self, records: list[Any], request_id: str) -> list[Decision]:
+        if self._task is None or self._task.done():
+            self._wakeup = asyncio.Event()
+            self._task = asyncio.create_task(self._run(), name="filter-micro-batcher")
+        assert self._wakeup is not None
+        fut: asyncio.Future[list[Decision]] = asyncio.get_running_loop().create_future()
+        self._pending.append((records, request_id, fut))
+        self._wakeup.set()
+        return await fut
+
+    def _take(self) -> list[tuple[list[Any], str, asyncio.Future[list[Decision]]]]:
+        batch: list[tuple[list[Any], str, asyncio.Future[list[Decision]]]] = []
+        n = 0
+        while self._pending and (not batch or n + len(self._pending[0][0]) <= self.max_records):
+            item = self._pending.popleft()
+            if item[2].done():  # the client went away before we started
+                continue
+            batch.append(item)
+            n += len(item[0])
+        return batch
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._take()
+                if not batch:
+                    continue
+                groups = [(recs, rid) for recs, rid, _ in batch]
+                self.calls += 1
+                try:
+                    results = await anyio.to_thread.run_sync(
+                        lambda g=groups: self.engine.decide_groups(g, source="api")  # type: ignore[misc]
+                    )
+                except asyncio.CancelledError:
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.cancel()
+                    raise
+                except Exception as exc:  # surfaces as a fail-closed 503 in each request
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, _, fut), res in zip(batch, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(res)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class BodyLimit:
+    """Pure ASGI middleware: 413 for a declared ``Content-Length`` above the limit, and for a
+    streamed (chunked) body once it passes the limit."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for k, v in scope.get("headers", ()):
+            if k == b"content-length" and v.isdigit() and int(v) > self.limit:
+                await self._reject(scope, receive, send, f"request body of {int(v)} bytes")
+                return
+        seen = 0
+        exceeded = False
+
+        async def counting_receive() -> Any:
+            nonlocal seen, exceeded
+            msg = await receive()
+            if msg.get("type") == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    exceeded = True
+                    raise _BodyTooLargeError(seen)
+            return msg
+
+        async def guarded_send(msg: Any) -> None:
+            if not exceeded:  # once over the limit, the app's own answer (e.g. 400) is dropped
+                await send(msg)
+
+        with contextlib.suppress(_BodyTooLargeError):
+            await self.app(scope, counting_receive, guarded_send)
+        if exceeded:
+            await self._reject(scope, receive, send, f"request body of more than {seen} bytes")
+
+    async def _reject(self, scope: Any, receive: Any, send: Any, what: str) -> None:
+        resp = JSONResponse(
+            {
+                "detail": f"{what} exceeds the limit of {self.limit} (filter_max_body_bytes)",
+                **FAIL_CLOSED_BODY,
+            },
+            status_code=413,
+        )
+        await resp(scope, receive, send)
+
+
+class _BodyTooLargeError(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def make_holder(settings: Settings) -> ModelHolder:
+    cache = settings.state / "filter" / "models"
+    if settings.filter_model_uri:
+        return ModelHolder.for_uri(
+            settings.filter_model_uri,
+            settings.mlflow_uri,
+            poll_s=settings.filter_poll_s,
+            cache_dir=cache,
+        )
+    return ModelHolder.for_registry(
+        settings.mlflow_uri,
+        settings.filter_model_name,
+        settings.filter_model_alias,
+        poll_s=settings.filter_poll_s,
+        cache_dir=cache,
+    )
+
+
+def _key_checker(secret: SecretStr, what: str) -> Any:
+    expected = secret.get_secret_value().encode("utf-8")
+
+    async def check(key: str | None = Depends(_key_header)) -> None:
+        if not key:
+            raise _AuthError(401, f"missing {what} key: send it in the {API_KEY_HEADER} header")
+        if not hmac.compare_digest(key.encode("utf-8"), expected):
+            raise _AuthError(403, f"invalid {what} key")
+
+    return check
+
+
+class _AuthError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    holder: ModelHolder | None = None,
+    audit: AuditLog | None = None,
+    start_holder: bool = True,
+) -> FastAPI:
+    """Build the service. ``holder``/``audit`` default to the settings' registry model and
+    ``settings.decisions_audit_path``; nothing connects until startup."""
+    s = settings or get_settings()
+    if s.filter_api_key.get_secret_value() == s.filter_admin_key.get_secret_value():
+        raise ValueError("LABELLOOP_FILTER_API_KEY and LABELLOOP_FILTER_ADMIN_KEY must differ")
+    the_holder = holder if holder is not None else make_holder(s)
+    the_audit = (
+        audit if audit is not None else AuditLog(s.decisions_audit_path, fsync=s.filter_audit_fsync)
+    )
+    policy = load_policy(s.policy_path)
+    engine = FilterEngine(
+        the_holder,
+        policy,
+        the_audit,
+        limits=Limits(max_text_chars=s.max_text_chars, max_turns=s.max_turns),
+    )
+    batcher = MicroBatcher(engine, s.filter_max_batch)
+    require_key = _key_checker(s.filter_api_key, "API")
+    require_admin = _key_checker(s.filter_admin_key, "admin")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if start_holder:
+            the_holder.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            the_holder.stop()
+            the_audit.close()
+
+    app = FastAPI(
+        title="labelloop targeting filter",
+        version="1",
+        description=(
+            "Decides, per conversation, whether it may feed ad targeting and with which IAB "
+            "interests. Fails closed. Authenticate with the X-API-Key header."
+        ),
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, limit=s.filter_max_body_bytes)
+    app.state.settings = s
+    app.state.holder = the_holder
+    app.state.engine = engine
+    app.state.batcher = batcher
+    app.state.audit = the_audit
+
+    @app.exception_handler(_AuthError)
+    async def _auth_error(_: Request, exc: _AuthError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else None
+        return JSONResponse({"detail": exc.detail, **FAIL_CLOSED_BODY}, exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        body = {"detail": jsonable_errors(exc), **FAIL_CLOSED_BODY}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error in the filter service; answering fail-closed")
+        body = {
+            "detail": f"internal error ({type(exc).__name__}); treat as not eligible",
+            **FAIL_CLOSED_BODY,
+        }
+        return JSONResponse(body, status_code=503)
+
+    @app.post(
+        "/v1/decisions",
+        response_model=DecisionsResponse,
+        responses={
+            401: {"model": FailClosed},
+            403: {"model": FailClosed},
+            413: {"model": FailClosed},
+            422: {"model": FailClosed},
+        },
+        dependencies=[Depends(require_key)],
+        summary="Decide a batch of conversation records (fail closed)",
+    )
+    async def decisions(body: DecisionsRequest) -> Any:
+        n = len(body.records)
+        if n > s.filter_max_batch:
+            return JSONResponse(
+                {
+                    "detail": f"batch of {n} records exceeds the limit of {s.filter_max_batch} "
+                    "(filter_max_batch); split it into smaller requests",
+                    **FAIL_CLOSED_BODY,
+                },
+                status_code=413,
+            )
+        rid = uuid.uuid4().hex
+        result = await batcher.submit(body.records, rid)
+        versions = {d.model_version for d in result}
+        out = {
+            "request_id": rid,
+            "model_version": versions.pop() if len(versions) == 1 else None,
+            "decisions": [d.public() for d in result],
+        }
+        return Response(orjson.dumps(out), media_type="application/json")
+
+    @app.get("/v1/model", response_model=ModelInfo, dependencies=[Depends(require_key)])
+    async def model_info() -> ModelInfo:
+        return _model_info(the_holder)
+
+    @app.post(
+        "/admin/reload",
+        response_model=ReloadResponse,
+        dependencies=[Depends(require_admin)],
+        summary="Resolve the alias now and hot-swap the model (admin key)",
+    )
+    async def reload(force: bool = False) -> Any:
+        res = await anyio.to_thread.run_sync(lambda: the_holder.refresh(force=force))
+        body = ReloadResponse(
+            changed=res.changed,
+            previous_version=res.previous_version,
+            version=res.version,
+            error=res.error,
+        )
+        return JSONResponse(body.model_dump(), status_code=503 if res.error else 200)
+
+    @app.get("/healthz", summary="Readiness: 200 with a model loaded, 503 degraded without")
+    async def healthz() -> JSONResponse:
+        cur = the_holder.current
+        if cur is None:
+            return JSONResponse(
+                {
+                    "status": "degraded",
+                    "reason": "no model loaded; every decision fails closed",
+                    "last_error": the_holder.last_error,
+                },
+                status_code=503,
+            )
+        return JSONResponse(
+            {"status": "ok", "model_version": cur.version, "policy_version": cur.policy_version}
+        )
+
+    @app.get("/livez", summary="Liveness: 200 while the process serves HTTP")
+    async def livez() -> dict[str, str]:
+        return {"status": "alive"}
+
+    return app
+
+
+def _model_info(holder: ModelHolder) -> ModelInfo:
+    cur = holder.current
+    base: dict[str, Any] = {
+        "source": holder.describe,
+        "poll_s": holder.poll_s,
+        "last_check": holder.last_check.isoformat() if holder.last_check else None,
+        "last_error": holder.last_error,
+    }
+    if cur is None:
+        return ModelInfo(loaded=False, **base)
+    return ModelInfo(loaded=True, **cur.info(), **base)
+
+
+def jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Validation errors without the offending input (it may be conversation text)."""
+    return [
+        {
+            "loc": list(e.get("loc", ())),
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in exc.errors()
+    ]
+
+
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``targeting.service.app`` is built on first access (for ``uvicorn targeting.service:app``)."""
+    global _app
+    if name == "app":
+        if _app is None:
+            logging.basicConfig(level=logging.INFO)
+            _app = create_app(get_settings())
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
