@@ -91,14 +91,21 @@ def load_dev(data_dir: Path, per_file: int, seed: str) -> dict[str, list[Convers
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("data_dir", nargs="?", default=str(ROOT.parent / "shared" / "data" / "dev"))
-    ap.add_argument("--per-file", type=int, default=1500, help="max records per dev file (subsample)")
+    ap.add_argument(
+        "--per-file", type=int, default=1500, help="max records per dev file (subsample)"
+    )
     ap.add_argument("--eval-fraction", type=float, default=0.3)
     ap.add_argument("--variants", default="emb+tfidf,tfidf,emb")
     ap.add_argument("--recall-target", type=float, default=0.99)
-    ap.add_argument("--sweep", default="0.99,0.98,0.97,0.95,0.9",
-                    help="also report these recall targets (re-calibrated from out-of-fold scores)")
+    ap.add_argument(
+        "--sweep",
+        default="0.99,0.98,0.97,0.95,0.9",
+        help="also report these recall targets (re-calibrated from out-of-fold scores)",
+    )
     ap.add_argument("--max-length", type=int, default=128, help="MiniLM tokens per text")
     ap.add_argument("--cache", default=str(ROOT / ".labelloop" / "cache" / "bench-embeddings.npz"))
     ap.add_argument("--models-dir", default=str(ROOT / ".labelloop" / "models"))
@@ -114,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     eval_: list[Any] = []
     per_source_eval: dict[str, set[str]] = defaultdict(set)
     for name, convs in files.items():
-        snap = snapshot_from_records(convs, taxonomy, policy.categories, eval_fraction=args.eval_fraction, salt=args.seed)
+        snap = snapshot_from_records(
+            convs, taxonomy, policy.categories, eval_fraction=args.eval_fraction, salt=args.seed
+        )
         train += snap.train
         eval_ += snap.eval
         per_source_eval[name] = {e.conversation_id for e in snap.eval}
@@ -137,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         embedder.embed([e.text for e in snapshot.train] + [e.text for e in snapshot.eval])
         t_embed = time.perf_counter() - t0
 
-    results: dict[str, Any] = {"n_train": len(snapshot.train), "n_eval": len(snapshot.eval), "variants": {}}
+    results: dict[str, Any] = {
+        "n_train": len(snapshot.train),
+        "n_eval": len(snapshot.eval),
+        "variants": {},
+    }
     for v in variants:
         parts = set(v.split("+"))
         cfg = TrainConfig(recall_target=args.recall_target, use_embeddings="emb" in parts, use_tfidf="tfidf" in parts,
@@ -146,15 +159,21 @@ def main(argv: list[str] | None = None) -> int:
         res = train_filter(snapshot, taxonomy, embedder if "emb" in parts else None, config=cfg,
                            prototype_texts=default_prototypes(policy))  # fmt: skip
         t_train = time.perf_counter() - t0
-        report, _, verdicts = evaluate_bundle(res.bundle, list(snapshot.eval), embedder if "emb" in parts else None)
+        report, _, verdicts = evaluate_bundle(
+            res.bundle, list(snapshot.eval), embedder if "emb" in parts else None
+        )
         by_source = {}
         for name, ids in per_source_eval.items():
             idx = [i for i, e in enumerate(snapshot.eval) if e.conversation_id in ids]
             sens = [i for i in idx if snapshot.eval[i].sensitive]
             non = [i for i in idx if not snapshot.eval[i].sensitive]
             by_source[name] = {
-                "leak_rate": (sum(1 for i in sens if not verdicts[i].blocked) / len(sens)) if sens else None,
-                "false_block_rate": (sum(1 for i in non if verdicts[i].blocked) / len(non)) if non else None,
+                "leak_rate": (sum(1 for i in sens if not verdicts[i].blocked) / len(sens))
+                if sens
+                else None,
+                "false_block_rate": (sum(1 for i in non if verdicts[i].blocked) / len(non))
+                if non
+                else None,
                 "n": len(idx),
             }
         m = report.metrics()
@@ -166,10 +185,17 @@ def main(argv: list[str] | None = None) -> int:
             "interest_micro_f1_e2e": report.interest_micro_f1_e2e,
             "per_category_recall": {c: m[f"recall_{c}"] for c in policy.categories},
             "per_category_support": {c: m[f"support_{c}"] for c in policy.categories},
-            "thresholds": {c: (round(res.bundle.sensitive_thresholds[c], 4), res.bundle.sensitive_rules[c]) for c in policy.categories},
+            "thresholds": {
+                c: (round(res.bundle.sensitive_thresholds[c], 4), res.bundle.sensitive_rules[c])
+                for c in policy.categories
+            },
             "val_false_block_rate": res.val_false_block_rate,
-            "val_per_category": {c: {k: res.calibration[c].get(k) for k in ("n_pos", "val_recall", "val_false_block")}
-                                 for c in policy.categories},
+            "val_per_category": {
+                c: {
+                    k: res.calibration[c].get(k) for k in ("n_pos", "val_recall", "val_false_block")
+                }
+                for c in policy.categories
+            },
             "val_leak_rate": res.val_leak_rate,
             "by_source": by_source,
             "train_s": round(t_train, 1),
@@ -177,12 +203,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n=== {v} (train {t_train:.0f}s) ===")
         print(report.table_markdown())
         print("by source:", json.dumps(by_source))
-        ok = {k: (report.metrics()[k] <= t if k != "interest_micro_f1" else report.metrics()[k] >= t) for k, t in TARGETS.items()}
+        ok = {
+            k: (report.metrics()[k] <= t if k != "interest_micro_f1" else report.metrics()[k] >= t)
+            for k, t in TARGETS.items()
+        }
         print("targets:", json.dumps(ok))
         sweep = {}
         for tgt in [float(x) for x in args.sweep.split(",") if x.strip()]:
             rr = recalibrate(res, tgt)
-            rep2, _, _ = evaluate_bundle(rr.bundle, list(snapshot.eval), embedder if "emb" in parts else None)
+            rep2, _, _ = evaluate_bundle(
+                rr.bundle, list(snapshot.eval), embedder if "emb" in parts else None
+            )
             sweep[str(tgt)] = {"leak_rate": round(rep2.leak_rate, 4), "false_block_rate": round(rep2.false_block_rate, 4),
                                "min_category_recall": round(min(m2["recall"] for m2 in rep2.per_category.values()
                                                                 if m2["support"] > 0), 4)}  # fmt: skip

@@ -117,7 +117,9 @@ class Snapshot:
         import pandas as pd
 
         rows = [e.to_row() for e in (self.train if part == "train" else self.eval)]
-        return pd.DataFrame(rows, columns=["conversation_id", "text", "sensitive", "interests", "weight", "origin"])
+        return pd.DataFrame(
+            rows, columns=["conversation_id", "text", "sensitive", "interests", "weight", "origin"]
+        )
 
 
 def stratum_of(sensitive: Sequence[str]) -> str:
@@ -135,7 +137,8 @@ def snapshot_hash(train: Iterable[Example], eval_: Iterable[Example]) -> str:
     h = hashlib.sha256()
     for part, rows in (("train", train), ("eval", eval_)):
         lines = sorted(
-            json.dumps({"part": part, **e.to_row()}, sort_keys=True, ensure_ascii=False) for e in rows
+            json.dumps({"part": part, **e.to_row()}, sort_keys=True, ensure_ascii=False)
+            for e in rows
         )
         for line in lines:
             h.update(line.encode("utf-8"))
@@ -183,14 +186,18 @@ def split_examples(
     ev = set(eval_ids)
     gold_ids = {e.conversation_id for e in gold}
     train = [e for e in gold if e.conversation_id not in ev]
-    train += [e for e in silver if e.conversation_id not in ev and e.conversation_id not in gold_ids]
+    train += [
+        e for e in silver if e.conversation_id not in ev and e.conversation_id not in gold_ids
+    ]
     eval_ = [e for e in gold if e.conversation_id in ev]
     key = lambda e: e.conversation_id  # noqa: E731
     return tuple(sorted(train, key=key)), tuple(sorted(eval_, key=key))
 
 
 # ------------------------------------------------------------------------------------ records
-def interests_to_ids(names: Sequence[str] | None, taxonomy: Taxonomy, *, where: str = "") -> tuple[str, ...] | None:
+def interests_to_ids(
+    names: Sequence[str] | None, taxonomy: Taxonomy, *, where: str = ""
+) -> tuple[str, ...] | None:
     """Gold interest names (dev data: tier-1 names) -> IAB ids. Unknown names raise, naming the record."""
     if names is None:
         return None
@@ -209,7 +216,9 @@ def redacted_text(turns: Iterable[Mapping[str, Any]]) -> str:
     return render_turns(red)
 
 
-def example_from_record(conv: Conversation, taxonomy: Taxonomy, categories: Sequence[str]) -> Example | None:
+def example_from_record(
+    conv: Conversation, taxonomy: Taxonomy, categories: Sequence[str]
+) -> Example | None:
     """An :class:`Example` from a record with gold labels (None when it has no gold)."""
     if conv.gold is None:
         return None
@@ -324,7 +333,9 @@ def snapshot_from_store(
             prow = s.execute(
                 select(ProposalRow, ConversationRow.redacted_turns)
                 .join(latest, latest.c.pid == ProposalRow.id)
-                .join(ConversationRow, ConversationRow.conversation_id == ProposalRow.conversation_id)
+                .join(
+                    ConversationRow, ConversationRow.conversation_id == ProposalRow.conversation_id
+                )
             ).all()
             for p, turns in prow:
                 if p.conversation_id in gold_ids or not turns:
@@ -334,8 +345,16 @@ def snapshot_from_store(
                     Example(
                         conversation_id=p.conversation_id,
                         text=render_turns(turns),
-                        sensitive=tuple(sorted(c for c, v in (p.sensitive or {}).items() if c in cats and float(v) >= thr)),
-                        interests=tuple(sorted(i for i, v in (p.interests or {}).items() if float(v) >= thr)),
+                        sensitive=tuple(
+                            sorted(
+                                c
+                                for c, v in (p.sensitive or {}).items()
+                                if c in cats and float(v) >= thr
+                            )
+                        ),
+                        interests=tuple(
+                            sorted(i for i, v in (p.interests or {}).items() if float(v) >= thr)
+                        ),
                         weight=float(config.silver_precision),
                         origin="silver",
                     )
@@ -353,7 +372,11 @@ def snapshot_from_store(
             for cid, rule in sorted(new.items()):
                 s.add(EvalSplitRow(conversation_id=cid, stratum=strata[cid], rule=rule))
         max_id, max_rev, last = s.execute(
-            select(func.max(GoldLabelRow.id), func.sum(GoldLabelRow.revision), func.max(GoldLabelRow.resolved_at))
+            select(
+                func.max(GoldLabelRow.id),
+                func.sum(GoldLabelRow.revision),
+                func.max(GoldLabelRow.resolved_at),
+            )
         ).one()
     eval_ids = existing | set(new)
     train, eval_ = split_examples(gold, silver, eval_ids)

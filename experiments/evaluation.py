@@ -67,7 +67,17 @@ class EvalReport:
 
     def table_csv(self) -> str:
         buf = io.StringIO()
-        cols = ["category", "support", "recall", "category_recall", "precision", "f1", "tp", "fp", "fn"]
+        cols = [
+            "category",
+            "support",
+            "recall",
+            "category_recall",
+            "precision",
+            "f1",
+            "tp",
+            "fp",
+            "fn",
+        ]
         w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for r in self.table_rows():
@@ -161,10 +171,17 @@ def evaluate_verdicts(
             fp_e += len(pred_e - gold_i)
             fn_e += len(gold_i - pred_e)
     per_interest = {
-        lab: {"f1": _f1(*c), "precision": _div(c[0], c[0] + c[1]), "recall": _div(c[0], c[0] + c[2]), "support": float(c[0] + c[2])}
+        lab: {
+            "f1": _f1(*c),
+            "precision": _div(c[0], c[0] + c[1]),
+            "recall": _div(c[0], c[0] + c[2]),
+            "support": float(c[0] + c[2]),
+        }
         for lab, c in sorted(per_label.items())
     }
-    macro_vals = [m["f1"] for m in per_interest.values() if m["support"] > 0 and not math.isnan(m["f1"])]
+    macro_vals = [
+        m["f1"] for m in per_interest.values() if m["support"] > 0 and not math.isnan(m["f1"])
+    ]
     if n_int and tp_t + fp_t + fn_t == 0:
         micro = 1.0  # every gold set empty and nothing predicted: perfect
     else:
@@ -239,9 +256,16 @@ def write_artifacts(
     nrows = math.ceil((len(cats) + 1) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False)
     panels: list[tuple[str, list[bool], list[bool]]] = [
-        ("any sensitive (blocked)", [bool(e.sensitive) for e in examples], [v.blocked for v in verdicts])
+        (
+            "any sensitive (blocked)",
+            [bool(e.sensitive) for e in examples],
+            [v.blocked for v in verdicts],
+        )
     ]
-    panels += [(c, [c in e.sensitive for e in examples], [c in v.sensitive for v in verdicts]) for c in cats]
+    panels += [
+        (c, [c in e.sensitive for e in examples], [c in v.sensitive for v in verdicts])
+        for c in cats
+    ]
     for ax, (title, gold_f, pred_f) in zip(axes.flat, panels, strict=False):
         m = np.zeros((2, 2), dtype=int)
         for g, pr in zip(gold_f, pred_f, strict=True):

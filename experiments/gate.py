@@ -84,7 +84,11 @@ class GateResult:
                 f"{'pass' if c.passed else 'FAIL'}{' - ' + c.detail if c.detail else ''} |"
             )
         keys = ["leak_rate", "false_block_rate", "interest_micro_f1", "interest_macro_f1"]
-        lines += ["", f"| metric | challenger v{self.version} | champion {champ} |", "|---|---:|---:|"]
+        lines += [
+            "",
+            f"| metric | challenger v{self.version} | champion {champ} |",
+            "|---|---:|---:|",
+        ]
         for k in keys:
             ch = self.champion_metrics.get(k) if self.champion_metrics else None
             lines.append(f"| {k} | {_f(self.challenger_metrics.get(k))} | {_f(ch)} |")
@@ -103,12 +107,23 @@ def _nan(v: float) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
 
-def apply_rules(challenger: EvalReport, champion: EvalReport | None, rules: GateRules) -> tuple[bool, list[Check]]:
+def apply_rules(
+    challenger: EvalReport, champion: EvalReport | None, rules: GateRules
+) -> tuple[bool, list[Check]]:
     """The gate's verdict from two reports on the same eval split (pure; unit-tested)."""
     checks: list[Check] = []
     for cat, m in challenger.per_category.items():
         if m["support"] <= 0:
-            checks.append(Check(f"recall[{cat}]", True, None, None, rules.sensitive_recall_floor, "no eval items"))
+            checks.append(
+                Check(
+                    f"recall[{cat}]",
+                    True,
+                    None,
+                    None,
+                    rules.sensitive_recall_floor,
+                    "no eval items",
+                )
+            )
             continue
         champ = champion.per_category.get(cat, {}).get("recall") if champion else None
         ok = m["recall"] >= rules.sensitive_recall_floor - 1e-12
@@ -117,13 +132,24 @@ def apply_rules(challenger: EvalReport, champion: EvalReport | None, rules: Gate
     if champion is not None:
         ch, cp = challenger.leak_rate, champion.leak_rate
         if _nan(ch) and _nan(cp):
-            checks.append(Check("leak_rate <= champion", True, None, None, None, "no sensitive eval items"))
+            checks.append(
+                Check("leak_rate <= champion", True, None, None, None, "no sensitive eval items")
+            )
         else:
             ok = (not _nan(ch)) and (_nan(cp) or ch <= cp + 1e-12)
             checks.append(Check("leak_rate <= champion", ok, ch, cp, cp))
         ch, cp = challenger.interest_micro_f1, champion.interest_micro_f1
         if _nan(cp):
-            checks.append(Check("interest_micro_f1 >= champion - tol", True, ch, None, None, "champion has no interest score"))
+            checks.append(
+                Check(
+                    "interest_micro_f1 >= champion - tol",
+                    True,
+                    ch,
+                    None,
+                    None,
+                    "champion has no interest score",
+                )
+            )
         else:
             thr = cp - rules.interest_f1_tolerance
             ok = (not _nan(ch)) and ch >= thr - 1e-12
@@ -203,7 +229,9 @@ def evaluate(
         mlflow.log_metrics({k: float(v) for k, v in m.items() if not _nan(float(v))})
         mlflow.log_metric("gate_passed", 1.0 if passed else 0.0)
         with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "gate_table.md").write_text(result.table_markdown() + "\n" + "\n".join(notes), encoding="utf-8")
+            (Path(tmp) / "gate_table.md").write_text(
+                result.table_markdown() + "\n" + "\n".join(notes), encoding="utf-8"
+            )
             (Path(tmp) / "gate.json").write_text(json.dumps({
                 "version": result.version, "champion_version": champ_version, "passed": passed,
                 "checks": [asdict(c) for c in checks], "rules": asdict(rules), "notes": notes,
@@ -220,7 +248,9 @@ def evaluate(
     return result
 
 
-def approve(version: str, *, tracking_uri: str, force: bool = False, reason: str | None = None) -> dict[str, Any]:
+def approve(
+    version: str, *, tracking_uri: str, force: bool = False, reason: str | None = None
+) -> dict[str, Any]:
     """Move ``production`` to ``version``; the old production becomes ``previous``."""
     client = _client(tracking_uri)
     mv = client.get_model_version(MODEL_NAME, str(version))
@@ -235,17 +265,28 @@ def approve(version: str, *, tracking_uri: str, force: bool = False, reason: str
             raise GateError("--force needs a --reason (it is recorded on the version)")
     current = alias_version(tracking_uri, ALIAS_PRODUCTION)
     if current == str(version):
-        return {"version": str(version), "previous": alias_version(tracking_uri, ALIAS_PREVIOUS), "changed": False}
+        return {
+            "version": str(version),
+            "previous": alias_version(tracking_uri, ALIAS_PREVIOUS),
+            "changed": False,
+        }
     if force and gate != "passed":
         client.set_model_version_tag(MODEL_NAME, str(version), "approval_forced", "true")
-        client.set_model_version_tag(MODEL_NAME, str(version), "approval_reason", (reason or "").strip()[:4000])
+        client.set_model_version_tag(
+            MODEL_NAME, str(version), "approval_reason", (reason or "").strip()[:4000]
+        )
     if current is not None:
         client.set_registered_model_alias(MODEL_NAME, ALIAS_PREVIOUS, current)
     client.set_registered_model_alias(MODEL_NAME, ALIAS_PRODUCTION, str(version))
     client.set_model_version_tag(MODEL_NAME, str(version), "approved_at", str(int(time.time())))
     if alias_version(tracking_uri, ALIAS_CHALLENGER) == str(version):
         client.delete_registered_model_alias(MODEL_NAME, ALIAS_CHALLENGER)
-    return {"version": str(version), "previous": current, "changed": True, "forced": bool(force and gate != "passed")}
+    return {
+        "version": str(version),
+        "previous": current,
+        "changed": True,
+        "forced": bool(force and gate != "passed"),
+    }
 
 
 def rollback(*, tracking_uri: str) -> dict[str, Any]:

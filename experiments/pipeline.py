@@ -22,7 +22,9 @@ from labelloop.settings import Settings
 
 def policy_and_taxonomy(settings: Settings) -> tuple[Policy, Taxonomy]:
     policy = load_policy(settings.policy_path)
-    taxonomy = load_taxonomy(settings.taxonomy_path, settings.sensitive_map_path, categories=policy.categories)
+    taxonomy = load_taxonomy(
+        settings.taxonomy_path, settings.sensitive_map_path, categories=policy.categories
+    )
     return policy, taxonomy
 
 
@@ -49,20 +51,29 @@ def read_gold_records(paths: Sequence[Path], settings: Settings) -> tuple[list[C
 def build_snapshot(settings: Settings, from_records: Sequence[Path] | None = None) -> Snapshot:
     policy, taxonomy = policy_and_taxonomy(settings)
     lineage = {"policy_version": policy.version, "taxonomy_version": taxonomy.version}
-    project = getattr(settings, "label_studio_project_id", None) or getattr(settings, "label_studio_project", None)
+    project = getattr(settings, "label_studio_project_id", None) or getattr(
+        settings, "label_studio_project", None
+    )
     if project is not None:
         lineage["label_studio_project"] = str(project)
     if from_records:
         convs, _ = read_gold_records(from_records, settings)
         return snapshot_from_records(
-            convs, taxonomy, policy.categories, eval_fraction=settings.eval_fraction, lineage=lineage, errors=[]
+            convs,
+            taxonomy,
+            policy.categories,
+            eval_fraction=settings.eval_fraction,
+            lineage=lineage,
+            errors=[],
         )
     from labelloop.store import LabelStore
 
     settings.ensure_dirs()
     store = LabelStore(settings.db_url)
     store.migrate()
-    cfg = StoreSnapshotConfig(eval_fraction=settings.eval_fraction, silver_precision=settings.train_silver_precision)
+    cfg = StoreSnapshotConfig(
+        eval_fraction=settings.eval_fraction, silver_precision=settings.train_silver_precision
+    )
     return snapshot_from_store(store, policy.categories, config=cfg, lineage=lineage)
 
 
@@ -78,7 +89,11 @@ def train(
     snapshot = build_snapshot(settings, from_records)
     embedder = onnx = tok = None
     model_id = "none"
-    cfg = TrainConfig(recall_target=settings.train_recall_target, use_embeddings=use_embeddings, use_tfidf=use_tfidf)
+    cfg = TrainConfig(
+        recall_target=settings.train_recall_target,
+        use_embeddings=use_embeddings,
+        use_tfidf=use_tfidf,
+    )
     if use_embeddings:
         from labeling.assets import EMBEDDING_MODEL_ID, ensure_embedding_model
         from labeling.embeddings import MiniLMEmbedder

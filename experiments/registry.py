@@ -112,7 +112,11 @@ INPUT_EXAMPLE: list[dict[str, Any]] = [
         "account_linked": True,
         "started_at": "2026-02-03T10:15:00Z",
         "turns": [
-            {"role": "user", "text": "Which trail near Denver is good for a sunset hike?", "modality": "text"},
+            {
+                "role": "user",
+                "text": "Which trail near Denver is good for a sunset hike?",
+                "modality": "text",
+            },
             {"role": "assistant", "text": "Try the Red Rocks trail.", "modality": "text"},
         ],
     }
@@ -138,7 +142,9 @@ def train_and_register(
     """Train, evaluate, log a run and (optionally) register a model version."""
     config = config or TrainConfig()
     if config.use_embeddings and (embedder is None or onnx_path is None or tokenizer_path is None):
-        raise ValueError("training with embeddings needs an embedder and the ONNX/tokenizer files to bundle")
+        raise ValueError(
+            "training with embeddings needs an embedder and the ONNX/tokenizer files to bundle"
+        )
     cached = CachedEmbedder(embedder) if embedder is not None else None
     protos = prototype_texts if prototype_texts is not None else default_prototypes(policy)
     result = train_filter(snapshot, taxonomy, cached, config=config, prototype_texts=protos,
@@ -202,8 +208,19 @@ def log_and_register(
         })  # fmt: skip
         mlflow.log_params(params)
         for part, rows in (("training", snapshot.train), ("evaluation", snapshot.eval)):
-            df = pd.DataFrame([{**e.to_row(), "text": e.text[:2000]} for e in rows]) if rows else pd.DataFrame(
-                columns=["conversation_id", "text", "sensitive", "interests", "weight", "origin"]
+            df = (
+                pd.DataFrame([{**e.to_row(), "text": e.text[:2000]} for e in rows])
+                if rows
+                else pd.DataFrame(
+                    columns=[
+                        "conversation_id",
+                        "text",
+                        "sensitive",
+                        "interests",
+                        "weight",
+                        "origin",
+                    ]
+                )
             )
             for col in ("sensitive", "interests"):
                 df[col] = df[col].map(lambda v: json.dumps(v)) if len(df) else df[col]
@@ -216,11 +233,16 @@ def log_and_register(
             **{f"time_{k}": v for k, v in result.seconds.items()},
         })  # fmt: skip
         mlflow.log_metrics(_finite(metrics))
-        bundle = replace(result.bundle, meta={**result.bundle.meta, "run_id": run_id, "model_version": f"run-{run_id[:12]}"})
+        bundle = replace(
+            result.bundle,
+            meta={**result.bundle.meta, "run_id": run_id, "model_version": f"run-{run_id[:12]}"},
+        )
         with tempfile.TemporaryDirectory() as tmp:
             t = Path(tmp)
             write_artifacts(report, list(snapshot.eval), batch, verdicts, bundle, t / "eval")
-            (t / "eval" / "eval_set.jsonl").write_text(examples_to_jsonl(snapshot.eval), encoding="utf-8")
+            (t / "eval" / "eval_set.jsonl").write_text(
+                examples_to_jsonl(snapshot.eval), encoding="utf-8"
+            )
             (t / "calibration.json").write_text(
                 json.dumps({"sensitive": result.calibration, "interests": result.interest_calibration,
                             "val_false_block_rate": result.val_false_block_rate,
@@ -229,7 +251,9 @@ def log_and_register(
             mlflow.log_artifacts(str(t / "eval"), artifact_path="eval")
             mlflow.log_artifact(str(t / "calibration.json"))
             bpath = save_bundle(bundle, t / "model" / "filter_bundle.pkl")
-            arts = model_artifacts(bpath, policy, onnx_path=onnx_path, tokenizer_path=tokenizer_path)
+            arts = model_artifacts(
+                bpath, policy, onnx_path=onnx_path, tokenizer_path=tokenizer_path
+            )
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=TargetingFilterModel(),
@@ -239,10 +263,20 @@ def log_and_register(
                 registered_model_name=MODEL_NAME if register else None,
                 pip_requirements=_pip_requirements(),
             )
-    version = str(info.registered_model_version) if register and info.registered_model_version is not None else None
+    version = (
+        str(info.registered_model_version)
+        if register and info.registered_model_version is not None
+        else None
+    )
     if version is not None:
         client = MlflowClient()
-        for k in ("snapshot_hash", "policy_version", "taxonomy_version", "prompt_hash", "label_store_revision"):
+        for k in (
+            "snapshot_hash",
+            "policy_version",
+            "taxonomy_version",
+            "prompt_hash",
+            "label_store_revision",
+        ):
             client.set_model_version_tag(MODEL_NAME, version, k, tags[k])
         client.set_model_version_tag(MODEL_NAME, version, "run_id", run_id)
         client.set_model_version_tag(MODEL_NAME, version, "gate", "not_evaluated")
@@ -263,7 +297,16 @@ def _pip_requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
-    for dist in ("mlflow", "scikit-learn", "numpy", "scipy", "onnxruntime", "tokenizers", "pyyaml", "pydantic"):
+    for dist in (
+        "mlflow",
+        "scikit-learn",
+        "numpy",
+        "scipy",
+        "onnxruntime",
+        "tokenizers",
+        "pyyaml",
+        "pydantic",
+    ):
         try:
             out.append(f"{dist}=={version(dist)}")
         except PackageNotFoundError:
@@ -283,7 +326,9 @@ def load_eval_set(run_id: str) -> list[Example]:
     from experiments.dataset import examples_from_jsonl
 
     with tempfile.TemporaryDirectory() as tmp:
-        p = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=EVAL_SET_ARTIFACT, dst_path=tmp)
+        p = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=EVAL_SET_ARTIFACT, dst_path=tmp
+        )
         return examples_from_jsonl(Path(p).read_text(encoding="utf-8"))
 
 

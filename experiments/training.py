@@ -76,7 +76,9 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     bundle: FilterBundle
-    calibration: dict[str, dict[str, Any]]  # category -> threshold, rule, n_pos, val recall/false-block
+    calibration: dict[
+        str, dict[str, Any]
+    ]  # category -> threshold, rule, n_pos, val recall/false-block
     interest_calibration: dict[str, dict[str, Any]]
     val_false_block_rate: float
     val_leak_rate: float
@@ -88,7 +90,9 @@ class TrainResult:
     val_is_gold: npt.NDArray[np.bool_] | None = None
 
 
-def recalibrate(result: TrainResult, recall_target: float, *, min_positives: int = 20) -> TrainResult:
+def recalibrate(
+    result: TrainResult, recall_target: float, *, min_positives: int = 20
+) -> TrainResult:
     """The same models with sensitive thresholds re-calibrated (from the stored out-of-fold scores)
     for another recall target; categories on a fallback rule keep their threshold."""
     from dataclasses import replace
@@ -124,15 +128,15 @@ class CachedEmbedder:
         return np.stack([self.cache[t] for t in texts])
 
 
-def features(
-    texts: Sequence[str], embedder: TextEmbedder | None, tfidf: Any | None = None
-) -> Any:
+def features(texts: Sequence[str], embedder: TextEmbedder | None, tfidf: Any | None = None) -> Any:
     """The feature matrix for ``texts`` (embeddings and/or fitted TF-IDF); see ``build_features``."""
     return build_features(texts, embedder, tfidf)
 
 
 # ------------------------------------------------------------------------------------ thresholds
-def calibrate_recall_threshold(pos_scores: Sequence[float] | npt.NDArray[Any], target: float) -> float:
+def calibrate_recall_threshold(
+    pos_scores: Sequence[float] | npt.NDArray[Any], target: float
+) -> float:
     """The highest threshold t with recall(score >= t) >= target on the given positive scores."""
     s = np.sort(np.asarray(pos_scores, dtype=np.float64))[::-1]
     if s.size == 0:
@@ -143,7 +147,11 @@ def calibrate_recall_threshold(pos_scores: Sequence[float] | npt.NDArray[Any], t
     return float(s[k - 1])
 
 
-def tune_f1_threshold(scores: Sequence[float] | npt.NDArray[Any], labels: Sequence[int] | npt.NDArray[Any], grid: Sequence[float] | None = None) -> tuple[float, float]:
+def tune_f1_threshold(
+    scores: Sequence[float] | npt.NDArray[Any],
+    labels: Sequence[int] | npt.NDArray[Any],
+    grid: Sequence[float] | None = None,
+) -> tuple[float, float]:
     """(threshold, F1) maximising F1 of ``score >= t`` over ``grid``."""
     sc = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=bool)
@@ -169,14 +177,27 @@ def _lr(c: float, max_iter: int, balanced: bool) -> Any:
     )
 
 
-def _fit(x: Any, y: npt.NDArray[np.int_], w: npt.NDArray[np.float64], c: float, cfg: TrainConfig, balanced: bool) -> Any:
+def _fit(
+    x: Any,
+    y: npt.NDArray[np.int_],
+    w: npt.NDArray[np.float64],
+    c: float,
+    cfg: TrainConfig,
+    balanced: bool,
+) -> Any:
     m = _lr(c, cfg.max_iter, balanced)
     m.fit(x, y, sample_weight=w)
     return m
 
 
 def _oof_scores(
-    x: Any, y: npt.NDArray[np.int_], w: npt.NDArray[np.float64], folds: npt.NDArray[np.int_], c: float, cfg: TrainConfig, balanced: bool
+    x: Any,
+    y: npt.NDArray[np.int_],
+    w: npt.NDArray[np.float64],
+    folds: npt.NDArray[np.int_],
+    c: float,
+    cfg: TrainConfig,
+    balanced: bool,
 ) -> npt.NDArray[np.float64]:
     out = np.zeros(y.shape[0], dtype=np.float64)
     for f in range(cfg.folds):
@@ -193,7 +214,10 @@ def _oof_scores(
 
 def _fold_ids(examples: Sequence[Example], cfg: TrainConfig) -> npt.NDArray[np.int_]:
     return np.array(
-        [min(cfg.folds - 1, int(unit_hash(e.conversation_id, cfg.fold_salt) * cfg.folds)) for e in examples],
+        [
+            min(cfg.folds - 1, int(unit_hash(e.conversation_id, cfg.fold_salt) * cfg.folds))
+            for e in examples
+        ],
         dtype=np.int_,
     )
 
@@ -245,7 +269,11 @@ def train_filter(
 
     # ---------------- sensitive
     t0 = time.perf_counter()
-    lex = {c: tuple(v) for c, v in (lexicon if lexicon is not None else load_lexicon(categories=cats)).items() if c in cats}
+    lex = {
+        c: tuple(v)
+        for c, v in (lexicon if lexicon is not None else load_lexicon(categories=cats)).items()
+        if c in cats
+    }
     if not config.use_lexicon:
         lex = {}
     probe = FilterBundle(
@@ -261,8 +289,12 @@ def train_filter(
     prototypes: dict[str, npt.NDArray[np.float32]] = {}
     oof_blocks = np.zeros((len(train), len(cats)), dtype=bool)
     oof_all = np.full((len(train), len(cats)), np.nan)
-    labels_all = np.array([[c in e.sensitive for c in cats] for e in train], dtype=bool).reshape(len(train), len(cats))
-    lex_all = np.array([[c in h for c in cats] for h in lex_hits], dtype=bool).reshape(len(train), len(cats))
+    labels_all = np.array([[c in e.sensitive for c in cats] for e in train], dtype=bool).reshape(
+        len(train), len(cats)
+    )
+    lex_all = np.array([[c in h for c in cats] for h in lex_hits], dtype=bool).reshape(
+        len(train), len(cats)
+    )
     calib: dict[str, dict[str, Any]] = {}
     for j, cat in enumerate(cats):
         y = np.array([int(cat in e.sensitive) for e in train], dtype=np.int_)
@@ -275,7 +307,11 @@ def train_filter(
                 prototypes[cat] = protos
                 sims = (embeddings @ protos.T).max(axis=1)
                 neg = sims[~y_any] if (~y_any).any() else sims
-                thr = float(np.quantile(neg, 1.0 - config.prototype_false_block_budget)) if neg.size else 0.5
+                thr = (
+                    float(np.quantile(neg, 1.0 - config.prototype_false_block_budget))
+                    if neg.size
+                    else 0.5
+                )
                 thresholds[cat], rules[cat] = thr, "prototype"
                 oof_blocks[:, j] = sims >= thr
             else:
@@ -293,7 +329,11 @@ def train_filter(
                 thr, rule = min(config.fallback_threshold, float(pos.min())), "fallback_low"
             thresholds[cat], rules[cat] = thr, rule
             oof_blocks[:, j] = oof >= thr
-            sens_models[cat] = _fit(x, y, weights, config.c_sensitive, config, balanced=True) if len(set(y.tolist())) > 1 else None
+            sens_models[cat] = (
+                _fit(x, y, weights, config.c_sensitive, config, balanced=True)
+                if len(set(y.tolist())) > 1
+                else None
+            )
         hits = np.array([cat in h for h in lex_hits], dtype=bool)
         oof_blocks[:, j] |= hits
         pos_mask = (y == 1) & is_gold
@@ -302,7 +342,9 @@ def train_filter(
             threshold=thresholds[cat],
             rule=rules[cat],
             val_recall=float(oof_blocks[pos_mask, j].mean()) if pos_mask.any() else float("nan"),
-            val_false_block=float(oof_blocks[neg_mask, j].mean()) if neg_mask.any() else float("nan"),
+            val_false_block=float(oof_blocks[neg_mask, j].mean())
+            if neg_mask.any()
+            else float("nan"),
             val_lexicon_hits_on_negatives=int(hits[neg_mask].sum()),
         )
         calib[cat] = info
@@ -361,4 +403,6 @@ def train_filter(
             "uses_embeddings": emb_obj is not None,
         },
     )
-    return TrainResult(bundle, calib, int_cal, val_fb, val_leak, timings, oof_all, lex_all, labels_all, is_gold)
+    return TrainResult(
+        bundle, calib, int_cal, val_fb, val_leak, timings, oof_all, lex_all, labels_all, is_gold
+    )

@@ -32,7 +32,11 @@ def task_runner(settings: Settings) -> Any:
         if settings.dask_address:
             return DaskTaskRunner(address=settings.dask_address)
         return DaskTaskRunner(
-            cluster_kwargs={"n_workers": settings.dask_workers, "threads_per_worker": 1, "processes": True}
+            cluster_kwargs={
+                "n_workers": settings.dask_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+            }
         )
     return ThreadPoolTaskRunner(max_workers=settings.flow_workers)
 
@@ -76,7 +80,9 @@ def llm_slot(enabled: bool) -> Iterator[None]:
         yield
 
 
-def md_table(rows: Sequence[Mapping[str, Any]] | Mapping[str, Any], headers: Sequence[str] = ("", "")) -> str:
+def md_table(
+    rows: Sequence[Mapping[str, Any]] | Mapping[str, Any], headers: Sequence[str] = ("", "")
+) -> str:
     """A markdown table from a mapping (two columns) or a list of dicts."""
     if isinstance(rows, Mapping):
         lines = [f"| {headers[0]} | {headers[1]} |", "|---|---|"]

@@ -52,7 +52,10 @@ def run_cycle(
     settings.source_dir.mkdir(parents=True, exist_ok=True)
     data = settings.source_dir / f"synth-{seed}-{n}.jsonl"
     step("synth", lambda: {"path": str(data), "records": write_jsonl(generate(n, seed), data)})
-    step("sample_and_propose", lambda: sample_and_propose.with_options(task_runner=runner)(files=[str(data)]))
+    step(
+        "sample_and_propose",
+        lambda: sample_and_propose.with_options(task_runner=runner)(files=[str(data)]),
+    )
     rt = Runtime(settings)
 
     def annotate() -> dict[str, Any]:

@@ -72,12 +72,16 @@ def pending_task(settings: Settings, limit: int | None) -> dict[str, Any]:
 
     rt = Runtime(settings)
     proposer = _proposer(settings, rt)
-    ids = conversations_needing_proposals(rt.store, proposer.prompt.sha256, proposer.model_id, limit)
+    ids = conversations_needing_proposals(
+        rt.store, proposer.prompt.sha256, proposer.model_id, limit
+    )
     return {"ids": ids, "prompt_hash": proposer.prompt.sha256, "model_id": proposer.model_id}
 
 
 @task(name="propose-batch", cache_policy=NO_CACHE, **SERVICE_RETRIES)
-def propose_batch_task(settings: Settings, ids: list[str], run_id: str, limited: bool) -> dict[str, Any]:
+def propose_batch_task(
+    settings: Settings, ids: list[str], run_id: str, limited: bool
+) -> dict[str, Any]:
     """LLM + kNN proposals for one batch, written to the label store (idempotent upsert)."""
     from labeling.proposals import ProposalInput, ProposeStats, write_proposals
     from labeling.sampling import redacted_texts
@@ -225,7 +229,12 @@ def sample_and_propose(files: list[str] | None = None, limit: int | None = None)
     batches = [f.result() for f in futures]
     propose = _sum_stats(batches)
     push: dict[str, Any] = push_task(settings, run_id) if ids else {"routing": {}, "imported": 0}
-    logger.info("ingested %s, proposed %s, imported %s", ingest.get("inserted"), propose["n"], push.get("imported"))
+    logger.info(
+        "ingested %s, proposed %s, imported %s",
+        ingest.get("inserted"),
+        propose["n"],
+        push.get("imported"),
+    )
     publish(
         "sample-and-propose",
         f"sample_and_propose {run_id}",
@@ -272,7 +281,9 @@ def collect_reviews() -> dict[str, Any]:
             "Agreement": md_table(
                 [{"group": g, **a} for g, a in pulled.get("agreement", {}).items()]
             ),
-            "QA precision of auto-accepted labels": md_table(pulled.get("qa", {}), ("metric", "value")),
+            "QA precision of auto-accepted labels": md_table(
+                pulled.get("qa", {}), ("metric", "value")
+            ),
         },
     )
     return {"run_id": run_id, **pulled}
@@ -312,7 +323,9 @@ def _last_retrain_gold(rt: Runtime) -> int:
     from labelloop.store.models import RunRow
 
     with rt.store.session() as s:
-        row = s.scalars(select(RunRow).where(RunRow.kind == "retrain").order_by(RunRow.id.desc())).first()
+        row = s.scalars(
+            select(RunRow).where(RunRow.kind == "retrain").order_by(RunRow.id.desc())
+        ).first()
         return int((row.stats or {}).get("gold", 0)) if row else 0
 
 
@@ -384,7 +397,9 @@ def score_batch(files: list[str] | None = None) -> dict[str, Any]:
         f"score_batch {run_id}",
         {
             "Decisions": md_table(dict(by_reason), ("outcome", "records")),
-            "Signals": md_table({r["signals_path"]: r["signals"] for r in reports}, ("file", "signals")),
+            "Signals": md_table(
+                {r["signals_path"]: r["signals"] for r in reports}, ("file", "signals")
+            ),
         },
     )
     return {"run_id": run_id, "files": reports, "by_reason": dict(by_reason)}

@@ -21,10 +21,14 @@ def deployments(settings: Settings) -> list[Any]:
         (score_batch, settings.schedule_score_batch),
     ]
     out = [
-        f.with_options(task_runner=runner).to_deployment(name="labelloop", cron=cron, tags=["labelloop"])
+        f.with_options(task_runner=runner).to_deployment(
+            name="labelloop", cron=cron, tags=["labelloop"]
+        )
         for f, cron in scheduled
     ]
-    out.append(promote.with_options(task_runner=runner).to_deployment(name="labelloop", tags=["labelloop"]))
+    out.append(
+        promote.with_options(task_runner=runner).to_deployment(name="labelloop", tags=["labelloop"])
+    )
     return out
 
 

@@ -101,7 +101,9 @@ def human_gold_count(store: LabelStore) -> int:
     with store.session() as s:
         return int(
             s.scalar(
-                select(func.count()).select_from(GoldLabelRow).where(GoldLabelRow.origin.in_(HUMAN_ORIGINS))
+                select(func.count())
+                .select_from(GoldLabelRow)
+                .where(GoldLabelRow.origin.in_(HUMAN_ORIGINS))
             )
             or 0
         )

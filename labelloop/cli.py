@@ -157,13 +157,15 @@ def sample(
     _print_counts(dict(report.by_surface), dict(report.by_reason), title=f"run {run_id}")
 
 
-
 @models_app.command("install")
 def models_install(
     llm: Annotated[
-        str | None, typer.Option(help="LLM spec (default: LABELLOOP_LLM); only llamacpp/hf specs need files")
+        str | None,
+        typer.Option(help="LLM spec (default: LABELLOOP_LLM); only llamacpp/hf specs need files"),
     ] = None,
-    full_verify: Annotated[bool, typer.Option(help="re-hash the GGUF even if it was verified")] = False,
+    full_verify: Annotated[
+        bool, typer.Option(help="re-hash the GGUF even if it was verified")
+    ] = False,
 ) -> None:
     """Assemble/verify the embedded LLM and the embedding model in the state dir (idempotent)."""
     from labeling.assets import AssetError, ensure_embedding_model, ensure_llm_model
@@ -188,9 +190,15 @@ def models_install(
 
 @app.command("run")
 def run_flow(
-    name: Annotated[str, typer.Argument(help="sample_and_propose | collect_reviews | retrain | promote | score_batch")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="sample_and_propose | collect_reviews | retrain | promote | score_batch"
+        ),
+    ],
     param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="flow parameter KEY=JSON_VALUE (repeatable)")
+        list[str] | None,
+        typer.Option("--param", "-p", help="flow parameter KEY=JSON_VALUE (repeatable)"),
     ] = None,
 ) -> None:
     """Run one flow now (reported to the Prefect server of the stack)."""
@@ -230,14 +238,18 @@ def serve() -> None:
 @app.command("demo")
 def demo(
     n: Annotated[int, typer.Option(help="synthetic conversations")] = 240,
-    seed: Annotated[int, typer.Option(help="seed of the synthetic data and simulated annotators")] = 7,
+    seed: Annotated[
+        int, typer.Option(help="seed of the synthetic data and simulated annotators")
+    ] = 7,
 ) -> None:
     """Bring the stack up and run one full cycle of the loop on synthetic data (SIMULATED annotators)."""
     from infra.stack import Stack, StackError
 
     s = _settings()
     t0 = time.perf_counter()
-    console.print("[bold]labelloop demo[/bold]: starting the local stack (first start takes a few minutes)")
+    console.print(
+        "[bold]labelloop demo[/bold]: starting the local stack (first start takes a few minutes)"
+    )
     try:
         Stack(s).up(services=["prefect", "mlflow", "label-studio", "filter"])
     except StackError as exc:
@@ -265,14 +277,23 @@ def _demo_summary(s: Settings, out: dict[str, Any], wall_s: float) -> None:
     sb = out["score_batch"]
     rows = [
         ("synth", f"{out['synth']['records']} conversations"),
-        ("sample_and_propose", f"{ingest.get('eligible')} eligible, {prop['n']} proposed, LLM call rate "
-         f"{prop['llm_call_rate']:.0%}, {prop['input_tokens']}+{prop['output_tokens']} tokens; "
-         f"{push.get('imported', 0)} review tasks imported"),
+        (
+            "sample_and_propose",
+            f"{ingest.get('eligible')} eligible, {prop['n']} proposed, LLM call rate "
+            f"{prop['llm_call_rate']:.0%}, {prop['input_tokens']}+{prop['output_tokens']} tokens; "
+            f"{push.get('imported', 0)} review tasks imported",
+        ),
         ("annotate_sim", f"{out['annotate_sim']['annotations']} SIMULATED annotations"),
         ("collect_reviews", f"gold created {out['collect_reviews']['gold_created']}"),
-        ("annotate_sim_adjudication", f"{out['annotate_sim_adjudication']['annotations']} annotations"),
+        (
+            "annotate_sim_adjudication",
+            f"{out['annotate_sim_adjudication']['annotations']} annotations",
+        ),
         ("collect_reviews_2", f"gold created {out['collect_reviews_2']['gold_created']}"),
-        ("retrain", f"version {rt['version']}, gate {rt['gate']['summary']}; {rt['train']['run_url']}"),
+        (
+            "retrain",
+            f"version {rt['version']}, gate {rt['gate']['summary']}; {rt['train']['run_url']}",
+        ),
         ("promote", f"production -> version {rt['version']}"),
         ("score_batch", ", ".join(f"{k} {v}" for k, v in sorted(sb["by_reason"].items()))),
     ]

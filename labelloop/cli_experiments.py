@@ -30,10 +30,17 @@ def _settings() -> Settings:
 def train_cmd(
     from_records: Annotated[
         list[Path] | None,
-        typer.Option("--from-records", help="train on these record files (gold labels) instead of the label store"),
+        typer.Option(
+            "--from-records",
+            help="train on these record files (gold labels) instead of the label store",
+        ),
     ] = None,
-    no_embeddings: Annotated[bool, typer.Option("--no-embeddings", help="TF-IDF features only (fast)")] = False,
-    evaluate_after: Annotated[bool, typer.Option("--evaluate", help="run the gate on the new version")] = False,
+    no_embeddings: Annotated[
+        bool, typer.Option("--no-embeddings", help="TF-IDF features only (fast)")
+    ] = False,
+    evaluate_after: Annotated[
+        bool, typer.Option("--evaluate", help="run the gate on the new version")
+    ] = False,
 ) -> None:
     """Train the targeting filter, log an MLflow run, register a version; prints the run URL."""
     from experiments.pipeline import evaluate_and_maybe_approve, train
@@ -80,15 +87,22 @@ def evaluate_cmd(
         for n in result.notes:
             console.print(f"note: {n}")
         if result.passed:
-            console.print(f"version {version} passed: alias @challenger" + (" and @production" if approved else ""))
+            console.print(
+                f"version {version} passed: alias @challenger"
+                + (" and @production" if approved else "")
+            )
     if not result.passed:
         raise typer.Exit(1)
 
 
 def approve_cmd(
     version: Annotated[str, typer.Argument(help="model version to promote to @production")],
-    force: Annotated[bool, typer.Option("--force", help="approve although the gate did not pass")] = False,
-    reason: Annotated[str | None, typer.Option("--reason", help="why (required with --force; recorded)")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="approve although the gate did not pass")
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="why (required with --force; recorded)")
+    ] = None,
 ) -> None:
     """Move @production to VERSION (the old production keeps @previous)."""
     from experiments.gate import GateError, approve
@@ -100,7 +114,10 @@ def approve_cmd(
         err.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(1) from exc
     if r["changed"]:
-        console.print(f"@production -> version {r['version']} (previous: {r['previous']})" + (" [forced]" if r.get("forced") else ""))
+        console.print(
+            f"@production -> version {r['version']} (previous: {r['previous']})"
+            + (" [forced]" if r.get("forced") else "")
+        )
     else:
         console.print(f"version {r['version']} is already @production")
 

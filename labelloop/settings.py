@@ -70,7 +70,9 @@ class Settings(BaseSettings):
     # Targeting filter service keys
     filter_api_key: SecretStr = SecretStr(DEV_FILTER_KEY)
     filter_admin_key: SecretStr = SecretStr(DEV_ADMIN_KEY)
-    filter_model_name: str = Field("labelloop-targeting-filter", description="registered model served")
+    filter_model_name: str = Field(
+        "labelloop-targeting-filter", description="registered model served"
+    )
     filter_model_alias: str = Field("production", description="alias the filter follows")
     filter_model_uri: str | None = Field(
         default=None,
@@ -86,15 +88,28 @@ class Settings(BaseSettings):
     prefect_api_url: str | None = None
 
     # Training / champion-challenger gate (experiments/)
-    mlflow_experiment: str = Field("labelloop-targeting-filter", description="MLflow experiment of training runs")
-    train_recall_target: float = Field(0.99, description="per-category sensitive recall the thresholds aim for")
-    train_silver_precision: float = Field(
-        0.8, description="measured QA precision of auto-accepted proposals = weight of silver labels (0 = no silver)"
+    mlflow_experiment: str = Field(
+        "labelloop-targeting-filter", description="MLflow experiment of training runs"
     )
-    eval_fraction: float = Field(0.2, description="share of new gold items that join the frozen eval split")
-    gate_sensitive_recall_floor: float = Field(0.98, description="gate: per-category sensitive recall floor")
-    gate_interest_f1_tolerance: float = Field(0.01, description="gate: allowed interest micro-F1 drop vs champion")
-    gate_auto_approve: bool = Field(False, description="move @production automatically when the gate passes")
+    train_recall_target: float = Field(
+        0.99, description="per-category sensitive recall the thresholds aim for"
+    )
+    train_silver_precision: float = Field(
+        0.8,
+        description="measured QA precision of auto-accepted proposals = weight of silver labels (0 = no silver)",
+    )
+    eval_fraction: float = Field(
+        0.2, description="share of new gold items that join the frozen eval split"
+    )
+    gate_sensitive_recall_floor: float = Field(
+        0.98, description="gate: per-category sensitive recall floor"
+    )
+    gate_interest_f1_tolerance: float = Field(
+        0.01, description="gate: allowed interest micro-F1 drop vs champion"
+    )
+    gate_auto_approve: bool = Field(
+        False, description="move @production automatically when the gate passes"
+    )
 
     # LLM
     llm: str = Field(
@@ -109,9 +124,15 @@ class Settings(BaseSettings):
     llm_threads: int | None = Field(None, description="llama.cpp threads; default: all cores")
     llm_retries: int = Field(2, description="retries of a failing/timed-out LLM call (backoff)")
     llm_backoff_s: float = Field(1.0, description="first retry wait; doubles per retry")
-    llm_nologprob_conf: float = Field(0.7, description="confidence of an emitted label without logprobs")
-    prompt_conversation_tokens: int = Field(320, description="conversation tokens kept in the prompt")
-    chroma_collection: str = Field("gold_examples", description="Chroma collection of gold examples")
+    llm_nologprob_conf: float = Field(
+        0.7, description="confidence of an emitted label without logprobs"
+    )
+    prompt_conversation_tokens: int = Field(
+        320, description="conversation tokens kept in the prompt"
+    )
+    chroma_collection: str = Field(
+        "gold_examples", description="Chroma collection of gold examples"
+    )
     knn_k: int = Field(10, description="neighbours for the kNN vote")
     knn_temperature: float = Field(0.05, description="softmax temperature over cosine similarity")
     fewshot_k: int = Field(4, description="max few-shot examples per prompt")
@@ -119,7 +140,9 @@ class Settings(BaseSettings):
     knn_seed_weight: float = Field(0.5, description="vote weight of a cold-start seed example")
     cascade_enabled: bool = Field(True, description="skip the LLM when kNN (+classifier) are sure")
     cascade_skip_confidence: float = Field(0.8, description="label decisions this sure (p or 1-p)")
-    cascade_min_similarity: float = Field(0.55, description="nearest gold example at least this close")
+    cascade_min_similarity: float = Field(
+        0.55, description="nearest gold example at least this close"
+    )
     sensitive_suspect_threshold: float = Field(0.1, description="any sensitive signal >= this: LLM")
     sensitive_flag_threshold: float = Field(0.15, description="possible_sensitive flag threshold")
     label_threshold: float = Field(0.5, description="combined confidence that counts as a label")
@@ -128,35 +151,66 @@ class Settings(BaseSettings):
     review_sensitive_confidence: float = Field(
         0.9, ge=0, le=1, description="a possible_sensitive category below this confidence -> review"
     )
-    review_uncertainty_threshold: float = Field(0.35, ge=0, le=1, description="uncertainty above -> review")
-    review_budget: int = Field(200, ge=0, description="max conversations sent to Label Studio per run")
+    review_uncertainty_threshold: float = Field(
+        0.35, ge=0, le=1, description="uncertainty above -> review"
+    )
+    review_budget: int = Field(
+        200, ge=0, description="max conversations sent to Label Studio per run"
+    )
     review_label_threshold: float = Field(
-        0.5, ge=0, le=1, description="a proposed label at/above this confidence is selected (silver/pre-annotation)"
+        0.5,
+        ge=0,
+        le=1,
+        description="a proposed label at/above this confidence is selected (silver/pre-annotation)",
     )
-    qa_sample_rate: float = Field(0.05, ge=0, le=1, description="share of auto-accepted items also reviewed (QA)")
-    overlap_share: float = Field(0.2, ge=0, le=1, description="share of review tasks needing two annotations")
-    overlap_sensitive: bool = Field(True, description="every sensitive-suspect task needs two annotations")
+    qa_sample_rate: float = Field(
+        0.05, ge=0, le=1, description="share of auto-accepted items also reviewed (QA)"
+    )
+    overlap_share: float = Field(
+        0.2, ge=0, le=1, description="share of review tasks needing two annotations"
+    )
+    overlap_sensitive: bool = Field(
+        True, description="every sensitive-suspect task needs two annotations"
+    )
     adjudication_min_jaccard: float = Field(
-        0.5, ge=0, le=1, description="interest sets of two annotators agreeing less than this -> adjudication"
+        0.5,
+        ge=0,
+        le=1,
+        description="interest sets of two annotators agreeing less than this -> adjudication",
     )
-    silver_weight: float = Field(0.5, ge=0, le=1, description="training weight of auto-accepted (silver) labels")
+    silver_weight: float = Field(
+        0.5, ge=0, le=1, description="training weight of auto-accepted (silver) labels"
+    )
     review_seed: int = Field(0, description="seed of the QA sample and the overlap draw")
     review_import_batch: int = Field(25, ge=1, description="tasks per Label Studio import request")
     label_error_threshold: float = Field(
-        0.9, ge=0.5, le=1, description="label-error check: model probability contradicting gold at/above this"
+        0.9,
+        ge=0.5,
+        le=1,
+        description="label-error check: model probability contradicting gold at/above this",
     )
 
     # Orchestration (flows/)
     source_dir: Path = Field(Path("data/incoming"), description="folder of new conversation files")
-    signals_dir: Path | None = Field(None, description="interest signals for the ad side (default state/signals)")
+    signals_dir: Path | None = Field(
+        None, description="interest signals for the ad side (default state/signals)"
+    )
     task_runner: Literal["threads", "dask"] = Field("threads", description="Prefect task runner")
-    dask_address: str | None = Field(None, description="Dask scheduler address; default: local cluster")
+    dask_address: str | None = Field(
+        None, description="Dask scheduler address; default: local cluster"
+    )
     dask_workers: int = Field(2, ge=1, description="workers of the local Dask cluster")
     flow_workers: int = Field(2, ge=1, description="threads of the thread task runner")
     flow_batch_size: int = Field(64, ge=1, description="conversations per proposal/filter task")
-    sample_cap_per_surface: int | None = Field(500, description="new conversations per surface per run")
-    llm_concurrency: int = Field(1, ge=1, description="Prefect global concurrency limit on LLM batches")
-    retrain_min_new_gold: int = Field(50, ge=1, description="new gold labels that trigger a retrain")
+    sample_cap_per_surface: int | None = Field(
+        500, description="new conversations per surface per run"
+    )
+    llm_concurrency: int = Field(
+        1, ge=1, description="Prefect global concurrency limit on LLM batches"
+    )
+    retrain_min_new_gold: int = Field(
+        50, ge=1, description="new gold labels that trigger a retrain"
+    )
     schedule_sample_and_propose: str = Field("0 * * * *", description="cron")
     schedule_collect_reviews: str = Field("*/15 * * * *", description="cron")
     schedule_retrain: str = Field("0 2 * * *", description="cron")

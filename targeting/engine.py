@@ -383,8 +383,14 @@ def engine_from_settings(
     """
     from labeling.policy import load_policy
 
-    uri = model_uri or settings.filter_model_uri or f"models:/{settings.filter_model_name}@{settings.filter_model_alias}"
-    holder = ModelHolder.for_uri(uri, settings.mlflow_uri, poll_s=poll_s, cache_dir=settings.state / "filter" / "models")
+    uri = (
+        model_uri
+        or settings.filter_model_uri
+        or f"models:/{settings.filter_model_name}@{settings.filter_model_alias}"
+    )
+    holder = ModelHolder.for_uri(
+        uri, settings.mlflow_uri, poll_s=poll_s, cache_dir=settings.state / "filter" / "models"
+    )
     if load:
         holder.refresh()
     return FilterEngine(
