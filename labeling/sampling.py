@@ -188,6 +188,6 @@ def redacted_texts(store: LabelStore, ids: Sequence[str]) -> dict[str, list[dict
                 select(ConversationRow.conversation_id, ConversationRow.redacted_turns).where(
                     ConversationRow.conversation_id.in_(ids[i : i + 500])
                 )
-            ).tuples()
+            )
             out.update({cid: turns for cid, turns in rows if turns})
     return out

@@ -329,10 +329,12 @@ def _mount_subcommands() -> None:
     """Sub-apps that live in their own modules (imported here; they import heavy things lazily)."""
     from labelloop.cli_experiments import register as register_experiments
     from labelloop.cli_filter import register as register_filter
+    from labelloop.cli_propose import register as register_propose
     from labelloop.cli_review import register as register_review
     from labelloop.cli_stack import stack_app
 
     app.add_typer(stack_app, name="stack")
+    register_propose(app)
     register_review(app)
     register_experiments(app, models_app)
     register_filter(app, audit_app)

@@ -141,13 +141,13 @@ class LabelStore:
         with self.session() as s:
             surface_rows = s.execute(
                 select(ConversationRow.surface, func.count()).group_by(ConversationRow.surface)
-            ).tuples()
+            )
             by_surface = Counter({k: int(v) for k, v in surface_rows})
             reason_rows = s.execute(
                 select(ConversationRow.exclusion_reason, func.count()).group_by(
                     ConversationRow.exclusion_reason
                 )
-            ).tuples()
+            )
             by_reason = Counter({(k or "eligible"): int(v) for k, v in reason_rows})
         return {
             "by_surface": dict(by_surface),
