@@ -17,7 +17,7 @@ help:
 	@echo "make demo   - set up everything, start the local stack and run the demo"
 	@echo "make test   - set up everything and run the whole test suite"
 	@echo "make lint   - ruff + mypy"
-	@echo "make bench  - benchmarks (reads ../shared/data by default)"
+	@echo "make bench  - benchmarks (DATA=../shared/data/dev by default; results in $(STATE)/bench)"
 
 uv:
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || $(PYTHON) -m pip install --user --quiet uv || $(PYTHON) -m pip install --quiet uv
@@ -51,8 +51,15 @@ lint: venv
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
 
+DATA ?= ../shared/data/dev
+BENCH_OUT ?= $(STATE)/bench
 bench: setup
-	$(UV) run --frozen python -m benchmarks $(BENCH_ARGS)
+	mkdir -p $(BENCH_OUT)
+	$(UV) run --frozen python benchmarks/proposals.py $(DATA) --n-llm 40 --n-llm-alone 15 --out $(BENCH_OUT)/proposals.json
+	$(UV) run --frozen python benchmarks/filter_quality.py $(DATA) --json $(BENCH_OUT)/filter_quality.json
+	$(UV) run --frozen python benchmarks/filter_speed.py --data $(DATA) --out $(BENCH_OUT)/filter_speed.json
+	$(UV) run --frozen python benchmarks/review_loop.py --data-dir $(DATA) --out $(BENCH_OUT)/review_loop.json
+	$(UV) run --frozen python benchmarks/loop_efficiency.py --data $(DATA) --out $(BENCH_OUT)/loop_efficiency
 
 clean:
 	-$(UV) run --frozen labelloop stack down

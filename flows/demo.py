@@ -24,7 +24,7 @@ def point_prefect_at(settings: Settings) -> None:
 def run_cycle(
     settings: Settings,
     *,
-    n: int = 240,
+    n: int = 120,
     seed: int = 7,
     accuracy: float = 0.95,
     annotators: int = 3,

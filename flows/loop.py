@@ -212,8 +212,13 @@ def reload_filter_task(settings: Settings) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- flows
 @flow(name="sample_and_propose", log_prints=True)
-def sample_and_propose(files: list[str] | None = None, limit: int | None = None) -> dict[str, Any]:
-    """Sample new conversations -> gate -> redact -> propose (LLM + kNN) -> route -> Label Studio."""
+def sample_and_propose(
+    files: list[str] | None = None, limit: int | None = None, push: bool = True
+) -> dict[str, Any]:
+    """Sample new conversations -> gate -> redact -> propose (LLM + kNN) -> route -> Label Studio.
+
+    ``push=False`` stops after the proposals (no routing / Label Studio), e.g. for dry runs.
+    """
     settings = get_settings()
     run_id = _run_id("sample")
     logger = get_run_logger()
@@ -228,12 +233,14 @@ def sample_and_propose(files: list[str] | None = None, limit: int | None = None)
     ]
     batches = [f.result() for f in futures]
     propose = _sum_stats(batches)
-    push: dict[str, Any] = push_task(settings, run_id) if ids else {"routing": {}, "imported": 0}
+    pushed: dict[str, Any] = (
+        push_task(settings, run_id) if ids and push else {"routing": {}, "imported": 0}
+    )
     logger.info(
         "ingested %s, proposed %s, imported %s",
         ingest.get("inserted"),
         propose["n"],
-        push.get("imported"),
+        pushed.get("imported"),
     )
     publish(
         "sample-and-propose",
@@ -244,10 +251,10 @@ def sample_and_propose(files: list[str] | None = None, limit: int | None = None)
             "Proposals (LLM calls, tokens)": md_table(
                 {k: v for k, v in propose.items() if k != "confidence_sum"}, ("metric", "value")
             ),
-            "Review routing": md_table(push.get("routing", {}), ("route", "items")),
+            "Review routing": md_table(pushed.get("routing", {}), ("route", "items")),
         },
     )
-    return {"run_id": run_id, "ingest": ingest, "propose": propose, "push": push,
+    return {"run_id": run_id, "ingest": ingest, "propose": propose, "push": pushed,
             "prompt_hash": pending["prompt_hash"], "model_id": pending["model_id"]}  # fmt: skip
 
 
@@ -391,7 +398,7 @@ def score_batch(files: list[str] | None = None) -> dict[str, Any]:
     reports = [f.result() for f in futures]
     by_reason: Counter[str] = Counter()
     for r in reports:
-        by_reason.update(r.get("stats", {}).get("by_reason", {}))
+        by_reason.update(r.get("by_reason", {}))
     publish(
         "score-batch",
         f"score_batch {run_id}",

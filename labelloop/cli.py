@@ -237,7 +237,7 @@ def serve() -> None:
 
 @app.command("demo")
 def demo(
-    n: Annotated[int, typer.Option(help="synthetic conversations")] = 240,
+    n: Annotated[int, typer.Option(help="synthetic conversations")] = 120,
     seed: Annotated[
         int, typer.Option(help="seed of the synthetic data and simulated annotators")
     ] = 7,

@@ -1,0 +1,64 @@
+"""sample_and_propose on a real Dask LocalCluster (2 worker processes) gives the same proposals as
+the thread runner, with the real local LLM and the real MiniLM embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.timeout(1500)]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _run(tmp: Path, runner: str, data: Path, mp: pytest.MonkeyPatch) -> dict[str, Any]:
+    from flows.common import task_runner
+    from flows.loop import sample_and_propose
+    from labelloop.settings import Settings
+    from labelloop.store import LabelStore
+    from labelloop.store.models import ProposalRow
+
+    state = tmp / runner
+    mp.setenv("LABELLOOP_STATE_DIR", str(state))
+    mp.setenv("LABELLOOP_TASK_RUNNER", runner)
+    mp.setenv("LABELLOOP_FLOW_BATCH_SIZE", "3")
+    mp.setenv("LABELLOOP_SOURCE_DIR", str(data.parent))
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    state.mkdir(parents=True)
+    settings.models_dir.symlink_to(REPO / ".labelloop" / "models", target_is_directory=True)
+    out = sample_and_propose.with_options(task_runner=task_runner(settings))(
+        files=[str(data)], push=False
+    )
+    with LabelStore(settings.db_url).session() as s:
+        rows = {
+            r.conversation_id: (
+                {k: round(v, 3) for k, v in r.interests.items()},
+                {k: round(v, 3) for k, v in r.sensitive.items()},
+                sorted(r.flags),
+            )
+            for r in s.query(ProposalRow)
+        }
+    return {"out": out, "rows": rows}
+
+
+def test_dask_runner_matches_thread_runner(harness, tmp_path, monkeypatch):
+    from labeling.synth import generate, write_jsonl
+
+    data = tmp_path / "incoming" / "synth.jsonl"
+    write_jsonl(generate(14, seed=5), data)
+    threads = _run(tmp_path, "threads", data, monkeypatch)
+    dask = _run(tmp_path, "dask", data, monkeypatch)
+    assert threads["rows"], "no proposals were made"
+    assert threads["out"]["propose"]["n"] == dask["out"]["propose"]["n"] == len(threads["rows"])
+    assert dask["rows"] == threads["rows"]
