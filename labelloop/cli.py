@@ -13,7 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labelloop.settings import Settings, get_settings
+from labelloop.cli_common import cli_settings as _settings
+from labelloop.cli_common import cli_store as _store
+from labelloop.settings import Settings
 
 app = typer.Typer(
     name="labelloop",
@@ -44,23 +46,6 @@ app.add_typer(models_app, name="models")
 
 console = Console(stderr=False)
 err = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValueError as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-def _store(settings: Settings):  # type: ignore[no-untyped-def]
-    from labelloop.store import LabelStore
-
-    settings.ensure_dirs()
-    store = LabelStore(settings.db_url)
-    store.migrate()
-    return store
 
 
 @data_app.command("synth")

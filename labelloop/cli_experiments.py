@@ -13,18 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labelloop.settings import Settings, get_settings
+from labelloop.cli_common import cli_settings as _settings
 
 console = Console()
 err = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValueError as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 def train_cmd(

@@ -29,7 +29,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from labelloop.settings import Settings, get_settings
+from labelloop.cli_common import cli_settings as _settings
 from targeting.audit import VerifyResult, verify
 
 console = Console()
@@ -39,14 +39,6 @@ err = Console(stderr=True)
 def verify_decisions_log(path: Path) -> VerifyResult:
     """Verify the decision audit log's hash chain (and its head file): (ok, n, first_bad_line)."""
     return verify(Path(path))
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValueError as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 def filter_command(

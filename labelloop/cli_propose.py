@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from labelloop.settings import Settings, get_settings
+from labelloop.cli_common import cli_settings as _settings
+from labelloop.settings import Settings
 
 console = Console()
 err = Console(stderr=True)
@@ -25,14 +26,6 @@ err = Console(stderr=True)
 # `plan` for the wall-time estimate when no run has been recorded yet.
 DEFAULT_PROMPT_TOKENS_PER_S = 60.0
 DEFAULT_OUTPUT_TOKENS_PER_S = 6.0
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValueError as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 def _read_gated(

@@ -18,14 +18,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from labelloop.settings import Settings, get_settings
+from labelloop.cli_common import cli_settings as _settings
+from labelloop.cli_common import cli_store as _store
+from labelloop.settings import Settings
 
 if TYPE_CHECKING:
     from labeling.collection import GoldExample
     from labeling.policy import Policy
     from labeling.studio import StudioClient
     from labeling.taxonomy import Taxonomy
-    from labelloop.store import LabelStore
 
 review_app = typer.Typer(
     help="Human review in Label Studio: route + import (push), collect + resolve (pull), status.",
@@ -42,23 +43,6 @@ def register(app: typer.Typer) -> None:
 
 
 # ---- plumbing ----------------------------------------------------------------------------------
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValueError as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-def _store(s: Settings) -> LabelStore:
-    from labelloop.store import LabelStore
-
-    s.ensure_dirs()
-    store = LabelStore(s.db_url)
-    store.migrate()
-    return store
-
-
 def _domain(s: Settings) -> tuple[Taxonomy, Policy]:
     from labeling.policy import load_policy
     from labeling.taxonomy import load_taxonomy
