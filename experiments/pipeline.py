@@ -50,12 +50,17 @@ def read_gold_records(paths: Sequence[Path], settings: Settings) -> tuple[list[C
 
 def build_snapshot(settings: Settings, from_records: Sequence[Path] | None = None) -> Snapshot:
     policy, taxonomy = policy_and_taxonomy(settings)
-    lineage = {"policy_version": policy.version, "taxonomy_version": taxonomy.version}
-    project = getattr(settings, "label_studio_project_id", None) or getattr(
-        settings, "label_studio_project", None
-    )
-    if project is not None:
-        lineage["label_studio_project"] = str(project)
+    from labeling.prompts import load_prompt
+    from labeling.studio import label_config, project_title, schema_version
+
+    lineage = {
+        "policy_version": policy.version,
+        "taxonomy_version": taxonomy.version,
+        # the prompt that proposed the silver labels / pre-annotations of this snapshot
+        "prompt_hash": load_prompt().sha256,
+        # the Label Studio project (one per label-schema version) the gold labels came from
+        "label_studio_project": project_title(schema_version(label_config(taxonomy, policy))),
+    }
     if from_records:
         convs, _ = read_gold_records(from_records, settings)
         return snapshot_from_records(
