@@ -16,7 +16,15 @@ from typing import Any
 from prefect import Flow, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import SERVICE_RETRIES, ensure_llm_limit, llm_slot, md_table, publish, task_runner
+from flows.common import (
+    SERVICE_RETRIES,
+    drift,
+    ensure_llm_limit,
+    llm_slot,
+    md_table,
+    publish,
+    task_runner,
+)
 from labelloop.runtime import Runtime
 from labelloop.settings import Settings, get_settings
 
@@ -211,7 +219,7 @@ def reload_filter_task(settings: Settings) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- flows
-@flow(name="sample_and_propose", log_prints=True)
+@flow(name="sample_and_propose", log_prints=True, persist_result=True)
 def sample_and_propose(
     files: list[str] | None = None, limit: int | None = None, push: bool = True
 ) -> dict[str, Any]:
@@ -233,6 +241,9 @@ def sample_and_propose(
     ]
     batches = [f.result() for f in futures]
     propose = _sum_stats(batches)
+    confidence = _mean_confidence(batches, propose["n"])
+    previous = _previous_confidence(settings)
+    _record_confidence(settings, run_id, confidence)
     pushed: dict[str, Any] = (
         push_task(settings, run_id) if ids and push else {"routing": {}, "imported": 0}
     )
@@ -252,10 +263,42 @@ def sample_and_propose(
                 {k: v for k, v in propose.items() if k != "confidence_sum"}, ("metric", "value")
             ),
             "Review routing": md_table(pushed.get("routing", {}), ("route", "items")),
+            "Mean confidence per label vs the previous run (drift)": md_table(
+                drift(confidence, previous), ("label", "mean confidence (change)")
+            ),
         },
     )
     return {"run_id": run_id, "ingest": ingest, "propose": propose, "push": pushed,
             "prompt_hash": pending["prompt_hash"], "model_id": pending["model_id"]}  # fmt: skip
+
+
+def _mean_confidence(batches: list[dict[str, Any]], n: int) -> dict[str, float]:
+    total: Counter[str] = Counter()
+    for b in batches:
+        total.update(b.get("confidence_sum", {}))
+    return {k: round(v / n, 4) for k, v in sorted(total.items())} if n else {}
+
+
+def _previous_confidence(settings: Settings) -> dict[str, float] | None:
+    from sqlalchemy import select
+
+    from labelloop.store.models import RunRow
+
+    with Runtime(settings).store.session() as s:
+        row = s.scalars(
+            select(RunRow).where(RunRow.kind == "sample_and_propose").order_by(RunRow.id.desc())
+        ).first()
+        return dict((row.stats or {}).get("confidence", {})) if row else None
+
+
+def _record_confidence(settings: Settings, run_id: str, confidence: dict[str, float]) -> None:
+    from labelloop.store.models import RunRow, utcnow
+
+    if not confidence:
+        return
+    with Runtime(settings).store.session() as s:
+        s.add(RunRow(run_id=run_id, kind="sample_and_propose", finished_at=utcnow(),
+                     stats={"confidence": confidence}))  # fmt: skip
 
 
 def _sum_stats(batches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -272,7 +315,7 @@ def _sum_stats(batches: list[dict[str, Any]]) -> dict[str, Any]:
     return total
 
 
-@flow(name="collect_reviews", log_prints=True)
+@flow(name="collect_reviews", log_prints=True, persist_result=True)
 def collect_reviews() -> dict[str, Any]:
     """Pull annotations, resolve to gold, index gold, record agreement and QA precision."""
     settings = get_settings()
@@ -296,7 +339,7 @@ def collect_reviews() -> dict[str, Any]:
     return {"run_id": run_id, **pulled}
 
 
-@flow(name="retrain", log_prints=True)
+@flow(name="retrain", log_prints=True, persist_result=True)
 def retrain(force: bool = False) -> dict[str, Any]:
     """Snapshot -> train -> register -> gate (runs when enough new gold arrived, or forced)."""
     from labeling.gold import human_gold_count
@@ -344,7 +387,7 @@ def _record_retrain(rt: Runtime, n_gold: int, version: str) -> None:
                      stats={"gold": n_gold, "version": version}))  # fmt: skip
 
 
-@flow(name="promote", log_prints=True)
+@flow(name="promote", log_prints=True, persist_result=True)
 def promote(version: str, approve: bool | None = None, reload: bool = True) -> dict[str, Any]:
     """Approve a gated version (auto per setting, or explicitly) and hot-reload the filter."""
     settings = get_settings()
@@ -388,7 +431,7 @@ def score_file_task(settings: Settings, path: str, run_id: str) -> dict[str, Any
     return {**report.as_dict(), "signals": n_signals, "signals_path": str(signals)}
 
 
-@flow(name="score_batch", log_prints=True)
+@flow(name="score_batch", log_prints=True, persist_result=True)
 def score_batch(files: list[str] | None = None) -> dict[str, Any]:
     """Run the production filter over a day's conversations and write interest signals."""
     settings = get_settings()

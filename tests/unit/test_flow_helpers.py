@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from flows.common import drift, md_table, task_runner
+from flows.loop import _mean_confidence, _sum_stats, all_flows
+from labelloop.settings import Settings
+
+
+def test_md_table_from_mapping_and_rows():
+    assert (
+        md_table({"a": 1, "b": 0.123456}, ("k", "v"))
+        == "| k | v |\n|---|---|\n| a | 1 |\n| b | 0.1235 |"
+    )
+    rows = md_table([{"x": 1, "y": None}, {"x": 2, "y": {"p": 0.5}}])
+    assert rows.splitlines() == ["| x | y |", "|---|---|", "| 1 | - |", "| 2 | p: 0.5 |"]
+    assert md_table([]) == "_none_"
+
+
+def test_drift_against_previous_run():
+    assert drift({"a": 0.5}, None) == {"a": "0.500 (first run)"}
+    assert drift({"a": 0.5, "b": 0.2}, {"a": 0.7, "c": 0.1}) == {
+        "a": "0.500 (-0.200)",
+        "b": "0.200 (+0.200)",
+        "c": "0.000 (-0.100)",
+    }
+
+
+def test_batch_stats_roll_up():
+    batches = [
+        {"n": 3, "llm_called": 1, "input_tokens": 10, "flags": {"possible_sensitive": 1},
+         "confidence_sum": {"sensitive:health": 1.5}},
+        {"n": 1, "llm_called": 1, "input_tokens": 5, "flags": {"possible_sensitive": 2},
+         "confidence_sum": {"sensitive:health": 0.5, "interest:653": 1.0}},
+    ]  # fmt: skip
+    total = _sum_stats(batches)
+    assert (total["n"], total["llm_called"], total["input_tokens"]) == (4, 2, 15)
+    assert total["llm_call_rate"] == 0.5
+    assert total["flags"] == {"possible_sensitive": 3}
+    assert _mean_confidence(batches, 4) == {"interest:653": 0.25, "sensitive:health": 0.5}
+    assert _sum_stats([])["llm_call_rate"] == 0.0
+
+
+def test_task_runner_by_setting(isolated_env):
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    assert isinstance(task_runner(Settings()), ThreadPoolTaskRunner)
+    assert isinstance(task_runner(Settings(task_runner="dask", dask_workers=2)), DaskTaskRunner)
+    assert isinstance(
+        task_runner(Settings(task_runner="dask", dask_address="tcp://x:8786")), DaskTaskRunner
+    )
+
+
+def test_every_flow_is_registered_and_served(isolated_env):
+    from flows.serve import deployments
+
+    assert set(all_flows()) == {
+        "sample_and_propose",
+        "collect_reviews",
+        "retrain",
+        "promote",
+        "score_batch",
+    }
+    deps = deployments(Settings(schedule_retrain="5 1 * * *"))
+    assert len(deps) == 5
+    crons = {d.flow_name: [s.schedule.cron for s in d.schedules] for d in deps}
+    assert crons["retrain"] == ["5 1 * * *"]
+    assert crons["promote"] == []
