@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from experiments.dataset import Snapshot, snapshot_from_records
@@ -224,10 +223,8 @@ def test_gate_approve_rollback(
 def test_cli_models_list_and_refusals(
     v1: TrainOutcome, mlflow_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from labelloop.cli_experiments import register
+    from labelloop.cli import app
 
-    app = typer.Typer()
-    register(app)
     monkeypatch.setenv("LABELLOOP_MLFLOW_TRACKING_URI", mlflow_settings.mlflow_uri)
     monkeypatch.setenv("LABELLOOP_STATE_DIR", str(mlflow_settings.state))
     runner = CliRunner()
@@ -242,10 +239,8 @@ def test_cli_train_from_records(
     mlflow_settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from labeling.synth import write_jsonl
-    from labelloop.cli_experiments import register
+    from labelloop.cli import app
 
-    app = typer.Typer()
-    register(app)
     src = tmp_path / "gold.jsonl"
     write_jsonl(generate(300, 5), src)
     monkeypatch.setenv("LABELLOOP_MLFLOW_TRACKING_URI", mlflow_settings.mlflow_uri)
