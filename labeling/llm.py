@@ -48,6 +48,8 @@ conversation keeps its answer when the gold set grows); change the prompt to inv
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import json
 import math
@@ -312,6 +314,11 @@ class ChatLLM:
 # --------------------------------------------------------------------------- building
 
 
+def _close_quietly(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        client.close()
+
+
 def _label_schema(interest_names: Sequence[str], categories: Sequence[str]) -> dict[str, Any]:
     return {
         "type": "object",
@@ -376,6 +383,8 @@ def build_chat_llm(
             verbose=False,
         )
         client = chat.client
+        # free the model before interpreter teardown (llama.cpp's own __del__ fails at exit)
+        atexit.register(_close_quietly, client)
 
         def count(text: str) -> int:
             return len(client.tokenize(text.encode("utf-8"), add_bos=False, special=True))
