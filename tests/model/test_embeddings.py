@@ -91,11 +91,13 @@ def test_langchain_interface(embedder: MiniLMEmbedder) -> None:
 
 def test_chroma_embedding_function(embedder: MiniLMEmbedder, models_dir: Path) -> None:
     import chromadb
+    from chromadb.config import Settings as ChromaSettings
 
     ef = embedder.as_chroma(models_dir)
     assert ef.name() == "labelloop-minilm-int8"
     assert not ef.is_legacy()
-    client = chromadb.EphemeralClient()
+    # same settings as every other in-process client (chroma refuses two differing ones)
+    client = chromadb.EphemeralClient(settings=ChromaSettings(anonymized_telemetry=False))
     name = f"t-{uuid.uuid4().hex[:8]}"
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
