@@ -25,7 +25,7 @@ from flows.common import (
     publish,
     task_runner,
 )
-from labelloop.runtime import Runtime
+from labelloop.runtime import Runtime, gold_indexer
 from labelloop.settings import Settings, get_settings
 
 
@@ -142,7 +142,6 @@ def pull_task(settings: Settings, run_id: str) -> dict[str, Any]:
     """Collect annotations, resolve gold (overlap/adjudication), index gold in Chroma."""
     from labeling.collection import pull
     from labeling.studio import bootstrap, remember_projects
-    from labelloop.cli_review import _indexer
 
     rt = Runtime(settings)
     projects = bootstrap(rt.studio, rt.taxonomy, rt.policy)
@@ -154,7 +153,7 @@ def pull_task(settings: Settings, run_id: str) -> dict[str, Any]:
         run_id=run_id,
         label_sets={"interests": list(rt.taxonomy.ids()), "sensitive": list(rt.policy.categories)},
         min_jaccard=settings.adjudication_min_jaccard,
-        index_gold=_indexer(settings),
+        index_gold=gold_indexer(settings),
     )
     out = report.as_dict()
     rt.store.append_audit("review_pull", run_id, {k: v for k, v in out.items() if k != "agreement"})

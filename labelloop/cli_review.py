@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,10 +20,10 @@ from rich.table import Table
 
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.cli_common import cli_store as _store
+from labelloop.runtime import gold_indexer
 from labelloop.settings import Settings
 
 if TYPE_CHECKING:
-    from labeling.collection import GoldExample
     from labeling.policy import Policy
     from labeling.studio import StudioClient
     from labeling.taxonomy import Taxonomy
@@ -89,32 +89,6 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
 def _fail(exc: Exception) -> typer.Exit:
     err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
     return typer.Exit(1)
-
-
-def _indexer(s: Settings) -> Callable[[Sequence[GoldExample]], object]:
-    """Upsert gold examples into the Chroma gold collection (labeling.vectorstore), lazily."""
-
-    def index(examples: Sequence[GoldExample]) -> object:
-        from labeling.embeddings import MiniLMEmbedder
-        from labeling.vectorstore import GoldExample as IndexedExample
-        from labeling.vectorstore import GoldIndex, open_chroma_client
-
-        embedder = MiniLMEmbedder.from_models_dir(s.models_dir)
-        gold_index = GoldIndex(open_chroma_client(s), embedder.as_chroma())
-        return gold_index.upsert(
-            [
-                IndexedExample(
-                    id=e.conversation_id,
-                    text=e.text,
-                    interests=e.interests,
-                    sensitive=e.sensitive,
-                    origin=e.origin,
-                )
-                for e in examples
-            ]
-        )
-
-    return index
 
 
 # ---- commands ----------------------------------------------------------------------------------
@@ -201,7 +175,7 @@ def pull_cmd(
                     "sensitive": list(policy.categories),
                 },
                 min_jaccard=s.adjudication_min_jaccard,
-                index_gold=_indexer(s),
+                index_gold=gold_indexer(s),
                 reindex=reindex,
                 progress=progress,
             )

@@ -5,12 +5,14 @@ Nothing connects at construction: each handle is created on first use and cached
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from labelloop.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from labeling.collection import GoldExample
     from labeling.policy import Policy
     from labeling.studio import StudioClient
     from labeling.taxonomy import Taxonomy
@@ -53,3 +55,31 @@ class Runtime:
         from labeling.studio import StudioClient
 
         return StudioClient.from_settings(self.settings)
+
+
+def gold_indexer(settings: Settings) -> Callable[[Sequence[GoldExample]], object]:
+    """Upsert resolved gold examples into the Chroma gold collection the proposer reads (lazily)."""
+
+    def index(examples: Sequence[GoldExample]) -> object:
+        from labeling.embeddings import MiniLMEmbedder
+        from labeling.vectorstore import GoldExample as IndexedExample
+        from labeling.vectorstore import GoldIndex, open_chroma_client
+
+        embedder = MiniLMEmbedder.from_models_dir(settings.models_dir)
+        gold_index = GoldIndex(
+            open_chroma_client(settings), embedder.as_chroma(), settings.chroma_collection
+        )
+        return gold_index.upsert(
+            [
+                IndexedExample(
+                    id=e.conversation_id,
+                    text=e.text,
+                    interests=e.interests,
+                    sensitive=e.sensitive,
+                    origin=e.origin,
+                )
+                for e in examples
+            ]
+        )
+
+    return index
