@@ -86,36 +86,19 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def mlflow_server(root: Path) -> Iterator[str]:
-    port = _free_port()
-    log = (root / "mlflow.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=_env(),
-        cwd=root,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
+    """A temporary MLflow server, started by the local stack's own service code."""
+    from infra.stack import Stack
+    from labelloop.settings import Settings
+
+    settings = Settings(
+        _env_file=None, env="test", state_dir=root, host="127.0.0.1", mlflow_port=_free_port()
+    )  # type: ignore[call-arg]
+    stack = Stack(settings)
     try:
-        _wait(f"{uri}/health", proc, 180)
-        yield uri
+        stack.up(services=["mlflow"])
+        yield settings.mlflow_uri
     finally:
-        _stop(proc)
-        log.close()
+        stack.down(services=["mlflow"])
 
 
 @contextlib.contextmanager

@@ -91,38 +91,20 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    bin_dir = Path(sys.executable).parent
-    log = (root / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(bin_dir / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=_clean_env(),
-        cwd=root,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
+    """A real MLflow server (sqlite registry) started by the local stack's own service code."""
+    from infra.stack import Stack
+    from labelloop.settings import Settings
+
+    state = tmp_path_factory.mktemp("mlflow-state")
+    settings = Settings(
+        _env_file=None, env="test", state_dir=state, host="127.0.0.1", mlflow_port=_free_port()
+    )  # type: ignore[call-arg]
+    stack = Stack(settings)
     try:
-        _wait_http(f"{uri}/health", proc, 120, (200,))
-        yield uri
+        stack.up(services=["mlflow"])
+        yield settings.mlflow_uri
     finally:
-        _stop(proc)
-        log.close()
+        stack.down(services=["mlflow"])
 
 
 @pytest.fixture(scope="session")
