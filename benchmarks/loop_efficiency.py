@@ -276,7 +276,9 @@ class BundleClassifier:
 
 
 # ------------------------------------------------------------------------------------ sampling logic
-def view_of(p: Proposal, text: str | None = None) -> ProposalView:
+def view_of(
+    p: Proposal, text: str | None = None, embedding: Sequence[float] | None = None
+) -> ProposalView:
     return ProposalView(
         conversation_id=p.conversation_id,
         interests=dict(p.interests),
@@ -285,6 +287,7 @@ def view_of(p: Proposal, text: str | None = None) -> ProposalView:
         flags=frozenset(p.flags),
         proposer_id=p.proposer_id,
         text=text,
+        embedding=embedding,
     )
 
 
@@ -390,6 +393,28 @@ def annotate(
 
 
 # ------------------------------------------------------------------------------------ metrics
+def silver_quality(silver: Sequence[Example], gold: Mapping[str, Example]) -> dict[str, Any]:
+    """Quality of auto-accepted labels, measured against the hidden gold (the benchmark can).
+
+    ``silver_interest_precision``: micro precision of silver interests on items whose gold
+    interests are known (nan without any); ``silver_sensitive_missed``: silver items whose gold is
+    sensitive but whose silver label has no sensitive category (they train the filter to leak).
+    """
+    tp = fp = 0
+    missed = 0
+    for x in silver:
+        g = gold[x.conversation_id]
+        if g.sensitive and not x.sensitive:
+            missed += 1
+        if g.interests is not None:
+            tp += len(set(x.interests or ()) & set(g.interests))
+            fp += len(set(x.interests or ()) - set(g.interests))
+    return {
+        "silver_interest_precision": tp / (tp + fp) if tp + fp else math.nan,
+        "silver_sensitive_missed": missed,
+    }
+
+
 METRIC_COLS = ("human_share", "leak_rate", "false_block_rate", "interest_micro_f1")
 
 
@@ -476,6 +501,8 @@ class Config:
     models_dir: Path = ROOT / ".labelloop" / "models"
     uncertainty_threshold: float | None = None
     sensitive_confidence: float | None = None
+    selection: str | None = None
+    sensitive_share: float | None = None
     silver_weight: float = (
         SILVER_WEIGHT  # arm (a)'s auto-accepted labels; 0 = train (a) on gold only
     )
@@ -563,6 +590,10 @@ def run(cfg: Config) -> dict[str, Any]:
         rcfg = replace(rcfg, uncertainty_threshold=cfg.uncertainty_threshold)
     if cfg.sensitive_confidence is not None:
         rcfg = replace(rcfg, sensitive_confidence=cfg.sensitive_confidence)
+    if cfg.selection is not None:
+        rcfg = replace(rcfg, selection=cfg.selection)
+    if cfg.sensitive_share is not None:
+        rcfg = replace(rcfg, sensitive_share=cfg.sensitive_share)
     seeds_g, _lex = load_seed_examples(taxonomy, cats)
     seeds = [Example(s.id, s.text, s.sensitive, s.interests, 1.0, "seed") for s in seeds_g]
     prototypes = default_prototypes(policy)
@@ -616,7 +647,11 @@ def run(cfg: Config) -> dict[str, Any]:
                 else:
                     cand = dict(st.queued)
                     cand.update({p.conversation_id: p for p in props})
-                    sel = select_labelloop([view_of(p, text_of[c]) for c, p in cand.items()], rcfg)
+                    views = [
+                        view_of(p, text_of[c], embedder.embed([text_of[c]])[0])
+                        for c, p in cand.items()
+                    ]
+                    sel = select_labelloop(views, rcfg)
                     for c in sel.auto:
                         if cfg.silver_weight > 0:
                             st.silver[c] = silver_example(
@@ -671,6 +706,7 @@ def run(cfg: Config) -> dict[str, Any]:
                 ),
                 "annotations": st.annotations,
                 "silver_items": sum(1 for c in st.silver if c not in st.gold),
+                **silver_quality([x for c, x in st.silver.items() if c not in st.gold], by_id),
                 "queued": len(st.queued),
                 "train_items": len(snap.train),
                 "llm_calls": st.llm_calls,
@@ -706,6 +742,8 @@ def run(cfg: Config) -> dict[str, Any]:
         "qa_rate": cfg.qa_rate,
         "uncertainty_threshold": rcfg.uncertainty_threshold,
         "sensitive_confidence": rcfg.sensitive_confidence,
+        "selection": rcfg.selection,
+        "sensitive_share": rcfg.sensitive_share,
         "silver_weight_a": cfg.silver_weight,
         "repropose_queued": cfg.repropose_queued,
         "seed": cfg.seed,
@@ -824,7 +862,8 @@ def markdown(
         f"Pool {meta['pool']} items ({meta['pool_sensitive']} sensitive), test {meta['test']} "
         f"({meta['test_sensitive']} sensitive, {meta['test_interest_items']} with interest gold), "
         f"{meta['rounds']} rounds, review budget B={meta['budget']}/round, annotator noise {meta['noise']}, "
-        f"overlap share {meta['overlap_share']}, QA rate {meta['qa_rate']}, seed {meta['seed']}; "
+        f"overlap share {meta['overlap_share']}, QA rate {meta['qa_rate']}, seed {meta['seed']}, "
+        f"routing selection {meta.get('selection', 'uncertainty')} (sensitive share {meta.get('sensitive_share', 1.0)}); "
         f"embeddings: {meta['embeddings']}; LLM: {'on' if meta['llm'] else 'off (kNN + classifier proposals only; --llm to include it)'}; "
         f"total {meta['total_s']} s.",
         "",
@@ -835,7 +874,7 @@ def markdown(
         f"Issue targets: (a) <= half of (b): {_yn(head['target_a_le_half_b'])}; (a) <= 15 % of the pool: {_yn(head['target_a_le_15pct'])}. "
         f"Stricter (also false-block <= 10 %): (a) {fmt_share(head['labelloop_share_fb10'])}, (b) {fmt_share(head['random_share_fb10'])}.",
         "",
-        "| arm | round | human items (share) | annotations | silver | LLM calls | leak | false-block | interest µF1 | min cat. recall | wall s |",
+        "| arm | round | human items (share) | annotations | silver (precision, sensitive missed) | LLM calls | leak | false-block | interest µF1 | min cat. recall | wall s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -843,7 +882,7 @@ def markdown(
         recs = [x for x in recs if not math.isnan(x)]
         lines.append(
             f"| ({r['letter']}) {r['arm']} | {r['round']} | {r['human_items']} ({100 * float(r['human_share']):.1f} %) | "
-            f"{r['annotations']} | {r['silver_items']} | {r['llm_calls']} | {_f(r['leak_rate'])} | "
+            f"{r['annotations']} | {_silver_cell(r)} | {r['llm_calls']} | {_f(r['leak_rate'])} | "
             f"{_f(r['false_block_rate'])} | {_f(r['interest_micro_f1'])} | {_f(min(recs)) if recs else 'n/a'} | {r['wall_s']} |"
         )
     last = {r["arm"]: r for r in rows}
@@ -857,6 +896,13 @@ def markdown(
                 + " |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _silver_cell(r: Mapping[str, Any]) -> str:
+    n = int(r["silver_items"])
+    if not n:
+        return "0"
+    return f"{n} ({_f(_num(r['silver_interest_precision'], math.nan))}, {r['silver_sensitive_missed']})"
 
 
 def _yn(v: bool | None) -> str:
@@ -894,6 +940,18 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         type=float,
         default=None,
         help="routing: sensitive signals below this are 'suspect' (default: settings; 0 = off)",
+    )
+    ap.add_argument(
+        "--selection",
+        choices=("uncertainty", "diverse"),
+        default=None,
+        help="routing order within the budget (default: settings)",
+    )
+    ap.add_argument(
+        "--sensitive-share",
+        type=float,
+        default=None,
+        help="routing: max budget share of sensitive suspects first (default: settings)",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
@@ -946,6 +1004,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         models_dir=Path(a.models_dir),
         uncertainty_threshold=a.uncertainty_threshold,
         sensitive_confidence=a.sensitive_confidence,
+        selection=a.selection,
+        sensitive_share=a.sensitive_share,
         silver_weight=a.silver_weight,
         repropose_queued=None if a.repropose_queued == "auto" else a.repropose_queued == "yes",
         quiet=a.quiet,

@@ -25,7 +25,7 @@ from flows.common import (
     publish,
     task_runner,
 )
-from labelloop.runtime import Runtime, gold_indexer
+from labelloop.runtime import Runtime, gold_indexer, review_embedder
 from labelloop.settings import Settings, get_settings
 
 
@@ -132,6 +132,7 @@ def push_task(settings: Settings, run_id: str) -> dict[str, Any]:
         run_id=run_id,
         silver_weight=settings.silver_weight,
         batch_size=settings.review_import_batch,
+        embed=review_embedder(settings),
     )
     rt.store.append_audit("review_push", run_id, report.as_dict())
     return report.as_dict()

@@ -36,9 +36,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 FLAG_DISAGREE = "llm_knn_disagree"
 FLAG_SENSITIVE = "possible_sensitive"
 FLAG_INVALID = "llm_invalid_output"
+SELECTIONS: tuple[str, ...] = ("uncertainty", "diverse")
 
 
 class Route(StrEnum):
@@ -149,6 +153,15 @@ class RoutingConfig:
     sensitive_floor: float = 0.2
     dup_cosine: float = 0.97
     dup_jaccard: float = 0.8
+    selection: str = "uncertainty"  # or "diverse" (see select_diverse)
+    sensitive_share: float = 1.0  # max share of the budget the sensitive-suspect tier may take
+    density_neighbors: int = 10
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"routing selection {self.selection!r}: choose one of {SELECTIONS}")
+        if not 0.0 <= self.sensitive_share <= 1.0:
+            raise ValueError(f"routing sensitive_share {self.sensitive_share} is not in [0, 1]")
 
     @classmethod
     def from_settings(cls, s: Any) -> RoutingConfig:
@@ -162,6 +175,8 @@ class RoutingConfig:
             overlap_sensitive=s.overlap_sensitive,
             seed=s.review_seed,
             label_threshold=s.review_label_threshold,
+            selection=s.review_selection,
+            sensitive_share=s.review_sensitive_share,
         )
 
 
@@ -332,20 +347,9 @@ def route(proposals: Iterable[ProposalView], cfg: RoutingConfig) -> RoutingResul
         else:
             prelim.append((p, Route.AUTO_ACCEPTED, (), False))
 
-    candidates = [x for x in prelim if x[2]]
-    candidates.sort(key=lambda x: (_tier(x[2]), -x[0].uncertainty, x[0].conversation_id))
-    dup = _DupIndex(cfg)
-    sent: set[str] = set()
-    dup_of: dict[str, str] = {}
-    for p, _r, _reasons, _s in candidates:
-        if len(sent) >= cfg.budget:
-            break
-        other = dup.duplicate_of(p)
-        if other is not None:
-            dup_of[p.conversation_id] = other
-            continue
-        dup.add(p)
-        sent.add(p.conversation_id)
+    candidates = [x[0] for x in prelim if x[2]]
+    tier = {x[0].conversation_id: _tier(x[2]) for x in prelim if x[2]}
+    sent, dup_of = _select(candidates, tier, items, cfg)
 
     decisions: list[Decision] = []
     for p, r, reasons, suspect in prelim:
@@ -368,6 +372,133 @@ def route(proposals: Iterable[ProposalView], cfg: RoutingConfig) -> RoutingResul
             )
         )
     return RoutingResult(decisions=decisions, counts=_counts(decisions))
+
+
+def _select(
+    candidates: Sequence[ProposalView],
+    tier: Mapping[str, int],
+    everything: Sequence[ProposalView],
+    cfg: RoutingConfig,
+) -> tuple[set[str], dict[str, str]]:
+    """Pick at most ``cfg.budget`` candidates: (sent ids, deferred near-duplicate -> kept id).
+
+    Order of the tiers: sensitive suspects up to ``sensitive_share`` of the budget, the QA sample,
+    the rest, then suspects again with whatever budget is left. Within a tier: highest uncertainty
+    first (``selection="uncertainty"``) or :func:`diverse_order` (``"diverse"``).
+    """
+    tiers: dict[int, list[ProposalView]] = {0: [], 1: [], 2: []}
+    for p in candidates:
+        tiers[tier[p.conversation_id]].append(p)
+    for group in tiers.values():
+        group.sort(key=lambda p: (-p.uncertainty, p.conversation_id))
+    vecs = _vectors(everything) if cfg.selection == "diverse" and candidates else None
+    dup = _DupIndex(cfg)
+    sent: set[str] = set()
+    order: list[str] = []  # selected so far, in order (for the diversity term)
+    dup_of: dict[str, str] = {}
+    cap0 = math.ceil(cfg.sensitive_share * cfg.budget)
+    plan = [(0, cap0), (1, cfg.budget), (2, cfg.budget), (0, cfg.budget)]
+    for t, cap in plan:
+        limit = min(cfg.budget, len(sent) + cap)
+        pool = [
+            p for p in tiers[t] if p.conversation_id not in sent and p.conversation_id not in dup_of
+        ]
+        if not pool or len(sent) >= limit:
+            continue
+        ranked = (
+            pool
+            if vecs is None
+            else diverse_order(pool, vecs, chosen=order, need=limit - len(sent), cfg=cfg)
+        )
+        for p in ranked:
+            if len(sent) >= limit:
+                break
+            other = dup.duplicate_of(p)
+            if other is not None:
+                dup_of[p.conversation_id] = other
+                continue
+            dup.add(p)
+            sent.add(p.conversation_id)
+            order.append(p.conversation_id)
+    return sent, dup_of
+
+
+_VEC_DIM = 256
+
+
+def _hashed_text_vector(text: str) -> np.ndarray:
+    v = np.zeros(_VEC_DIM, dtype=np.float32)
+    for w in _WORD.findall(text.casefold()):
+        h = int.from_bytes(hashlib.blake2b(w.encode(), digest_size=4).digest(), "big")
+        v[h % _VEC_DIM] += 1.0 if (h >> 16) & 1 else -1.0
+    return v
+
+
+def _vectors(items: Sequence[ProposalView]) -> dict[str, np.ndarray]:
+    """Unit vectors per conversation: the embeddings when every item has one of the same size,
+    else hashed bag-of-words vectors of the texts (no text and no embedding: a zero vector)."""
+    dims = {len(p.embedding) for p in items if p.embedding is not None}
+    use_emb = len(dims) == 1 and all(p.embedding is not None for p in items)
+    out: dict[str, np.ndarray] = {}
+    for p in items:
+        if use_emb:
+            v = np.asarray(p.embedding, dtype=np.float32)
+        else:
+            v = _hashed_text_vector(p.text or "")
+        n = float(np.linalg.norm(v))
+        out[p.conversation_id] = v / n if n > 0 else v
+    return out
+
+
+def diverse_order(
+    pool: Sequence[ProposalView],
+    vecs: Mapping[str, np.ndarray],
+    *,
+    chosen: Sequence[str],
+    need: int,
+    cfg: RoutingConfig,
+) -> list[ProposalView]:
+    """Greedy uncertainty x density x novelty order of ``pool`` (the first ``need`` matter).
+
+    * density: mean cosine similarity to the ``density_neighbors`` nearest items of this routing
+      call (all proposals, not only candidates; at most 2,000 seeded reference items) -- a typical
+      conversation teaches the classifier more than an outlier;
+    * novelty: ``1 - max cosine`` to the items already selected in this run -- the batch should
+      not spend its budget on one cluster;
+    * score = uncertainty * density * novelty; ties by conversation id. Deterministic.
+    """
+    ids = [p.conversation_id for p in pool]
+    x = np.stack([vecs[c] for c in ids]) if ids else np.zeros((0, 1), dtype=np.float32)
+    ref_ids = sorted(vecs, key=lambda c: (unit_draw(cfg.seed, "density-ref", c), c))[:2000]
+    ref = np.stack([vecs[c] for c in ref_ids])
+    sims = x @ ref.T
+    k = max(1, min(cfg.density_neighbors, ref.shape[0] - 1))
+    # drop each item's similarity to itself (when it is in the reference sample)
+    pos = {c: i for i, c in enumerate(ref_ids)}
+    for r, c in enumerate(ids):
+        if c in pos:
+            sims[r, pos[c]] = -np.inf
+    top = -np.sort(-sims, axis=1)[:, :k]
+    top = np.where(np.isfinite(top), top, 0.0)
+    density = np.clip(top.mean(axis=1), 0.0, 1.0)
+    base = np.array([p.uncertainty for p in pool], dtype=np.float64) * density
+    novelty: npt.NDArray[np.float64] = np.ones(len(pool), dtype=np.float64)
+    for c in chosen:
+        if c in vecs:
+            novelty = np.minimum(novelty, 1.0 - x @ vecs[c])
+    novelty = np.clip(novelty, 0.0, 1.0)
+    out: list[ProposalView] = []
+    left = np.ones(len(pool), dtype=bool)
+    rank_ids = np.array(ids)
+    for _ in range(min(max(need, 0), len(pool))):
+        score = np.where(left, base * novelty, -np.inf)
+        best = float(score.max())
+        i = int(min(np.flatnonzero(score == best), key=lambda j: rank_ids[j]))
+        out.append(pool[i])
+        left[i] = False
+        novelty = np.minimum(novelty, np.clip(1.0 - x @ x[i], 0.0, 1.0))
+    out += [p for i, p in enumerate(pool) if left[i]]  # the rest (duplicates may be skipped)
+    return out
 
 
 def _counts(decisions: Sequence[Decision]) -> dict[str, int]:

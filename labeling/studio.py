@@ -28,7 +28,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -481,6 +481,20 @@ def view_of(
     )
 
 
+def _with_embeddings(
+    views: Sequence[ProposalView], embed: Callable[[Sequence[str]], Any]
+) -> list[ProposalView]:
+    todo = [v for v in views if v.embedding is None and v.text]
+    if not todo:
+        return list(views)
+    vecs = embed([v.text or "" for v in todo])
+    filled = {v.conversation_id: [float(x) for x in vec] for v, vec in zip(todo, vecs, strict=True)}
+    return [
+        replace(v, embedding=filled[v.conversation_id]) if v.conversation_id in filled else v
+        for v in views
+    ]
+
+
 def route_pending(
     store: LabelStore,
     review_project: int,
@@ -489,9 +503,15 @@ def route_pending(
     run_id: str,
     silver_weight: float = 0.5,
     embeddings: Mapping[str, Sequence[float]] | None = None,
+    embed: Callable[[Sequence[str]], Any] | None = None,
     report: PushReport | None = None,
 ) -> RoutingResult:
-    """Route unrouted proposals + the queued backlog; persist routes, silver labels, intents."""
+    """Route unrouted proposals + the queued backlog; persist routes, silver labels, intents.
+
+    ``embed`` (texts -> vectors, e.g. MiniLM) fills in the embeddings that ``embeddings`` lacks,
+    for the near-duplicate rule and ``selection="diverse"``; without either, routing compares
+    word vectors of the texts.
+    """
     report = report if report is not None else PushReport(run_id)
     with store.session() as s:
         queued_ids = set(
@@ -540,6 +560,8 @@ def route_pending(
                 row.route = "invalid"
                 continue
             rows[cid] = row
+        if embed is not None:
+            views = _with_embeddings(views, embed)
         result = route(views, cfg)
         by_view = {v.conversation_id: v for v in views}
         existing = (
@@ -772,6 +794,7 @@ def push(
     silver_weight: float = 0.5,
     batch_size: int = 25,
     embeddings: Mapping[str, Sequence[float]] | None = None,
+    embed: Callable[[Sequence[str]], Any] | None = None,
     progress: Progress | None = None,
     prefix: str = PROJECT_PREFIX,
 ) -> PushReport:
@@ -788,6 +811,7 @@ def push(
         run_id=run_id,
         silver_weight=silver_weight,
         embeddings=embeddings,
+        embed=embed,
         report=report,
     )
     import_pending(

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.cli_common import cli_store as _store
-from labelloop.runtime import gold_indexer
+from labelloop.runtime import gold_indexer, review_embedder
 from labelloop.settings import Settings
 
 if TYPE_CHECKING:
@@ -122,6 +122,7 @@ def push_cmd(
                 run_id=_run_id("review-push"),
                 silver_weight=s.silver_weight,
                 batch_size=batch_size or s.review_import_batch,
+                embed=review_embedder(s),
                 progress=progress,
             )
     except Exception as exc:

@@ -5,11 +5,14 @@ Nothing connects at construction: each handle is created on first use and cached
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from labelloop.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from labeling.collection import GoldExample
@@ -55,6 +58,22 @@ class Runtime:
         from labeling.studio import StudioClient
 
         return StudioClient.from_settings(self.settings)
+
+
+def review_embedder(settings: Settings) -> Callable[[Sequence[str]], object] | None:
+    """MiniLM texts -> vectors for review routing (diversity, near-duplicates), built lazily.
+
+    None when the model files are not installed (``labelloop models install``): routing then
+    compares word vectors of the texts instead, which is weaker but never blocks a push.
+    """
+    from labeling.embeddings import MiniLMEmbedder
+
+    try:
+        embedder = MiniLMEmbedder.from_models_dir(settings.models_dir)
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        log.warning("review routing without MiniLM embeddings: %s", exc)
+        return None
+    return embedder.embed
 
 
 def gold_indexer(settings: Settings) -> Callable[[Sequence[GoldExample]], object]:

@@ -182,6 +182,18 @@ class Settings(BaseSettings):
         0.5, ge=0, le=1, description="training weight of auto-accepted (silver) labels"
     )
     review_seed: int = Field(0, description="seed of the QA sample and the overlap draw")
+    review_selection: Literal["uncertainty", "diverse"] = Field(
+        "diverse",
+        description="order within the review budget: highest uncertainty, or uncertainty x "
+        "density x novelty (labeling/routing.py diverse_order)",
+    )
+    review_sensitive_share: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="max share of the review budget taken by sensitive suspects first "
+        "(the rest of them compete after the other items)",
+    )
     review_import_batch: int = Field(25, ge=1, description="tasks per Label Studio import request")
     label_error_threshold: float = Field(
         0.9,

@@ -190,3 +190,82 @@ def test_config_from_settings() -> None:
 def test_shingles() -> None:
     assert shingles("a b c d") == frozenset({"a b c", "b c d"})
     assert shingles("") == frozenset()
+
+
+# ---- selection within the budget: diversity and the sensitive share ------------------------------
+def _cluster(prefix: str, centre: list[float], n: int, u: float) -> list[ProposalView]:
+    out = []
+    for i in range(n):
+        v = [c + 0.01 * ((i * 7 + j) % 5) for j, c in enumerate(centre)]
+        out.append(pv(f"{prefix}{i}", u=u - i / 1000, emb=v))
+    return out
+
+
+def test_diverse_selection_spreads_the_budget_over_clusters() -> None:
+    items = _cluster("a", [1.0, 0.0, 0.0], 6, 0.9) + _cluster("b", [0.0, 1.0, 0.0], 6, 0.7)
+    base = RoutingConfig(budget=2, qa_sample_rate=0.0, uncertainty_threshold=0.3, dup_cosine=1.01)
+    by_u = {d.conversation_id for d in route(items, base).to_send}
+    assert by_u == {"a0", "a1"}  # the two most uncertain, both from cluster a
+    diverse = RoutingConfig(**{**base.__dict__, "selection": "diverse"})
+    picked = {d.conversation_id for d in route(items, diverse).to_send}
+    assert {c[0] for c in picked} == {"a", "b"}
+
+
+def test_diverse_selection_prefers_typical_items_over_an_outlier() -> None:
+    items = [*_cluster("t", [1.0, 0.0, 0.0], 8, 0.8), pv("odd", u=0.85, emb=[0.0, 0.0, 1.0])]
+    cfg = RoutingConfig(budget=1, qa_sample_rate=0.0, uncertainty_threshold=0.3,
+                        selection="diverse")  # fmt: skip
+    (d,) = route(items, cfg).to_send
+    assert d.conversation_id.startswith("t")
+    assert (
+        route(items, RoutingConfig(**{**cfg.__dict__, "selection": "uncertainty"}))
+        .to_send[0]
+        .conversation_id
+        == "odd"
+    )
+
+
+def test_diverse_selection_without_embeddings_uses_the_texts_and_is_order_independent() -> None:
+    texts = ["book a flight to rome", "book a flight to paris", "book a flight to oslo",
+             "new running shoes for a marathon", "best running shoes for trail"]  # fmt: skip
+    items = [pv(f"x{i}", u=0.9 - i / 100, text=t) for i, t in enumerate(texts)]
+    cfg = RoutingConfig(budget=2, qa_sample_rate=0.0, selection="diverse", dup_jaccard=1.01)
+    sent = {d.conversation_id for d in route(items, cfg).to_send}
+    assert sent == {d.conversation_id for d in route(list(reversed(items)), cfg).to_send}
+    assert len(sent & {"x0", "x1", "x2"}) == 1 and len(sent & {"x3", "x4"}) == 1
+
+
+def test_sensitive_share_caps_suspects_and_returns_unused_budget() -> None:
+    suspects = [pv(f"s{i}", u=0.5, flags=("possible_sensitive",)) for i in range(10)]
+    others = [pv(f"u{i}", u=0.9 - i / 100) for i in range(10)]
+    cfg = RoutingConfig(budget=4, qa_sample_rate=0.0, overlap_share=0.0, sensitive_share=0.5)
+    sent = [d.conversation_id for d in route(suspects + others, cfg).to_send]
+    assert sum(c.startswith("s") for c in sent) == 2 and {"u0", "u1"} <= set(sent)
+    # few other items: the suspects take the budget they leave
+    sent = [d.conversation_id for d in route(suspects + others[:1], cfg).to_send]
+    assert sorted(sent) == ["s0", "s1", "s2", "u0"]
+    full = RoutingConfig(**{**cfg.__dict__, "sensitive_share": 1.0})
+    assert all(d.conversation_id.startswith("s") for d in route(suspects + others, full).to_send)
+
+
+def test_routing_config_rejects_unknown_selection_and_bad_share() -> None:
+    with pytest.raises(ValueError, match="selection"):
+        RoutingConfig(selection="fastest")
+    with pytest.raises(ValueError, match="sensitive_share"):
+        RoutingConfig(sensitive_share=1.5)
+
+
+def test_push_fills_missing_embeddings_through_the_embed_hook() -> None:
+    from labeling.studio import _with_embeddings
+
+    seen: list[list[str]] = []
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        seen.append(list(texts))
+        return [[float(len(t)), 1.0] for t in texts]
+
+    views = [pv("a", text="abc"), pv("b", text="hello", emb=[0.0, 1.0]), pv("c", text="")]
+    out = _with_embeddings(views, embed)
+    assert seen == [["abc"]]  # only the view with text and no embedding is embedded
+    assert [v.embedding for v in out] == [[3.0, 1.0], [0.0, 1.0], None]
+    assert [v.conversation_id for v in out] == ["a", "b", "c"]
