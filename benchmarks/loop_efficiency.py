@@ -487,12 +487,13 @@ class Config:
     out: Path = DEFAULT_OUT
     pool: int = 2000
     test: int = 800
-    rounds: int = 5
-    budget: int = 60
+    rounds: int = 8
+    budget: int = 150
     noise: float = 0.05
     overlap_share: float = 0.2
     qa_rate: float = 0.05
     seed: int = 0
+    seeds: tuple[int, ...] = ()  # empty: (seed,)
     llm: bool = False
     fake_embeddings: bool = False
     arms: tuple[str, ...] = ARMS
@@ -503,6 +504,7 @@ class Config:
     sensitive_confidence: float | None = None
     selection: str | None = None
     sensitive_share: float | None = None
+    explore_share: float | None = None
     silver_weight: float = (
         SILVER_WEIGHT  # arm (a)'s auto-accepted labels; 0 = train (a) on gold only
     )
@@ -531,7 +533,66 @@ def _log(cfg: Config, msg: str) -> None:
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    """Run the benchmark; returns {rows, headline, paths, meta}. Writes the outputs to ``cfg.out``."""
+    """Run the benchmark for every seed in ``cfg.seeds``; returns {rows, headline, paths, meta}.
+
+    ``rows`` holds one row per (seed, arm, round) plus, with several seeds, the mean over seeds
+    (``seed == "mean"``, with ``interest_micro_f1_sd``); the headline is computed on the mean rows
+    (one seed: on that seed's rows) and per seed (``meta["per_seed"]``). Writes ``cfg.out``.
+    """
+    seeds = tuple(dict.fromkeys(cfg.seeds or (cfg.seed,)))
+    t_start = time.perf_counter()
+    shared: dict[str, Any] = {}
+    all_rows: list[dict[str, Any]] = []
+    per_seed: dict[int, dict[str, Any]] = {}
+    meta: dict[str, Any] = {}
+    for sd in seeds:
+        rows, meta = _run_seed(replace(cfg, seed=sd), shared)
+        for r in rows:
+            r["seed"] = sd
+        all_rows += rows
+        h = headline(rows)
+        per_seed[sd] = {k: h[k] for k in ("ceiling_f1", "labelloop_share", "random_share")}
+    mean = mean_rows(all_rows) if len(seeds) > 1 else []
+    head = headline(mean or all_rows)
+    meta = {
+        **meta,
+        "seeds": list(seeds),
+        "per_seed": per_seed,
+        "total_s": round(time.perf_counter() - t_start, 1),
+    }
+    paths = write_outputs(cfg.out, all_rows + mean, head, meta)
+    return {"rows": all_rows + mean, "headline": head, "paths": paths, "meta": meta}
+
+
+def mean_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (arm, round): numeric columns averaged over seeds (nan-aware), plus the
+    standard deviation of interest micro-F1 and leak rate over seeds."""
+    groups: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((str(r["arm"]), int(r["round"])), []).append(r)
+    out: list[dict[str, Any]] = []
+    for (arm, rnd), grp in sorted(groups.items(), key=lambda kv: (kv[0][1], ARMS.index(kv[0][0]))):
+        m: dict[str, Any] = {"arm": arm, "letter": ARM_LETTER[arm], "round": rnd}
+        for k, v in grp[0].items():
+            if k in m or k == "seed" or isinstance(v, str):
+                continue
+            vals = [_num(g.get(k), math.nan) for g in grp]
+            ok = [x for x in vals if not math.isnan(x)]
+            m[k] = float(np.mean(ok)) if ok else math.nan
+            if isinstance(v, int) and not isinstance(v, bool) and ok:
+                m[k] = round(m[k], 1)
+        for k in ("interest_micro_f1", "leak_rate", "false_block_rate"):
+            vals = [_num(g.get(k), math.nan) for g in grp]
+            ok = [x for x in vals if not math.isnan(x)]
+            m[f"{k}_sd"] = float(np.std(ok)) if len(ok) > 1 else math.nan
+        m["seed"] = "mean"
+        m["n_seeds"] = len(grp)
+        out.append(m)
+    return out
+
+
+def _run_seed(cfg: Config, shared: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One seed: (rows, meta). ``shared`` carries the text-embedding cache between seeds."""
     from experiments.evaluation import evaluate_bundle
     from experiments.registry import default_prototypes
     from experiments.training import TrainConfig, train_filter
@@ -560,7 +621,9 @@ def run(cfg: Config) -> dict[str, Any]:
     _log(cfg, f"pool {len(pool)} ({sum(bool(e.sensitive) for e in pool)} sensitive), "
               f"test {len(test)} ({sum(bool(e.sensitive) for e in test)} sensitive), {len(errors)} bad records")  # fmt: skip
 
-    if cfg.fake_embeddings:
+    if "embedder" in shared:
+        embedder = shared["embedder"]
+    elif cfg.fake_embeddings:
         from targeting.scorer import HashingEmbedder
 
         embedder = TextCache(HashingEmbedder(), None, model_id="hashing-64")
@@ -571,6 +634,7 @@ def run(cfg: Config) -> dict[str, Any]:
             MiniLMEmbedder.from_models_dir(cfg.models_dir, max_length=cfg.max_length),
             cfg.embedding_cache,
         )
+    shared["embedder"] = embedder
     t0 = time.perf_counter()
     embedder.embed([e.text for e in pool] + [e.text for e in test])
     t_embed = time.perf_counter() - t0
@@ -594,6 +658,8 @@ def run(cfg: Config) -> dict[str, Any]:
         rcfg = replace(rcfg, selection=cfg.selection)
     if cfg.sensitive_share is not None:
         rcfg = replace(rcfg, sensitive_share=cfg.sensitive_share)
+    if cfg.explore_share is not None:
+        rcfg = replace(rcfg, explore_share=cfg.explore_share)
     seeds_g, _lex = load_seed_examples(taxonomy, cats)
     seeds = [Example(s.id, s.text, s.sensitive, s.interests, 1.0, "seed") for s in seeds_g]
     prototypes = default_prototypes(policy)
@@ -725,7 +791,6 @@ def run(cfg: Config) -> dict[str, Any]:
         if states[a].proposer is not None:
             with contextlib.suppress(Exception):  # the collection is ephemeral anyway
                 client.delete_collection(f"bench-{a.replace('_', '-')}-{run_tag}")
-    head = headline(rows)
     meta = {
         "source": f"synthetic({cfg.synthetic}, seed={cfg.seed})"
         if cfg.synthetic
@@ -744,6 +809,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "sensitive_confidence": rcfg.sensitive_confidence,
         "selection": rcfg.selection,
         "sensitive_share": rcfg.sensitive_share,
+        "explore_share": rcfg.explore_share,
         "silver_weight_a": cfg.silver_weight,
         "repropose_queued": cfg.repropose_queued,
         "seed": cfg.seed,
@@ -755,8 +821,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "arms": arms,
         "categories": list(cats),
     }
-    paths = write_outputs(cfg.out, rows, head, meta)
-    return {"rows": rows, "headline": head, "paths": paths, "meta": meta}
+    return rows, meta
 
 
 def _f(v: float) -> str:
@@ -794,15 +859,16 @@ def write_outputs(
         "md": out / "loop_efficiency.md",
         "json": out / "loop_efficiency.json",
     }
-    cols = list(rows[0].keys()) if rows else []
+    cols = list(dict.fromkeys(k for r in rows for k in r))
     with paths["csv"].open("w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=cols)
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else ("" if isinstance(v, float) else v))
                         for k, v in r.items()})  # fmt: skip
-    plot(rows, head, paths["png"])
-    paths["md"].write_text(markdown(rows, head, meta), encoding="utf-8")
+    shown = display_rows(rows)
+    plot(shown, head, paths["png"], per_seed=[r for r in rows if r.get("seed") != "mean"])
+    paths["md"].write_text(markdown(shown, head, meta), encoding="utf-8")
     paths["json"].write_text(
         json.dumps({"headline": head, "meta": meta, "rows": rows}, indent=2, default=str),
         encoding="utf-8",
@@ -810,7 +876,18 @@ def write_outputs(
     return paths
 
 
-def plot(rows: Sequence[Mapping[str, Any]], head: Mapping[str, Any], path: Path) -> None:
+def display_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The mean-over-seeds rows when there are several seeds, else the rows themselves."""
+    mean = [r for r in rows if r.get("seed") == "mean"]
+    return mean or list(rows)
+
+
+def plot(
+    rows: Sequence[Mapping[str, Any]],
+    head: Mapping[str, Any],
+    path: Path,
+    per_seed: Sequence[Mapping[str, Any]] = (),
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -825,14 +902,23 @@ def plot(rows: Sequence[Mapping[str, Any]], head: Mapping[str, Any], path: Path)
         if not pts:
             continue
         x = [p[0] for p in pts]
-        label = f"({ARM_LETTER[arm]}) {arm}"
-        ax1.plot(x, [_num(p[1]["leak_rate"], math.nan) for p in pts], marker="o", label=label)
-        ax2.plot(
-            x, [_num(p[1]["interest_micro_f1"], math.nan) for p in pts], marker="o", label=label
+        n_seeds = len({r.get("seed") for r in per_seed if r["arm"] == arm})
+        label = f"({ARM_LETTER[arm]}) {arm}" + (
+            f" (mean of {n_seeds} seeds)" if n_seeds > 1 else ""
         )
-        ax3.plot(
-            x, [_num(p[1]["false_block_rate"], math.nan) for p in pts], marker="o", label=label
-        )
+        for ax, key in ((ax1, "leak_rate"), (ax2, "interest_micro_f1"), (ax3, "false_block_rate")):
+            (line,) = ax.plot(x, [_num(p[1][key], math.nan) for p in pts], marker="o", label=label)
+            if n_seeds > 1:  # each seed as a thin line of the same colour
+                for sd in sorted({r.get("seed") for r in per_seed if r["arm"] == arm}, key=str):
+                    one = sorted(
+                        (r for r in per_seed if r["arm"] == arm and r.get("seed") == sd),
+                        key=lambda r: int(r["round"]),
+                    )
+                    ax.plot(
+                        [int(r["human_items"]) for r in one],
+                        [_num(r[key], math.nan) for r in one],
+                        color=line.get_color(), alpha=0.25, lw=0.8,
+                    )  # fmt: skip
     ax1.axhline(MAX_LEAK, color="grey", ls="--", lw=1, label="leak target 2 %")
     if head.get("f1_target") is not None:
         ax2.axhline(
@@ -862,8 +948,11 @@ def markdown(
         f"Pool {meta['pool']} items ({meta['pool_sensitive']} sensitive), test {meta['test']} "
         f"({meta['test_sensitive']} sensitive, {meta['test_interest_items']} with interest gold), "
         f"{meta['rounds']} rounds, review budget B={meta['budget']}/round, annotator noise {meta['noise']}, "
-        f"overlap share {meta['overlap_share']}, QA rate {meta['qa_rate']}, seed {meta['seed']}, "
-        f"routing selection {meta.get('selection', 'uncertainty')} (sensitive share {meta.get('sensitive_share', 1.0)}); "
+        f"overlap share {meta['overlap_share']}, QA rate {meta['qa_rate']}, "
+        f"seeds {', '.join(map(str, meta.get('seeds', [meta.get('seed')])))}"
+        f"{' (table: mean over seeds, F1 ± sd)' if len(meta.get('seeds', [])) > 1 else ''}, "
+        f"routing selection {meta.get('selection', 'uncertainty')} (sensitive share {meta.get('sensitive_share', 1.0)}, "
+        f"explore share {meta.get('explore_share', 0.0)}); "
         f"embeddings: {meta['embeddings']}; LLM: {'on' if meta['llm'] else 'off (kNN + classifier proposals only; --llm to include it)'}; "
         f"total {meta['total_s']} s.",
         "",
@@ -874,6 +963,7 @@ def markdown(
         f"Issue targets: (a) <= half of (b): {_yn(head['target_a_le_half_b'])}; (a) <= 15 % of the pool: {_yn(head['target_a_le_15pct'])}. "
         f"Stricter (also false-block <= 10 %): (a) {fmt_share(head['labelloop_share_fb10'])}, (b) {fmt_share(head['random_share_fb10'])}.",
         "",
+        *_per_seed_lines(meta),
         "| arm | round | human items (share) | annotations | silver (precision, sensitive missed) | LLM calls | leak | false-block | interest µF1 | min cat. recall | wall s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -881,9 +971,9 @@ def markdown(
         recs = [_num(r[f"recall_{c}"], math.nan) for c in cats]
         recs = [x for x in recs if not math.isnan(x)]
         lines.append(
-            f"| ({r['letter']}) {r['arm']} | {r['round']} | {r['human_items']} ({100 * float(r['human_share']):.1f} %) | "
-            f"{r['annotations']} | {_silver_cell(r)} | {r['llm_calls']} | {_f(r['leak_rate'])} | "
-            f"{_f(r['false_block_rate'])} | {_f(r['interest_micro_f1'])} | {_f(min(recs)) if recs else 'n/a'} | {r['wall_s']} |"
+            f"| ({r['letter']}) {r['arm']} | {r['round']} | {_n(r['human_items'])} ({100 * float(r['human_share']):.1f} %) | "
+            f"{_n(r['annotations'])} | {_silver_cell(r)} | {_n(r['llm_calls'])} | {_f(r['leak_rate'])} | "
+            f"{_f(r['false_block_rate'])} | {_f1_cell(r)} | {_f(min(recs)) if recs else 'n/a'} | {_num(r['wall_s'], math.nan):.1f} |"
         )
     last = {r["arm"]: r for r in rows}
     if cats and last:
@@ -898,11 +988,33 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def _per_seed_lines(meta: Mapping[str, Any]) -> list[str]:
+    per = meta.get("per_seed") or {}
+    if len(per) < 2:
+        return []
+    parts = [
+        f"seed {sd}: (a) {fmt_share(h['labelloop_share'])}, (b) {fmt_share(h['random_share'])} "
+        f"(ceiling {_f(h['ceiling_f1'])})"
+        for sd, h in per.items()
+    ]
+    return ["Per seed (each against its own ceiling): " + "; ".join(parts) + ".", ""]
+
+
+def _f1_cell(r: Mapping[str, Any]) -> str:
+    sd = _num(r.get("interest_micro_f1_sd"), math.nan)
+    return _f(r["interest_micro_f1"]) + ("" if math.isnan(sd) else f" ± {sd:.3f}")
+
+
+def _n(v: Any) -> str:
+    f = _num(v, math.nan)
+    return "n/a" if math.isnan(f) else (str(int(f)) if f == int(f) else f"{f:.1f}")
+
+
 def _silver_cell(r: Mapping[str, Any]) -> str:
-    n = int(r["silver_items"])
+    n = _num(r["silver_items"], 0.0)
     if not n:
         return "0"
-    return f"{n} ({_f(_num(r['silver_interest_precision'], math.nan))}, {r['silver_sensitive_missed']})"
+    return f"{_n(n)} ({_f(_num(r['silver_interest_precision'], math.nan))}, {_n(r['silver_sensitive_missed'])})"
 
 
 def _yn(v: bool | None) -> str:
@@ -923,9 +1035,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--pool", type=int, default=None, help="pool size (default 2000; quick 150)")
     ap.add_argument("--test", type=int, default=None, help="test size (default 800; quick 100)")
-    ap.add_argument("--rounds", type=int, default=None, help="rounds (default 5; quick 2)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds (default 8; quick 2)")
     ap.add_argument(
-        "--budget", type=int, default=None, help="review budget per round (default 60; quick 10)"
+        "--budget", type=int, default=None, help="review budget per round (default 150; quick 10)"
     )
     ap.add_argument(
         "--noise", type=float, default=0.05, help="chance an annotator answer is perturbed"
@@ -953,7 +1065,18 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         default=None,
         help="routing: max budget share of sensitive suspects first (default: settings)",
     )
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--explore-share",
+        type=float,
+        default=None,
+        help="routing: share of the budget drawn at random among review candidates (default: settings)",
+    )
+    ap.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
+    ap.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated seeds; the table shows the mean (default 0,1,2; quick 0)",
+    )
     ap.add_argument(
         "--repropose-queued",
         choices=("auto", "yes", "no"),
@@ -984,18 +1107,30 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     q = a.quick
+    if a.seed is not None and a.seeds is not None:
+        ap.error("give --seed or --seeds, not both")
+    if a.seeds is not None:
+        try:
+            seeds = tuple(int(x) for x in a.seeds.split(",") if x.strip())
+        except ValueError:
+            ap.error(f"--seeds {a.seeds!r}: expected comma-separated integers")
+        if not seeds:
+            ap.error("--seeds: at least one seed")
+    else:
+        seeds = (a.seed,) if a.seed is not None else ((0,) if q else (0, 1, 2))
     return Config(
         data_dir=None if a.synthetic else Path(a.data),
         synthetic=a.synthetic,
         out=Path(a.out),
         pool=a.pool if a.pool is not None else (150 if q else 2000),
         test=a.test if a.test is not None else (100 if q else 800),
-        rounds=a.rounds if a.rounds is not None else (2 if q else 5),
-        budget=a.budget if a.budget is not None else (10 if q else 60),
+        rounds=a.rounds if a.rounds is not None else (2 if q else 8),
+        budget=a.budget if a.budget is not None else (10 if q else 150),
         noise=a.noise,
         overlap_share=a.overlap_share,
         qa_rate=a.qa_rate,
-        seed=a.seed,
+        seed=seeds[0],
+        seeds=seeds,
         llm=a.llm,
         fake_embeddings=a.fake_embeddings,
         arms=tuple(x.strip() for x in a.arms.split(",") if x.strip()),
@@ -1006,6 +1141,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         sensitive_confidence=a.sensitive_confidence,
         selection=a.selection,
         sensitive_share=a.sensitive_share,
+        explore_share=a.explore_share,
         silver_weight=a.silver_weight,
         repropose_queued=None if a.repropose_queued == "auto" else a.repropose_queued == "yes",
         quiet=a.quiet,

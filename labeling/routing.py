@@ -155,13 +155,16 @@ class RoutingConfig:
     dup_jaccard: float = 0.8
     selection: str = "uncertainty"  # or "diverse" (see select_diverse)
     sensitive_share: float = 1.0  # max share of the budget the sensitive-suspect tier may take
+    explore_share: float = 0.0  # share of the budget drawn at random among all review candidates
     density_neighbors: int = 10
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
             raise ValueError(f"routing selection {self.selection!r}: choose one of {SELECTIONS}")
-        if not 0.0 <= self.sensitive_share <= 1.0:
-            raise ValueError(f"routing sensitive_share {self.sensitive_share} is not in [0, 1]")
+        for name in ("sensitive_share", "explore_share"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"routing {name} {v} is not in [0, 1]")
 
     @classmethod
     def from_settings(cls, s: Any) -> RoutingConfig:
@@ -177,6 +180,7 @@ class RoutingConfig:
             label_threshold=s.review_label_threshold,
             selection=s.review_selection,
             sensitive_share=s.review_sensitive_share,
+            explore_share=s.review_explore_share,
         )
 
 
@@ -396,7 +400,24 @@ def _select(
     sent: set[str] = set()
     order: list[str] = []  # selected so far, in order (for the diversity term)
     dup_of: dict[str, str] = {}
-    cap0 = math.ceil(cfg.sensitive_share * cfg.budget)
+    n_explore = min(cfg.budget, math.floor(cfg.explore_share * cfg.budget + 0.5))
+    if n_explore:
+        # exploration: a seeded uniform draw among every review candidate, whatever its tier
+        # (keeps the reviewed set representative; uncertainty alone over-samples odd items)
+        draw = sorted(
+            candidates, key=lambda p: (unit_draw(cfg.seed, "explore", p.conversation_id), p.conversation_id)
+        )
+        for p in draw:
+            if len(sent) >= n_explore:
+                break
+            other = dup.duplicate_of(p)
+            if other is not None:
+                dup_of[p.conversation_id] = other
+                continue
+            dup.add(p)
+            sent.add(p.conversation_id)
+            order.append(p.conversation_id)
+    cap0 = math.ceil(cfg.sensitive_share * (cfg.budget - len(sent)))
     plan = [(0, cap0), (1, cfg.budget), (2, cfg.budget), (0, cfg.budget)]
     for t, cap in plan:
         limit = min(cfg.budget, len(sent) + cap)

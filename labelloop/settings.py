@@ -187,6 +187,12 @@ class Settings(BaseSettings):
         description="order within the review budget: highest uncertainty, or uncertainty x "
         "density x novelty (labeling/routing.py diverse_order)",
     )
+    review_explore_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of the review budget drawn at random among all review candidates",
+    )
     review_sensitive_share: float = Field(
         1.0,
         ge=0,

@@ -202,14 +202,18 @@ def test_bundle_classifier_probability_map() -> None:
 def test_quick_smoke_run_writes_csv_and_plot_with_unit_metrics(tmp_path: Path) -> None:
     out = tmp_path / "out"
     rc = main(["--quick", "--synthetic", "300", "--fake-embeddings", "--out", str(out), "--quiet",
-               "--pool", "90", "--test", "60", "--budget", "8"])  # fmt: skip
+               "--pool", "90", "--test", "60", "--budget", "8", "--seeds", "0,1"])  # fmt: skip
     assert rc == 0
     csv_path, png = out / "loop_efficiency.csv", out / "loop_efficiency.png"
     assert csv_path.stat().st_size > 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "loop_efficiency.md").read_text(encoding="utf-8").count("| (") >= 8
-    rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
+    all_rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
+    assert len(all_rows) == 3 * 2 * len(ARMS)  # quick: 2 rounds; seeds 0 and 1, then their mean
+    assert [r["seed"] for r in all_rows].count("mean") == 2 * len(ARMS)
+    assert "mean over seeds" in (out / "loop_efficiency.md").read_text(encoding="utf-8")
+    rows = [r for r in all_rows if r["seed"] == "0"]
     assert {r["arm"] for r in rows} == set(ARMS)
-    assert len(rows) == 2 * len(ARMS)  # quick: 2 rounds
+    assert len(rows) == 2 * len(ARMS)
     recall_cols = [k for k in rows[0] if k.startswith("recall_")]
     assert recall_cols
     for r in rows:
@@ -223,3 +227,39 @@ def test_quick_smoke_run_writes_csv_and_plot_with_unit_metrics(tmp_path: Path) -
     assert int(by[("full", 2)]["human_items"]) == 90
     assert int(by[("silver_only", 2)]["human_items"]) == 0
     assert by[("random", 1)]["human_items"] == by[("labelloop", 1)]["human_items"]
+
+
+def test_mean_rows_average_over_seeds_with_sd_and_headline_uses_them() -> None:
+    from benchmarks.loop_efficiency import display_rows, mean_rows
+
+    def row(arm: str, rnd: int, seed: int, f1: float, leak: float = 0.0) -> dict[str, object]:
+        return {"arm": arm, "letter": "x", "round": rnd, "human_items": 10 * rnd,
+                "human_share": 0.1 * rnd, "leak_rate": leak, "false_block_rate": 0.5,
+                "interest_micro_f1": f1, "recall_health": float("nan"), "seed": seed}  # fmt: skip
+
+    rows = [row("labelloop", 1, 0, 0.5), row("labelloop", 1, 1, 0.7, leak=0.04),
+            row("full", 1, 0, 0.8), row("full", 1, 1, 0.9)]  # fmt: skip
+    mean = mean_rows(rows)
+    by = {r["arm"]: r for r in mean}
+    assert by["labelloop"]["interest_micro_f1"] == pytest.approx(0.6)
+    assert by["labelloop"]["interest_micro_f1_sd"] == pytest.approx(0.1)
+    assert by["labelloop"]["leak_rate"] == pytest.approx(0.02)
+    assert by["labelloop"]["human_items"] == 10 and by["labelloop"]["n_seeds"] == 2
+    assert math.isnan(by["full"]["recall_health"])  # nan stays nan, no crash
+    assert display_rows(rows + mean) == mean and display_rows(rows) == rows
+    head = headline(mean)
+    assert head["ceiling_f1"] == pytest.approx(0.85)
+    assert head["labelloop_share"] is None  # 0.6 < 0.97 * 0.85
+
+
+def test_seeds_option_parsing() -> None:
+    from benchmarks.loop_efficiency import parse_args
+
+    assert parse_args([]).seeds == (0, 1, 2)
+    assert parse_args(["--quick"]).seeds == (0,)
+    assert parse_args(["--seed", "4"]).seeds == (4,)
+    assert parse_args(["--seeds", "3,5"]).seeds == (3, 5)
+    with pytest.raises(SystemExit):
+        parse_args(["--seeds", "a,b"])
+    with pytest.raises(SystemExit):
+        parse_args(["--seed", "1", "--seeds", "2"])
