@@ -14,7 +14,9 @@
 
   (a) ``labelloop``: the proposer (kNN + the arm's latest classifier; the LLM only with ``--llm``)
       proposes for the slice, :func:`labeling.routing.route` picks at most ``B`` items for review
-      (sensitive-suspect first, the QA sample, then by uncertainty; items over budget stay queued
+      (sensitive-suspect first, the QA sample, then the rest; within each tier the settings'
+      ``review_selection`` order -- ``diverse`` by default: uncertainty x density x novelty over
+      MiniLM vectors, see :func:`labeling.routing.diverse_order`; items over budget stay queued
       and compete again next round, re-proposed with the latest model unless ``--llm``); the rest
       is auto-accepted as **silver** (weight 0.8);
   (b) ``random``: the same number of items as (a) sent this round, drawn at random among the pool
@@ -34,7 +36,9 @@
   leak rate, false-block rate, per-category sensitive recall (blocked), interest micro-F1, wall time.
 * Output (``--out``): ``loop_efficiency.csv``, ``loop_efficiency.png`` (leak rate and interest
   micro-F1 vs human labels, one line per arm), ``loop_efficiency.md`` (table + headline) and
-  ``loop_efficiency.json``. Headline: the human-label share at which (a) first reaches 97 % of (d)'s
+  ``loop_efficiency.json``. Seeds (``--seeds``, default 0,1,2): each seed redraws the pool/test
+  split, the arrival order, the annotator noise and the random arm; the table and the thick plot
+  lines are the mean over seeds (F1 ± sd), thin lines the single seeds. Headline: the human-label share at which (a) first reaches 97 % of (d)'s
   final interest micro-F1 with leak rate <= 2 %, and the same for (b) ("not reached" otherwise).
 
 Embeddings: MiniLM by default (each distinct text embedded once per run; vectors of
@@ -275,6 +279,75 @@ class BundleClassifier:
         return ints, sens
 
 
+@dataclass
+class SimulatedProposer:
+    """A what-if proposer of known quality, answering from the hidden gold (``--simulated-proposer``).
+
+    Per item (seeded): with probability ``coverage`` the proposal is *confident* (every label 0.97 or
+    absent, uncertainty 0.05: routing auto-accepts it unless QA-sampled) and correct with
+    probability ``precision`` (else the gold answer perturbed once: a missing or extra interest or
+    sensitive category -- confident mistakes, the ones that become wrong silver labels); otherwise
+    it is *unsure* (labels at 0.6, uncertainty 0.9: it needs review). Not a model: it says what
+    the loop would deliver if the proposer (the LLM) reached that quality.
+    """
+
+    gold: Mapping[str, Example]
+    coverage: float
+    precision: float
+    seed: int
+    interest_pool: Sequence[str]
+    categories: Sequence[str]
+    index: Any = None
+    classifier: Any = None
+
+    def propose(self, items: Sequence[Any], stats: Any = None) -> list[Proposal]:
+        from labeling.proposals import Proposal
+
+        out: list[Proposal] = []
+        for it in items:
+            g = self.gold[it.conversation_id]
+            rng = _rng(self.seed, "simulated-proposer", it.conversation_id)
+            confident = rng.random() < self.coverage
+            acc = self.precision if confident else 0.5
+            ints, sens, _ = noisy_answer(
+                g.interests or (), g.sensitive, accuracy=acc, rng=rng,
+                interest_pool=self.interest_pool, categories=self.categories,
+            )  # fmt: skip
+            conf = 0.97 if confident else 0.6
+            out.append(
+                Proposal(
+                    conversation_id=it.conversation_id,
+                    interests=dict.fromkeys(ints, conf),
+                    sensitive=dict.fromkeys(sens, conf),
+                    uncertainty=0.05 if confident else 0.9,
+                    flags=["possible_sensitive"] if sens else [],
+                    proposer_id="simulated",
+                    prompt_hash="simulated",
+                    model_id=f"simulated(coverage={self.coverage}, precision={self.precision})",
+                    embedding_model_id=None,
+                    llm_called=False,
+                )
+            )
+            if stats is not None:
+                stats.n += 1
+        return out
+
+
+def parse_simulated(spec: str | None) -> tuple[float, float] | None:
+    """``"COVERAGE:PRECISION"`` (both in [0, 1]) -> the pair; None/'' -> None."""
+    if not spec:
+        return None
+    try:
+        cov, prec = (float(x) for x in spec.split(":"))
+    except ValueError:
+        raise ValueError(
+            f"--simulated-proposer {spec!r}: expected COVERAGE:PRECISION, e.g. 0.6:0.95"
+        ) from None
+    if not (0.0 <= cov <= 1.0 and 0.0 <= prec <= 1.0):
+        raise ValueError(f"--simulated-proposer {spec!r}: both numbers must be in [0, 1]")
+    return cov, prec
+
+
 # ------------------------------------------------------------------------------------ sampling logic
 def view_of(
     p: Proposal, text: str | None = None, embedding: Sequence[float] | None = None
@@ -495,6 +568,7 @@ class Config:
     seed: int = 0
     seeds: tuple[int, ...] = ()  # empty: (seed,)
     llm: bool = False
+    simulated_proposer: str | None = None  # "COVERAGE:PRECISION": what-if proposer from gold
     fake_embeddings: bool = False
     arms: tuple[str, ...] = ARMS
     max_length: int = 128
@@ -523,7 +597,7 @@ class ArmState:
     reviewed: set[str] = field(default_factory=set)
     annotations: int = 0
     llm_calls: int = 0
-    proposer: Proposer | None = None
+    proposer: Proposer | SimulatedProposer | None = None
     wall_s: float = 0.0
 
 
@@ -676,11 +750,17 @@ def _run_seed(cfg: Config, shared: dict[str, Any]) -> tuple[list[dict[str, Any]]
     ef = chroma_function(embedder)
     run_tag = uuid.uuid4().hex[:8]
     states = {a: ArmState(a) for a in arms}
+    simulated = parse_simulated(cfg.simulated_proposer)
     for a in arms:
         if a in ("labelloop", "silver_only"):
             s_arm = settings.model_copy(
                 update={"chroma_collection": f"bench-{a.replace('_', '-')}-{run_tag}"}
             )
+            if simulated is not None:
+                states[a].proposer = SimulatedProposer(
+                    by_id, simulated[0], simulated[1], cfg.seed, interest_pool, cats
+                )
+                continue
             states[a].proposer = build_proposer(
                 s_arm, store=None, with_llm=cfg.llm, embedding_function=ef, chroma_client=client
             )
@@ -814,6 +894,7 @@ def _run_seed(cfg: Config, shared: dict[str, Any]) -> tuple[list[dict[str, Any]]
         "repropose_queued": cfg.repropose_queued,
         "seed": cfg.seed,
         "llm": cfg.llm,
+        "simulated_proposer": cfg.simulated_proposer,
         "embeddings": embedder.model_id,
         "embed_s": round(t_embed, 1),
         "bad_records": len(errors),
@@ -953,7 +1034,7 @@ def markdown(
         f"{' (table: mean over seeds, F1 ± sd)' if len(meta.get('seeds', [])) > 1 else ''}, "
         f"routing selection {meta.get('selection', 'uncertainty')} (sensitive share {meta.get('sensitive_share', 1.0)}, "
         f"explore share {meta.get('explore_share', 0.0)}); "
-        f"embeddings: {meta['embeddings']}; LLM: {'on' if meta['llm'] else 'off (kNN + classifier proposals only; --llm to include it)'}; "
+        f"embeddings: {meta['embeddings']}; proposer: {_proposer_desc(meta)}; "
         f"total {meta['total_s']} s.",
         "",
         f"**Headline** (ceiling = arm (d) final interest micro-F1 {_f(head['ceiling_f1'])}; "
@@ -986,6 +1067,18 @@ def markdown(
                 + " |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _proposer_desc(meta: Mapping[str, Any]) -> str:
+    if meta.get("simulated_proposer"):
+        cov, prec = parse_simulated(meta["simulated_proposer"]) or (0.0, 0.0)
+        return (
+            f"**SIMULATED** from gold (what-if: {cov:.0%} of proposals confident, {prec:.0%} of "
+            "those correct; not a model)"
+        )
+    if meta.get("llm"):
+        return "kNN + classifier + the local LLM"
+    return "kNN + classifier, LLM off (--llm to include it)"
 
 
 def _per_seed_lines(meta: Mapping[str, Any]) -> list[str]:
@@ -1094,6 +1187,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         "--llm", action="store_true", help="include the local LLM in proposals (slow: 2-8 s/item)"
     )
     ap.add_argument(
+        "--simulated-proposer",
+        default=None,
+        metavar="COVERAGE:PRECISION",
+        help="what-if: arms (a)/(c) get proposals from gold, COVERAGE of them confident with "
+        "PRECISION (instead of kNN/classifier/LLM)",
+    )
+    ap.add_argument(
         "--fake-embeddings", action="store_true", help="hashing embedder instead of MiniLM"
     )
     ap.add_argument("--quick", action="store_true", help="tiny pool and rounds (seconds)")
@@ -1107,6 +1207,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     q = a.quick
+    try:
+        parse_simulated(a.simulated_proposer)
+    except ValueError as exc:
+        ap.error(str(exc))
     if a.seed is not None and a.seeds is not None:
         ap.error("give --seed or --seeds, not both")
     if a.seeds is not None:
@@ -1132,6 +1236,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         seed=seeds[0],
         seeds=seeds,
         llm=a.llm,
+        simulated_proposer=a.simulated_proposer,
         fake_embeddings=a.fake_embeddings,
         arms=tuple(x.strip() for x in a.arms.split(",") if x.strip()),
         max_length=a.max_length,

@@ -263,3 +263,31 @@ def test_seeds_option_parsing() -> None:
         parse_args(["--seeds", "a,b"])
     with pytest.raises(SystemExit):
         parse_args(["--seed", "1", "--seeds", "2"])
+
+
+def test_simulated_proposer_has_the_requested_coverage_and_precision() -> None:
+    from benchmarks.loop_efficiency import SimulatedProposer, parse_simulated
+    from labeling.proposals import ProposalInput
+
+    gold = {f"c{i}": ex(f"c{i}", ("health",) if i % 3 == 0 else ()) for i in range(3000)}
+    sim = SimulatedProposer(gold, 0.6, 0.9, seed=1, interest_pool=POOL_I, categories=CATS)
+    props = sim.propose([ProposalInput(c, "t") for c in gold])
+    confident = [p for p in props if p.uncertainty < 0.35]
+    assert 0.56 < len(confident) / len(props) < 0.64
+    correct = [
+        p
+        for p in confident
+        if set(p.interests) == set(gold[p.conversation_id].interests or ())
+        and set(p.sensitive) == set(gold[p.conversation_id].sensitive)
+    ]
+    assert 0.87 < len(correct) / len(confident) < 0.93
+    assert all(set(p.interests.values()) <= {0.97} for p in confident)
+    # deterministic per item, independent of batch order
+    again = sim.propose([ProposalInput(c, "t") for c in reversed(list(gold))])
+    assert {p.conversation_id: p.interests for p in again} == {
+        p.conversation_id: p.interests for p in props
+    }
+    assert parse_simulated("0.5:1") == (0.5, 1.0) and parse_simulated(None) is None
+    for bad in ("0.5", "a:b", "1.5:0.9"):
+        with pytest.raises(ValueError, match="simulated-proposer"):
+            parse_simulated(bad)
