@@ -88,6 +88,9 @@ class TrainResult:
     oof_lexicon: npt.NDArray[np.bool_] | None = None
     val_labels: npt.NDArray[np.bool_] | None = None  # (n, C) gold category membership
     val_is_gold: npt.NDArray[np.bool_] | None = None
+    # conversation id -> interest id -> out-of-fold P(interest), for training items whose
+    # interests are known and interests with a model (the label-error check reads it)
+    oof_interests: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def recalibrate(
@@ -363,6 +366,7 @@ def train_filter(
     int_models: dict[str, Any] = {}
     int_thr: dict[str, float] = {}
     int_cal: dict[str, dict[str, Any]] = {}
+    oof_int: dict[str, dict[str, float]] = {}
     if idx.size:
         xk = _rows(x, idx)
         wk = weights[idx]
@@ -374,6 +378,8 @@ def train_filter(
                 int_cal[iid] = {"n_pos": npos, "threshold": None, "rule": "too_few_positives"}
                 continue
             oof = _oof_scores(xk, y, wk, fk, config.c_interest, config, balanced=False)
+            for r, i in enumerate(idx):
+                oof_int.setdefault(train[i].conversation_id, {})[iid] = float(oof[r])
             thr, f1 = tune_f1_threshold(oof, y)
             int_models[iid] = _fit(xk, y, wk, config.c_interest, config, balanced=False)
             int_thr[iid] = thr
@@ -404,5 +410,6 @@ def train_filter(
         },
     )
     return TrainResult(
-        bundle, calib, int_cal, val_fb, val_leak, timings, oof_all, lex_all, labels_all, is_gold
-    )
+        bundle, calib, int_cal, val_fb, val_leak, timings, oof_all, lex_all, labels_all, is_gold,
+        oof_int,
+    )  # fmt: skip

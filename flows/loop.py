@@ -7,9 +7,11 @@ label store, so caching would only hide new data).
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ from flows.common import (
 )
 from labelloop.runtime import Runtime, gold_indexer, review_embedder
 from labelloop.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 
 def _run_id(kind: str) -> str:
@@ -173,7 +177,46 @@ def train_task(settings: Settings) -> dict[str, Any]:
         "version": outcome.version,
         "snapshot_hash": outcome.snapshot_hash,
         "metrics": dict(outcome.metrics),
+        "label_errors": queue_label_errors_from(
+            settings,
+            outcome.train.oof_interests,
+            outcome.train.bundle.interest_ids,
+            run_id=f"label-errors-{outcome.run_id}",
+        ),
     }
+
+
+def queue_label_errors_from(
+    settings: Settings,
+    probs: Mapping[str, Mapping[str, float]],
+    labels: Sequence[str],
+    *,
+    run_id: str,
+) -> dict[str, Any]:
+    """Gold interest labels that the new model's out-of-fold probabilities confidently contradict
+    (>= ``label_error_threshold``) go back to Label Studio as adjudication tasks.
+
+    A failure here (Label Studio down) does not fail the retrain: it is reported in the result and
+    the audit log, and the next retrain finds the same issues again.
+    """
+    from labeling.collection import queue_label_errors
+    from labeling.studio import bootstrap, remember_projects
+
+    if not probs or not labels:
+        return {"issues": 0, "conversations": 0, "queued": 0}
+    rt = Runtime(settings)
+    try:
+        projects = bootstrap(rt.studio, rt.taxonomy, rt.policy)
+        remember_projects(rt.store, projects)
+        out = queue_label_errors(
+            rt.store, rt.studio, projects, probs, list(labels), run_id=run_id,
+            min_confidence=settings.label_error_threshold, group="interests",
+        )  # fmt: skip
+    except Exception as exc:  # reported, never fatal for the model
+        out = {"error": f"{type(exc).__name__}: {exc}"}
+        log.warning("label-error check skipped: %s", out["error"])
+    rt.store.append_audit("label_errors", run_id, out)
+    return out
 
 
 @task(name="gate", cache_policy=NO_CACHE, **SERVICE_RETRIES)
@@ -361,6 +404,9 @@ def retrain(force: bool = False) -> dict[str, Any]:
         f"retrain -> version {version}",
         {
             "Model metrics": md_table(trained.get("metrics", {}), ("metric", "value")),
+            "Label errors (gold contradicted by the new model, sent to adjudication)": md_table(
+                trained.get("label_errors", {}), ("count", "value")
+            ),
             "Gate verdict": verdict["table"],
         },
     )

@@ -65,3 +65,24 @@ def test_every_flow_is_registered_and_served(isolated_env):
     crons = {d.flow_name: [s.schedule.cron for s in d.schedules] for d in deps}
     assert crons["retrain"] == ["5 1 * * *"]
     assert crons["promote"] == []
+
+
+def test_label_error_check_never_fails_the_retrain_and_is_audited(isolated_env) -> None:
+    from flows.loop import queue_label_errors_from
+    from labelloop.runtime import Runtime
+
+    s = Settings(_env_file=None, label_studio_url="http://127.0.0.1:9")  # type: ignore[call-arg]
+    assert queue_label_errors_from(s, {}, ["653"], run_id="r0") == {
+        "issues": 0, "conversations": 0, "queued": 0,
+    }  # fmt: skip
+    out = queue_label_errors_from(s, {"c1": {"653": 0.99}}, ["653"], run_id="r1")
+    assert "error" in out and "Error" in out["error"]  # Label Studio is not running there
+    store = Runtime(s).store
+    assert store.verify_audit() >= 1
+    with store.session() as sess:
+        from sqlalchemy import select
+
+        from labelloop.store.models import AuditRow
+
+        rows = list(sess.scalars(select(AuditRow).where(AuditRow.kind == "label_errors")))
+    assert [r.subject for r in rows] == ["r1"] and "error" in rows[0].payload

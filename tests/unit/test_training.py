@@ -125,6 +125,13 @@ def test_train_filter_calibrates_and_records_fallbacks() -> None:
     )
     assert verdicts[0].blocked and verdicts[0].sensitive_category == "religion"
     assert not verdicts[1].blocked
+    # out-of-fold interest probabilities for the label-error check: known interests only
+    oof = res.oof_interests
+    known = {e.conversation_id for e in _examples() if e.interests is not None}
+    assert set(oof) == known
+    assert all(set(p) == set(res.bundle.interest_ids) for p in oof.values())
+    assert all(0.0 <= v <= 1.0 for p in oof.values() for v in p.values())
+    assert oof["n2"]["653"] > 0.5 > oof["r0"]["653"]
 
 
 def test_category_without_positives_uses_prototypes_or_lexicon() -> None:
