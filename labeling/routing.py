@@ -405,7 +405,8 @@ def _select(
         # exploration: a seeded uniform draw among every review candidate, whatever its tier
         # (keeps the reviewed set representative; uncertainty alone over-samples odd items)
         draw = sorted(
-            candidates, key=lambda p: (unit_draw(cfg.seed, "explore", p.conversation_id), p.conversation_id)
+            candidates,
+            key=lambda p: (unit_draw(cfg.seed, "explore", p.conversation_id), p.conversation_id),
         )
         for p in draw:
             if len(sent) >= n_explore:
