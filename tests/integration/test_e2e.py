@@ -138,6 +138,9 @@ def test_model_registered_with_lineage_and_gate_verdict(e2e):
     from mlflow import MlflowClient
 
     version = out["retrain"]["version"]
+    # the label-error check ran against the real Label Studio (counts, no error)
+    errs = out["retrain"]["train"]["label_errors"]
+    assert "error" not in errs and errs["queued"] <= errs["issues"], errs
     client = MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
     mv = client.get_model_version("labelloop-targeting-filter", version)
     run = client.get_run(mv.run_id)
