@@ -7,6 +7,10 @@
   frozen eval split is never touched) to reach ``recall_target`` per category; the false-block
   rate this costs on the validation items is reported.
 
+  Positives that score like a typical negative out of fold (at or below the
+  ``label_noise_quantile`` of the negatives' scores) are left out of that calibration as suspected
+  label errors (counted as ``suspect_positives``; at most half of a category's positives).
+
   Categories with fewer than ``min_positives`` gold positives fall back to
   ``min(fallback_threshold, lowest positive OOF score)`` (rule ``fallback_low``); categories with
   no positive at all have no regression and are scored by similarity to prototypes (the policy's
@@ -64,6 +68,9 @@ class TrainConfig:
     min_positives: int = 20
     fallback_threshold: float = 0.1
     prototype_false_block_budget: float = 0.005
+    # positives scoring at/below this quantile of the negatives' OOF scores are treated as label
+    # errors for calibration (None: calibrate on every positive); see _plausible_positives
+    label_noise_quantile: float | None = 0.5
     interest_min_positives: int = 5
     embed_max_length: int = 128  # MiniLM tokens per text (benchmark: 128 ~ half the cost of 256)
     max_iter: int = 2000
@@ -109,6 +116,9 @@ def recalibrate(
             continue
         pos = result.oof_sensitive[result.val_labels[:, j] & result.val_is_gold, j]
         if pos.size >= min_positives:
+            neg = result.oof_sensitive[~result.val_labels.any(axis=1) & result.val_is_gold, j]
+            quantile = (b.meta.get("train_config") or {}).get("label_noise_quantile")
+            pos, _ = _plausible_positives(pos, neg, quantile)
             thr[c] = calibrate_recall_threshold(pos, recall_target)
     return replace(result, bundle=replace(b, sensitive_thresholds=thr))
 
@@ -169,6 +179,28 @@ def tune_f1_threshold(
         if f1 > best[1] + 1e-12:
             best = (float(t), f1)
     return best
+
+
+def _plausible_positives(
+    pos: npt.NDArray[np.float64], neg: npt.NDArray[np.float64], quantile: float | None
+) -> tuple[npt.NDArray[np.float64], int]:
+    """(positives to calibrate on, how many were set aside as suspected label errors).
+
+    A positive whose out-of-fold score is at or below the ``quantile`` of the non-sensitive items'
+    scores looks like a typical negative to a model that did not see it: with human labels that is
+    most often a wrong label (a spurious category from one of two annotators, kept by the union
+    rule). Calibrating recall on it would lower the threshold to the bulk of the negatives and block
+    nearly everything. Such positives are left out of the calibration (they still count in the
+    reported validation recall, and the label-error check sends them back to review). Needs >= 20
+    negatives; at most half of the positives are set aside; ``quantile=None`` disables it.
+    """
+    if quantile is None or neg.size < 20 or pos.size == 0:
+        return pos, 0
+    floor = float(np.quantile(neg, quantile))
+    keep = pos[pos > floor]
+    if keep.size < max(1, math.ceil(pos.size / 2)):
+        return pos, 0
+    return keep, int(pos.size - keep.size)
 
 
 # ------------------------------------------------------------------------------------ training
@@ -326,6 +358,9 @@ def train_filter(
             pos = oof[(y == 1) & is_gold]
             if pos.size == 0:
                 pos = oof[y == 1]
+            pos, info["suspect_positives"] = _plausible_positives(
+                pos, oof[~y_any & is_gold], config.label_noise_quantile
+            )
             if n_pos_gold >= config.min_positives:
                 thr, rule = calibrate_recall_threshold(pos, config.recall_target), "recall_target"
             else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -160,3 +162,41 @@ def test_train_rejects_empty_snapshot() -> None:
     tax = load_taxonomy()
     with pytest.raises(ValueError):
         train_filter(Snapshot((), (), CATS), tax, HashingEmbedder())
+
+
+def test_calibration_sets_aside_positives_that_look_like_typical_negatives() -> None:
+    from experiments.training import _plausible_positives
+
+    rng = np.random.default_rng(0)
+    neg = rng.uniform(0.0, 0.4, 500)
+    true_pos = rng.uniform(0.6, 1.0, 95)
+    noisy = np.array([0.05, 0.1, 0.12, 0.15, 0.18])  # mislabelled negatives
+    pos = np.concatenate([true_pos, noisy])
+    kept, n_out = _plausible_positives(pos, neg, 0.5)
+    assert n_out == 5 and kept.min() >= 0.6
+    # calibrating on all positives would put the threshold among the negatives
+    assert calibrate_recall_threshold(pos, 0.99) <= 0.1
+    assert calibrate_recall_threshold(kept, 0.99) >= 0.6
+    # disabled, too few negatives, or most positives implausible: calibrate on everything
+    assert _plausible_positives(pos, neg, None)[1] == 0
+    assert _plausible_positives(pos, neg[:10], 0.5)[1] == 0
+    assert _plausible_positives(noisy, neg, 0.5)[1] == 0
+
+
+def test_noisy_positive_labels_do_not_drag_the_threshold_into_the_negatives() -> None:
+    policy = load_policy()
+    tax = load_taxonomy(categories=policy.categories)
+    exs = _examples()
+    # three travel conversations wrongly labelled religion (a spurious annotator answer)
+    exs = [replace(e, sensitive=("religion",)) if e.conversation_id in {"n2", "n5", "n8"} else e
+           for e in exs]  # fmt: skip
+    snap = Snapshot(tuple(exs), (), CATS)
+    kw = {"lexicon": dict.fromkeys(CATS, ())}
+    robust = train_filter(snap, tax, HashingEmbedder(32), config=TrainConfig(), **kw)
+    naive = train_filter(snap, tax, HashingEmbedder(32), config=TrainConfig(label_noise_quantile=None), **kw)  # fmt: skip
+    assert robust.calibration["religion"]["suspect_positives"] >= 1
+    assert naive.calibration["religion"]["suspect_positives"] == 0
+    assert (
+        robust.calibration["religion"]["val_false_block"]
+        < naive.calibration["religion"]["val_false_block"]
+    )
