@@ -15,11 +15,16 @@ Rules (each one that fires is recorded as a :class:`Reason`):
   also goes to review, so the precision of auto-accepted labels is *measured* (they still get their
   silver label now).
 
-Budget: at most ``budget`` items are sent per run, by priority tier: sensitive-suspect first, then
-the QA sample (small; never starved, or the precision could not be measured), then the rest by
-highest uncertainty; within that order an item that is a near-duplicate of one already selected
-(same content hash, embedding cosine >= ``dup_cosine``, or word-shingle Jaccard >= ``dup_jaccard``)
-is deferred. Everything not sent this run is ``queued`` (never dropped) and competes again next run.
+Budget: at most ``budget`` items are sent per run, by priority tier: sensitive-suspect first (at
+most ``sensitive_share`` of the budget; the rest of them after the other tiers), then the QA sample
+(small; never starved, or the precision could not be measured), then the rest. Optionally an
+``explore_share`` of the budget is first drawn uniformly among all candidates. Within a tier the
+order is ``selection``: ``"uncertainty"`` (highest first) or ``"diverse"`` (the default in settings:
+uncertainty x density x novelty, :func:`diverse_order` -- pure uncertainty sampling spends the
+budget on outliers and on one cluster; measured in ``benchmarks/loop_efficiency.py``). An item that
+is a near-duplicate of one already selected (same content hash, embedding cosine >= ``dup_cosine``,
+or word-shingle Jaccard >= ``dup_jaccard``) is deferred. Everything not sent this run is ``queued``
+(never dropped) and competes again next run.
 
 Overlap: every sensitive-suspect item (when ``overlap_sensitive``) and a seeded ``overlap_share`` of
 the others need two independent annotations before they count.
