@@ -569,6 +569,7 @@ class Config:
     seeds: tuple[int, ...] = ()  # empty: (seed,)
     llm: bool = False
     simulated_proposer: str | None = None  # "COVERAGE:PRECISION": what-if proposer from gold
+    label_noise_quantile: float | str | None = "default"  # training; "default": TrainConfig's
     fake_embeddings: bool = False
     arms: tuple[str, ...] = ARMS
     max_length: int = 128
@@ -738,6 +739,8 @@ def _run_seed(cfg: Config, shared: dict[str, Any]) -> tuple[list[dict[str, Any]]
     seeds = [Example(s.id, s.text, s.sensitive, s.interests, 1.0, "seed") for s in seeds_g]
     prototypes = default_prototypes(policy)
     tcfg = TrainConfig(embed_max_length=cfg.max_length)
+    if not isinstance(cfg.label_noise_quantile, str):
+        tcfg = replace(tcfg, label_noise_quantile=cfg.label_noise_quantile)
     interest_pool = [i.id for i in taxonomy.tier1()]
     accuracy = 1.0 - cfg.noise
     text_of = {e.conversation_id: e.text for e in pool}
@@ -895,6 +898,7 @@ def _run_seed(cfg: Config, shared: dict[str, Any]) -> tuple[list[dict[str, Any]]
         "seed": cfg.seed,
         "llm": cfg.llm,
         "simulated_proposer": cfg.simulated_proposer,
+        "label_noise_quantile": tcfg.label_noise_quantile,
         "embeddings": embedder.model_id,
         "embed_s": round(t_embed, 1),
         "bad_records": len(errors),
@@ -1187,6 +1191,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         "--llm", action="store_true", help="include the local LLM in proposals (slow: 2-8 s/item)"
     )
     ap.add_argument(
+        "--label-noise-quantile",
+        default="default",
+        help="training: positives scoring at/below this quantile of the negatives are left out of "
+        "the recall calibration ('none': off; default: TrainConfig's)",
+    )
+    ap.add_argument(
         "--simulated-proposer",
         default=None,
         metavar="COVERAGE:PRECISION",
@@ -1237,6 +1247,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         seeds=seeds,
         llm=a.llm,
         simulated_proposer=a.simulated_proposer,
+        label_noise_quantile=(
+            a.label_noise_quantile
+            if a.label_noise_quantile == "default"
+            else (None if a.label_noise_quantile == "none" else float(a.label_noise_quantile))
+        ),
         fake_embeddings=a.fake_embeddings,
         arms=tuple(x.strip() for x in a.arms.split(",") if x.strip()),
         max_length=a.max_length,

@@ -71,6 +71,7 @@ class TrainConfig:
     # positives scoring at/below this quantile of the negatives' OOF scores are treated as label
     # errors for calibration (None: calibrate on every positive); see _plausible_positives
     label_noise_quantile: float | None = 0.5
+    label_noise_max_share: float = 0.1
     interest_min_positives: int = 5
     embed_max_length: int = 128  # MiniLM tokens per text (benchmark: 128 ~ half the cost of 256)
     max_iter: int = 2000
@@ -117,8 +118,10 @@ def recalibrate(
         pos = result.oof_sensitive[result.val_labels[:, j] & result.val_is_gold, j]
         if pos.size >= min_positives:
             neg = result.oof_sensitive[~result.val_labels.any(axis=1) & result.val_is_gold, j]
-            quantile = (b.meta.get("train_config") or {}).get("label_noise_quantile")
-            pos, _ = _plausible_positives(pos, neg, quantile)
+            tc = b.meta.get("train_config") or {}
+            pos, _ = _plausible_positives(
+                pos, neg, tc.get("label_noise_quantile"), tc.get("label_noise_max_share", 0.1)
+            )
             thr[c] = calibrate_recall_threshold(pos, recall_target)
     return replace(result, bundle=replace(b, sensitive_thresholds=thr))
 
@@ -182,7 +185,10 @@ def tune_f1_threshold(
 
 
 def _plausible_positives(
-    pos: npt.NDArray[np.float64], neg: npt.NDArray[np.float64], quantile: float | None
+    pos: npt.NDArray[np.float64],
+    neg: npt.NDArray[np.float64],
+    quantile: float | None,
+    max_share: float = 0.1,
 ) -> tuple[npt.NDArray[np.float64], int]:
     """(positives to calibrate on, how many were set aside as suspected label errors).
 
@@ -192,15 +198,16 @@ def _plausible_positives(
     rule). Calibrating recall on it would lower the threshold to the bulk of the negatives and block
     nearly everything. Such positives are left out of the calibration (they still count in the
     reported validation recall, and the label-error check sends them back to review). Needs >= 20
-    negatives; at most half of the positives are set aside; ``quantile=None`` disables it.
+    negatives; at most ``max_share`` of the positives (the lowest-scoring) are set aside -- a
+    label-noise budget: the rest of the low scorers are real hard cases and stay;
+    ``quantile=None`` disables it.
     """
     if quantile is None or neg.size < 20 or pos.size == 0:
         return pos, 0
     floor = float(np.quantile(neg, quantile))
-    keep = pos[pos > floor]
-    if keep.size < max(1, math.ceil(pos.size / 2)):
-        return pos, 0
-    return keep, int(pos.size - keep.size)
+    order = np.sort(pos)
+    n_out = min(int(np.sum(order <= floor)), math.floor(max_share * pos.size))
+    return order[n_out:], n_out
 
 
 # ------------------------------------------------------------------------------------ training
@@ -359,7 +366,10 @@ def train_filter(
             if pos.size == 0:
                 pos = oof[y == 1]
             pos, info["suspect_positives"] = _plausible_positives(
-                pos, oof[~y_any & is_gold], config.label_noise_quantile
+                pos,
+                oof[~y_any & is_gold],
+                config.label_noise_quantile,
+                config.label_noise_max_share,
             )
             if n_pos_gold >= config.min_positives:
                 thr, rule = calibrate_recall_threshold(pos, config.recall_target), "recall_target"

@@ -174,13 +174,16 @@ def test_calibration_sets_aside_positives_that_look_like_typical_negatives() -> 
     pos = np.concatenate([true_pos, noisy])
     kept, n_out = _plausible_positives(pos, neg, 0.5)
     assert n_out == 5 and kept.min() >= 0.6
+    # a noise budget: at most max_share of the positives are set aside (the lowest ones)
+    kept2, n_out2 = _plausible_positives(pos, neg, 0.5, max_share=0.03)
+    assert n_out2 == 3 and kept2.min() == pytest.approx(0.15)
     # calibrating on all positives would put the threshold among the negatives
     assert calibrate_recall_threshold(pos, 0.99) <= 0.1
     assert calibrate_recall_threshold(kept, 0.99) >= 0.6
     # disabled, too few negatives, or most positives implausible: calibrate on everything
     assert _plausible_positives(pos, neg, None)[1] == 0
     assert _plausible_positives(pos, neg[:10], 0.5)[1] == 0
-    assert _plausible_positives(noisy, neg, 0.5)[1] == 0
+    assert _plausible_positives(noisy, neg, 0.5)[1] == 0  # 10 % of 5 positives: none
 
 
 def test_noisy_positive_labels_do_not_drag_the_threshold_into_the_negatives() -> None:
