@@ -12,7 +12,10 @@
   label errors (counted as ``suspect_positives``; at most half of a category's positives).
 
   Categories with fewer than ``min_positives`` gold positives fall back to
-  ``min(fallback_threshold, lowest positive OOF score)`` (rule ``fallback_low``); categories with
+  ``min(fallback_threshold, lowest positive OOF score)`` (rule ``fallback_low``), raised when needed
+  so that at most ``fallback_false_block_budget`` of the training negatives are blocked out of fold
+  (one spurious human label among a handful of positives would otherwise block most traffic; the
+  keyword lexicon still blocks its cues); categories with
   no positive at all have no regression and are scored by similarity to prototypes (the policy's
   description and examples), thresholded so that at most ``prototype_false_block_budget`` of the
   training negatives would be blocked (rule ``prototype``). The keyword lexicon blocks in any case.
@@ -67,6 +70,7 @@ class TrainConfig:
     folds: int = 3
     min_positives: int = 20
     fallback_threshold: float = 0.1
+    fallback_false_block_budget: float = 0.02  # fallback_low never blocks more negatives (OOF)
     prototype_false_block_budget: float = 0.005
     # positives scoring at/below this quantile of the negatives' OOF scores are treated as label
     # errors for calibration (None: calibrate on every positive); see _plausible_positives
@@ -375,6 +379,13 @@ def train_filter(
                 thr, rule = calibrate_recall_threshold(pos, config.recall_target), "recall_target"
             else:
                 thr, rule = min(config.fallback_threshold, float(pos.min())), "fallback_low"
+                neg_scores = oof[~y_any & is_gold]
+                if neg_scores.size >= 20:
+                    # a false-block budget: one spurious positive must not set the threshold
+                    # inside the bulk of the negatives (few positives, no statistics to tell)
+                    cap = float(np.quantile(neg_scores, 1.0 - config.fallback_false_block_budget))
+                    if cap > thr:
+                        thr, info["capped_by_false_block_budget"] = cap, True
             thresholds[cat], rules[cat] = thr, rule
             oof_blocks[:, j] = oof >= thr
             sens_models[cat] = (

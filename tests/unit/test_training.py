@@ -203,3 +203,20 @@ def test_noisy_positive_labels_do_not_drag_the_threshold_into_the_negatives() ->
         robust.calibration["religion"]["val_false_block"]
         < naive.calibration["religion"]["val_false_block"]
     )
+
+
+def test_fallback_threshold_is_capped_by_a_false_block_budget() -> None:
+    policy = load_policy()
+    tax = load_taxonomy(categories=policy.categories)
+    # one travel conversation wrongly labelled union_membership (5 real union examples: fallback)
+    exs = [replace(e, sensitive=("union_membership",)) if e.conversation_id == "n2" else e
+           for e in _examples()]  # fmt: skip
+    kw = {"lexicon": dict.fromkeys(CATS, ())}
+    snap = Snapshot(tuple(exs), (), CATS)
+    res = train_filter(snap, tax, HashingEmbedder(32), config=TrainConfig(), **kw)
+    cal = res.calibration["union_membership"]
+    assert cal["rule"] == "fallback_low" and cal.get("capped_by_false_block_budget") is True
+    assert cal["val_false_block"] <= 0.05
+    loose = train_filter(snap, tax, HashingEmbedder(32),
+                         config=TrainConfig(fallback_false_block_budget=1.0), **kw)  # fmt: skip
+    assert loose.calibration["union_membership"]["val_false_block"] > cal["val_false_block"]
