@@ -158,7 +158,7 @@ class RoutingConfig:
     sensitive_floor: float = 0.2
     dup_cosine: float = 0.97
     dup_jaccard: float = 0.8
-    selection: str = "uncertainty"  # or "diverse" (see select_diverse)
+    selection: str = "diverse"  # or "uncertainty" (see diverse_order)
     sensitive_share: float = 1.0  # max share of the budget the sensitive-suspect tier may take
     explore_share: float = 0.0  # share of the budget drawn at random among all review candidates
     density_neighbors: int = 10

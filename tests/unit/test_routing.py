@@ -203,7 +203,8 @@ def _cluster(prefix: str, centre: list[float], n: int, u: float) -> list[Proposa
 
 def test_diverse_selection_spreads_the_budget_over_clusters() -> None:
     items = _cluster("a", [1.0, 0.0, 0.0], 6, 0.9) + _cluster("b", [0.0, 1.0, 0.0], 6, 0.7)
-    base = RoutingConfig(budget=2, qa_sample_rate=0.0, uncertainty_threshold=0.3, dup_cosine=1.01)
+    base = RoutingConfig(budget=2, qa_sample_rate=0.0, uncertainty_threshold=0.3, dup_cosine=1.01,
+                         selection="uncertainty")  # fmt: skip
     by_u = {d.conversation_id for d in route(items, base).to_send}
     assert by_u == {"a0", "a1"}  # the two most uncertain, both from cluster a
     diverse = RoutingConfig(**{**base.__dict__, "selection": "diverse"})
