@@ -279,7 +279,15 @@ def _demo_summary(s: Settings, out: dict[str, Any], wall_s: float) -> None:
             "retrain",
             f"version {rt['version']}, gate {rt['gate']['summary']}; {rt['train']['run_url']}",
         ),
-        ("promote", f"production -> version {rt['version']}"),
+        (
+            "promote",
+            f"production -> version {rt['version']}"
+            + (
+                " (FORCED by the demo despite the gate; reason recorded in MLflow)"
+                if (out.get("promote") or {}).get("forced")
+                else ""
+            ),
+        ),
         ("score_batch", ", ".join(f"{k} {v}" for k, v in sorted(sb["by_reason"].items()))),
     ]
     for name, result in rows:

@@ -86,3 +86,30 @@ def test_label_error_check_never_fails_the_retrain_and_is_audited(isolated_env) 
 
         rows = list(sess.scalars(select(AuditRow).where(AuditRow.kind == "label_errors")))
     assert [r.subject for r in rows] == ["r1"] and "error" in rows[0].payload
+
+
+def test_demo_summary_says_when_the_demo_forced_a_promotion(capsys) -> None:
+    from labelloop.cli import _demo_summary
+
+    out = {
+        "synth": {"records": 1},
+        "sample_and_propose": {
+            "ingest": {"by_surface": {"assistant_chat": 1}, "by_reason": {"eligible": 1}},
+            "propose": {"n": 1, "llm_call_rate": 1.0, "input_tokens": 1, "output_tokens": 1},
+            "push": {"imported": 1},
+        },
+        "annotate_sim": {"annotations": 2},
+        "collect_reviews": {"gold_created": 1},
+        "annotate_sim_adjudication": {"annotations": 0},
+        "collect_reviews_2": {"gold_created": 0},
+        "retrain": {"version": "1", "gate": {"summary": "failed: recall"},
+                    "train": {"run_url": "http://mlflow/run"}},
+        "promote": {"forced": True},
+        "score_batch": {"by_reason": {"eligible": 1}},
+        "timings": {},
+    }  # fmt: skip
+    _demo_summary(Settings(_env_file=None), out, 1.0)  # type: ignore[call-arg]
+    assert "FORCED" in capsys.readouterr().out
+    out["promote"] = {"approved": True}
+    _demo_summary(Settings(_env_file=None), out, 1.0)  # type: ignore[call-arg]
+    assert "FORCED" not in capsys.readouterr().out
