@@ -405,6 +405,20 @@ def _select(
     sent: set[str] = set()
     order: list[str] = []  # selected so far, in order (for the diversity term)
     dup_of: dict[str, str] = {}
+
+    def take(ranked: Sequence[ProposalView], limit: int) -> None:
+        """Select in order until ``limit`` items are selected; near-duplicates are deferred."""
+        for p in ranked:
+            if len(sent) >= limit:
+                return
+            other = dup.duplicate_of(p)
+            if other is not None:
+                dup_of[p.conversation_id] = other
+                continue
+            dup.add(p)
+            sent.add(p.conversation_id)
+            order.append(p.conversation_id)
+
     n_explore = min(cfg.budget, math.floor(cfg.explore_share * cfg.budget + 0.5))
     if n_explore:
         # exploration: a seeded uniform draw among every review candidate, whatever its tier
@@ -413,16 +427,7 @@ def _select(
             candidates,
             key=lambda p: (unit_draw(cfg.seed, "explore", p.conversation_id), p.conversation_id),
         )
-        for p in draw:
-            if len(sent) >= n_explore:
-                break
-            other = dup.duplicate_of(p)
-            if other is not None:
-                dup_of[p.conversation_id] = other
-                continue
-            dup.add(p)
-            sent.add(p.conversation_id)
-            order.append(p.conversation_id)
+        take(draw, n_explore)
     cap0 = math.ceil(cfg.sensitive_share * (cfg.budget - len(sent)))
     plan = [(0, cap0), (1, cfg.budget), (2, cfg.budget), (0, cfg.budget)]
     for t, cap in plan:
@@ -437,16 +442,7 @@ def _select(
             if vecs is None
             else diverse_order(pool, vecs, chosen=order, need=limit - len(sent), cfg=cfg)
         )
-        for p in ranked:
-            if len(sent) >= limit:
-                break
-            other = dup.duplicate_of(p)
-            if other is not None:
-                dup_of[p.conversation_id] = other
-                continue
-            dup.add(p)
-            sent.add(p.conversation_id)
-            order.append(p.conversation_id)
+        take(ranked, limit)
     return sent, dup_of
 
 

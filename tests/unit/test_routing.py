@@ -270,3 +270,21 @@ def test_push_fills_missing_embeddings_through_the_embed_hook() -> None:
     assert seen == [["abc"]]  # only the view with text and no embedding is embedded
     assert [v.embedding for v in out] == [[3.0, 1.0], [0.0, 1.0], None]
     assert [v.conversation_id for v in out] == ["a", "b", "c"]
+
+
+def test_explore_share_draws_part_of_the_budget_at_random_across_tiers() -> None:
+    suspects = [pv(f"s{i}", u=0.5, flags=("possible_sensitive",)) for i in range(20)]
+    others = [pv(f"u{i}", u=0.9 - i / 100) for i in range(20)]
+    base = RoutingConfig(budget=4, qa_sample_rate=0.0, overlap_share=0.0, selection="uncertainty")
+    no_explore = {d.conversation_id for d in route(suspects + others, base).to_send}
+    assert all(c.startswith("s") for c in no_explore)  # sensitive tier takes the whole budget
+    cfg = RoutingConfig(**{**base.__dict__, "explore_share": 0.5})
+    sent = {d.conversation_id for d in route(suspects + others, cfg).to_send}
+    assert len(sent) == 4
+    assert sent != no_explore  # two of the four were drawn, not ranked
+    assert sent == {
+        d.conversation_id for d in route(list(reversed(suspects + others)), cfg).to_send
+    }
+    draws = {frozenset(d.conversation_id for d in route(suspects + others,
+             RoutingConfig(**{**cfg.__dict__, "seed": k})).to_send) for k in range(6)}  # fmt: skip
+    assert len(draws) > 1  # the draw depends on the seed
