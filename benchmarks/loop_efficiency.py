@@ -796,9 +796,9 @@ def _run_seed(cfg: Config, shared: dict[str, Any]) -> tuple[list[dict[str, Any]]
                 else:
                     cand = dict(st.queued)
                     cand.update({p.conversation_id: p for p in props})
+                    vecs = embedder.embed([text_of[c] for c in cand])  # one batch, cached
                     views = [
-                        view_of(p, text_of[c], embedder.embed([text_of[c]])[0])
-                        for c, p in cand.items()
+                        view_of(p, text_of[c], vecs[i]) for i, (c, p) in enumerate(cand.items())
                     ]
                     sel = select_labelloop(views, rcfg)
                     for c in sel.auto:
