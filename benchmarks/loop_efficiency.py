@@ -256,7 +256,7 @@ class BundleClassifier:
         self, texts: Sequence[str]
     ) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
         b = self.bundle
-        batch = b.score(list(texts), self.embedder)
+        batch = b.score([t.split("\n") for t in texts], self.embedder)
         ints: list[dict[str, float]] = []
         sens: list[dict[str, float]] = []
         for r in range(len(texts)):
@@ -271,7 +271,11 @@ class BundleClassifier:
             sens.append(
                 {
                     c: round(
-                        self.to_prob(batch.sensitive[r, j], b.sensitive_thresholds.get(c, 0.5)), 4
+                        self.to_prob(
+                            batch.sensitive[r, j],
+                            min(b.sensitive_thresholds.get(c, 1.01), b.any_threshold),
+                        ),
+                        4,
                     )
                     for j, c in enumerate(b.categories)
                 }
@@ -398,7 +402,7 @@ def silver_example(
     """An auto-accepted proposal as a down-weighted training example (like the store's silver)."""
     return Example(
         conversation_id=p.conversation_id,
-        text=text,
+        turns=text,  # type: ignore[arg-type]  # a conversation text: one turn per line
         sensitive=tuple(sorted(c for c, v in p.sensitive.items() if v >= threshold)),
         interests=tuple(sorted(i for i, v in p.interests.items() if v >= threshold)),
         weight=weight,
@@ -455,7 +459,7 @@ def annotate(
     return (
         Example(
             conversation_id=ex.conversation_id,
-            text=ex.text,
+            turns=ex.turns,
             sensitive=tuple(sens_u),
             interests=None if ex.interests is None else tuple(sorted(ints_r)),
             weight=1.0,

@@ -1,8 +1,8 @@
 """Training snapshots: gold (+ down-weighted silver) labels, and the frozen evaluation split.
 
 A :class:`Snapshot` is an immutable, content-hashed set of labelled examples split into
-``train`` and ``eval``. Texts are *redacted* renderings (:func:`labeling.records.render_turns`),
-exactly what the filter sees at serving time.
+``train`` and ``eval``. Each example holds its *redacted*, rendered turns
+(:func:`labeling.segments.turn_texts`), exactly what the filter scores at serving time.
 
 The evaluation split (gold only, never trained on) is frozen and only grows:
 
@@ -25,8 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from labeling.records import Conversation, render_turns
-from labeling.redaction import redact
+from labeling.records import Conversation
+from labeling.segments import turn_texts
 from labeling.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
@@ -38,18 +38,32 @@ DEFAULT_EVAL_FRACTION = 0.2
 DEFAULT_EVAL_SALT = "labelloop-eval-v1"
 DEFAULT_MIN_STRATUM_SIZE = 3
 SILVER_MIN_CONFIDENCE = 0.5
+FRAME_COLUMNS = ("conversation_id", "text", "sensitive", "interests", "weight", "origin")
 
 
 @dataclass(frozen=True)
 class Example:
-    """One labelled conversation text."""
+    """One labelled conversation: its redacted, rendered turns (``labeling.segments.turn_texts``)."""
 
     conversation_id: str
-    text: str
+    turns: tuple[str, ...]
     sensitive: tuple[str, ...]
     interests: tuple[str, ...] | None  # IAB ids; None = unknown (masked out of interest training)
     weight: float = 1.0
-    origin: str = "gold"  # gold origins (human|adjudicated|seed|records) or "silver"
+    origin: str = "gold"  # gold origins (human|adjudicated|seed|records), "silver" or "augmented"
+
+    def __post_init__(self) -> None:
+        # a conversation text given as one string: one turn per line
+        turns: Any = self.turns
+        if isinstance(turns, str):
+            object.__setattr__(self, "turns", tuple(turns.split("\n")))
+        elif not isinstance(turns, tuple):
+            object.__setattr__(self, "turns", tuple(str(t) for t in turns))
+
+    @property
+    def text(self) -> str:
+        """The conversation as one text (one line per turn)."""
+        return "\n".join(self.turns)
 
     @property
     def stratum(self) -> str:
@@ -58,19 +72,26 @@ class Example:
     def to_row(self) -> dict[str, Any]:
         return {
             "conversation_id": self.conversation_id,
-            "text": self.text,
+            "turns": list(self.turns),
             "sensitive": list(self.sensitive),
             "interests": None if self.interests is None else list(self.interests),
             "weight": self.weight,
             "origin": self.origin,
         }
 
+    def to_frame_row(self, max_chars: int = 2000) -> dict[str, Any]:
+        """A flat row for tables (MLflow dataset inputs): the text instead of the turn list."""
+        row = {k: v for k, v in self.to_row().items() if k != "turns"}
+        return {**row, "text": self.text[:max_chars]}
+
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Example:
         ints = row.get("interests")
+        turns = row.get("turns")
         return cls(
             conversation_id=str(row["conversation_id"]),
-            text=str(row["text"]),
+            # rows written before turns were kept have the text: one turn per line
+            turns=tuple(str(t) for t in turns) if turns is not None else str(row["text"]),  # type: ignore[arg-type]
             sensitive=tuple(row.get("sensitive") or ()),
             interests=None if ints is None else tuple(ints),
             weight=float(row.get("weight", 1.0)),
@@ -116,10 +137,8 @@ class Snapshot:
     def to_frame(self, part: str = "train") -> pd.DataFrame:
         import pandas as pd
 
-        rows = [e.to_row() for e in (self.train if part == "train" else self.eval)]
-        return pd.DataFrame(
-            rows, columns=["conversation_id", "text", "sensitive", "interests", "weight", "origin"]
-        )
+        rows = [e.to_frame_row() for e in (self.train if part == "train" else self.eval)]
+        return pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
 
 
 def stratum_of(sensitive: Sequence[str]) -> str:
@@ -210,12 +229,6 @@ def interests_to_ids(
     return tuple(sorted(set(out)))
 
 
-def redacted_text(turns: Iterable[Mapping[str, Any]]) -> str:
-    """Redact every turn, then render: the text the filter scores."""
-    red = [{**t, "text": redact(str(t.get("text", ""))).text} for t in turns]
-    return render_turns(red)
-
-
 def example_from_record(
     conv: Conversation, taxonomy: Taxonomy, categories: Sequence[str]
 ) -> Example | None:
@@ -228,7 +241,7 @@ def example_from_record(
         raise ValueError(f"{where}: field 'gold.sensitive': {unknown} are not policy categories")
     return Example(
         conversation_id=conv.conversation_id,
-        text=redacted_text(t.model_dump() for t in conv.turns),
+        turns=turn_texts(t.model_dump() for t in conv.turns),
         sensitive=tuple(sorted(set(conv.gold.sensitive))),
         interests=interests_to_ids(conv.gold.interests, taxonomy, where=where),
         origin="records",
@@ -314,7 +327,7 @@ def snapshot_from_store(
             gold.append(
                 Example(
                     conversation_id=g.conversation_id,
-                    text=render_turns(turns),
+                    turns=turn_texts(turns, redacted=True),
                     sensitive=tuple(sorted({c for c in g.sensitive if c in cats})),
                     interests=tuple(sorted(set(g.interests))),
                     weight=float(g.weight if g.weight is not None else 1.0),
@@ -344,7 +357,7 @@ def snapshot_from_store(
                 silver.append(
                     Example(
                         conversation_id=p.conversation_id,
-                        text=render_turns(turns),
+                        turns=turn_texts(turns, redacted=True),
                         sensitive=tuple(
                             sorted(
                                 c

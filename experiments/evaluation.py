@@ -211,22 +211,89 @@ def evaluate_bundle(
     batch_size: int = 256,
 ) -> tuple[EvalReport, ScoreBatch, list[ContentVerdict]]:
     """Score ``examples`` with ``bundle`` and compute the report."""
-    texts = [e.text for e in examples]
-    sens: list[np.ndarray] = []
-    ints: list[np.ndarray] = []
-    hits: list[frozenset[str]] = []
-    for start in range(0, len(texts), batch_size):
-        b = bundle.score(texts[start : start + batch_size], embedder)
-        sens.append(b.sensitive)
-        ints.append(b.interests)
-        hits.extend(b.lexicon_hits)
-    batch = ScoreBatch(
-        np.vstack(sens) if sens else np.zeros((0, len(bundle.categories))),
-        hits,
-        np.vstack(ints) if ints else np.zeros((0, len(bundle.interest_ids))),
-    )
+    batches = [
+        bundle.score([e.turns for e in examples[start : start + batch_size]], embedder)
+        for start in range(0, len(examples), batch_size)
+    ]
+    batch = concat_batches(batches, len(bundle.categories), len(bundle.interest_ids))
     verdicts = bundle.verdicts(batch)
     return evaluate_verdicts(examples, verdicts, bundle.categories), batch, verdicts
+
+
+@dataclass(frozen=True)
+class LongDialogueReport:
+    """Composed long dialogues (``experiments.composition``): a sensitive turn block inserted
+    late must block; a neutral one must not."""
+
+    n_sensitive: int
+    n_controls: int
+    leak_rate: float
+    control_false_block_rate: float
+    trigger_is_inserted_turn: float  # share of blocked items whose trigger is the inserted block
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "long_dialogue_leak_rate": self.leak_rate,
+            "long_dialogue_control_false_block_rate": self.control_false_block_rate,
+            "n_long_dialogues": float(self.n_sensitive),
+        }
+
+
+def evaluate_long_dialogues(
+    bundle: FilterBundle,
+    examples: Sequence[Example],
+    embedder: TextEmbedder | None,
+    *,
+    n: int = 200,
+    seed: int = 0,
+    max_donor_turns: int = 4,
+    max_donor_chars: int = 1000,
+) -> LongDialogueReport:
+    """Compose long dialogues from ``examples`` (chaining short clean ones into hosts when there
+    are no long ones) and score them."""
+    from experiments.composition import compose_long_dialogues
+
+    comp = compose_long_dialogues(
+        examples, n=n, seed=seed, max_donor_turns=max_donor_turns,
+        max_donor_chars=max_donor_chars, chain_hosts=True,
+    )  # fmt: skip
+    if not comp.examples:
+        return LongDialogueReport(0, 0, float("nan"), float("nan"), float("nan"))
+    _, _, v = evaluate_bundle(bundle, list(comp.examples), embedder)
+    ns = len(comp.sensitive)
+    sens, ctrl = v[:ns], v[ns:]
+    hits = []
+    for e, x in zip(comp.sensitive, sens, strict=True):
+        if x.blocked and x.trigger_turn is not None:
+            a, b = comp.spans[e.conversation_id]
+            hits.append(a <= x.trigger_turn < b)
+    return LongDialogueReport(
+        ns,
+        len(ctrl),
+        _div(sum(1 for x in sens if not x.blocked), ns),
+        _div(sum(1 for x in ctrl if x.blocked), len(ctrl)),
+        _div(sum(hits), len(hits)),
+    )
+
+
+def concat_batches(
+    batches: Sequence[ScoreBatch], n_categories: int, n_interests: int
+) -> ScoreBatch:
+    """One :class:`ScoreBatch` from consecutive ones."""
+    if not batches:
+        return ScoreBatch(
+            np.zeros((0, n_categories)), np.zeros(0), [], np.zeros((0, n_interests)),
+            np.zeros(0), [], [],
+        )  # fmt: skip
+    return ScoreBatch(
+        np.vstack([b.sensitive for b in batches]),
+        np.concatenate([b.any for b in batches]),
+        [h for b in batches for h in b.lexicon_hits],
+        np.vstack([b.interests for b in batches]),
+        np.concatenate([b.margin for b in batches]),
+        [t for b in batches for t in b.trigger_turn],
+        [t for b in batches for t in b.turn_scores],
+    )
 
 
 # ------------------------------------------------------------------------------------ artifacts

@@ -5,10 +5,15 @@
   applies :class:`GateRules`:
 
   - per sensitive category with eval support: recall (share of its items blocked) >= floor;
+  - false-block rate <= a ceiling (a model that blocks everything cannot pass);
+  - long dialogues composed from the eval split (``experiments.composition``: a sensitive turn
+    block inserted late into a long clean dialogue, and neutral controls): leak <= a ceiling,
+    controls' false-block <= the false-block ceiling (a model that misses late mentions cannot
+    pass);
   - leak rate <= the champion's;
   - interest micro-F1 >= champion's - tolerance.
 
-  Without a champion only the absolute rule (recall floor) applies. The verdict and a side-by-side
+  Without a champion only the absolute rules apply. The verdict and a side-by-side
   table are logged as an MLflow run (tags ``labelloop.kind=gate``) and as tags on the version
   (``gate=passed|failed``, ``gate_run_id``, ``gate_summary``). Passing sets alias ``challenger``.
 * :func:`approve` moves ``production`` to a version (the old one keeps alias ``previous``); a
@@ -28,7 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from experiments.dataset import Example
-from experiments.evaluation import EvalReport, evaluate_bundle
+from experiments.evaluation import (
+    EvalReport,
+    LongDialogueReport,
+    evaluate_bundle,
+    evaluate_long_dialogues,
+)
 from experiments.registry import configure, load_eval_set
 from targeting.model import MODEL_NAME, TargetingFilterModel, load_filter
 
@@ -45,6 +55,8 @@ class GateError(RuntimeError):
 class GateRules:
     sensitive_recall_floor: float = 0.98
     interest_f1_tolerance: float = 0.01
+    max_false_block_rate: float = 0.10
+    max_long_dialogue_leak_rate: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -108,10 +120,36 @@ def _nan(v: float) -> bool:
 
 
 def apply_rules(
-    challenger: EvalReport, champion: EvalReport | None, rules: GateRules
+    challenger: EvalReport,
+    champion: EvalReport | None,
+    rules: GateRules,
+    long_dialogues: LongDialogueReport | None = None,
 ) -> tuple[bool, list[Check]]:
     """The gate's verdict from two reports on the same eval split (pure; unit-tested)."""
     checks: list[Check] = []
+    fb = challenger.false_block_rate
+    if _nan(fb):
+        checks.append(Check("false_block_rate <= ceiling", True, None, None,
+                            rules.max_false_block_rate, "no clean eval items"))  # fmt: skip
+    else:
+        checks.append(Check("false_block_rate <= ceiling", fb <= rules.max_false_block_rate + 1e-12,
+                            fb, champion.false_block_rate if champion else None,
+                            rules.max_false_block_rate, f"{challenger.n_non_sensitive} clean items"))  # fmt: skip
+    if long_dialogues is not None:
+        ld = long_dialogues
+        if ld.n_sensitive:
+            checks.append(Check("long_dialogue_leak_rate <= ceiling",
+                                ld.leak_rate <= rules.max_long_dialogue_leak_rate + 1e-12, ld.leak_rate,
+                                None, rules.max_long_dialogue_leak_rate,
+                                f"{ld.n_sensitive} composed dialogues"))  # fmt: skip
+        else:
+            checks.append(Check("long_dialogue_leak_rate <= ceiling", True, None, None,
+                                rules.max_long_dialogue_leak_rate, "no long dialogue could be composed"))  # fmt: skip
+        if ld.n_controls:
+            checks.append(Check("long_dialogue_control_false_block <= ceiling",
+                                ld.control_false_block_rate <= rules.max_false_block_rate + 1e-12,
+                                ld.control_false_block_rate, None, rules.max_false_block_rate,
+                                f"{ld.n_controls} composed controls"))  # fmt: skip
     for cat, m in challenger.per_category.items():
         if m["support"] <= 0:
             checks.append(
@@ -180,6 +218,11 @@ def _score(model: TargetingFilterModel, examples: Sequence[Example]) -> EvalRepo
     return report
 
 
+def _long_dialogues(model: TargetingFilterModel, examples: Sequence[Example]) -> LongDialogueReport:
+    assert model.bundle is not None
+    return evaluate_long_dialogues(model.bundle, examples, model.embedder)
+
+
 def evaluate(
     version: str,
     *,
@@ -199,6 +242,7 @@ def evaluate(
         raise GateError(f"version {version}: the eval split is empty; nothing to gate on")
     challenger_model = load_filter(f"models:/{MODEL_NAME}/{version}")
     challenger = _score(challenger_model, examples)
+    long_dialogues = _long_dialogues(challenger_model, examples)
     champ_version = alias_version(tracking_uri, ALIAS_PRODUCTION)
     champion: EvalReport | None = None
     if champ_version == str(version):
@@ -208,7 +252,7 @@ def evaluate(
         champion = _score(load_filter(f"models:/{MODEL_NAME}/{champ_version}"), examples)
     else:
         notes.append("no production champion; only absolute rules apply")
-    passed, checks = apply_rules(challenger, champion, rules)
+    passed, checks = apply_rules(challenger, champion, rules, long_dialogues)
     result = GateResult(
         version=str(version), champion_version=champ_version, passed=passed, checks=checks,
         challenger_metrics=challenger.metrics(), champion_metrics=champion.metrics() if champion else None,
@@ -221,9 +265,13 @@ def evaluate(
             "labelloop.kind": "gate", "gate.version": str(version), "gate.champion": champ_version or "none",
             "gate.verdict": "passed" if passed else "failed",
         })  # fmt: skip
-        mlflow.log_params({"sensitive_recall_floor": rules.sensitive_recall_floor,
-                           "interest_f1_tolerance": rules.interest_f1_tolerance, "n_eval": len(examples)})  # fmt: skip
+        mlflow.log_params({**asdict(rules), "n_eval": len(examples),
+                           "n_long_dialogues": long_dialogues.n_sensitive})  # fmt: skip
         m = {f"challenger_{k}": v for k, v in challenger.metrics().items()}
+        m["challenger_long_dialogue_leak_rate"] = long_dialogues.leak_rate
+        m["challenger_long_dialogue_control_false_block_rate"] = (
+            long_dialogues.control_false_block_rate
+        )
         if champion:
             m.update({f"champion_{k}": v for k, v in champion.metrics().items()})
         mlflow.log_metrics({k: float(v) for k, v in m.items() if not _nan(float(v))})

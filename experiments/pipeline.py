@@ -32,6 +32,8 @@ def gate_rules(settings: Settings) -> GateRules:
     return GateRules(
         sensitive_recall_floor=settings.gate_sensitive_recall_floor,
         interest_f1_tolerance=settings.gate_interest_f1_tolerance,
+        max_false_block_rate=settings.gate_max_false_block_rate,
+        max_long_dialogue_leak_rate=settings.gate_max_long_dialogue_leak_rate,
     )
 
 
@@ -95,7 +97,8 @@ def train(
     embedder = onnx = tok = None
     model_id = "none"
     cfg = TrainConfig(
-        recall_target=settings.train_recall_target,
+        leak_budget=settings.train_leak_budget,
+        category_recall_floor=settings.train_category_recall_floor,
         use_embeddings=use_embeddings,
         use_tfidf=use_tfidf,
     )

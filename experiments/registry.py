@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from experiments.dataset import Example, Snapshot, examples_to_jsonl
+from experiments.dataset import FRAME_COLUMNS, Example, Snapshot, examples_to_jsonl
 from experiments.evaluation import EvalReport, evaluate_bundle, write_artifacts
 from experiments.training import CachedEmbedder, TrainConfig, TrainResult, train_filter
 from labeling.policy import Policy
@@ -208,20 +208,7 @@ def log_and_register(
         })  # fmt: skip
         mlflow.log_params(params)
         for part, rows in (("training", snapshot.train), ("evaluation", snapshot.eval)):
-            df = (
-                pd.DataFrame([{**e.to_row(), "text": e.text[:2000]} for e in rows])
-                if rows
-                else pd.DataFrame(
-                    columns=[
-                        "conversation_id",
-                        "text",
-                        "sensitive",
-                        "interests",
-                        "weight",
-                        "origin",
-                    ]
-                )
-            )
+            df = pd.DataFrame([e.to_frame_row() for e in rows], columns=list(FRAME_COLUMNS))
             for col in ("sensitive", "interests"):
                 df[col] = df[col].map(lambda v: json.dumps(v)) if len(df) else df[col]
             ds = from_pandas(df, name=f"labelloop-snapshot-{part}", digest=snap_hash[:32])

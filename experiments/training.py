@@ -1,48 +1,67 @@
-"""Train the targeting filter's two classifiers and calibrate their thresholds.
+"""Train the targeting filter and calibrate its thresholds.
 
-* Features: MiniLM embeddings (``embedder``, injectable) + optional TF-IDF (``use_tfidf``).
-* Sensitive categories (multi-label): one logistic regression per policy category. Thresholds are
-  calibrated on *out-of-fold* scores of the training data (``folds`` folds keyed by a hash of the
-  conversation id: every training item is validation data for a model that did not see it; the
-  frozen eval split is never touched) to reach ``recall_target`` per category; the false-block
-  rate this costs on the validation items is reported.
+Sensitive topics (segment level, see ``targeting.scorer``)
+----------------------------------------------------------
+Gold labels are per conversation, the classifier scores segments (turns, and sentence windows of
+long turns): a multiple-instance problem. A clean conversation's segments are all clean; a
+sensitive conversation has at least one sensitive segment, usually not all ("thanks, bye" in a
+dialogue about booking a therapist is not about health).
 
-  Positives that score like a typical negative out of fold (at or below the
-  ``label_noise_quantile`` of the negatives' scores) are left out of that calibration as suspected
-  label errors (counted as ``suspect_positives``; at most half of a category's positives).
+1. Round 0: one multinomial logistic regression over segments, classes ``clean`` + the policy
+   categories; every segment of a sensitive conversation carries that conversation's categories
+   with weight ``1 / n_segments`` (each conversation weighs as much as a one-segment one).
+2. Witnesses: in each sensitive conversation, its best segment under round 0, and the segments
+   that score above 99 % of the clean segments and at least ``witness_ratio`` x the best one, are
+   its sensitive segments; the others are left out (neither clean nor sensitive).
+3. Final model: clean segments + witnesses (full weight each). The witnesses per conversation
+   are also what the label-review tools show as "which turn".
 
-  Categories with fewer than ``min_positives`` gold positives fall back to
-  ``min(fallback_threshold, lowest positive OOF score)`` (rule ``fallback_low``), raised when needed
-  so that at most ``fallback_false_block_budget`` of the training negatives are blocked out of fold
-  (one spurious human label among a handful of positives would otherwise block most traffic; the
-  keyword lexicon still blocks its cues); categories with
-  no positive at all have no regression and are scored by similarity to prototypes (the policy's
-  description and examples), thresholded so that at most ``prototype_false_block_budget`` of the
-  training negatives would be blocked (rule ``prototype``). The keyword lexicon blocks in any case.
-* Interests (multi-label, only on examples whose interests are known): one logistic regression per
-  interest id with at least ``interest_min_positives`` positives; per-label threshold maximising
-  the out-of-fold F1.
+Thresholds are calibrated **out of fold** at the conversation level (``folds`` folds keyed by a
+hash of the conversation id; every training conversation is scored by a model that did not see
+it, max over all its segments):
+
+* one any-sensitive threshold: the highest ``t`` with ``P(any) >= t`` blocking at least
+  ``1 - leak_budget`` of the plausible sensitive conversations. Sensitive conversations that
+  score like a typical clean one out of fold (at or below the ``label_noise_quantile`` of the
+  clean scores; at most ``label_noise_max_share`` of them) are suspected label errors and left
+  out of that calibration (they still count in the reported leak);
+* per-category floors: a category whose positives (>= ``min_positives``) the any-threshold
+  blocks less than ``category_recall_floor`` gets a threshold on its own score that reaches the
+  floor, unless that would block more than ``floor_false_block_budget`` of the clean
+  conversations (then the budget caps it: rule ``capped_by_false_block_budget``). Categories with
+  fewer positives catch all of them within the same budget (``fallback_low``); categories without
+  any are scored by similarity to prototypes (the policy's description and examples) at a
+  ``prototype_false_block_budget`` (``prototype``), or by the lexicon alone (``lexicon_only``).
+* Every rate is reported with its Wilson 95 % interval (``calibration["any"]``, per category).
+
+Interests (conversation level): one logistic regression per interest id with at least
+``interest_min_positives`` positives over the mean of the conversation's segment embeddings plus
+TF-IDF of its text; per-label threshold maximising the out-of-fold F1.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from experiments.dataset import Example, Snapshot, unit_hash
+from labeling.segments import DEFAULT_SEGMENT_CHARS
 from labeling.taxonomy import Taxonomy
 from targeting.scorer import (
+    CLEAN,
     FilterBundle,
+    Lexicon,
+    SegmentScores,
     TextEmbedder,
-    build_features,
     embed_features,
-    load_lexicon,
+    load_lexicon_file,
+    mean_pool,
 )
 
 __all__ = [
@@ -50,35 +69,49 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "calibrate_recall_threshold",
-    "features",
     "recalibrate",
     "train_filter",
     "tune_f1_threshold",
+    "wilson_interval",
 ]
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    recall_target: float = 0.99
+    leak_budget: float = 0.01
+    category_recall_floor: float = 0.95
+    floor_false_block_budget: float = 0.02
     use_embeddings: bool = True
     use_tfidf: bool = True
+    use_char_tfidf: bool = False
+    use_cues: bool = True
+    cue_weight: float = 1.0
     use_lexicon: bool = True
     tfidf_max_features: int = 50_000
     tfidf_ngram_max: int = 2
-    c_sensitive: float = 4.0
+    char_tfidf_max_features: int = 100_000
+    c_segment: float = 2.0
+    # class weights of the segment classifier: "balanced" (every class the same total weight),
+    # "pooled" (all sensitive classes together as much as clean, split by their counts), "none"
+    class_weight: str = "pooled"
     c_interest: float = 4.0
     folds: int = 3
     min_positives: int = 20
-    fallback_threshold: float = 0.1
-    fallback_false_block_budget: float = 0.02  # fallback_low never blocks more negatives (OOF)
     prototype_false_block_budget: float = 0.005
-    # positives scoring at/below this quantile of the negatives' OOF scores are treated as label
-    # errors for calibration (None: calibrate on every positive); see _plausible_positives
     label_noise_quantile: float | None = 0.5
     label_noise_max_share: float = 0.1
+    witness_ratio: float = 0.5
+    mil: bool = True
     interest_min_positives: int = 5
-    embed_max_length: int = 128  # MiniLM tokens per text (benchmark: 128 ~ half the cost of 256)
-    max_iter: int = 2000
+    embed_max_length: int = 128
+    segment_chars: int = DEFAULT_SEGMENT_CHARS
+    unit: str = "segment"  # or "conversation" (one unit per conversation: the old baseline)
+    # clean conversations beyond this many (deterministic hash sample) are not used: they are the
+    # bulk of the data and add little; None = all
+    max_clean_conversations: int | None = None
+    max_iter: int = 300
     fold_salt: str = "labelloop-folds-v1"
 
     def as_params(self) -> dict[str, Any]:
@@ -88,50 +121,29 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     bundle: FilterBundle
-    calibration: dict[
-        str, dict[str, Any]
-    ]  # category -> threshold, rule, n_pos, val recall/false-block
+    calibration: dict[str, dict[str, Any]]  # "any" + per category: threshold, rule, rates, CIs
     interest_calibration: dict[str, dict[str, Any]]
     val_false_block_rate: float
     val_leak_rate: float
     seconds: dict[str, float] = field(default_factory=dict)
-    # out-of-fold validation scores (rows follow the training examples; NaN where not computed)
-    oof_sensitive: npt.NDArray[np.float64] | None = None
-    oof_lexicon: npt.NDArray[np.bool_] | None = None
+    # out-of-fold conversation-level scores (rows follow the training examples used)
+    example_ids: tuple[str, ...] = ()
+    oof_any: npt.NDArray[np.float64] | None = None
+    oof_sensitive: npt.NDArray[np.float64] | None = None  # (n, C)
+    oof_lexicon: npt.NDArray[np.bool_] | None = None  # (n,)
     val_labels: npt.NDArray[np.bool_] | None = None  # (n, C) gold category membership
     val_is_gold: npt.NDArray[np.bool_] | None = None
+    # conversation id -> turn indexes of its witness segments (sensitive conversations)
+    witnesses: dict[str, tuple[int, ...]] = field(default_factory=dict)
     # conversation id -> interest id -> out-of-fold P(interest), for training items whose
     # interests are known and interests with a model (the label-error check reads it)
     oof_interests: dict[str, dict[str, float]] = field(default_factory=dict)
-
-
-def recalibrate(
-    result: TrainResult, recall_target: float, *, min_positives: int = 20
-) -> TrainResult:
-    """The same models with sensitive thresholds re-calibrated (from the stored out-of-fold scores)
-    for another recall target; categories on a fallback rule keep their threshold."""
-    from dataclasses import replace
-
-    if result.oof_sensitive is None or result.val_labels is None or result.val_is_gold is None:
-        raise ValueError("this result has no out-of-fold scores")
-    b = result.bundle
-    thr = dict(b.sensitive_thresholds)
-    for j, c in enumerate(b.categories):
-        if b.sensitive_rules.get(c) != "recall_target":
-            continue
-        pos = result.oof_sensitive[result.val_labels[:, j] & result.val_is_gold, j]
-        if pos.size >= min_positives:
-            neg = result.oof_sensitive[~result.val_labels.any(axis=1) & result.val_is_gold, j]
-            tc = b.meta.get("train_config") or {}
-            pos, _ = _plausible_positives(
-                pos, neg, tc.get("label_noise_quantile"), tc.get("label_noise_max_share", 0.1)
-            )
-            thr[c] = calibrate_recall_threshold(pos, recall_target)
-    return replace(result, bundle=replace(b, sensitive_thresholds=thr))
+    n_segments: int = 0
+    n_clean_skipped: int = 0
 
 
 class CachedEmbedder:
-    """Wraps an embedder with an in-memory text -> vector cache (training embeds each text once)."""
+    """Wraps an embedder with an in-memory text -> vector cache (each text is embedded once)."""
 
     def __init__(self, inner: TextEmbedder) -> None:
         self.inner = inner
@@ -146,11 +158,6 @@ class CachedEmbedder:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([self.cache[t] for t in texts])
-
-
-def features(texts: Sequence[str], embedder: TextEmbedder | None, tfidf: Any | None = None) -> Any:
-    """The feature matrix for ``texts`` (embeddings and/or fitted TF-IDF); see ``build_features``."""
-    return build_features(texts, embedder, tfidf)
 
 
 # ------------------------------------------------------------------------------------ thresholds
@@ -188,6 +195,23 @@ def tune_f1_threshold(
     return best
 
 
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k/n ((nan, nan) for n == 0)."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _rate(mask: npt.NDArray[np.bool_]) -> dict[str, Any]:
+    k, n = int(mask.sum()), int(mask.size)
+    lo, hi = wilson_interval(k, n)
+    return {"rate": k / n if n else float("nan"), "k": k, "n": n, "ci95": [lo, hi]}
+
+
 def _plausible_positives(
     pos: npt.NDArray[np.float64],
     neg: npt.NDArray[np.float64],
@@ -196,15 +220,12 @@ def _plausible_positives(
 ) -> tuple[npt.NDArray[np.float64], int]:
     """(positives to calibrate on, how many were set aside as suspected label errors).
 
-    A positive whose out-of-fold score is at or below the ``quantile`` of the non-sensitive items'
-    scores looks like a typical negative to a model that did not see it: with human labels that is
-    most often a wrong label (a spurious category from one of two annotators, kept by the union
-    rule). Calibrating recall on it would lower the threshold to the bulk of the negatives and block
-    nearly everything. Such positives are left out of the calibration (they still count in the
-    reported validation recall, and the label-error check sends them back to review). Needs >= 20
-    negatives; at most ``max_share`` of the positives (the lowest-scoring) are set aside -- a
-    label-noise budget: the rest of the low scorers are real hard cases and stay;
-    ``quantile=None`` disables it.
+    A positive whose out-of-fold score is at or below the ``quantile`` of the clean items' scores
+    looks like a typical clean conversation to a model that did not see it: most often a wrong
+    label. Calibrating on it would pull the threshold into the bulk of the clean traffic. At most
+    ``max_share`` of the positives (the lowest-scoring) are set aside -- a label-noise budget: the
+    rest of the low scorers are hard cases and stay. Needs >= 20 clean items; ``quantile=None``
+    disables it.
     """
     if quantile is None or neg.size < 20 or pos.size == 0:
         return pos, 0
@@ -214,64 +235,142 @@ def _plausible_positives(
     return order[n_out:], n_out
 
 
-# ------------------------------------------------------------------------------------ training
-def _lr(c: float, max_iter: int, balanced: bool) -> Any:
+def _capped_floor(
+    cat_scores: npt.NDArray[np.float64],
+    already: npt.NDArray[np.bool_],
+    pos_mask: npt.NDArray[np.bool_],
+    neg_mask: npt.NDArray[np.bool_],
+    target: float,
+    budget: float,
+) -> tuple[float, bool]:
+    """Highest threshold on ``cat_scores`` so that (already | score >= t) blocks >= target of the
+    positives, raised when needed so that it blocks at most ``budget`` of the negatives that
+    ``already`` does not block. Returns (threshold, capped)."""
+    missed = cat_scores[pos_mask & ~already]
+    need = math.ceil(target * int(pos_mask.sum()) - 1e-9) - int((pos_mask & already).sum())
+    if need <= 0 or missed.size == 0:
+        return 1.01, False
+    thr = float(np.sort(missed)[::-1][min(need, missed.size) - 1])
+    free_neg = cat_scores[neg_mask & ~already]
+    capped = False
+    if free_neg.size >= 20:
+        cap = float(np.quantile(free_neg, 1.0 - budget))
+        if cap > thr:
+            thr, capped = cap, True
+    return thr, capped
+
+
+# ------------------------------------------------------------------------------------ fitting
+def _segment_lr(cfg: TrainConfig) -> Any:
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(
-        C=c, solver="liblinear", max_iter=max_iter, class_weight="balanced" if balanced else None
+        C=cfg.c_segment,
+        solver="lbfgs",
+        max_iter=cfg.max_iter,
+        class_weight="balanced" if cfg.class_weight == "balanced" else None,
     )
 
 
-def _fit(
-    x: Any,
-    y: npt.NDArray[np.int_],
-    w: npt.NDArray[np.float64],
-    c: float,
-    cfg: TrainConfig,
-    balanced: bool,
-) -> Any:
-    m = _lr(c, cfg.max_iter, balanced)
-    m.fit(x, y, sample_weight=w)
+def _fit_segments(
+    x: Any, classes: list[str], weights: npt.NDArray[np.float64], cfg: TrainConfig
+) -> Any | None:
+    if len(set(classes)) < 2:
+        return None
+    y = np.asarray(classes)
+    w = np.asarray(weights, dtype=np.float64)
+    if cfg.class_weight == "pooled":
+        clean = y == CLEAN
+        w_clean, w_sens = float(w[clean].sum()), float(w[~clean].sum())
+        if w_clean > 0 and w_sens > 0:
+            w = np.where(clean, w, w * (w_clean / w_sens))
+    elif cfg.class_weight not in ("balanced", "none"):
+        raise ValueError(f"unknown class_weight {cfg.class_weight!r}")
+    m = _segment_lr(cfg)
+    m.fit(x, y, sample_weight=w / max(1e-12, float(w.mean())))
     return m
 
 
-def _oof_scores(
-    x: Any,
-    y: npt.NDArray[np.int_],
-    w: npt.NDArray[np.float64],
-    folds: npt.NDArray[np.int_],
-    c: float,
-    cfg: TrainConfig,
-    balanced: bool,
-) -> npt.NDArray[np.float64]:
-    out = np.zeros(y.shape[0], dtype=np.float64)
-    for f in range(cfg.folds):
-        tr, va = folds != f, folds == f
-        if not va.any():
-            continue
-        if len(set(y[tr].tolist())) < 2:
-            out[va] = float(y[tr].mean()) if tr.any() else 0.0
-            continue
-        m = _fit(x[tr], y[tr], w[tr], c, cfg, balanced)
-        out[va] = m.predict_proba(x[va])[:, 1]
-    return out
+def _interest_lr(cfg: TrainConfig) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=cfg.c_interest, solver="liblinear", max_iter=2000)
 
 
-def _fold_ids(examples: Sequence[Example], cfg: TrainConfig) -> npt.NDArray[np.int_]:
+def _fold_ids(ids: Sequence[str], cfg: TrainConfig) -> npt.NDArray[np.int_]:
     return np.array(
-        [
-            min(cfg.folds - 1, int(unit_hash(e.conversation_id, cfg.fold_salt) * cfg.folds))
-            for e in examples
-        ],
+        [min(cfg.folds - 1, int(unit_hash(i, cfg.fold_salt) * cfg.folds)) for i in ids],
         dtype=np.int_,
     )
 
 
-def _rows(x: Any, idx: npt.NDArray[np.int_]) -> Any:
-    return x[idx]
+@dataclass
+class _Rows:
+    """Training rows of the segment classifier (row -> segment, class, weight)."""
+
+    seg: list[int]
+    cls: list[str]
+    w: list[float]
+
+    def arrays(self, keep: npt.NDArray[np.bool_] | None = None) -> tuple[Any, list[str], Any]:
+        idx = np.asarray(self.seg, dtype=np.int_)
+        cls = np.asarray(self.cls, dtype=object)
+        w = np.asarray(self.w, dtype=np.float64)
+        if keep is not None:
+            idx, cls, w = idx[keep], cls[keep], w[keep]
+        return idx, [str(c) for c in cls], w
 
 
+def _rows(
+    seg_owner: npt.NDArray[np.int_],
+    examples: Sequence[Example],
+    cats: Sequence[str],
+    witness: npt.NDArray[np.bool_] | None,
+) -> _Rows:
+    """Rows for round 0 (``witness`` None: every segment of a sensitive conversation, weight
+    1/n_segments) or the final round (witnesses only, full weight)."""
+    n_seg = np.bincount(seg_owner, minlength=len(examples))
+    rows = _Rows([], [], [])
+    for k, i in enumerate(seg_owner.tolist()):
+        e = examples[i]
+        sens = [c for c in e.sensitive if c in cats]
+        if not sens:
+            rows.seg.append(k)
+            rows.cls.append(CLEAN)
+            rows.w.append(e.weight)
+            continue
+        if witness is not None and not witness[k]:
+            continue
+        base = e.weight if witness is not None else e.weight / max(1, int(n_seg[i]))
+        for c in sens:
+            rows.seg.append(k)
+            rows.cls.append(c)
+            rows.w.append(base / len(sens))
+    return rows
+
+
+def _select_witnesses(
+    p_any: npt.NDArray[np.float64],
+    seg_owner: npt.NDArray[np.int_],
+    examples: Sequence[Example],
+    ratio: float,
+    clean_quantile: float = 0.99,
+) -> npt.NDArray[np.bool_]:
+    """Witness segments of the sensitive conversations: each one's best segment, and every other
+    segment that scores above ``clean_quantile`` of the clean segments' scores and at least
+    ``ratio`` x its conversation's best (a segment that scores like clean text is not one)."""
+    best = np.zeros(len(examples))
+    np.maximum.at(best, seg_owner, p_any)
+    sensitive = np.array([bool(e.sensitive) for e in examples])
+    seg_sensitive = sensitive[seg_owner]
+    clean_scores = p_any[~seg_sensitive]
+    floor = float(np.quantile(clean_scores, clean_quantile)) if clean_scores.size else 0.0
+    is_best = p_any >= best[seg_owner] - 1e-12
+    strong = (p_any >= ratio * best[seg_owner]) & (p_any > floor)
+    return np.asarray(seg_sensitive & (is_best | strong), dtype=bool)
+
+
+# ------------------------------------------------------------------------------------ training
 def train_filter(
     snapshot: Snapshot,
     taxonomy: Taxonomy,
@@ -279,193 +378,348 @@ def train_filter(
     *,
     config: TrainConfig = TrainConfig(),
     prototype_texts: Mapping[str, Sequence[str]] | None = None,
-    lexicon: Mapping[str, Sequence[str]] | None = None,
+    lexicon: Lexicon | None = None,
     embedding_model_id: str = "none",
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Train both classifiers on ``snapshot.train`` and calibrate thresholds (see module doc)."""
     if not snapshot.train:
         raise ValueError("the snapshot has no training examples")
     if config.folds < 2:
         raise ValueError("folds must be >= 2 (thresholds are calibrated out of fold)")
+    say = progress or (lambda *_: None)
     timings: dict[str, float] = {}
-    cats = snapshot.categories
-    train = list(snapshot.train)
-    texts = [e.text for e in train]
+    cats = tuple(snapshot.categories)
+    train, n_skipped = _subsample_clean(list(snapshot.train), config)
     emb_obj = embedder if config.use_embeddings else None
 
+    # ---------------- segments and their features
     t0 = time.perf_counter()
-    embeddings = embed_features(texts, emb_obj) if emb_obj is not None else None
+    seg_texts: list[str] = []
+    seg_owner_l: list[int] = []
+    seg_turn: list[int] = []
+    if config.unit not in ("segment", "conversation"):
+        raise ValueError("unit must be 'segment' or 'conversation'")
+    unit_probe = FilterBundle.empty(cats, segment_chars=config.segment_chars, unit=config.unit)
+    for i, e in enumerate(train):
+        for s in unit_probe.segments_of(e.turns):
+            seg_texts.append(s.text)
+            seg_owner_l.append(i)
+            seg_turn.append(s.turn)
+    seg_owner = np.asarray(seg_owner_l, dtype=np.int_)
+    embeddings = None
+    if emb_obj is not None:
+        embeddings = _embed_with_progress(seg_texts, emb_obj, say)
     timings["embed_s"] = time.perf_counter() - t0
-    tfidf = None
+
+    t0 = time.perf_counter()
+    lex = lexicon if lexicon is not None else load_lexicon_file(categories=cats)
+    keywords = (
+        {c: lex.keywords.get(c, ()) for c in cats}
+        if config.use_lexicon
+        else dict.fromkeys(cats, ())
+    )
+    bundle = FilterBundle.empty(
+        cats, cue_weight=config.cue_weight if config.use_cues else 0.0, lexicon=keywords,
+        cues={c: lex.cues.get(c, ()) for c in cats}, embedding_model_id=embedding_model_id,
+        embed_max_length=config.embed_max_length, segment_chars=config.segment_chars,
+        unit=config.unit, uses_embeddings=emb_obj is not None,
+    )  # fmt: skip
     if config.use_tfidf:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        tfidf = TfidfVectorizer(
-            max_features=config.tfidf_max_features,
-            ngram_range=(1, config.tfidf_ngram_max),
-            sublinear_tf=True,
-            min_df=2,
-            strip_accents="unicode",
-        )
-        tfidf.fit(texts)
-    x = build_features(texts, None, tfidf, embeddings=embeddings)
-    weights = np.array([e.weight for e in train], dtype=np.float64)
-    folds = _fold_ids(train, config)
-    is_gold = np.array([e.origin != "silver" for e in train], dtype=bool)
+        bundle.segment_tfidf = TfidfVectorizer(
+            max_features=config.tfidf_max_features, ngram_range=(1, config.tfidf_ngram_max),
+            sublinear_tf=True, min_df=2, strip_accents="unicode",
+        ).fit(seg_texts)  # fmt: skip
+    if config.use_char_tfidf:
+        from sklearn.feature_extraction.text import TfidfVectorizer
 
-    # ---------------- sensitive
+        bundle.segment_char_tfidf = TfidfVectorizer(
+            analyzer="char_wb", ngram_range=(2, 4), max_features=config.char_tfidf_max_features,
+            sublinear_tf=True, min_df=3,
+        ).fit(seg_texts)  # fmt: skip
+    if embeddings is None and bundle.segment_tfidf is None and bundle.segment_char_tfidf is None:
+        raise ValueError("no segment features: enable embeddings or TF-IDF")
+    x = bundle.segment_features(seg_texts, embeddings)
+    if hasattr(x, "tocsr"):
+        x = x.tocsr()
+    timings["features_s"] = time.perf_counter() - t0
+
+    # ---------------- multiple-instance training of the segment classifier
     t0 = time.perf_counter()
-    lex = {
-        c: tuple(v)
-        for c, v in (lexicon if lexicon is not None else load_lexicon(categories=cats)).items()
-        if c in cats
-    }
-    if not config.use_lexicon:
-        lex = {}
-    probe = FilterBundle(
-        categories=cats, interest_ids=(), interest_names={}, sensitive_models={}, sensitive_thresholds={},
-        sensitive_rules={}, prototypes={}, interest_models={}, interest_thresholds={}, tfidf=None,
-        lexicon={c: lex.get(c, ()) for c in cats}, embedding_model_id=embedding_model_id,
-    )  # fmt: skip
-    lex_hits = [probe.lexicon_hits(t) for t in texts]
-    y_any = np.array([bool(e.sensitive) for e in train])
-    sens_models: dict[str, Any] = {}
+    ids = [e.conversation_id for e in train]
+    folds = _fold_ids(ids, config)
+    is_gold = np.array([e.origin not in ("silver", "augmented") for e in train], dtype=bool)
+    labels = np.array([[c in e.sensitive for c in cats] for e in train], dtype=bool).reshape(
+        len(train), len(cats)
+    )
+    y_any = labels.any(axis=1)
+    witness: npt.NDArray[np.bool_] | None = None
+    if config.mil and y_any.any():
+        say("mil round 0", 0, 1)
+        idx, cls, w = _rows(seg_owner, train, cats, None).arrays()
+        m0 = _fit_segments(x[idx], cls, w, config)
+        if m0 is not None:
+            bundle.segment_model, bundle.segment_classes = m0, tuple(str(c) for c in m0.classes_)
+            p_any0, _ = bundle.segment_probabilities(x, x.shape[0])
+            witness = _select_witnesses(p_any0, seg_owner, train, config.witness_ratio)
+        say("mil round 0", 1, 1)
+    rows = _rows(seg_owner, train, cats, witness)
+    idx, cls, w = rows.arrays()
+    witnesses: dict[str, list[int]] = {}
+    if witness is not None:
+        for k in np.flatnonzero(witness).tolist():
+            witnesses.setdefault(ids[seg_owner[k]], []).append(seg_turn[k])
+
+    # out of fold: every conversation scored by a model that did not see it
+    n = len(train)
+    oof_any = np.zeros(n)
+    oof_cat = np.zeros((n, len(cats)))
+    seg_fold = folds[seg_owner]
+    row_fold = seg_fold[idx]
+    for f in range(config.folds):
+        say("out-of-fold", f, config.folds)
+        va = seg_fold == f
+        if not va.any():
+            continue
+        keep = row_fold != f
+        m = _fit_segments(x[idx[keep]], [cls[i] for i in np.flatnonzero(keep)], w[keep], config)
+        if m is None:
+            continue
+        probe = replace(bundle, segment_model=m, segment_classes=tuple(str(c) for c in m.classes_))
+        p_any, p_cat = probe.segment_probabilities(x[va], int(va.sum()))
+        owners = seg_owner[va]
+        np.maximum.at(oof_any, owners, p_any)
+        for j in range(len(cats)):
+            np.maximum.at(oof_cat[:, j], owners, p_cat[:, j])
+    say("out-of-fold", config.folds, config.folds)
+    final = _fit_segments(x[idx], cls, w, config)
+    bundle.segment_model = final
+    bundle.segment_classes = tuple(str(c) for c in final.classes_) if final is not None else ()
+    timings["segment_model_s"] = time.perf_counter() - t0
+
+    # ---------------- lexicon, prototypes, thresholds
+    t0 = time.perf_counter()
+    seg_lex = [bundle.lexicon_hits(t) for t in seg_texts]
+    lex_conv = np.zeros((n, len(cats)), dtype=bool)
+    for k, h in enumerate(seg_lex):
+        for j, c in enumerate(cats):
+            if c in h:
+                lex_conv[seg_owner[k], j] = True
+    lex_any: npt.NDArray[np.bool_] = np.asarray(lex_conv.any(axis=1), dtype=bool)
+    neg_mask = ~y_any & is_gold
+    pos_mask = y_any & is_gold
+    calib: dict[str, dict[str, Any]] = {}
+    pos_scores = oof_any[pos_mask & ~lex_any]
+    plausible, suspects = _plausible_positives(
+        pos_scores, oof_any[neg_mask], config.label_noise_quantile, config.label_noise_max_share
+    )
+    t_any = (
+        calibrate_recall_threshold(plausible, 1.0 - config.leak_budget) if plausible.size else 1.01
+    )
+    bundle.any_threshold = t_any
+    blocked = (oof_any >= t_any) | lex_any
     thresholds: dict[str, float] = {}
     rules: dict[str, str] = {}
-    prototypes: dict[str, npt.NDArray[np.float32]] = {}
-    oof_blocks = np.zeros((len(train), len(cats)), dtype=bool)
-    oof_all = np.full((len(train), len(cats)), np.nan)
-    labels_all = np.array([[c in e.sensitive for c in cats] for e in train], dtype=bool).reshape(
-        len(train), len(cats)
-    )
-    lex_all = np.array([[c in h for c in cats] for h in lex_hits], dtype=bool).reshape(
-        len(train), len(cats)
-    )
-    calib: dict[str, dict[str, Any]] = {}
     for j, cat in enumerate(cats):
-        y = np.array([int(cat in e.sensitive) for e in train], dtype=np.int_)
-        n_pos_gold = int(y[is_gold].sum())
-        info: dict[str, Any] = {"n_pos": int(y.sum()), "n_pos_gold": n_pos_gold}
-        if y.sum() == 0:
+        cpos = labels[:, j] & is_gold
+        n_pos = int(cpos.sum())
+        info: dict[str, Any] = {"n_pos": int(labels[:, j].sum()), "n_pos_gold": n_pos}
+        if cat not in bundle.segment_classes:
             protos_src = list((prototype_texts or {}).get(cat, ()))
             if emb_obj is not None and embeddings is not None and protos_src:
                 protos = embed_features(protos_src, emb_obj)
-                prototypes[cat] = protos
-                sims = (embeddings @ protos.T).max(axis=1)
-                neg = sims[~y_any] if (~y_any).any() else sims
+                bundle.prototypes[cat] = protos
+                sims = np.zeros(n)
+                np.maximum.at(sims, seg_owner, (embeddings @ protos.T).max(axis=1))
+                neg = sims[neg_mask] if neg_mask.any() else sims
                 thr = (
                     float(np.quantile(neg, 1.0 - config.prototype_false_block_budget))
                     if neg.size
                     else 0.5
                 )
                 thresholds[cat], rules[cat] = thr, "prototype"
-                oof_blocks[:, j] = sims >= thr
+                oof_cat[:, j] = sims
             else:
                 thresholds[cat], rules[cat] = 1.01, "lexicon_only"
-            sens_models[cat] = None
         else:
-            oof = _oof_scores(x, y, weights, folds, config.c_sensitive, config, balanced=True)
-            oof_all[:, j] = oof
-            pos = oof[(y == 1) & is_gold]
-            if pos.size == 0:
-                pos = oof[y == 1]
-            pos, info["suspect_positives"] = _plausible_positives(
-                pos,
-                oof[~y_any & is_gold],
-                config.label_noise_quantile,
-                config.label_noise_max_share,
+            target = config.category_recall_floor if n_pos >= config.min_positives else 1.0
+            thr, capped = _capped_floor(
+                oof_cat[:, j], blocked, cpos, neg_mask, target, config.floor_false_block_budget
             )
-            if n_pos_gold >= config.min_positives:
-                thr, rule = calibrate_recall_threshold(pos, config.recall_target), "recall_target"
+            if thr > 1.0:
+                rule = "any_threshold"
+            elif n_pos >= config.min_positives:
+                rule = "recall_floor"
             else:
-                thr, rule = min(config.fallback_threshold, float(pos.min())), "fallback_low"
-                neg_scores = oof[~y_any & is_gold]
-                if neg_scores.size >= 20:
-                    # a false-block budget: one spurious positive must not set the threshold
-                    # inside the bulk of the negatives (few positives, no statistics to tell)
-                    cap = float(np.quantile(neg_scores, 1.0 - config.fallback_false_block_budget))
-                    if cap > thr:
-                        thr, info["capped_by_false_block_budget"] = cap, True
+                rule = "fallback_low"
+            if capped:
+                info["capped_by_false_block_budget"] = True
             thresholds[cat], rules[cat] = thr, rule
-            oof_blocks[:, j] = oof >= thr
-            sens_models[cat] = (
-                _fit(x, y, weights, config.c_sensitive, config, balanced=True)
-                if len(set(y.tolist())) > 1
-                else None
-            )
-        hits = np.array([cat in h for h in lex_hits], dtype=bool)
-        oof_blocks[:, j] |= hits
-        pos_mask = (y == 1) & is_gold
-        neg_mask = ~y_any & is_gold
-        info.update(
+        blocked_c = blocked | (oof_cat[:, j] >= thresholds[cat])
+        blocked = blocked_c
+        calib[cat] = info
+    for j, cat in enumerate(cats):
+        cpos = labels[:, j] & is_gold
+        calib[cat].update(
             threshold=thresholds[cat],
             rule=rules[cat],
-            val_recall=float(oof_blocks[pos_mask, j].mean()) if pos_mask.any() else float("nan"),
-            val_false_block=float(oof_blocks[neg_mask, j].mean())
+            val_recall=_rate(blocked[cpos])["rate"] if cpos.any() else float("nan"),
+            val_recall_ci95=wilson_interval(int(blocked[cpos].sum()), int(cpos.sum())),
+            val_false_block=float((oof_cat[neg_mask, j] >= thresholds[cat]).mean())
             if neg_mask.any()
             else float("nan"),
-            val_lexicon_hits_on_negatives=int(hits[neg_mask].sum()),
+            val_lexicon_hits_on_negatives=int(lex_conv[neg_mask, j].sum()),
         )
-        calib[cat] = info
-    blocked: npt.NDArray[np.bool_] = np.asarray(oof_blocks.any(axis=1), dtype=bool)
-    neg_all = ~y_any & is_gold
-    pos_all = y_any & is_gold
-    val_fb = float(blocked[neg_all].mean()) if neg_all.any() else float("nan")
-    val_leak = float((~blocked[pos_all]).mean()) if pos_all.any() else float("nan")
-    timings["sensitive_s"] = time.perf_counter() - t0
+    bundle.sensitive_thresholds, bundle.sensitive_rules = thresholds, rules
+    calib["any"] = {
+        "threshold": t_any,
+        "rule": f"leak_budget={config.leak_budget}",
+        "suspect_positives": suspects,
+        "leak": _rate(~blocked[pos_mask]),
+        "false_block": _rate(blocked[neg_mask]),
+    }
+    val_fb = calib["any"]["false_block"]["rate"]
+    val_leak = calib["any"]["leak"]["rate"]
+    timings["thresholds_s"] = time.perf_counter() - t0
 
-    # ---------------- interests
+    # ---------------- interests (conversation level)
     t0 = time.perf_counter()
-    known = np.array([e.interests is not None for e in train], dtype=bool)
-    idx = np.flatnonzero(known)
-    label_ids = tuple(i for i in snapshot.interest_ids if i in taxonomy)
-    int_models: dict[str, Any] = {}
-    int_thr: dict[str, float] = {}
-    int_cal: dict[str, dict[str, Any]] = {}
-    oof_int: dict[str, dict[str, float]] = {}
-    if idx.size:
-        xk = _rows(x, idx)
-        wk = weights[idx]
-        fk = folds[idx]
-        for iid in label_ids:
-            y = np.array([int(iid in (train[i].interests or ())) for i in idx], dtype=np.int_)
-            npos = int(y.sum())
-            if npos < config.interest_min_positives or npos == y.size:
-                int_cal[iid] = {"n_pos": npos, "threshold": None, "rule": "too_few_positives"}
-                continue
-            oof = _oof_scores(xk, y, wk, fk, config.c_interest, config, balanced=False)
-            for r, i in enumerate(idx):
-                oof_int.setdefault(train[i].conversation_id, {})[iid] = float(oof[r])
-            thr, f1 = tune_f1_threshold(oof, y)
-            int_models[iid] = _fit(xk, y, wk, config.c_interest, config, balanced=False)
-            int_thr[iid] = thr
-            int_cal[iid] = {"n_pos": npos, "threshold": thr, "val_f1": f1, "rule": "max_f1"}
+    int_cal, oof_int = _train_interests(
+        bundle, train, taxonomy, snapshot.interest_ids, embeddings, seg_owner, folds, config
+    )
     timings["interests_s"] = time.perf_counter() - t0
 
-    names = {i: taxonomy.by_id(i).name for i in int_models}
-    bundle = FilterBundle(
-        categories=cats,
-        interest_ids=tuple(i for i in label_ids if i in int_models),
-        interest_names=names,
-        sensitive_models=sens_models,
-        sensitive_thresholds=thresholds,
-        sensitive_rules=rules,
-        prototypes=prototypes,
-        interest_models=int_models,
-        interest_thresholds=int_thr,
-        tfidf=tfidf,
-        lexicon={c: lex.get(c, ()) for c in cats},
-        embedding_model_id=embedding_model_id if emb_obj is not None else "none",
-        embed_max_length=config.embed_max_length,
-        uses_embeddings=emb_obj is not None,
-        meta={
-            "snapshot_hash": snapshot.content_hash,
-            "train_config": config.as_params(),
-            "taxonomy_version": taxonomy.version,
-            "uses_embeddings": emb_obj is not None,
-        },
-    )
+    bundle.meta = {
+        "snapshot_hash": snapshot.content_hash,
+        "train_config": config.as_params(),
+        "taxonomy_version": taxonomy.version,
+        "uses_embeddings": emb_obj is not None,
+        "n_segments": len(seg_texts),
+        "n_clean_skipped": n_skipped,
+    }
     return TrainResult(
-        bundle, calib, int_cal, val_fb, val_leak, timings, oof_all, lex_all, labels_all, is_gold,
-        oof_int,
+        bundle, calib, int_cal, val_fb, val_leak, timings, tuple(ids), oof_any, oof_cat,
+        lex_any, labels, is_gold, {k: tuple(sorted(set(v))) for k, v in witnesses.items()},
+        oof_int, len(seg_texts), n_skipped,
     )  # fmt: skip
+
+
+def _subsample_clean(train: list[Example], cfg: TrainConfig) -> tuple[list[Example], int]:
+    if cfg.max_clean_conversations is None:
+        return train, 0
+    clean = [e for e in train if not e.sensitive]
+    if len(clean) <= cfg.max_clean_conversations:
+        return train, 0
+    keep = {
+        e.conversation_id
+        for e in sorted(
+            clean, key=lambda e: unit_hash(e.conversation_id, cfg.fold_salt + "-clean")
+        )[: cfg.max_clean_conversations]
+    }
+    out = [e for e in train if e.sensitive or e.conversation_id in keep]
+    return out, len(train) - len(out)
+
+
+def _embed_with_progress(
+    texts: Sequence[str], embedder: TextEmbedder, say: Progress, chunk: int = 2048
+) -> npt.NDArray[np.float32]:
+    uniq = list(dict.fromkeys(texts))
+    vecs: list[npt.NDArray[np.float32]] = []
+    for start in range(0, len(uniq), chunk):
+        say("embed", start, len(uniq))
+        vecs.append(embed_features(uniq[start : start + chunk], embedder))
+    say("embed", len(uniq), len(uniq))
+    if not vecs:
+        return np.zeros((0, 0), dtype=np.float32)
+    table = np.vstack(vecs)
+    index = {t: i for i, t in enumerate(uniq)}
+    return table[[index[t] for t in texts]]
+
+
+def _train_interests(
+    bundle: FilterBundle,
+    train: Sequence[Example],
+    taxonomy: Taxonomy,
+    interest_ids: Sequence[str],
+    embeddings: npt.NDArray[np.float32] | None,
+    seg_owner: npt.NDArray[np.int_],
+    folds: npt.NDArray[np.int_],
+    config: TrainConfig,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
+    known = np.array([e.interests is not None for e in train], dtype=bool)
+    idx = np.flatnonzero(known)
+    label_ids = tuple(i for i in interest_ids if i in taxonomy)
+    int_cal: dict[str, dict[str, Any]] = {}
+    oof_int: dict[str, dict[str, float]] = {}
+    if not idx.size:
+        return int_cal, oof_int
+    if config.use_tfidf:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        bundle.interest_tfidf = TfidfVectorizer(
+            max_features=config.tfidf_max_features, ngram_range=(1, config.tfidf_ngram_max),
+            sublinear_tf=True, min_df=2, strip_accents="unicode",
+        ).fit([train[i].text for i in idx])  # fmt: skip
+    conv_emb = mean_pool(embeddings, seg_owner, len(train)) if embeddings is not None else None
+    convs = [train[i].turns for i in idx]
+    xk = bundle.interest_features(convs, conv_emb[idx] if conv_emb is not None else None)
+    if hasattr(xk, "tocsr"):
+        xk = xk.tocsr()
+    wk = np.array([train[i].weight for i in idx], dtype=np.float64)
+    fk = folds[idx]
+    for iid in label_ids:
+        y = np.array([int(iid in (train[i].interests or ())) for i in idx], dtype=np.int_)
+        npos = int(y.sum())
+        if npos < config.interest_min_positives or npos == y.size:
+            int_cal[iid] = {"n_pos": npos, "threshold": None, "rule": "too_few_positives"}
+            continue
+        oof = np.zeros(y.size)
+        for f in range(config.folds):
+            tr, va = fk != f, fk == f
+            if not va.any():
+                continue
+            if len(set(y[tr].tolist())) < 2:
+                oof[va] = float(y[tr].mean()) if tr.any() else 0.0
+                continue
+            m = _interest_lr(config).fit(xk[tr], y[tr], sample_weight=wk[tr])
+            oof[va] = m.predict_proba(xk[va])[:, 1]
+        for r, i in enumerate(idx):
+            oof_int.setdefault(train[i].conversation_id, {})[iid] = float(oof[r])
+        thr, f1 = tune_f1_threshold(oof, y)
+        bundle.interest_models[iid] = _interest_lr(config).fit(xk, y, sample_weight=wk)
+        bundle.interest_thresholds[iid] = thr
+        int_cal[iid] = {"n_pos": npos, "threshold": thr, "val_f1": f1, "rule": "max_f1"}
+    bundle.interest_ids = tuple(i for i in label_ids if i in bundle.interest_models)
+    bundle.interest_names = {i: taxonomy.by_id(i).name for i in bundle.interest_models}
+    return int_cal, oof_int
+
+
+def recalibrate(result: TrainResult, leak_budget: float) -> TrainResult:
+    """The same models with the any-sensitive threshold re-calibrated (from the stored
+    out-of-fold scores) for another leak budget; category floors are kept."""
+    if result.oof_any is None or result.val_labels is None or result.val_is_gold is None:
+        raise ValueError("this result has no out-of-fold scores")
+    b = result.bundle
+    lex = (
+        result.oof_lexicon
+        if result.oof_lexicon is not None
+        else np.zeros(len(result.oof_any), bool)
+    )
+    y_any = result.val_labels.any(axis=1)
+    pos = result.oof_any[y_any & result.val_is_gold & ~lex]
+    neg = result.oof_any[~y_any & result.val_is_gold]
+    tc = b.meta.get("train_config") or {}
+    plausible, _ = _plausible_positives(
+        pos, neg, tc.get("label_noise_quantile"), tc.get("label_noise_max_share", 0.1)
+    )
+    t_any = calibrate_recall_threshold(plausible, 1.0 - leak_budget) if plausible.size else 1.01
+    return replace(result, bundle=replace(b, any_threshold=t_any))
+
+
+def segment_scores_for(
+    bundle: FilterBundle, examples: Sequence[Example], embedder: TextEmbedder | None
+) -> SegmentScores:
+    """Segment-level scores of examples (evaluation, label review)."""
+    return bundle.score_segments([e.turns for e in examples], embedder)

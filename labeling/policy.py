@@ -294,6 +294,9 @@ class ExclusionReason(StrEnum):
     SENSITIVE_TOPIC = "sensitive_topic"
     INVALID_RECORD = "invalid_record"
     MODEL_UNAVAILABLE = "model_unavailable"
+    # a turn is in a language whose filter quality has not been measured (policy
+    # ``supported_languages``): the filter cannot judge it, so it refuses (no category revealed)
+    UNSUPPORTED_LANGUAGE = "unsupported_language"
 
 
 class SensitiveCategory(BaseModel):
@@ -313,6 +316,17 @@ class PolicyDoc(BaseModel):
     enabled_surfaces: list[Surface]
     excluded_countries: dict[str, list[str]]
     sensitive_categories: dict[str, SensitiveCategory] = Field(min_length=1)
+    # ISO 639-1 codes of the languages the filter may judge; a conversation with a turn in any
+    # other (detected) language is not eligible (reason unsupported_language)
+    supported_languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
+
+    @field_validator("supported_languages")
+    @classmethod
+    def _language_codes(cls, v: list[str]) -> list[str]:
+        for code in v:
+            if not (len(code) in (2, 3) and code.isalpha() and code == code.lower()):
+                raise ValueError(f"supported_languages: {code!r} is not an ISO 639-1 code")
+        return v
 
     @field_validator("excluded_countries")
     @classmethod
@@ -365,6 +379,10 @@ class Policy:
     @property
     def short_version(self) -> str:
         return self.version[:12]
+
+    @property
+    def supported_languages(self) -> frozenset[str]:
+        return frozenset(self.doc.supported_languages)
 
     def describe_categories(self) -> dict[str, str]:
         return {k: v.description for k, v in self.doc.sensitive_categories.items()}

@@ -102,18 +102,22 @@ class Conversation(BaseModel):
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def render_turn(turn: Mapping[str, Any], *, with_role: bool = True) -> str:
+    """One turn as text: ``role: text`` (``role/modality: text`` for voice, image and video)."""
+    if not with_role:
+        return str(turn["text"])
+    modality = turn.get("modality") or "text"
+    tag = turn["role"] if modality == "text" else f"{turn['role']}/{modality}"
+    return f"{tag}: {turn['text']}"
+
+
 def render_turns(turns: Iterable[Mapping[str, Any]], *, with_roles: bool = True) -> str:
     """The one text rendering of a conversation used by embeddings, prompts and classifiers.
 
-    ``turns`` are dicts with role, text and optional modality (e.g. ``ConversationRow.redacted_turns``).
-    Non-text modalities are marked: ``user/voice: ...``, ``assistant/image: ...``.
+    ``turns`` are dicts with role, text and optional modality (e.g. ``ConversationRow.redacted_turns``);
+    one :func:`render_turn` line per turn.
     """
-    parts = []
-    for t in turns:
-        modality = t.get("modality") or "text"
-        tag = t["role"] if modality == "text" else f"{t['role']}/{modality}"
-        parts.append(f"{tag}: {t['text']}" if with_roles else str(t["text"]))
-    return "\n".join(parts)
+    return "\n".join(render_turn(t, with_role=with_roles) for t in turns)
 
 
 @dataclass(frozen=True)

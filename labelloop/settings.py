@@ -91,8 +91,12 @@ class Settings(BaseSettings):
     mlflow_experiment: str = Field(
         "labelloop-targeting-filter", description="MLflow experiment of training runs"
     )
-    train_recall_target: float = Field(
-        0.99, description="per-category sensitive recall the thresholds aim for"
+    train_leak_budget: float = Field(
+        0.01,
+        description="share of sensitive training conversations (out of fold) the any-sensitive threshold may pass",
+    )
+    train_category_recall_floor: float = Field(
+        0.95, description="per-category recall (out of fold) a category floor threshold restores"
     )
     train_silver_precision: float = Field(
         0.8,
@@ -106,6 +110,13 @@ class Settings(BaseSettings):
     )
     gate_interest_f1_tolerance: float = Field(
         0.01, description="gate: allowed interest micro-F1 drop vs champion"
+    )
+    gate_max_false_block_rate: float = Field(
+        0.10, description="gate: ceiling on the share of clean eval conversations blocked"
+    )
+    gate_max_long_dialogue_leak_rate: float = Field(
+        0.02,
+        description="gate: ceiling on leaks of sensitive turns inserted late into long dialogues",
     )
     gate_auto_approve: bool = Field(
         False, description="move @production automatically when the gate passes"

@@ -5,10 +5,14 @@ Order of checks for every record:
 1. record validation (``labeling.records.parse_record`` with the size limits) -> ``invalid_record``;
 2. the policy gate (``Policy.check``) -> region / unlinked_account / before_policy_date /
    surface_disabled;
-3. redaction of every turn, then the content scorer: any sensitive category above its threshold
-   (or a lexicon hit) -> ``sensitive_topic``; the category is kept in ``sensitive_category`` for the
-   **audit log only** (callers that answer the ad side must drop it: :meth:`Decision.public`);
-4. interests above their per-label thresholds (only for eligible records).
+3. the language of every turn (``labeling.language``): a turn in a language the policy does not
+   list in ``supported_languages`` -> ``unsupported_language`` (the filter refuses what its
+   quality was not measured on);
+4. redaction of every turn, then the content scorer on every segment of every turn: one
+   sensitive segment anywhere -> ``sensitive_topic``; the category and the index of the turn that
+   triggered it are kept for the **audit log only** (callers that answer the ad side must drop
+   them: :meth:`Decision.public`);
+5. interests above their per-label thresholds (only for eligible records).
 
 Any exception while scoring makes the affected records ``model_unavailable`` (a failing batch is
 retried record by record so one poisonous record does not take the others down); no scorer at all
@@ -25,18 +29,23 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
 
+from labeling.language import turn_languages, unsupported
 from labeling.policy import ExclusionReason, Policy
-from labeling.records import Conversation, Limits, parse_record, render_turns
-from labeling.redaction import redact
+from labeling.records import Conversation, Limits, parse_record
+from labeling.segments import turn_texts
 from targeting.scorer import ContentVerdict
 
 log = logging.getLogger(__name__)
+AUDIT_ONLY = ("sensitive_category", "trigger_turn", "languages")
 
 
 class ContentJudge(Protocol):
-    """Scores redacted texts (``targeting.model.TargetingFilterModel`` and test fakes)."""
+    """Scores conversations given as rendered, redacted turns (``labeling.segments.turn_texts``);
+    ``targeting.model.TargetingFilterModel`` and test fakes."""
 
-    def judge_texts(self, texts: Sequence[str]) -> list[ContentVerdict]: ...
+    def judge_conversations(
+        self, conversations: Sequence[Sequence[str]]
+    ) -> list[ContentVerdict]: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class Decision:
     model_version: str | None = None
     policy_version: str | None = None
     detail: str = field(default="", compare=False)
+    trigger_turn: int | None = None  # AUDIT ONLY: the turn that made it sensitive
+    languages: tuple[str, ...] = ()  # detected language per turn ("und": too short to tell)
 
     def __post_init__(self) -> None:
         if not self.eligible and self.interests:
@@ -64,21 +75,24 @@ class Decision:
             raise ValueError("an eligible decision has no excluded_reason")
 
     def to_dict(self) -> dict[str, Any]:
-        """Full decision, including the sensitive category (for the audit log)."""
+        """Full decision, including the sensitive category and trigger turn (for the audit log)."""
         return {
             "conversation_id": self.conversation_id,
             "eligible": self.eligible,
             "interests": [{"id": i.id, "name": i.name, "score": i.score} for i in self.interests],
             "excluded_reason": self.excluded_reason,
             "sensitive_category": self.sensitive_category,
+            "trigger_turn": self.trigger_turn,
+            "languages": list(self.languages),
             "model_version": self.model_version,
             "policy_version": self.policy_version,
         }
 
     def public(self) -> dict[str, Any]:
-        """What the ad side may see: never the sensitive category."""
+        """What the ad side may see: never the sensitive category or the triggering turn."""
         d = self.to_dict()
-        d.pop("sensitive_category")
+        for k in AUDIT_ONLY:
+            d.pop(k)
         return d
 
 
@@ -154,11 +168,9 @@ def _validate(raw: Any, limits: Limits) -> Conversation | str:
     return f"field {res.field!r}: {res.reason}" if res.field else res.reason
 
 
-def redacted_text(conv: Conversation) -> str:
-    turns = [
-        {"role": t.role, "modality": t.modality, "text": redact(t.text).text} for t in conv.turns
-    ]
-    return render_turns(turns)
+def redacted_turns(conv: Conversation) -> tuple[str, ...]:
+    """The rendered, redacted turns the content scorer sees (the same function as training's)."""
+    return turn_texts(t.model_dump() for t in conv.turns)
 
 
 def decide_batch(
@@ -173,7 +185,7 @@ def decide_batch(
     """One decision per input record, in order. Never raises for bad records or scorer errors."""
     pv = policy.version
     decisions: list[Decision | None] = [None] * len(records)
-    pending: list[tuple[int, Conversation, str]] = []
+    pending: list[tuple[int, Conversation, tuple[str, ...], tuple[str, ...]]] = []
     for i, raw in enumerate(records):
         cid = _cid(raw)
         try:
@@ -194,22 +206,36 @@ def decide_batch(
             decisions[i] = Decision(conv.conversation_id, False, excluded_reason=reason,
                                     model_version=model_version, policy_version=pv, detail=gate.detail)  # fmt: skip
             continue
+        try:
+            langs = turn_languages(t.text for t in conv.turns)
+        except Exception as exc:
+            decisions[i] = _unavailable(
+                conv.conversation_id, model_version, pv, f"language detection failed: {exc}"
+            )
+            continue
+        foreign = unsupported(langs, policy.supported_languages)
+        if foreign:
+            detail = ", ".join(f"turn {t}: {c}" for t, c in foreign[:5])
+            decisions[i] = Decision(conv.conversation_id, False, excluded_reason=ExclusionReason.UNSUPPORTED_LANGUAGE.value,
+                                    model_version=model_version, policy_version=pv, detail=detail,
+                                    languages=langs)  # fmt: skip
+            continue
         if judge is None:
             decisions[i] = _unavailable(conv.conversation_id, model_version, pv, "no model loaded")
             continue
         try:
-            text = redacted_text(conv)
+            turns = redacted_turns(conv)
         except Exception as exc:
             decisions[i] = _unavailable(
                 conv.conversation_id, model_version, pv, f"redaction failed: {exc}"
             )
             continue
-        pending.append((i, conv, text))
+        pending.append((i, conv, turns, langs))
 
     if pending and judge is not None:
-        verdicts = _judge_fail_closed(judge, [t for _, _, t in pending])
+        verdicts = _judge_fail_closed(judge, [t for _, _, t, _ in pending])
         names = interest_names or {}
-        for (i, conv, _), v in zip(pending, verdicts, strict=True):
+        for (i, conv, _, langs), v in zip(pending, verdicts, strict=True):
             if v is None:
                 decisions[i] = _unavailable(
                     conv.conversation_id, model_version, pv, "scoring failed"
@@ -217,14 +243,15 @@ def decide_batch(
             elif v.blocked:
                 decisions[i] = Decision(conv.conversation_id, False, excluded_reason=ExclusionReason.SENSITIVE_TOPIC.value,
                                         sensitive_category=v.sensitive_category, model_version=model_version,
-                                        policy_version=pv)  # fmt: skip
+                                        policy_version=pv, trigger_turn=v.trigger_turn, languages=langs)  # fmt: skip
             else:
                 ints = tuple(
                     InterestScore(iid, names.get(iid, iid), float(s)) for iid, s in v.interests
                 )
                 decisions[i] = Decision(
-                    conv.conversation_id, True, ints, None, None, model_version, pv
-                )
+                    conv.conversation_id, True, ints, None, None, model_version, pv,
+                    languages=langs,
+                )  # fmt: skip
     out: list[Decision] = []
     for i, d in enumerate(decisions):
         out.append(
@@ -233,18 +260,20 @@ def decide_batch(
     return out
 
 
-def _judge_fail_closed(judge: ContentJudge, texts: list[str]) -> list[ContentVerdict | None]:
+def _judge_fail_closed(
+    judge: ContentJudge, convs: list[tuple[str, ...]]
+) -> list[ContentVerdict | None]:
     try:
-        verdicts = judge.judge_texts(texts)
-        if len(verdicts) != len(texts):
-            raise RuntimeError(f"scorer returned {len(verdicts)} verdicts for {len(texts)} texts")
+        verdicts = judge.judge_conversations(convs)
+        if len(verdicts) != len(convs):
+            raise RuntimeError(f"scorer returned {len(verdicts)} verdicts for {len(convs)} records")
         return list(verdicts)
     except Exception:
         log.exception("batch scoring failed; retrying record by record")
     out: list[ContentVerdict | None] = []
-    for t in texts:
+    for t in convs:
         try:
-            v = judge.judge_texts([t])
+            v = judge.judge_conversations([t])
             out.append(v[0] if len(v) == 1 else None)
         except Exception:
             out.append(None)

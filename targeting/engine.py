@@ -69,6 +69,8 @@ class Decision:
     policy_version: str | None
     sensitive_category: str | None = None  # AUDIT ONLY
     detail: str = ""  # AUDIT ONLY: why invalid / unavailable (never record content)
+    trigger_turn: int | None = None  # AUDIT ONLY: index of the turn that made it sensitive
+    languages: tuple[str, ...] = ()  # AUDIT ONLY: detected language per turn
 
     def public(self) -> dict[str, Any]:
         """The decision as the ad side sees it (no sensitive category, no detail)."""
@@ -279,6 +281,16 @@ class FilterEngine:
                 raise ContractError("sensitive_category is not a string")
             interests = _clean_interests(raw.get("interests"))
             policy_v = raw.get("policy_version")
+            trigger = raw.get("trigger_turn")
+            if trigger is not None and (isinstance(trigger, bool) or not isinstance(trigger, int)):
+                raise ContractError("trigger_turn is not an integer")
+            langs_raw = raw.get("languages") or []
+            if hasattr(langs_raw, "tolist"):
+                langs_raw = langs_raw.tolist()
+            if not isinstance(langs_raw, list | tuple) or not all(
+                isinstance(x, str) and len(x) <= 8 for x in langs_raw
+            ):
+                raise ContractError("languages is not a list of language codes")
         except ContractError as exc:
             log.warning("model %s broke the decision contract for %s: %s", loaded.version, cid, exc)
             return self._unavailable(cid, loaded, f"contract: {exc}")
@@ -297,6 +309,8 @@ class FilterEngine:
             or loaded.policy_version
             or self.policy.version,
             sensitive_category=category,
+            trigger_turn=trigger if category is not None else None,
+            languages=tuple(langs_raw),
         )
 
     def _excluded(
@@ -340,6 +354,8 @@ class FilterEngine:
                 "excluded_reason": d.excluded_reason,
                 "interests": [[i["id"], i["score"]] for i in d.interests],
                 "sensitive_category": d.sensitive_category,
+                "trigger_turn": d.trigger_turn,
+                "languages": list(d.languages) or None,
                 "model_name": model_name,
                 "model_version": d.model_version,
                 "policy_version": d.policy_version,

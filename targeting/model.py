@@ -104,10 +104,10 @@ class TargetingFilterModel(PythonModel):
         self._set(bundle, policy, taxonomy, embedder, None)
 
     # ---- scoring
-    def judge_texts(self, texts: Sequence[str]) -> list[ContentVerdict]:
+    def judge_conversations(self, conversations: Sequence[Sequence[str]]) -> list[ContentVerdict]:
         if self.bundle is None:
             raise RuntimeError("model not loaded")
-        return self.bundle.judge(texts, self.embedder)
+        return self.bundle.judge(conversations, self.embedder)
 
     def decide(self, records: Any, *, model_version: str | None = None) -> list[Decision]:
         """Decisions for records (DataFrame, list of dicts/Conversations, or one dict)."""

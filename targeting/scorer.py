@@ -1,19 +1,33 @@
-"""Runtime scoring of conversation texts: features, the two classifiers, thresholds, lexicon.
+"""Runtime scoring of conversations: segments, features, the classifiers, thresholds, lexicon.
 
 This is the part of the targeting filter that is *learned* (trained by ``experiments.training``,
 shipped inside the MLflow pyfunc model by ``targeting.model``). It is pure: no I/O, no services.
 
-* Features: MiniLM sentence embeddings (any object with ``embed(texts) -> (n, d) float array``;
-  unit tests inject a cheap deterministic fake) plus, optionally, TF-IDF word/bigram features.
-* Sensitive classifier: one logistic regression per policy category (multi-label). A category
-  with no training positives has no regression; it is scored by cosine similarity to
-  *prototypes* (the policy's description and examples, embedded) instead.
-* A keyword lexicon (``labeling/data/sensitive_lexicon.yaml``) is a safety net: a hit blocks.
-* Interest classifier: one logistic regression per interest id; per-label thresholds.
+Sensitive topics are judged **per segment** (``labeling.segments``: every turn, long turns cut
+into sentence windows; no text unseen) and aggregated with **max**: one sensitive segment blocks
+the whole conversation, wherever it is.
+
+* Segment features: sentence embeddings (any object with ``embed(texts) -> (n, d) float array``;
+  unit tests inject a cheap deterministic fake), optionally TF-IDF word n-grams and character
+  n-grams fitted on segments, and **cue features**: per policy category, how many of its cue terms
+  (``labeling/data/sensitive_lexicon.yaml``, ``cues``; identity and topic terms in several
+  languages) occur in the segment -- one feature per category, so that what the classifier learns
+  from the cue terms seen in training carries over to the ones it never saw.
+* One multinomial classifier over segments with classes ``clean`` + one per policy category gives
+  ``P(any sensitive) = 1 - P(clean)`` and a score per category. A category without training
+  positives is scored by cosine similarity to *prototypes* (the policy's description and
+  examples, embedded) instead.
+* Decision: a conversation is blocked when, in any of its segments, ``P(any)`` reaches the
+  any-sensitive threshold, or a category's score reaches that category's floor threshold, or a
+  keyword of the lexicon (``keywords``: specific phrases) occurs. The segment that decided is
+  reported as the triggering turn (audit only).
+* Interests are judged on the whole conversation: the mean of its segment embeddings plus TF-IDF
+  of the conversation text; one logistic regression per interest id, per-label thresholds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,9 +39,12 @@ import numpy.typing as npt
 import yaml
 from scipy import sparse
 
+from labeling.segments import DEFAULT_SEGMENT_CHARS, Segment, segment_turns
+
 DEFAULT_LEXICON_PATH = (
     Path(__file__).resolve().parents[1] / "labeling" / "data" / "sensitive_lexicon.yaml"
 )
+CLEAN = "clean"
 
 FloatArray = npt.NDArray[np.float64]
 Features = Any  # np.ndarray or scipy.sparse.csr_matrix
@@ -40,17 +57,32 @@ class TextEmbedder(Protocol):
 
 
 class Classifier(Protocol):
-    """A fitted binary classifier (sklearn's LogisticRegression fits)."""
+    """A fitted classifier with ``predict_proba`` (sklearn's LogisticRegression fits)."""
 
     def predict_proba(self, x: Features) -> npt.NDArray[np.float64]: ...
 
 
 # ------------------------------------------------------------------------------------ lexicon
-def load_lexicon(
-    path: Path | None = None, categories: Sequence[str] | None = None
-) -> dict[str, tuple[str, ...]]:
-    """Read ``{category: {keywords: [...]}}``; unknown categories are dropped when ``categories``
-    is given (the policy decides which categories exist), missing ones get no keywords."""
+@dataclass(frozen=True)
+class Lexicon:
+    """``keywords`` block on sight; ``cues`` are counted as features (see the module doc)."""
+
+    keywords: dict[str, tuple[str, ...]]
+    cues: dict[str, tuple[str, ...]]
+
+
+def _terms(p: Path, cat: str, spec: Any, key: str) -> tuple[str, ...]:
+    words = spec.get(key, []) if isinstance(spec, dict) else (spec if key == "keywords" else [])
+    if words is None:
+        words = []
+    if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
+        raise ValueError(f"{p}: category {cat!r}: {key} must be a list of non-empty strings")
+    return tuple(w.strip().lower() for w in words)
+
+
+def load_lexicon_file(path: Path | None = None, categories: Sequence[str] | None = None) -> Lexicon:
+    """Read ``{categories: {name: {keywords: [...], cues: [...]}}}``; categories the policy does
+    not know are dropped when ``categories`` is given, missing ones get no terms."""
     p = path or DEFAULT_LEXICON_PATH
     try:
         doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
@@ -59,27 +91,40 @@ def load_lexicon(
     cats = doc.get("categories", doc) if isinstance(doc, dict) else None
     if not isinstance(cats, dict):
         raise ValueError(f"{p}: expected a mapping 'categories: {{name: {{keywords: [...]}}}}'")
-    out: dict[str, tuple[str, ...]] = {}
-    for cat, spec in cats.items():
-        words = spec.get("keywords", []) if isinstance(spec, dict) else spec
-        if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
-            raise ValueError(f"{p}: category {cat!r}: keywords must be a list of non-empty strings")
-        out[str(cat)] = tuple(w.strip().lower() for w in words)
+    kw = {str(c): _terms(p, str(c), spec, "keywords") for c, spec in cats.items()}
+    cues = {str(c): _terms(p, str(c), spec, "cues") for c, spec in cats.items()}
     if categories is not None:
-        out = {c: out.get(c, ()) for c in categories}
-    return out
+        kw = {c: kw.get(c, ()) for c in categories}
+        cues = {c: cues.get(c, ()) for c in categories}
+    return Lexicon(kw, cues)
 
 
-def compile_lexicon(lexicon: Mapping[str, Sequence[str]]) -> dict[str, re.Pattern[str] | None]:
-    """One case-insensitive, word-bounded alternation per category (None: no keywords)."""
+def load_lexicon(
+    path: Path | None = None, categories: Sequence[str] | None = None
+) -> dict[str, tuple[str, ...]]:
+    """The blocking keywords only (``{category: (phrase, ...)}``)."""
+    return load_lexicon_file(path, categories).keywords
+
+
+def compile_terms(lexicon: Mapping[str, Sequence[str]]) -> dict[str, re.Pattern[str] | None]:
+    """One case-insensitive, word-bounded alternation per category (None: no terms). A term
+    ending in ``*`` matches any word continuing it (``pray*``: pray, prayer, praying)."""
     out: dict[str, re.Pattern[str] | None] = {}
     for cat, words in lexicon.items():
         if not words:
             out[cat] = None
             continue
-        alts = sorted({re.escape(w).replace(r"\ ", r"\s+") for w in words}, key=len, reverse=True)
-        out[cat] = re.compile(r"(?<![\w])(?:" + "|".join(alts) + r")(?![\w])", re.IGNORECASE)
+        alts = set()
+        for w in words:
+            stem = w.endswith("*")
+            body = re.escape(w.rstrip("*")).replace(r"\ ", r"\s+")
+            alts.add(body + (r"\w*" if stem else ""))
+        ordered = sorted(alts, key=len, reverse=True)
+        out[cat] = re.compile(r"(?<![\w])(?:" + "|".join(ordered) + r")(?![\w])", re.IGNORECASE)
     return out
+
+
+compile_lexicon = compile_terms
 
 
 # ------------------------------------------------------------------------------------ features
@@ -92,31 +137,22 @@ def embed_features(texts: Sequence[str], embedder: TextEmbedder) -> npt.NDArray[
     return emb
 
 
-def build_features(
-    texts: Sequence[str],
-    embedder: TextEmbedder | None,
-    tfidf: Any | None = None,
-    *,
-    embeddings: npt.NDArray[np.float32] | None = None,
-) -> Features:
-    """The feature matrix: embeddings (dense) hstacked with TF-IDF (sparse) when ``tfidf`` is given.
-
-    ``embeddings`` may be passed precomputed (rows follow ``texts``); otherwise ``embedder`` is used.
-    """
-    parts: list[Any] = []
-    if embeddings is None and embedder is not None:
-        embeddings = embed_features(texts, embedder)
-    if embeddings is not None:
-        parts.append(
-            sparse.csr_matrix(embeddings.astype(np.float64)) if tfidf is not None else embeddings
-        )
-    if tfidf is not None:
-        parts.append(tfidf.transform(list(texts)))
+def stack_features(parts: Sequence[Any]) -> Features:
+    """hstack dense and sparse blocks (CSR when any block is sparse)."""
+    parts = [p for p in parts if p is not None]
     if not parts:
-        raise ValueError("no features: give an embedder, embeddings or a fitted tfidf")
+        raise ValueError("no features: give an embedder or a fitted TF-IDF")
     if len(parts) == 1:
         return parts[0]
-    return sparse.hstack(parts, format="csr")
+    if any(sparse.issparse(p) for p in parts):
+        return sparse.hstack(
+            [
+                p if sparse.issparse(p) else sparse.csr_matrix(np.asarray(p, np.float64))
+                for p in parts
+            ],
+            format="csr",
+        )
+    return np.hstack(parts)
 
 
 def predict_scores(
@@ -131,18 +167,33 @@ def predict_scores(
     return out
 
 
-# ------------------------------------------------------------------------------------ bundle
+def mean_pool(
+    vectors: npt.NDArray[np.float32], owners: npt.NDArray[np.int_], n: int
+) -> npt.NDArray[np.float32]:
+    """Unit-length mean of the rows of ``vectors`` per owner (rows of an owner without vectors
+    stay zero)."""
+    out = np.zeros((n, vectors.shape[1] if vectors.ndim == 2 else 0), dtype=np.float32)
+    if vectors.size:
+        np.add.at(out, owners, vectors)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return (out / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ results
 @dataclass(frozen=True)
 class ContentVerdict:
-    """What the content models say about one (redacted) text."""
+    """What the content models say about one (redacted) conversation."""
 
-    sensitive: tuple[
-        str, ...
-    ]  # categories above threshold or hit by the lexicon (most confident first)
-    sensitive_scores: dict[str, float]
-    interests: tuple[
-        tuple[str, float], ...
-    ]  # (iab id, score) above the per-label threshold, best first
+    # categories above their threshold or hit by the lexicon, most confident first; when only the
+    # any-sensitive rule fired, the category with the highest score
+    sensitive: tuple[str, ...]
+    sensitive_scores: dict[str, float]  # per category: max over segments
+    # (iab id, score) above threshold, best first; computed whether or not the conversation is
+    # blocked (the decision drops them for a blocked one)
+    interests: tuple[tuple[str, float], ...]
+    any_score: float = 0.0  # max over segments of P(any sensitive)
+    trigger_turn: int | None = None  # the turn whose segment decided the block (audit only)
+    turn_scores: tuple[float, ...] = ()  # per turn: max over its segments of P(any sensitive)
 
     @property
     def blocked(self) -> bool:
@@ -155,11 +206,30 @@ class ContentVerdict:
 
 @dataclass(frozen=True)
 class ScoreBatch:
-    sensitive: FloatArray  # (n, C)
+    """Conversation-level scores (rows follow the conversations)."""
+
+    sensitive: FloatArray  # (n, C): per category, max over segments
+    any: FloatArray  # (n,): max over segments of P(any sensitive)
     lexicon_hits: list[frozenset[str]]
     interests: FloatArray  # (n, L)
+    margin: FloatArray  # (n,): max over segments of the block margin (>= 0: blocked)
+    trigger_turn: list[int | None]  # turn of the segment with the largest margin
+    turn_scores: list[tuple[float, ...]]
 
 
+@dataclass(frozen=True)
+class SegmentScores:
+    """Per-segment scores of a batch of conversations (``owner``: conversation row)."""
+
+    segments: list[Segment]
+    owner: npt.NDArray[np.int_]
+    any: FloatArray  # (S,)
+    categories: FloatArray  # (S, C)
+    lexicon_hits: list[frozenset[str]]
+    embeddings: npt.NDArray[np.float32] | None  # (S, d)
+
+
+# ------------------------------------------------------------------------------------ bundle
 @dataclass
 class FilterBundle:
     """Everything learned: picklable, shipped as one artifact of the pyfunc model."""
@@ -167,68 +237,231 @@ class FilterBundle:
     categories: tuple[str, ...]
     interest_ids: tuple[str, ...]
     interest_names: dict[str, str]
-    sensitive_models: dict[str, Any]
-    sensitive_thresholds: dict[str, float]
-    sensitive_rules: dict[str, str]  # category -> how its threshold was set
+    # sensitive, per segment: multinomial over (CLEAN, *categories) -- see classes
+    segment_model: Any | None
+    segment_classes: tuple[str, ...]
+    any_threshold: float
+    sensitive_thresholds: dict[str, float]  # per-category floors on the category score
+    sensitive_rules: dict[str, str]  # category -> how its floor was set
     prototypes: dict[str, npt.NDArray[np.float32]]  # category -> (k, d) unit vectors
+    segment_tfidf: Any | None
+    segment_char_tfidf: Any | None
+    cue_weight: float  # scale of the cue-count features (0: not used)
     interest_models: dict[str, Any]
     interest_thresholds: dict[str, float]
-    tfidf: Any | None
-    lexicon: dict[str, tuple[str, ...]]
+    interest_tfidf: Any | None
+    lexicon: dict[str, tuple[str, ...]]  # blocking keywords
+    cues: dict[str, tuple[str, ...]]
     embedding_model_id: str
-    embed_max_length: int = 256
+    embed_max_length: int = 128
+    segment_chars: int = DEFAULT_SEGMENT_CHARS
+    # "segment" (turns and sentence windows) or "conversation" (the whole text as one unit, the
+    # embedding truncated to embed_max_length: kept as the baseline the benchmark compares with)
+    unit: str = "segment"
     uses_embeddings: bool = True
     meta: dict[str, Any] = field(default_factory=dict)
     _compiled: dict[str, re.Pattern[str] | None] | None = field(
+        default=None, repr=False, compare=False
+    )
+    _compiled_cues: dict[str, re.Pattern[str] | None] | None = field(
         default=None, repr=False, compare=False
     )
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_compiled"] = None
+        state["_compiled_cues"] = None
         return state
 
+    @classmethod
+    def empty(cls, categories: Sequence[str], **fields: Any) -> FilterBundle:
+        """A bundle that has learned nothing yet (no model blocks, nothing has interests);
+        ``fields`` override any attribute."""
+        base: dict[str, Any] = {
+            "categories": tuple(categories), "interest_ids": (), "interest_names": {},
+            "segment_model": None, "segment_classes": (), "any_threshold": 1.01,
+            "sensitive_thresholds": {}, "sensitive_rules": {}, "prototypes": {}, "segment_tfidf": None,
+            "segment_char_tfidf": None, "cue_weight": 0.0, "interest_models": {},
+            "interest_thresholds": {}, "interest_tfidf": None, "lexicon": {}, "cues": {},
+            "embedding_model_id": "none",
+        }  # fmt: skip
+        base.update(fields)
+        return cls(**base)
+
+    # ---- lexical
     def lexicon_hits(self, text: str) -> frozenset[str]:
         if self._compiled is None:
-            self._compiled = compile_lexicon(self.lexicon)
+            self._compiled = compile_terms(self.lexicon)
         return frozenset(
             c for c, rx in self._compiled.items() if rx is not None and rx.search(text)
         )
 
-    def score(
-        self,
-        texts: Sequence[str],
-        embedder: TextEmbedder | None,
-        *,
-        embeddings: npt.NDArray[np.float32] | None = None,
-    ) -> ScoreBatch:
+    def cue_counts(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
+        """(n, C) number of cue-term matches per category (capped at 3)."""
+        if self._compiled_cues is None:
+            self._compiled_cues = compile_terms(self.cues)
+        out = np.zeros((len(texts), len(self.categories)), dtype=np.float64)
+        for j, c in enumerate(self.categories):
+            rx = self._compiled_cues.get(c)
+            if rx is None:
+                continue
+            for i, t in enumerate(texts):
+                out[i, j] = min(3, len(rx.findall(t)))
+        return out
+
+    # ---- features
+    def segment_features(
+        self, texts: Sequence[str], embeddings: npt.NDArray[np.float32] | None
+    ) -> Features:
+        parts: list[Any] = []
+        if embeddings is not None:
+            parts.append(embeddings.astype(np.float64))
+        if self.segment_tfidf is not None:
+            parts.append(self.segment_tfidf.transform(list(texts)))
+        if self.segment_char_tfidf is not None:
+            parts.append(self.segment_char_tfidf.transform(list(texts)))
+        if self.cue_weight > 0:
+            parts.append(self.cue_weight * self.cue_counts(texts))
+        return stack_features(parts)
+
+    def segment_probabilities(self, x: Features, n: int) -> tuple[FloatArray, FloatArray]:
+        """(P(any) (n,), category scores (n, C)) from the segment model."""
+        cats = np.zeros((n, len(self.categories)), dtype=np.float64)
+        if self.segment_model is None or n == 0:
+            return np.zeros(n), cats
+        proba = np.asarray(self.segment_model.predict_proba(x), dtype=np.float64)
+        classes = [str(c) for c in getattr(self.segment_model, "classes_", self.segment_classes)]
+        col = {c: i for i, c in enumerate(classes)}
+        p_any = 1.0 - proba[:, col[CLEAN]] if CLEAN in col else proba.max(axis=1)
+        for j, c in enumerate(self.categories):
+            if c in col:
+                cats[:, j] = proba[:, col[c]]
+        return p_any, cats
+
+    def _embed(
+        self, texts: Sequence[str], embedder: TextEmbedder | None
+    ) -> npt.NDArray[np.float32] | None:
+        if not self.uses_embeddings or not texts:
+            return None
+        if embedder is None:
+            raise RuntimeError("this filter model needs an embedder and none is loaded")
+        uniq = list(dict.fromkeys(texts))
+        vecs = embed_features(uniq, embedder)
+        if len(uniq) == len(texts):
+            return vecs
+        index = {t: i for i, t in enumerate(uniq)}
+        return vecs[[index[t] for t in texts]]
+
+    def segments_of(self, turns: Sequence[str]) -> list[Segment]:
+        if self.unit == "conversation":
+            return [Segment(0, "\n".join(turns))] if turns else []
+        return segment_turns(turns, self.segment_chars)
+
+    def score_segments(
+        self, conversations: Sequence[Sequence[str]], embedder: TextEmbedder | None
+    ) -> SegmentScores:
+        """Segment-level scores for conversations given as rendered, redacted turns."""
+        segs: list[Segment] = []
+        owner: list[int] = []
+        for i, turns in enumerate(conversations):
+            for s in self.segments_of(turns):
+                segs.append(s)
+                owner.append(i)
+        texts = [s.text for s in segs]
+        emb = self._embed(texts, embedder)
         n = len(texts)
-        if not self.uses_embeddings:
-            embeddings = None
-        elif embeddings is None and n:
-            if embedder is None:
-                raise RuntimeError("this filter model needs an embedder and none is loaded")
-            embeddings = embed_features(texts, embedder)
-        x = build_features(texts, None, self.tfidf, embeddings=embeddings) if n else None
-        sens = predict_scores(self.sensitive_models, self.categories, x, n)
-        for j, cat in enumerate(self.categories):
-            protos = self.prototypes.get(cat)
-            if (
-                self.sensitive_models.get(cat) is None
-                and protos is not None
-                and embeddings is not None
-                and n
-            ):
-                sens[:, j] = (embeddings @ protos.T).max(axis=1)
-        ints = predict_scores(self.interest_models, self.interest_ids, x, n)
-        return ScoreBatch(sens, [self.lexicon_hits(t) for t in texts], ints)
+        p_any: FloatArray = np.zeros(n)
+        cats: FloatArray = np.zeros((n, len(self.categories)))
+        if n:
+            x = self.segment_features(texts, emb)
+            p_any, cats = self.segment_probabilities(x, n)
+            if emb is not None:
+                for j, c in enumerate(self.categories):
+                    protos = self.prototypes.get(c)
+                    if protos is not None and c not in self.segment_classes:
+                        cats[:, j] = (emb @ protos.T).max(axis=1)
+        hits = [self.lexicon_hits(t) for t in texts]
+        return SegmentScores(segs, np.asarray(owner, dtype=np.int_), p_any, cats, hits, emb)
+
+    def aggregate(
+        self,
+        seg: SegmentScores,
+        n: int,
+        *,
+        any_threshold: float | None = None,
+        thresholds: Mapping[str, float] | None = None,
+    ) -> tuple[FloatArray, FloatArray, FloatArray, list[int | None], list[tuple[float, ...]]]:
+        """Max aggregation per conversation: (category scores (n, C), P(any) (n,), block margin
+        (n,), trigger turn, per-turn P(any)). Thresholds default to the bundle's."""
+        t_any = self.any_threshold if any_threshold is None else any_threshold
+        thr = thresholds if thresholds is not None else self.sensitive_thresholds
+        thr_c = np.array([thr.get(c, 1.01) for c in self.categories])
+        s = len(seg.segments)
+        margins = np.full(s, -np.inf)
+        if s:
+            margins = np.maximum(seg.any - t_any, (seg.categories - thr_c).max(axis=1))
+            lex = np.array([1.0 if h else -np.inf for h in seg.lexicon_hits])
+            margins = np.maximum(margins, lex)
+        cat_out = np.zeros((n, len(self.categories)))
+        any_out = np.zeros(n)
+        margin_out = np.full(n, -np.inf)
+        trigger: list[int | None] = [None] * n
+        turn_max: list[dict[int, float]] = [{} for _ in range(n)]
+        for k in range(s):
+            i = int(seg.owner[k])
+            cat_out[i] = np.maximum(cat_out[i], seg.categories[k])
+            any_out[i] = max(any_out[i], float(seg.any[k]))
+            t = seg.segments[k].turn
+            turn_max[i][t] = max(turn_max[i].get(t, 0.0), float(seg.any[k]))
+            if margins[k] > margin_out[i]:
+                margin_out[i] = margins[k]
+                trigger[i] = t
+        turn_scores = [
+            tuple(round(d.get(t, 0.0), 4) for t in range(max(d) + 1)) if d else () for d in turn_max
+        ]
+        trigger = [trigger[i] if margin_out[i] >= 0 else None for i in range(n)]
+        return cat_out, any_out, margin_out, trigger, turn_scores
+
+    def conversation_embeddings(self, seg: SegmentScores, n: int) -> npt.NDArray[np.float32] | None:
+        if seg.embeddings is None:
+            return None
+        return mean_pool(seg.embeddings, seg.owner, n)
+
+    def interest_features(
+        self, conversations: Sequence[Sequence[str]], conv_emb: npt.NDArray[np.float32] | None
+    ) -> Features:
+        parts: list[Any] = []
+        if conv_emb is not None:
+            parts.append(conv_emb.astype(np.float64))
+        if self.interest_tfidf is not None:
+            parts.append(self.interest_tfidf.transform(["\n".join(c) for c in conversations]))
+        return stack_features(parts)
+
+    def score(
+        self, conversations: Sequence[Sequence[str]], embedder: TextEmbedder | None
+    ) -> ScoreBatch:
+        """Scores for conversations given as rendered, redacted turns (``segments.turn_texts``)."""
+        n = len(conversations)
+        seg = self.score_segments(conversations, embedder)
+        cats, p_any, margin, trigger, turn_scores = self.aggregate(seg, n)
+        conv_lex: list[set[str]] = [set() for _ in range(n)]
+        for k, h in enumerate(seg.lexicon_hits):
+            conv_lex[int(seg.owner[k])] |= h
+        ints: FloatArray = np.zeros((n, len(self.interest_ids)))
+        if n and self.interest_models:
+            xi = self.interest_features(conversations, self.conversation_embeddings(seg, n))
+            ints = predict_scores(self.interest_models, self.interest_ids, xi, n)
+        return ScoreBatch(
+            cats, p_any, [frozenset(h) for h in conv_lex], ints, margin, trigger, turn_scores
+        )
 
     def verdicts(self, batch: ScoreBatch) -> list[ContentVerdict]:
         out: list[ContentVerdict] = []
-        thr_s = np.array([self.sensitive_thresholds.get(c, 0.5) for c in self.categories])
+        thr_s = np.array([self.sensitive_thresholds.get(c, 1.01) for c in self.categories])
         thr_i = np.array([self.interest_thresholds.get(i, 0.5) for i in self.interest_ids])
         for r in range(batch.sensitive.shape[0]):
             s = batch.sensitive[r]
+            blocked = bool(batch.margin[r] >= 0)
             margin = {
                 c: float(s[j] - thr_s[j]) for j, c in enumerate(self.categories) if s[j] >= thr_s[j]
             }
@@ -236,6 +469,10 @@ class FilterBundle:
                 if c in self.categories:
                     margin[c] = max(margin.get(c, 0.0), 1.0)
             cats = tuple(sorted(margin, key=lambda c: (-margin[c], c)))
+            if blocked and not cats:
+                # the any-sensitive rule fired: name the most likely category (audit only)
+                cats = (self.categories[int(np.argmax(s))],) if len(s) else ("unknown",)
+            scores = {c: round(float(s[j]), 4) for j, c in enumerate(self.categories)}
             iv = batch.interests[r]
             ints = tuple(
                 sorted(
@@ -247,16 +484,26 @@ class FilterBundle:
                     key=lambda t: (-t[1], t[0]),
                 )
             )
-            scores = {c: round(float(s[j]), 4) for j, c in enumerate(self.categories)}
-            out.append(ContentVerdict(cats, scores, ints))
+            out.append(
+                ContentVerdict(
+                    cats if blocked else (),
+                    scores,
+                    ints,
+                    round(float(batch.any[r]), 4),
+                    batch.trigger_turn[r] if blocked else None,
+                    batch.turn_scores[r],
+                )
+            )
         return out
 
-    def judge(self, texts: Sequence[str], embedder: TextEmbedder | None) -> list[ContentVerdict]:
-        return self.verdicts(self.score(texts, embedder))
+    def judge(
+        self, conversations: Sequence[Sequence[str]], embedder: TextEmbedder | None
+    ) -> list[ContentVerdict]:
+        return self.verdicts(self.score(conversations, embedder))
 
 
 class HashingEmbedder:
-    """A cheap deterministic stand-in for MiniLM (hashed bag of words, L2-normalised).
+    """A cheap deterministic stand-in for a sentence encoder (hashed bag of words, L2-normalised).
 
     For unit tests and smoke runs only: it carries no semantics beyond word identity.
     """
@@ -265,8 +512,6 @@ class HashingEmbedder:
         self.dim = dim
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        import hashlib
-
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, t in enumerate(texts):
             for w in re.findall(r"\w+", t.lower()):

@@ -30,11 +30,11 @@ class FakeJudge:
         self.fail_on = fail_on
         self.calls = 0
 
-    def judge_texts(self, texts: Sequence[str]) -> list[ContentVerdict]:
+    def judge_conversations(self, conversations: Sequence[Sequence[str]]) -> list[ContentVerdict]:
         self.calls += 1
-        if self.fail_on is not None and any(self.fail_on in t for t in texts):
+        if self.fail_on is not None and any(self.fail_on in t for c in conversations for t in c):
             raise RuntimeError("boom")
-        return [self.verdict for _ in texts]
+        return [self.verdict for _ in conversations]
 
 
 def _rec(make: Any, **kw: Any) -> dict[str, Any]:
@@ -60,12 +60,45 @@ def test_order_of_checks(record_factory: Any) -> None:
     assert all(d.model_version == "7" and d.policy_version == POLICY.version for d in ds)
 
 
-def test_sensitive_category_is_audit_only(record_factory: Any) -> None:
-    judge = FakeJudge(ContentVerdict(("health",), {"health": 0.9}, (("653", 0.9),)))
+def test_sensitive_category_and_trigger_turn_are_audit_only(record_factory: Any) -> None:
+    judge = FakeJudge(
+        ContentVerdict(("health",), {"health": 0.9}, (("653", 0.9),), 0.9, 1, (0.1, 0.9))
+    )
     (d,) = decide_batch([_rec(record_factory)], policy=POLICY, judge=judge, model_version="1")
     assert not d.eligible and d.excluded_reason == "sensitive_topic" and d.interests == ()
-    assert d.to_dict()["sensitive_category"] == "health"
-    assert "sensitive_category" not in d.public()
+    assert d.to_dict()["sensitive_category"] == "health" and d.to_dict()["trigger_turn"] == 1
+    assert d.to_dict()["languages"] == ["en", "und"]
+    pub = d.public()
+    assert not {"sensitive_category", "trigger_turn", "languages"} & set(pub)
+
+
+def test_a_turn_in_an_unsupported_language_fails_closed(record_factory: Any) -> None:
+    judge = FakeJudge()
+    turns = [
+        {"role": "user", "text": "Which trail near Denver is good for a sunset hike?"},
+        {"role": "assistant", "text": "Try the Red Rocks trail, it is beautiful at sunset."},
+        {
+            "role": "user",
+            "text": "¿Y dónde puedo comprar unas botas de montaña baratas cerca de allí?",
+        },
+    ]
+    recs = [
+        _rec(record_factory, conversation_id="es", turns=turns),
+        _rec(record_factory, conversation_id="en"),
+    ]
+    ds = decide_batch(recs, policy=POLICY, judge=judge, model_version="1")
+    assert not ds[0].eligible and ds[0].excluded_reason == "unsupported_language"
+    assert ds[0].interests == () and "turn 2: es" in ds[0].detail
+    assert ds[1].eligible
+    assert judge.calls == 1  # the refused conversation never reached the model
+    # the same conversation passes once the policy lists Spanish (quality measured)
+    from dataclasses import replace
+
+    es_policy = replace(
+        POLICY, doc=POLICY.doc.model_copy(update={"supported_languages": ["en", "es"]})
+    )
+    (d,) = decide_batch(recs[:1], policy=es_policy, judge=judge, model_version="1")
+    assert d.eligible and d.languages == ("en", "en", "es")
 
 
 def test_fail_closed_per_record(record_factory: Any) -> None:
@@ -151,4 +184,5 @@ def test_property_excluded_or_sensitive_never_eligible(recs: list[dict[str, Any]
             "sensitive_topic",
             "invalid_record",
             "model_unavailable",
+            "unsupported_language",
         }

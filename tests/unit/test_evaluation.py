@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments.dataset import Example
-from experiments.evaluation import evaluate_verdicts, write_artifacts
+from experiments.evaluation import LongDialogueReport, evaluate_verdicts, write_artifacts
 from experiments.gate import GateRules, apply_rules
 from targeting.scorer import ContentVerdict, FilterBundle, ScoreBatch
 
@@ -94,11 +94,13 @@ def test_undefined_rates_are_nan() -> None:
 def test_artifacts_written(tmp_path: Path) -> None:
     ex, vs = _case()
     r = evaluate_verdicts(ex, vs, CATS)
-    bundle = FilterBundle(
-        CATS, ("1", "3"), {"1": "one", "3": "three"}, {}, {}, {}, {}, {}, {}, None, {}, "none"
+    bundle = FilterBundle.empty(
+        CATS, interest_ids=("1", "3"), interest_names={"1": "one", "3": "three"}
     )
-    batch = ScoreBatch(np.random.default_rng(0).uniform(size=(len(ex), 2)), [frozenset()] * len(ex),
-                       np.random.default_rng(1).uniform(size=(len(ex), 2)))  # fmt: skip
+    rng = np.random.default_rng(0)
+    batch = ScoreBatch(rng.uniform(size=(len(ex), 2)), rng.uniform(size=len(ex)), [frozenset()] * len(ex),
+                       rng.uniform(size=(len(ex), 2)), rng.uniform(-1, 1, size=len(ex)), [None] * len(ex),
+                       [()] * len(ex))  # fmt: skip
     paths = write_artifacts(r, ex, batch, vs, bundle, tmp_path)
     names = {p.name for p in paths}
     assert {
@@ -117,22 +119,57 @@ def test_gate_rules() -> None:
     # challenger catches everything sensitive, same interests
     better = [V(("health",)), V(("health",)), V(("religion",)), *vs[3:]]
     ch = evaluate_verdicts(ex, better, CATS)
-    ok, checks = apply_rules(ch, champ, GateRules(sensitive_recall_floor=0.98))
+    ok, checks = apply_rules(
+        ch, champ, GateRules(sensitive_recall_floor=0.98, max_false_block_rate=1.0)
+    )
     assert ok, checks
     # absolute rule only when there is no champion: champion itself fails the floor (health 0.5)
-    ok, checks = apply_rules(champ, None, GateRules(sensitive_recall_floor=0.98))
+    ok, checks = apply_rules(
+        champ, None, GateRules(sensitive_recall_floor=0.98, max_false_block_rate=1.0)
+    )
     assert not ok and [c.name for c in checks if not c.passed] == ["recall[health]"]
     # worse leak than champion fails even with a lenient floor
     worse = [V(), V(), V(("health",)), *vs[3:]]
     ok, checks = apply_rules(
-        evaluate_verdicts(ex, worse, CATS), champ, GateRules(sensitive_recall_floor=0.0)
+        evaluate_verdicts(ex, worse, CATS),
+        champ,
+        GateRules(sensitive_recall_floor=0.0, max_false_block_rate=1.0),
     )
     assert not ok and "leak_rate <= champion" in [c.name for c in checks if not c.passed]
     # interest F1 drop beyond tolerance fails
     no_int = [*better[:3], V(), V(("religion",)), V(), V(), V()]
     ok, checks = apply_rules(
-        evaluate_verdicts(ex, no_int, CATS), champ, GateRules(sensitive_recall_floor=0.0)
+        evaluate_verdicts(ex, no_int, CATS),
+        champ,
+        GateRules(sensitive_recall_floor=0.0, max_false_block_rate=1.0),
     )
     assert not ok and "interest_micro_f1 >= champion - tol" in [
         c.name for c in checks if not c.passed
     ]
+
+
+def test_gate_refuses_a_model_that_blocks_everything_or_leaks_late_mentions() -> None:
+    ex, _vs = _case()
+    block_all = [V(("health",)) for _ in ex]  # perfect recall, every clean item blocked
+    rep = evaluate_verdicts(ex, block_all, CATS)
+    ok, checks = apply_rules(rep, None, GateRules(sensitive_recall_floor=0.98))
+    assert not ok and [c.name for c in checks if not c.passed] == ["false_block_rate <= ceiling"]
+    good = [V(("health",)), V(("health",)), V(("religion",)), *[V() for _ in ex[3:]]]
+    rep = evaluate_verdicts(ex, good, CATS)
+    late_leak = LongDialogueReport(20, 20, 0.25, 0.0, 1.0)
+    ok, checks = apply_rules(rep, None, GateRules(), late_leak)
+    assert not ok and [c.name for c in checks if not c.passed] == [
+        "long_dialogue_leak_rate <= ceiling"
+    ]
+    noisy_controls = LongDialogueReport(20, 20, 0.0, 0.5, 1.0)
+    ok, checks = apply_rules(rep, None, GateRules(), noisy_controls)
+    assert not ok and [c.name for c in checks if not c.passed] == [
+        "long_dialogue_control_false_block <= ceiling"
+    ]
+    ok, checks = apply_rules(rep, None, GateRules(), LongDialogueReport(20, 20, 0.0, 0.0, 1.0))
+    assert ok, checks
+    # nothing could be composed: the check says so and does not fail
+    ok, checks = apply_rules(
+        rep, None, GateRules(), LongDialogueReport(0, 0, float("nan"), float("nan"), float("nan"))
+    )
+    assert ok and any("no long dialogue" in c.detail for c in checks)

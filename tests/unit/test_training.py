@@ -1,37 +1,43 @@
-"""Training: threshold calibration, fallbacks, features (fake embedder, no model files)."""
+"""Training: segment-level multiple-instance learning, max aggregation, thresholds with few
+positives (fake embedder, no model files)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 
+from experiments.composition import compose_long_dialogues
 from experiments.dataset import Example, Snapshot
 from experiments.training import (
     CachedEmbedder,
     TrainConfig,
+    _capped_floor,
+    _plausible_positives,
     calibrate_recall_threshold,
-    features,
     train_filter,
     tune_f1_threshold,
+    wilson_interval,
 )
 from labeling.policy import load_policy
 from labeling.taxonomy import load_taxonomy
-from targeting.scorer import HashingEmbedder
+from targeting.scorer import CLEAN, FilterBundle, HashingEmbedder, Lexicon
 
 CATS = ("religion", "health", "union_membership")
+NO_LEXICON = Lexicon(dict.fromkeys(CATS, ()), dict.fromkeys(CATS, ()))
 
 
+# ------------------------------------------------------------------------------ thresholds
 def test_recall_threshold_reaches_target() -> None:
     rng = np.random.default_rng(0)
     pos = rng.uniform(0, 1, size=500)
     for target in (0.5, 0.9, 0.99, 1.0):
         t = calibrate_recall_threshold(pos, target)
         assert (pos >= t).mean() >= target
-        # and it is the highest such threshold: the next higher score misses the target
         higher = pos[pos > t]
-        if higher.size:
+        if higher.size:  # the highest such threshold: the next higher score misses the target
             assert (pos >= higher.min()).mean() < target
 
 
@@ -45,178 +51,233 @@ def test_recall_threshold_small_and_invalid() -> None:
 
 
 def test_f1_threshold() -> None:
-    scores = [0.9, 0.8, 0.7, 0.3, 0.2, 0.1]
-    labels = [1, 1, 1, 0, 0, 0]
-    t, f1 = tune_f1_threshold(scores, labels)
+    t, f1 = tune_f1_threshold([0.9, 0.8, 0.7, 0.3, 0.2, 0.1], [1, 1, 1, 0, 0, 0])
     assert f1 == 1.0 and 0.3 < t <= 0.7
 
 
-def test_features_shapes_and_fake_embedder() -> None:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    texts = ["hello world", "buy hiking boots", "hello boots"]
-    emb = HashingEmbedder(16)
-    x = features(texts, emb)
-    assert x.shape == (3, 16)
-    assert np.allclose(np.linalg.norm(x, axis=1), 1.0)
-    assert np.array_equal(emb.embed(texts), emb.embed(texts))
-    tf = TfidfVectorizer().fit(texts)
-    x2 = features(texts, emb, tf)
-    assert x2.shape == (3, 16 + len(tf.vocabulary_))
-    c = CachedEmbedder(emb)
-    c.embed(texts)
-    assert len(c.cache) == 3
+def test_wilson_interval() -> None:
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and 0.25 < hi < 0.35  # 0 of 10 still allows a ~30 % rate
+    lo, hi = wilson_interval(50, 100)
+    assert lo < 0.5 < hi and hi - lo < 0.2
+    assert all(np.isnan(v) for v in wilson_interval(0, 0))
 
 
-def _examples() -> list[Example]:
-    rng = np.random.default_rng(1)
-    out: list[Example] = []
-    fillers = ["today", "please", "thanks", "quickly", "now", "later", "again", "soon"]
-    for i in range(300):
-        f = " ".join(rng.choice(fillers, 3))
-        if i % 3 == 0:
-            out.append(
-                Example(
-                    f"r{i}",
-                    f"pray at the church and mosque with scripture {f}",
-                    ("religion",),
-                    ("422",),
-                )
-            )
-        elif i % 3 == 1:
-            out.append(
-                Example(
-                    f"h{i}",
-                    f"my doctor prescribed medication for the illness {f}",
-                    ("health",),
-                    None,
-                )
-            )
-        else:
-            out.append(
-                Example(f"n{i}", f"book a cheap flight and hotel for travel {f}", (), ("653",))
-            )
-    # five union examples: too few for calibration -> fallback_low
-    out += [
-        Example(
-            f"u{i}", f"workplace organizing meeting with coworkers {i}", ("union_membership",), ()
-        )
-        for i in range(5)
-    ]
-    return out
-
-
-def test_train_filter_calibrates_and_records_fallbacks() -> None:
-    policy = load_policy()
-    tax = load_taxonomy(categories=policy.categories)
-    snap = Snapshot(tuple(_examples()), (), CATS)
-    res = train_filter(snap, tax, HashingEmbedder(32), config=TrainConfig(recall_target=0.99, min_positives=20),
-                       lexicon=dict.fromkeys(CATS, ()))  # fmt: skip
-    cal = res.calibration
-    assert cal["religion"]["rule"] == "recall_target"
-    assert cal["religion"]["val_recall"] >= 0.99
-    assert cal["health"]["val_recall"] >= 0.99
-    assert cal["union_membership"]["rule"] == "fallback_low"
-    assert res.bundle.sensitive_thresholds["union_membership"] <= 0.1
-    assert 0.0 <= res.val_false_block_rate <= 1.0
-    # interests are learned only where known; "653" (Travel) and "422" are in the label space
-    assert set(res.bundle.interest_ids) <= {"422", "653"}
-    verdicts = res.bundle.judge(
-        ["pray at the church and mosque", "book a cheap flight and hotel for travel"],
-        HashingEmbedder(32),
-    )
-    assert verdicts[0].blocked and verdicts[0].sensitive_category == "religion"
-    assert not verdicts[1].blocked
-    # out-of-fold interest probabilities for the label-error check: known interests only
-    oof = res.oof_interests
-    known = {e.conversation_id for e in _examples() if e.interests is not None}
-    assert set(oof) == known
-    assert all(set(p) == set(res.bundle.interest_ids) for p in oof.values())
-    assert all(0.0 <= v <= 1.0 for p in oof.values() for v in p.values())
-    assert oof["n2"]["653"] > 0.5 > oof["r0"]["653"]
-
-
-def test_category_without_positives_uses_prototypes_or_lexicon() -> None:
-    policy = load_policy()
-    tax = load_taxonomy(categories=policy.categories)
-    ex = [e for e in _examples() if "union_membership" not in e.sensitive]
-    snap = Snapshot(tuple(ex), (), CATS)
-    res = train_filter(snap, tax, HashingEmbedder(32), prototype_texts={"union_membership": ["union dues strike vote"]},
-                       lexicon={"union_membership": ("union rep",)})  # fmt: skip
-    assert res.bundle.sensitive_rules["union_membership"] == "prototype"
-    assert res.bundle.sensitive_models["union_membership"] is None
-    v = res.bundle.judge(["Our union rep called"], HashingEmbedder(32))[0]
-    assert "union_membership" in v.sensitive
-    res2 = train_filter(
-        snap,
-        tax,
-        None,
-        config=TrainConfig(use_embeddings=False),
-        lexicon={"union_membership": ("union rep",)},
-    )
-    assert res2.bundle.sensitive_rules["union_membership"] == "lexicon_only"
-    assert res2.bundle.judge(["ask my union rep"], None)[0].sensitive == ("union_membership",)
-
-
-def test_train_rejects_empty_snapshot() -> None:
-    tax = load_taxonomy()
-    with pytest.raises(ValueError):
-        train_filter(Snapshot((), (), CATS), tax, HashingEmbedder())
+def test_floor_with_few_positives_is_capped_by_the_false_block_budget() -> None:
+    rng = np.random.default_rng(0)
+    neg = rng.uniform(0.0, 0.5, 200)
+    pos = np.array([0.9, 0.8, 0.05])  # three positives, one scoring like the bulk of the negatives
+    scores = np.concatenate([pos, neg])
+    pos_mask = np.zeros(scores.size, bool)
+    pos_mask[:3] = True
+    nothing = np.zeros(scores.size, bool)
+    # catching all three would need t = 0.05, blocking ~90 % of the negatives: the budget caps it
+    thr, capped = _capped_floor(scores, nothing, pos_mask, ~pos_mask, 1.0, 0.02)
+    assert capped and (neg >= thr).mean() <= 0.02 + 1e-9 and thr <= 0.8
+    # without a budget (1.0) it catches all three
+    thr2, capped2 = _capped_floor(scores, nothing, pos_mask, ~pos_mask, 1.0, 1.0)
+    assert not capped2 and thr2 == pytest.approx(0.05)
+    # positives already blocked by the any-threshold need no floor
+    already = pos_mask.copy()
+    assert _capped_floor(scores, already, pos_mask, ~pos_mask, 1.0, 0.02) == (1.01, False)
 
 
 def test_calibration_sets_aside_positives_that_look_like_typical_negatives() -> None:
-    from experiments.training import _plausible_positives
-
     rng = np.random.default_rng(0)
     neg = rng.uniform(0.0, 0.4, 500)
-    true_pos = rng.uniform(0.6, 1.0, 95)
-    noisy = np.array([0.05, 0.1, 0.12, 0.15, 0.18])  # mislabelled negatives
-    pos = np.concatenate([true_pos, noisy])
+    noisy = np.array([0.05, 0.1, 0.12, 0.15, 0.18])  # mislabelled clean conversations
+    pos = np.concatenate([rng.uniform(0.6, 1.0, 95), noisy])
     kept, n_out = _plausible_positives(pos, neg, 0.5)
     assert n_out == 5 and kept.min() >= 0.6
-    # a noise budget: at most max_share of the positives are set aside (the lowest ones)
-    kept2, n_out2 = _plausible_positives(pos, neg, 0.5, max_share=0.03)
+    kept2, n_out2 = _plausible_positives(pos, neg, 0.5, max_share=0.03)  # a noise budget
     assert n_out2 == 3 and kept2.min() == pytest.approx(0.15)
-    # calibrating on all positives would put the threshold among the negatives
     assert calibrate_recall_threshold(pos, 0.99) <= 0.1
     assert calibrate_recall_threshold(kept, 0.99) >= 0.6
-    # disabled, too few negatives, or most positives implausible: calibrate on everything
     assert _plausible_positives(pos, neg, None)[1] == 0
     assert _plausible_positives(pos, neg[:10], 0.5)[1] == 0
     assert _plausible_positives(noisy, neg, 0.5)[1] == 0  # 10 % of 5 positives: none
 
 
-def test_noisy_positive_labels_do_not_drag_the_threshold_into_the_negatives() -> None:
-    policy = load_policy()
-    tax = load_taxonomy(categories=policy.categories)
+# ------------------------------------------------------------------------------ aggregation
+class KeywordSegmentModel:
+    """A stand-in segment classifier: P(religion) = 0.9 for segments that mention 'mosque'."""
+
+    classes_ = np.array([CLEAN, "religion"])
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        # x rows follow the segment texts the bundle featurised; the test passes them through
+        p = np.array([0.9 if "mosque" in t else 0.02 for t in self.texts])
+        return np.stack([1 - p, p], axis=1)
+
+
+class TextFeatures(FilterBundle):
+    def segment_features(self, texts: Any, embeddings: Any) -> Any:
+        self.segment_model.texts = list(texts)
+        return np.zeros((len(texts), 1))
+
+
+def _keyword_bundle() -> FilterBundle:
+    b = TextFeatures.empty(
+        CATS, segment_model=KeywordSegmentModel([]), segment_classes=(CLEAN, "religion"),
+        any_threshold=0.5, uses_embeddings=False, segment_chars=120,
+    )  # fmt: skip
+    return b
+
+
+def _dialogue(n: int, sensitive_at: int | None) -> list[str]:
+    turns = [
+        f"{'user' if i % 2 == 0 else 'assistant'}: booking a table for {i} people" for i in range(n)
+    ]
+    if sensitive_at is not None:
+        turns[sensitive_at] = "user: is there a mosque near the restaurant"
+    return turns
+
+
+def test_one_sensitive_turn_anywhere_blocks_and_names_its_turn() -> None:
+    b = _keyword_bundle()
+    for pos in (0, 15, 29):
+        (v,) = b.judge([_dialogue(30, pos)], None)
+        assert v.blocked and v.sensitive_category == "religion" and v.trigger_turn == pos
+        assert len(v.turn_scores) == 30 and v.turn_scores[pos] == pytest.approx(0.9)
+        assert max(s for i, s in enumerate(v.turn_scores) if i != pos) < 0.5
+    (clean,) = b.judge([_dialogue(30, None)], None)
+    assert not clean.blocked and clean.trigger_turn is None
+
+
+def test_a_sensitive_sentence_inside_a_long_turn_is_seen() -> None:
+    b = _keyword_bundle()
+    long_turn = "user: " + " ".join(f"Sentence number {i} is about pasta." for i in range(40))
+    (v,) = b.judge([[long_turn]], None)
+    assert not v.blocked
+    (v,) = b.judge([[long_turn + " Also, is there a mosque nearby?"]], None)
+    assert v.blocked and v.trigger_turn == 0
+
+
+def test_conversation_unit_truncation_is_what_segments_fix() -> None:
+    # the whole conversation as one unit (the old design) sees the late turn only if its
+    # features do; with per-segment scoring the verdict does not depend on the position
+    b = replace(_keyword_bundle(), unit="conversation")
+    (v,) = b.judge([_dialogue(30, 29)], None)
+    assert v.blocked  # the keyword stand-in reads the whole text; real encoders truncate
+
+
+# ------------------------------------------------------------------------------ training
+def _examples() -> list[Example]:
+    rng = np.random.default_rng(1)
+    fillers = ["today", "please", "thanks", "quickly", "now", "later", "again", "soon"]
+    out: list[Example] = []
+    for i in range(360):  # as in real traffic, most conversations are clean
+        f = " ".join(rng.choice(fillers, 3))
+        small_talk = [f"user: hello there {f}", "assistant: hi, how can I help?"]
+        if i % 6 == 0:  # the sensitive turn sits among neutral ones
+            turns = [*small_talk, f"user: where is the church and mosque for scripture prayer {f}",
+                     "assistant: here are some options", "user: thanks bye"]  # fmt: skip
+            out.append(Example(f"r{i}", tuple(turns), ("religion",), ("422",)))
+        elif i % 6 == 1:
+            turns = [*small_talk, f"user: my doctor prescribed medication for the illness {f}"]
+            out.append(Example(f"h{i}", tuple(turns), ("health",), None))
+        else:
+            turns = [*small_talk, f"user: book a cheap flight and hotel for travel {f}",
+                     "assistant: here are some options", "user: thanks bye"]  # fmt: skip
+            out.append(Example(f"n{i}", tuple(turns), (), ("653",)))
+    return out
+
+
+def _train(exs: list[Example], **cfg: Any) -> Any:
+    tax = load_taxonomy(categories=load_policy().categories)
+    return train_filter(Snapshot(tuple(exs), (), CATS), tax, HashingEmbedder(32),
+                        config=TrainConfig(**cfg), lexicon=NO_LEXICON)  # fmt: skip
+
+
+def test_multiple_instance_training_finds_the_sensitive_turn() -> None:
+    res = _train(_examples())
+    # witnesses: the religion turn (index 2) of each religion conversation, not the small talk
+    rel = [w for cid, w in res.witnesses.items() if cid.startswith("r")]
+    assert rel and sum(1 for w in rel if 2 in w) / len(rel) >= 0.9
+    assert sum(1 for w in rel if 0 in w or 4 in w) / len(rel) <= 0.2
+    cal = res.calibration["any"]
+    assert cal["leak"]["rate"] <= 0.05 and cal["false_block"]["rate"] <= 0.05
+    assert 0.0 <= cal["leak"]["ci95"][0] <= cal["leak"]["rate"] <= cal["leak"]["ci95"][1]
+    assert res.bundle.sensitive_rules["union_membership"] in ("prototype", "lexicon_only")
+    b = res.bundle
+    vs = b.judge([
+        ("user: book a cheap flight and hotel for travel", "assistant: done"),
+        ("user: book a cheap flight", "assistant: done", "user: where is the church and mosque for scripture prayer"),
+    ], HashingEmbedder(32))  # fmt: skip
+    assert not vs[0].blocked and vs[1].blocked and vs[1].trigger_turn == 2
+    assert vs[1].sensitive_category == "religion"
+    # interests are learned where known; out-of-fold probabilities for the label-error check
+    assert set(b.interest_ids) <= {"422", "653"}
+    known = {e.conversation_id for e in _examples() if e.interests is not None}
+    assert set(res.oof_interests) == known
+
+
+def test_composed_long_dialogues_block_late_turns_only() -> None:
     exs = _examples()
-    # three travel conversations wrongly labelled religion (a spurious annotator answer)
-    exs = [replace(e, sensitive=("religion",)) if e.conversation_id in {"n2", "n5", "n8"} else e
-           for e in exs]  # fmt: skip
-    snap = Snapshot(tuple(exs), (), CATS)
-    kw = {"lexicon": dict.fromkeys(CATS, ())}
-    robust = train_filter(snap, tax, HashingEmbedder(32), config=TrainConfig(), **kw)
-    naive = train_filter(snap, tax, HashingEmbedder(32), config=TrainConfig(label_noise_quantile=None), **kw)  # fmt: skip
-    assert robust.calibration["religion"]["suspect_positives"] >= 1
-    assert naive.calibration["religion"]["suspect_positives"] == 0
+    res = _train(exs)
+    hosts = [Example(f"sgd-{i}", tuple(f"user: book a cheap flight and hotel number {j}" for j in range(14)), (), None)
+             for i in range(20)]  # fmt: skip
+    donors = [Example(f"hb-{i}", ("user: where is the church and mosque for scripture prayer",), ("religion",), None)
+              for i in range(10)] + [Example(f"cl-{i}", ("user: book a cheap flight",), (), None) for i in range(10)]  # fmt: skip
+    comp = compose_long_dialogues(hosts + donors, n=10, seed=0)
+    assert len(comp.sensitive) == 10 and len(comp.controls) == 10
+    assert all(e.origin == "augmented" and len(e.turns) == 15 for e in comp.examples)
+    vs = res.bundle.judge([e.turns for e in comp.examples], HashingEmbedder(32))
+    assert all(v.blocked for v in vs[:10]) and not any(v.blocked for v in vs[10:])
+    for e, v in zip(comp.sensitive, vs[:10], strict=True):
+        a, b = comp.spans[e.conversation_id]
+        assert b == a + 1 and v.trigger_turn == a >= 14 - 14 // 3
+
+
+def test_category_without_positives_uses_prototypes_or_lexicon() -> None:
+    tax = load_taxonomy(categories=load_policy().categories)
+    snap = Snapshot(tuple(_examples()), (), CATS)
+    lex = Lexicon({"union_membership": ("union rep",)}, {})
+    res = train_filter(snap, tax, HashingEmbedder(32), lexicon=lex,
+                       prototype_texts={"union_membership": ["union dues strike vote"]})  # fmt: skip
+    assert res.bundle.sensitive_rules["union_membership"] == "prototype"
     assert (
-        robust.calibration["religion"]["val_false_block"]
-        < naive.calibration["religion"]["val_false_block"]
+        "union_membership"
+        in res.bundle.judge([("user: Our union rep called",)], HashingEmbedder(32))[0].sensitive
+    )
+    res2 = train_filter(snap, tax, None, config=TrainConfig(use_embeddings=False), lexicon=lex)
+    assert res2.bundle.sensitive_rules["union_membership"] == "lexicon_only"
+    assert res2.bundle.judge([("user: ask my union rep",)], None)[0].sensitive == (
+        "union_membership",
     )
 
 
-def test_fallback_threshold_is_capped_by_a_false_block_budget() -> None:
-    policy = load_policy()
-    tax = load_taxonomy(categories=policy.categories)
-    # one travel conversation wrongly labelled union_membership (5 real union examples: fallback)
-    exs = [replace(e, sensitive=("union_membership",)) if e.conversation_id == "n2" else e
+def test_train_rejects_empty_snapshot() -> None:
+    with pytest.raises(ValueError):
+        train_filter(Snapshot((), (), CATS), load_taxonomy(), HashingEmbedder())
+
+
+def test_noisy_positive_labels_are_set_aside_from_the_calibration() -> None:
+    exs = [replace(e, sensitive=("religion",)) if e.conversation_id in {"n2", "n3", "n4"} else e
            for e in _examples()]  # fmt: skip
-    kw = {"lexicon": dict.fromkeys(CATS, ())}
-    snap = Snapshot(tuple(exs), (), CATS)
-    res = train_filter(snap, tax, HashingEmbedder(32), config=TrainConfig(), **kw)
-    cal = res.calibration["union_membership"]
-    assert cal["rule"] == "fallback_low" and cal.get("capped_by_false_block_budget") is True
-    assert cal["val_false_block"] <= 0.05
-    loose = train_filter(snap, tax, HashingEmbedder(32),
-                         config=TrainConfig(fallback_false_block_budget=1.0), **kw)  # fmt: skip
-    assert loose.calibration["union_membership"]["val_false_block"] > cal["val_false_block"]
+    robust = _train(exs)
+    naive = _train(exs, label_noise_quantile=None)
+    assert robust.calibration["any"]["suspect_positives"] >= 1
+    assert naive.calibration["any"]["suspect_positives"] == 0
+    assert robust.bundle.any_threshold >= naive.bundle.any_threshold
+    assert (
+        robust.calibration["any"]["false_block"]["rate"]
+        <= naive.calibration["any"]["false_block"]["rate"]
+    )
+
+
+def test_cached_embedder_embeds_each_text_once() -> None:
+    class Counting(HashingEmbedder):
+        calls = 0
+
+        def embed(self, texts: Any) -> Any:
+            Counting.calls += len(texts)
+            return super().embed(texts)
+
+    c = CachedEmbedder(Counting(16))
+    c.embed(["a b", "c d", "a b"])
+    c.embed(["a b"])
+    assert Counting.calls == 2 and len(c.cache) == 2

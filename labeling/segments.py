@@ -1,0 +1,102 @@
+"""Conversation text as the filter sees it: one rendered line per turn, cut into segments.
+
+The targeting filter judges a conversation by its **segments**, so that one sensitive sentence
+anywhere in a long dialogue is seen on its own instead of being averaged away (or truncated) in a
+whole-conversation embedding:
+
+* :func:`turn_texts` renders each turn (already redacted by the caller, or redacted here) as
+  ``"role: text"`` (``"role/modality: text"`` for voice, image and video turns). These strings are
+  what training and serving score; ``"\\n".join(turn_texts(...))`` is the conversation text
+  (:func:`labeling.records.render_turns`, one :func:`~labeling.records.render_turn` per line).
+* :func:`segment_turns` cuts every turn into segments of at most ``max_chars`` characters along
+  sentence boundaries (a sentence longer than that is cut at whitespace, a run without whitespace
+  at ``max_chars``). Every character of every turn lands in exactly one segment: nothing is
+  unseen. Each segment keeps its turn's role tag and the index of its turn, so a decision can
+  name the turn that triggered it.
+
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from labeling.records import render_turn
+from labeling.redaction import redact
+
+DEFAULT_SEGMENT_CHARS = 400
+
+# sentence ends: latin/cyrillic punctuation, CJK full stop, Devanagari danda, Arabic question mark,
+# followed by whitespace; and line breaks
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？।॥؟])\s+|\n+")
+
+
+@dataclass(frozen=True)
+class Segment:
+    turn: int  # index of the turn in the conversation
+    text: str  # "role: ..." as scored
+
+
+def turn_texts(turns: Iterable[Mapping[str, Any]], *, redacted: bool = False) -> tuple[str, ...]:
+    """The rendered turns the filter scores. ``redacted=True``: the turns' text is already redacted
+    (e.g. ``ConversationRow.redacted_turns``); otherwise every turn is redacted here."""
+    out = []
+    for t in turns:
+        text = str(t.get("text", ""))
+        out.append(render_turn({**t, "text": text if redacted else redact(text).text}))
+    return tuple(out)
+
+
+def _split_long(sentence: str, max_chars: int) -> list[str]:
+    out: list[str] = []
+    rest = sentence
+    while len(rest) > max_chars:
+        cut = rest.rfind(" ", max_chars // 2, max_chars)
+        if cut <= 0:
+            cut = max_chars
+        out.append(rest[:cut])
+        rest = rest[cut:].lstrip()
+    if rest:
+        out.append(rest)
+    return out
+
+
+def split_text(text: str, max_chars: int = DEFAULT_SEGMENT_CHARS) -> list[str]:
+    """``text`` as consecutive pieces of at most ``max_chars`` characters, cut at sentence ends
+    where possible (whitespace between pieces is dropped; no other character is)."""
+    if max_chars < 20:
+        raise ValueError("max_chars must be >= 20")
+    if len(text) <= max_chars:
+        return [text]
+    pieces: list[str] = []
+    current = ""
+    for sentence in _SENTENCE_END.split(text):
+        if not sentence:
+            continue
+        for part in _split_long(sentence, max_chars):
+            if current and len(current) + 1 + len(part) > max_chars:
+                pieces.append(current)
+                current = part
+            else:
+                current = f"{current} {part}" if current else part
+    if current:
+        pieces.append(current)
+    return pieces or [text]
+
+
+def segment_turns(rendered: Sequence[str], max_chars: int = DEFAULT_SEGMENT_CHARS) -> list[Segment]:
+    """Segments of rendered turns (``turn_texts``); long turns are split, each piece keeping the
+    turn's ``role:`` tag. An empty conversation has no segments."""
+    out: list[Segment] = []
+    for i, line in enumerate(rendered):
+        tag, sep, body = line.partition(": ")
+        if not sep:
+            tag, body = "", line
+        prefix = f"{tag}: " if tag else ""
+        budget = max(20, max_chars - len(prefix))
+        for piece in split_text(body, budget):
+            out.append(Segment(i, prefix + piece))
+    return out
