@@ -27,7 +27,7 @@ from flows.common import (
     publish,
     task_runner,
 )
-from labelloop.runtime import Runtime, gold_indexer, review_embedder
+from labelloop.runtime import Runtime, gold_indexer, review_embedder, review_turn_scorer
 from labelloop.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,7 @@ def push_task(settings: Settings, run_id: str) -> dict[str, Any]:
         silver_weight=settings.silver_weight,
         batch_size=settings.review_import_batch,
         embed=review_embedder(settings),
+        turn_scorer=review_turn_scorer(settings),
     )
     rt.store.append_audit("review_push", run_id, report.as_dict())
     return report.as_dict()

@@ -22,7 +22,13 @@ from typing import Any
 
 UNDETERMINED = "und"
 DEFAULT_MIN_LETTERS = 12
-DEFAULT_MIN_CONFIDENCE = 0.8
+DEFAULT_MIN_CONFIDENCE = 0.6
+# English-lexified creoles the identifier confuses with short English ("Yes make it for March
+# 10th." -> pcm): read as English
+ALIASES = {"pcm": "en"}
+# below this, the most likely language of a short text is noise ("Asian Fusion in Concord." ->
+# vec 0.37): the foreign-mass rule of ``detect`` needs at least this much on its top language
+FOREIGN_MIN_TOP = 0.4
 
 _lock = threading.Lock()
 _identifier: Any = None
@@ -46,7 +52,25 @@ def _model() -> Any:
 
 
 def letter_count(text: str) -> int:
-    return sum(1 for ch in text if unicodedata.category(ch).startswith("L"))
+    """Letters and combining marks (a Devanagari syllable is a letter plus vowel signs)."""
+    return sum(1 for ch in text if unicodedata.category(ch)[0] in "LM")
+
+
+def _mostly_non_latin(text: str) -> bool:
+    letters = [ch for ch in text if unicodedata.category(ch)[0] in "LM"]
+    if not letters:
+        return False
+    latin = sum(1 for ch in letters if ord(ch) < 0x250)
+    return latin < len(letters) / 2
+
+
+def distribution(text: str) -> dict[str, float]:
+    """Language -> probability (aliases merged)."""
+    out: dict[str, float] = {}
+    for code, prob in _model().rank(text):
+        c = ALIASES.get(str(code), str(code))
+        out[c] = out.get(c, 0.0) + float(prob)
+    return out
 
 
 def detect(
@@ -54,18 +78,33 @@ def detect(
     *,
     min_letters: int = DEFAULT_MIN_LETTERS,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    supported: Iterable[str] | None = None,
 ) -> LanguageGuess:
-    """The language of one text (see the module doc for ``und``)."""
-    if letter_count(text) < min_letters:
+    """The language of one text (see the module doc for ``und``).
+
+    With ``supported``, the question is whether the text is in one of those languages: a text
+    whose most likely language is not supported (at ``FOREIGN_MIN_TOP`` or more) counts as that
+    language as soon as the unsupported languages together reach ``min_confidence`` (Spanish
+    split between es, gl and an is still not English).
+    """
+    # a non-Latin script says a lot in few characters ("मैं गर्भवती हूँ")
+    need = max(4, min_letters // 2) if _mostly_non_latin(text) else min_letters
+    if letter_count(text) < need:
         return LanguageGuess(UNDETERMINED, 0.0)
-    code, prob = _model().classify(text)
-    if float(prob) < min_confidence:
-        return LanguageGuess(UNDETERMINED, float(prob))
-    return LanguageGuess(str(code), float(prob))
+    dist = distribution(text)
+    code, prob = max(dist.items(), key=lambda kv: kv[1])
+    if prob >= min_confidence:
+        return LanguageGuess(code, prob)
+    if supported is not None:
+        ok = set(supported)
+        foreign = 1.0 - sum(p for c, p in dist.items() if c in ok)
+        if code not in ok and prob >= FOREIGN_MIN_TOP and foreign >= min_confidence:
+            return LanguageGuess(code, prob)
+    return LanguageGuess(UNDETERMINED, prob)
 
 
 def turn_languages(texts: Iterable[str], **kwargs: Any) -> tuple[str, ...]:
-    """One code per text (``und`` where undetermined)."""
+    """One code per text (``und`` where undetermined); ``kwargs`` as for :func:`detect`."""
     return tuple(detect(t, **kwargs).code for t in texts)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labeling.language import primary_language, turn_languages, unsupported
 from labeling.policy import Policy
 from labeling.records import (
     Conversation,
@@ -40,6 +41,10 @@ class SampleReport:
     by_surface: Counter[str] = field(default_factory=Counter)
     by_reason: Counter[str] = field(default_factory=Counter)
     redactions: Counter[str] = field(default_factory=Counter)
+    # main language of the eligible conversations, and how many have a turn in a language the
+    # filter does not judge (policy supported_languages): the filter would refuse those
+    by_language: Counter[str] = field(default_factory=Counter)
+    unsupported_language: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +58,8 @@ class SampleReport:
             "by_surface": dict(self.by_surface),
             "by_reason": dict(self.by_reason),
             "redactions": dict(self.redactions),
+            "by_language": dict(self.by_language),
+            "unsupported_language": self.unsupported_language,
         }
 
 
@@ -97,8 +104,13 @@ def to_row(conv: Conversation, policy: Policy, source: str, run_id: str | None) 
         "run_id": run_id,
         "redacted_turns": None,
         "redaction_counts": None,
+        "languages": None,
+        "language": None,
     }
     if gate.eligible:
+        langs = turn_languages((t.text for t in conv.turns), supported=policy.supported_languages)
+        row["languages"] = list(langs)
+        row["language"] = primary_language(langs)
         counts: Counter[str] = Counter()
         turns = []
         for t in conv.turns:
@@ -143,6 +155,11 @@ def sample_into_store(
             report.by_reason[r["exclusion_reason"] or "eligible"] += 1
             report.eligible += int(r["eligible"])
             report.redactions.update(r["redaction_counts"] or {})
+            if r["eligible"]:
+                report.by_language[r["language"] or "und"] += 1
+                report.unsupported_language += bool(
+                    unsupported(r["languages"] or [], policy.supported_languages)
+                )
         inserted, _ = store.add_conversations(rows)
         report.inserted += inserted
     return report

@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -45,6 +45,7 @@ from labeling.routing import (
     RoutingResult,
     route,
 )
+from labeling.segments import turn_texts
 from labelloop.store.models import ConversationRow, ProposalRow, ReviewTaskRow
 
 if TYPE_CHECKING:
@@ -57,6 +58,10 @@ INTERESTS = "interests"
 SENSITIVE = "sensitive"
 COMMENT = "comment"
 OBJECT = "dialogue"
+EVIDENCE = "evidence"
+EVIDENCE_LABEL = "sensitive?"
+# a turn whose sensitive score reaches this is highlighted as evidence in the pre-annotation
+EVIDENCE_THRESHOLD = 0.5
 PROJECT_PREFIX = "labelloop review"
 ADJUDICATION_SUFFIX = "-adjudication"
 
@@ -80,6 +85,18 @@ def label_config(taxonomy: Taxonomy, policy: Policy) -> str:
     """The Label Studio labeling config (XML) for this taxonomy + policy (deterministic)."""
     root = ET.Element("View")
     ET.SubElement(root, "Header", {"value": "$header", "size": "5"})
+    # the turns that made the conversation a sensitive suspect come highlighted (pre-annotated
+    # regions with their score); a reviewer confirms or rejects them
+    ev = ET.SubElement(root, "ParagraphLabels", {"name": EVIDENCE, "toName": OBJECT})
+    ET.SubElement(
+        ev,
+        "Label",
+        {
+            "value": EVIDENCE_LABEL,
+            "background": "#ff9f9f",
+            "hint": "this turn is why the conversation may be sensitive (score from the filter)",
+        },
+    )
     ET.SubElement(
         root,
         "Paragraphs",
@@ -211,6 +228,26 @@ def result_for(
     return out
 
 
+def evidence_regions(
+    turns: Sequence[Mapping[str, Any]],
+    scores: Sequence[float],
+    threshold: float = EVIDENCE_THRESHOLD,
+) -> list[dict[str, Any]]:
+    """Pre-annotated regions (whole turns) for the turns whose sensitive score reaches
+    ``threshold``, each with its score."""
+    out: list[dict[str, Any]] = []
+    for i, (t, sc) in enumerate(zip(turns, scores, strict=False)):
+        if sc < threshold:
+            continue
+        out.append({
+            "id": f"evidence-{i}", "from_name": EVIDENCE, "to_name": OBJECT,
+            "type": "paragraphlabels", "score": round(float(sc), 4),
+            "value": {"start": str(i), "end": str(i), "startOffset": 0,
+                      "endOffset": len(str(t["text"])), "paragraphlabels": [EVIDENCE_LABEL]},
+        })  # fmt: skip
+    return out
+
+
 def task_payload(
     conv: ConversationRow,
     proposal: ProposalView | None,
@@ -219,8 +256,11 @@ def task_payload(
     overlap: int,
     label_threshold: float,
     answers: Sequence[Mapping[str, Any]] | None = None,
+    turn_scores: Sequence[float] | None = None,
+    turn_scores_source: str = "",
 ) -> dict[str, Any]:
-    """One import item: redacted turns + conversation id (+ the proposal as a prediction)."""
+    """One import item: redacted turns + conversation id (+ the proposal as a prediction, with
+    the turns that look sensitive highlighted when ``turn_scores`` are given)."""
     turns = conv.redacted_turns
     if not isinstance(turns, list) or not turns:
         raise ValueError(f"conversation {conv.conversation_id!r} field 'redacted_turns': missing")
@@ -232,19 +272,35 @@ def task_payload(
             )
         modality = t.get("modality") or "text"
         speaker = str(t["role"]) if modality == "text" else f"{t['role']} ({modality})"
+        if (
+            turn_scores is not None
+            and i < len(turn_scores)
+            and turn_scores[i] >= EVIDENCE_THRESHOLD
+        ):
+            speaker = f"{speaker} \u26a0 sensitive? {turn_scores[i]:.2f}"
         rendered.append({"speaker": speaker, "text": str(t["text"])})
     uncertainty = proposal.uncertainty if proposal is not None else 1.0
+    languages = list(conv.languages or [])
+    shown = sorted({c for c in languages if c != "und"})
+    suspects = [i for i, sc in enumerate(turn_scores or []) if sc >= EVIDENCE_THRESHOLD]
     data = {
         "conversation_id": conv.conversation_id,
         "surface": conv.surface,
         "header": (
-            f"{conv.surface} · {len(rendered)} turn(s) · review reason: {reason} · "
-            f"uncertainty {uncertainty:.2f} · annotations needed: {overlap}"
+            f"{conv.surface} · {len(rendered)} turn(s) · language: {', '.join(shown) or 'unknown'}"
+            f" · review reason: {reason} · uncertainty {uncertainty:.2f} · annotations needed: "
+            f"{overlap}"
+            + (f" · suspect turn(s): {', '.join(str(i + 1) for i in suspects)}" if suspects else "")
         ),
         "turns": rendered,
         "uncertainty": round(uncertainty, 4),
         "reason": reason,
         "required_annotations": overlap,
+        "languages": languages,
+        "turn_scores": [round(float(x), 4) for x in turn_scores]
+        if turn_scores is not None
+        else None,
+        "turn_scores_source": turn_scores_source or None,
     }
     item: dict[str, Any] = {"data": data}
     if answers is not None:  # adjudication: each annotator's answer as a prediction
@@ -259,11 +315,12 @@ def task_payload(
     elif proposal is not None:
         ints, sens = proposal.labels(label_threshold)
         scores = {**proposal.interests, **proposal.sensitive}
+        evidence = evidence_regions(turns, turn_scores) if turn_scores is not None else []
         item["predictions"] = [
             {
                 "model_version": proposal.proposer_id or "proposer",
                 "score": round(1.0 - proposal.uncertainty, 4),
-                "result": result_for(ints, sens, scores),
+                "result": result_for(ints, sens, scores) + evidence,
             }
         ]
     return item
@@ -674,6 +731,15 @@ def reconcile(store: LabelStore, client: StudioClient, project_id: int, report: 
             report.reconciled += 1
 
 
+class TurnScorer(Protocol):
+    """Per-turn sensitive scores of conversations given as rendered, redacted turns
+    (``targeting.evidence``); ``source`` says where they come from (shown to reviewers)."""
+
+    source: str
+
+    def __call__(self, conversations: Sequence[Sequence[str]]) -> list[tuple[float, ...]]: ...
+
+
 def import_pending(
     store: LabelStore,
     client: StudioClient,
@@ -683,6 +749,7 @@ def import_pending(
     batch_size: int = 25,
     report: PushReport,
     progress: Progress | None = None,
+    turn_scorer: TurnScorer | None = None,
 ) -> None:
     """Import every ``importing`` intent of the project, batch by batch (see module doc)."""
     reconcile(store, client, project_id, report)
@@ -724,6 +791,7 @@ def import_pending(
             )
             items: list[dict[str, Any]] = []
             kept: list[tuple[int, str, int]] = []
+            scores = _turn_scores(turn_scorer, convs, report)
             for row_id, cid, reason, overlap, pid, answers in batch:
                 conv = convs.get(cid)
                 prop = props.get(pid) if pid is not None else None
@@ -739,6 +807,8 @@ def import_pending(
                             overlap=overlap,
                             label_threshold=label_threshold,
                             answers=answers,
+                            turn_scores=scores.get(cid),
+                            turn_scores_source=turn_scorer.source if turn_scorer else "",
                         )
                     )
                     kept.append((row_id, cid, overlap))
@@ -761,6 +831,23 @@ def import_pending(
         if progress:
             progress("import", done, total)
     set_overlaps(store, client, project_id, report)
+
+
+def _turn_scores(
+    scorer: TurnScorer | None, convs: Mapping[str, ConversationRow], report: PushReport
+) -> dict[str, tuple[float, ...]]:
+    """Per-turn scores of the batch's conversations; a scorer failure never blocks the push."""
+    if scorer is None:
+        return {}
+    ids = [
+        cid for cid, c in convs.items() if isinstance(c.redacted_turns, list) and c.redacted_turns
+    ]
+    try:
+        rendered = [turn_texts(convs[cid].redacted_turns or [], redacted=True) for cid in ids]
+        return dict(zip(ids, scorer(rendered), strict=True))
+    except Exception as exc:
+        report.invalid.append(f"turn scores unavailable ({scorer.source}): {exc}")
+        return {}
 
 
 def set_overlaps(
@@ -797,8 +884,10 @@ def push(
     embed: Callable[[Sequence[str]], Any] | None = None,
     progress: Progress | None = None,
     prefix: str = PROJECT_PREFIX,
+    turn_scorer: TurnScorer | None = None,
 ) -> PushReport:
-    """Bootstrap, route the pending proposals, import the selected ones (resumable)."""
+    """Bootstrap, route the pending proposals, import the selected ones (resumable); with a
+    ``turn_scorer`` the suspect turns come highlighted."""
     t0 = time.perf_counter()
     report = PushReport(run_id)
     projects = bootstrap(client, taxonomy, policy, prefix=prefix)
@@ -822,6 +911,7 @@ def push(
         batch_size=batch_size,
         report=report,
         progress=progress,
+        turn_scorer=turn_scorer,
     )
     report.seconds = time.perf_counter() - t0
     return report

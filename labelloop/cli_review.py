@@ -20,7 +20,7 @@ from rich.table import Table
 
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.cli_common import cli_store as _store
-from labelloop.runtime import gold_indexer, review_embedder
+from labelloop.runtime import gold_indexer, review_embedder, review_turn_scorer
 from labelloop.settings import Settings
 
 if TYPE_CHECKING:
@@ -123,6 +123,7 @@ def push_cmd(
                 silver_weight=s.silver_weight,
                 batch_size=batch_size or s.review_import_batch,
                 embed=review_embedder(s),
+                turn_scorer=review_turn_scorer(s),
                 progress=progress,
             )
     except Exception as exc:

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from labeling.collection import GoldExample
     from labeling.policy import Policy
-    from labeling.studio import StudioClient
+    from labeling.studio import StudioClient, TurnScorer
     from labeling.taxonomy import Taxonomy
     from labelloop.store import LabelStore
 
@@ -74,6 +74,27 @@ def review_embedder(settings: Settings) -> Callable[[Sequence[str]], object] | N
         log.warning("review routing without MiniLM embeddings: %s", exc)
         return None
     return embedder.embed
+
+
+def review_turn_scorer(settings: Settings) -> TurnScorer:
+    """Per-turn sensitive scores for review tasks: the production filter's own segment scores
+    when a production model is registered and loads, else the sensitive vocabulary."""
+    from targeting.evidence import FilterTurnScorer, LexiconTurnScorer
+    from targeting.scorer import load_lexicon_file
+
+    try:
+        from targeting.model import load_filter
+
+        model = load_filter(
+            f"models:/{settings.filter_model_name}@{settings.filter_model_alias}",
+            tracking_uri=settings.mlflow_uri,
+        )
+        if model.bundle is not None:
+            return FilterTurnScorer(model.bundle, model.embedder, str(model.model_version))
+    except Exception as exc:  # no production model yet, or MLflow unreachable
+        log.info("review turn scores from the vocabulary: %s", exc)
+    policy = Runtime(settings).policy
+    return LexiconTurnScorer(load_lexicon_file(categories=policy.categories), policy.categories)
 
 
 def gold_indexer(settings: Settings) -> Callable[[Sequence[GoldExample]], object]:

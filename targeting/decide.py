@@ -207,7 +207,9 @@ def decide_batch(
                                     model_version=model_version, policy_version=pv, detail=gate.detail)  # fmt: skip
             continue
         try:
-            langs = turn_languages(t.text for t in conv.turns)
+            langs = turn_languages(
+                (t.text for t in conv.turns), supported=policy.supported_languages
+            )
         except Exception as exc:
             decisions[i] = _unavailable(
                 conv.conversation_id, model_version, pv, f"language detection failed: {exc}"

@@ -50,6 +50,10 @@ class ConversationRow(Base):
     exclusion_detail: Mapped[str | None] = mapped_column(Text)
     redacted_turns: Mapped[list[Any] | None] = mapped_column(JSON)
     redaction_counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # detected language per turn ("und": too short to tell) and the conversation's main one;
+    # only for eligible conversations (the content of the others is never processed)
+    languages: Mapped[list[Any] | None] = mapped_column(JSON)
+    language: Mapped[str | None] = mapped_column(String(8), index=True)
     content_hash: Mapped[str] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(Text)
     source_gold: Mapped[dict[str, Any] | None] = mapped_column(

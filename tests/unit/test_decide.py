@@ -67,7 +67,7 @@ def test_sensitive_category_and_trigger_turn_are_audit_only(record_factory: Any)
     (d,) = decide_batch([_rec(record_factory)], policy=POLICY, judge=judge, model_version="1")
     assert not d.eligible and d.excluded_reason == "sensitive_topic" and d.interests == ()
     assert d.to_dict()["sensitive_category"] == "health" and d.to_dict()["trigger_turn"] == 1
-    assert d.to_dict()["languages"] == ["en", "und"]
+    assert d.to_dict()["languages"] == ["en", "en"]
     pub = d.public()
     assert not {"sensitive_category", "trigger_turn", "languages"} & set(pub)
 

@@ -66,7 +66,8 @@ def test_sampling_twice_creates_no_duplicates_and_stores_no_text_for_excluded(
 ):
     recs = [
         make_record(
-            conversation_id="ok", turns=[{"role": "user", "text": "mail me at jo@example.com"}]
+            conversation_id="ok",
+            turns=[{"role": "user", "text": "mail me at jo@example.com about the hiking trip"}],
         ),
         make_record(conversation_id="eu", country="FR"),
         make_record(conversation_id="old", started_at="2025-01-01T00:00:00Z"),
@@ -91,6 +92,27 @@ def test_sampling_twice_creates_no_duplicates_and_stores_no_text_for_excluded(
         "region": 1,
         "before_policy_date": 1,
     }
+    # languages are recorded for eligible conversations only (excluded content is never read)
+    assert rows["ok"].languages == ["en"] and rows["ok"].language == "en"
+    assert rows["eu"].languages is None
+    assert r1.by_language == {"en": 1} and r1.unsupported_language == 0
+
+
+def test_sampling_counts_conversations_in_unsupported_languages(store, write_jsonl, tmp_path):
+    recs = [
+        make_record(conversation_id="es", turns=[
+            {"role": "user", "text": "Which trail near Denver is good for a sunset hike?"},
+            {"role": "user", "text": "¿Dónde puedo comprar unas botas de montaña baratas en Denver?"},
+        ]),
+        make_record(conversation_id="pt", turns=[
+            {"role": "user", "text": "Onde posso comprar tênis de corrida baratos em São Paulo?"},
+        ]),
+    ]  # fmt: skip
+    r = sample_into_store([write_jsonl(recs)], policy=load_policy(), store=store,
+                          quarantine_path=tmp_path / "q.jsonl")  # fmt: skip
+    # still sampled (reviewers label them; that is how a language becomes supported) but counted
+    assert r.eligible == 2 and r.unsupported_language == 2
+    assert r.by_language == {"en": 1, "pt": 1}
 
 
 def test_audit_chain_verifies_and_detects_tampering(store, tmp_path):

@@ -103,3 +103,52 @@ def test_task_payload_has_redacted_turns_and_prediction() -> None:
     bad = ConversationRow(conversation_id="c-2", surface="vibes", redacted_turns=None)
     with pytest.raises(ValueError, match=r"c-2.*redacted_turns"):
         task_payload(bad, None, reason="x", overlap=1, label_threshold=0.5)
+
+
+def test_task_highlights_the_suspect_turns_with_their_scores() -> None:
+    conv = ConversationRow(
+        conversation_id="c-3",
+        surface="assistant_chat",
+        redacted_turns=[
+            {"role": "user", "text": "find me a table for two tonight"},
+            {"role": "assistant", "text": "Here are three places."},
+            {"role": "user", "text": "one of us is celiac after the surgery, is that ok?"},
+        ],
+        languages=["en", "en", "en"],
+    )
+    prop = ProposalView("c-3", {"653": 0.8}, {"health": 0.7}, 0.4, frozenset(), "llm-v1")
+    item = task_payload(conv, prop, reason="sensitive_suspect", overlap=2, label_threshold=0.5,
+                        turn_scores=(0.05, 0.01, 0.91), turn_scores_source="targeting filter v3")  # fmt: skip
+    data = item["data"]
+    assert "suspect turn(s): 3" in data["header"] and "language: en" in data["header"]
+    assert data["turns"][2]["speaker"].startswith("user") and "0.91" in data["turns"][2]["speaker"]
+    assert "sensitive" not in data["turns"][0]["speaker"]
+    assert data["turn_scores"] == [0.05, 0.01, 0.91]
+    assert data["turn_scores_source"] == "targeting filter v3"
+    (pred,) = item["predictions"]
+    regions = [r for r in pred["result"] if r["type"] == "paragraphlabels"]
+    assert (
+        len(regions) == 1 and regions[0]["from_name"] == "evidence" and regions[0]["score"] == 0.91
+    )
+    v = regions[0]["value"]
+    assert (v["start"], v["end"], v["startOffset"], v["endOffset"]) == (
+        "2",
+        "2",
+        0,
+        len(conv.redacted_turns[2]["text"]),
+    )
+    # the evidence regions do not change the labels a reviewer's answer is read as
+    assert parse_result(pred["result"])[:2] == (["653"], ["health"])
+    cfg = label_config(*_domain())
+    assert 'name="evidence"' in cfg and 'toName="dialogue"' in cfg
+
+
+def test_turn_scorers() -> None:
+    from targeting.evidence import LexiconTurnScorer
+    from targeting.scorer import load_lexicon_file
+
+    policy = load_policy()
+    scorer = LexiconTurnScorer(load_lexicon_file(categories=policy.categories), policy.categories)
+    (scores,) = scorer([("user: book a table", "user: our union rep called about the strike vote",
+                         "user: I pray at the mosque on Fridays")])  # fmt: skip
+    assert scores[0] == 0.0 and scores[1] == 1.0 and scores[2] >= 0.5
