@@ -13,7 +13,7 @@ from experiments.dataset import (
 )
 from experiments.gate import GateResult, GateRules, approve, evaluate
 from experiments.registry import TrainOutcome, train_and_register
-from experiments.training import TrainConfig
+from experiments.training import Progress, TrainConfig
 from labeling.policy import Policy, load_policy
 from labeling.records import Conversation, Limits, read_records
 from labeling.taxonomy import Taxonomy, load_taxonomy
@@ -90,8 +90,12 @@ def train(
     from_records: Sequence[Path] | None = None,
     use_embeddings: bool = True,
     use_tfidf: bool = True,
+    progress: Progress | None = None,
 ) -> TrainOutcome:
-    """Snapshot -> train -> MLflow run -> registered version (and the gate with auto-approve)."""
+    """Snapshot -> train -> MLflow run -> registered version (and the gate with auto-approve).
+
+    Sentence embeddings are cached on disk by text hash (``<state>/cache``), so training again on
+    the same or overlapping data embeds only the new texts."""
     policy, taxonomy = policy_and_taxonomy(settings)
     snapshot = build_snapshot(settings, from_records)
     embedder = onnx = tok = None
@@ -99,17 +103,23 @@ def train(
     cfg = TrainConfig(
         leak_budget=settings.train_leak_budget,
         category_recall_floor=settings.train_category_recall_floor,
+        max_clean_conversations=settings.train_max_clean_conversations,
         use_embeddings=use_embeddings,
         use_tfidf=use_tfidf,
     )
     if use_embeddings:
-        from labeling.assets import EMBEDDING_MODEL_ID, ensure_embedding_model
-        from labeling.embeddings import MiniLMEmbedder
+        from labeling.embedding_cache import CachedTextEmbedder
+        from labeling.encoders import encoder_files, load_encoder
 
         settings.models_dir.mkdir(parents=True, exist_ok=True)
-        onnx, tok = ensure_embedding_model(settings.models_dir)
-        embedder = MiniLMEmbedder(onnx, tok, max_length=cfg.embed_max_length)
-        model_id = EMBEDDING_MODEL_ID
+        onnx, tok = encoder_files(settings.filter_encoder, settings.models_dir)
+        inner = load_encoder(settings.filter_encoder, onnx, tok, max_length=cfg.embed_max_length)
+        model_id = str(inner.model_id)
+        safe = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in model_id)
+        embedder = CachedTextEmbedder(
+            inner,
+            settings.state_dir / "cache" / f"embeddings-{safe}-L{cfg.embed_max_length}.sqlite",
+        )
     return train_and_register(
         snapshot,
         tracking_uri=settings.mlflow_uri,
@@ -121,6 +131,8 @@ def train(
         config=cfg,
         experiment=settings.mlflow_experiment,
         embedding_model_id=model_id,
+        encoder=settings.filter_encoder,
+        progress=progress,
     )
 
 

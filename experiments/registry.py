@@ -21,7 +21,7 @@ from typing import Any
 
 from experiments.dataset import FRAME_COLUMNS, Example, Snapshot, examples_to_jsonl
 from experiments.evaluation import EvalReport, evaluate_bundle, write_artifacts
-from experiments.training import CachedEmbedder, TrainConfig, TrainResult, train_filter
+from experiments.training import CachedEmbedder, Progress, TrainConfig, TrainResult, train_filter
 from labeling.policy import Policy
 from labeling.taxonomy import Taxonomy
 from targeting.model import MODEL_NAME, TargetingFilterModel, model_artifacts, save_bundle
@@ -137,7 +137,9 @@ def train_and_register(
     register: bool = True,
     lineage: Mapping[str, str] | None = None,
     embedding_model_id: str = "none",
+    encoder: str = "minilm",
     prototype_texts: Mapping[str, Sequence[str]] | None = None,
+    progress: Progress | None = None,
 ) -> TrainOutcome:
     """Train, evaluate, log a run and (optionally) register a model version."""
     config = config or TrainConfig()
@@ -148,7 +150,8 @@ def train_and_register(
     cached = CachedEmbedder(embedder) if embedder is not None else None
     protos = prototype_texts if prototype_texts is not None else default_prototypes(policy)
     result = train_filter(snapshot, taxonomy, cached, config=config, prototype_texts=protos,
-                          embedding_model_id=embedding_model_id)  # fmt: skip
+                          embedding_model_id=embedding_model_id, encoder=encoder,
+                          progress=progress)  # fmt: skip
     return log_and_register(
         snapshot, result, tracking_uri=tracking_uri, policy=policy, taxonomy=taxonomy, embedder=cached,
         onnx_path=onnx_path, tokenizer_path=tokenizer_path, config=config, experiment=experiment,

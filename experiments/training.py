@@ -12,7 +12,10 @@ dialogue about booking a therapist is not about health).
    with weight ``1 / n_segments`` (each conversation weighs as much as a one-segment one).
 2. Witnesses: in each sensitive conversation, its best segment under round 0, and the segments
    that score above 99 % of the clean segments and at least ``witness_ratio`` x the best one, are
-   its sensitive segments; the others are left out (neither clean nor sensitive).
+   its sensitive segments; the others are left out (neither clean nor sensitive). A segment whose
+   embedding is nearly identical (cosine >= ``witness_max_clean_similarity``) to a segment of a
+   clean conversation is never a witness: dialogue templates ("What day works best for you?")
+   occur in sensitive and clean dialogues alike and say nothing about the topic.
 3. Final model: clean segments + witnesses (full weight each). The witnesses per conversation
    are also what the label-review tools show as "which turn".
 
@@ -43,12 +46,14 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.exceptions import ConvergenceWarning
 
 from experiments.dataset import Example, Snapshot, unit_hash
 from labeling.segments import DEFAULT_SEGMENT_CHARS
@@ -103,6 +108,9 @@ class TrainConfig:
     label_noise_quantile: float | None = 0.5
     label_noise_max_share: float = 0.1
     witness_ratio: float = 0.5
+    # a segment of a sensitive conversation this similar (cosine) to a segment of a clean one is
+    # never a witness (dialogue templates, greetings); None = no such filter
+    witness_max_clean_similarity: float | None = 0.9
     mil: bool = True
     interest_min_positives: int = 5
     embed_max_length: int = 128
@@ -111,6 +119,9 @@ class TrainConfig:
     # clean conversations beyond this many (deterministic hash sample) are not used: they are the
     # bulk of the data and add little; None = all
     max_clean_conversations: int | None = None
+    # the segment classifier is fitted on at most this many clean segments (a fixed hash sample,
+    # reweighted to the full count); every segment is still scored for the calibration
+    max_clean_segments: int | None = 40_000
     max_iter: int = 300
     fold_salt: str = "labelloop-folds-v1"
 
@@ -261,23 +272,34 @@ def _capped_floor(
 
 
 # ------------------------------------------------------------------------------------ fitting
-def _segment_lr(cfg: TrainConfig) -> Any:
+def _segment_lr(cfg: TrainConfig, init: Any | None = None) -> Any:
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(
+    m = LogisticRegression(
         C=cfg.c_segment,
         solver="lbfgs",
         max_iter=cfg.max_iter,
         class_weight="balanced" if cfg.class_weight == "balanced" else None,
+        warm_start=init is not None,
     )
+    if init is not None:  # start from a fitted model's weights (same optimum, fewer iterations)
+        m.coef_ = init.coef_.copy()
+        m.intercept_ = init.intercept_.copy()
+    return m
 
 
 def _fit_segments(
-    x: Any, classes: list[str], weights: npt.NDArray[np.float64], cfg: TrainConfig
+    x: Any,
+    classes: list[str],
+    weights: npt.NDArray[np.float64],
+    cfg: TrainConfig,
+    init: Any | None = None,
 ) -> Any | None:
     if len(set(classes)) < 2:
         return None
     y = np.asarray(classes)
+    if init is not None and sorted(set(classes)) != [str(c) for c in init.classes_]:
+        init = None
     w = np.asarray(weights, dtype=np.float64)
     if cfg.class_weight == "pooled":
         clean = y == CLEAN
@@ -286,8 +308,10 @@ def _fit_segments(
             w = np.where(clean, w, w * (w_clean / w_sens))
     elif cfg.class_weight not in ("balanced", "none"):
         raise ValueError(f"unknown class_weight {cfg.class_weight!r}")
-    m = _segment_lr(cfg)
-    m.fit(x, y, sample_weight=w / max(1e-12, float(w.mean())))
+    m = _segment_lr(cfg, init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=ConvergenceWarning)
+        m.fit(x, y, sample_weight=w / max(1e-12, float(w.mean())))
     return m
 
 
@@ -349,6 +373,48 @@ def _rows(
     return rows
 
 
+def _sample_clean_rows(
+    idx: npt.NDArray[np.int_],
+    cls: list[str],
+    w: npt.NDArray[np.float64],
+    texts: Sequence[str],
+    cap: int | None,
+    salt: str,
+) -> tuple[npt.NDArray[np.int_], list[str], npt.NDArray[np.float64]]:
+    """At most ``cap`` clean rows (a fixed sample by text hash), reweighted to the full count."""
+    clean = np.array([c == CLEAN for c in cls], dtype=bool)
+    n_clean = int(clean.sum())
+    if cap is None or n_clean <= cap:
+        return idx, cls, w
+    order = sorted(
+        np.flatnonzero(clean).tolist(), key=lambda r: unit_hash(texts[int(idx[r])], salt)
+    )
+    keep = ~clean
+    keep[order[:cap]] = True
+    w2 = np.where(clean, w * (n_clean / cap), w)[keep]
+    return idx[keep], [c for c, k in zip(cls, keep, strict=True) if k], w2
+
+
+def _max_similarity_to_clean(
+    embeddings: npt.NDArray[np.float32],
+    seg_owner: npt.NDArray[np.int_],
+    sensitive: npt.NDArray[np.bool_],
+    chunk: int = 2048,
+) -> npt.NDArray[np.float64]:
+    """For each segment of a sensitive conversation, its highest cosine similarity to a segment
+    of a clean conversation (0 for the clean segments themselves)."""
+    seg_sens = sensitive[seg_owner]
+    clean = embeddings[~seg_sens]
+    out = np.zeros(len(seg_owner))
+    if not clean.size:
+        return out
+    pos = np.flatnonzero(seg_sens)
+    for start in range(0, pos.size, chunk):
+        rows = pos[start : start + chunk]
+        out[rows] = (embeddings[rows] @ clean.T).max(axis=1)
+    return out
+
+
 def _select_witnesses(
     p_any: npt.NDArray[np.float64],
     seg_owner: npt.NDArray[np.int_],
@@ -380,6 +446,7 @@ def train_filter(
     prototype_texts: Mapping[str, Sequence[str]] | None = None,
     lexicon: Lexicon | None = None,
     embedding_model_id: str = "none",
+    encoder: str = "minilm",
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train both classifiers on ``snapshot.train`` and calibrate thresholds (see module doc)."""
@@ -423,7 +490,7 @@ def train_filter(
         cats, cue_weight=config.cue_weight if config.use_cues else 0.0, lexicon=keywords,
         cues={c: lex.cues.get(c, ()) for c in cats}, embedding_model_id=embedding_model_id,
         embed_max_length=config.embed_max_length, segment_chars=config.segment_chars,
-        unit=config.unit, uses_embeddings=emb_obj is not None,
+        unit=config.unit, uses_embeddings=emb_obj is not None, encoder=encoder,
     )  # fmt: skip
     if config.use_tfidf:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -454,19 +521,27 @@ def train_filter(
     labels = np.array([[c in e.sensitive for c in cats] for e in train], dtype=bool).reshape(
         len(train), len(cats)
     )
-    y_any = labels.any(axis=1)
+    y_any: npt.NDArray[np.bool_] = np.asarray(labels.any(axis=1), dtype=bool)
     witness: npt.NDArray[np.bool_] | None = None
+    salt = config.fold_salt + "-rows"
+    m0: Any | None = None
     if config.mil and y_any.any():
         say("mil round 0", 0, 1)
         idx, cls, w = _rows(seg_owner, train, cats, None).arrays()
+        idx, cls, w = _sample_clean_rows(idx, cls, w, seg_texts, config.max_clean_segments, salt)
         m0 = _fit_segments(x[idx], cls, w, config)
         if m0 is not None:
             bundle.segment_model, bundle.segment_classes = m0, tuple(str(c) for c in m0.classes_)
             p_any0, _ = bundle.segment_probabilities(x, x.shape[0])
+            if embeddings is not None and config.witness_max_clean_similarity is not None:
+                # a segment that (nearly) also occurs in clean conversations is not evidence
+                sim = _max_similarity_to_clean(embeddings, seg_owner, y_any)
+                p_any0 = np.where(sim >= config.witness_max_clean_similarity, 0.0, p_any0)
             witness = _select_witnesses(p_any0, seg_owner, train, config.witness_ratio)
         say("mil round 0", 1, 1)
     rows = _rows(seg_owner, train, cats, witness)
     idx, cls, w = rows.arrays()
+    idx, cls, w = _sample_clean_rows(idx, cls, w, seg_texts, config.max_clean_segments, salt)
     witnesses: dict[str, list[int]] = {}
     if witness is not None:
         for k in np.flatnonzero(witness).tolist():
@@ -484,7 +559,9 @@ def train_filter(
         if not va.any():
             continue
         keep = row_fold != f
-        m = _fit_segments(x[idx[keep]], [cls[i] for i in np.flatnonzero(keep)], w[keep], config)
+        m = _fit_segments(
+            x[idx[keep]], [cls[i] for i in np.flatnonzero(keep)], w[keep], config, init=m0
+        )
         if m is None:
             continue
         probe = replace(bundle, segment_model=m, segment_classes=tuple(str(c) for c in m.classes_))
@@ -494,7 +571,7 @@ def train_filter(
         for j in range(len(cats)):
             np.maximum.at(oof_cat[:, j], owners, p_cat[:, j])
     say("out-of-fold", config.folds, config.folds)
-    final = _fit_segments(x[idx], cls, w, config)
+    final = _fit_segments(x[idx], cls, w, config, init=m0)
     bundle.segment_model = final
     bundle.segment_classes = tuple(str(c) for c in final.classes_) if final is not None else ()
     timings["segment_model_s"] = time.perf_counter() - t0

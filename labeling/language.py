@@ -91,6 +91,9 @@ def detect(
     need = max(4, min_letters // 2) if _mostly_non_latin(text) else min_letters
     if letter_count(text) < need:
         return LanguageGuess(UNDETERMINED, 0.0)
+    top, p_top = _model().classify(text)  # the common case: one confident language
+    if float(p_top) >= min_confidence and str(top) not in ALIASES:
+        return LanguageGuess(str(top), float(p_top))
     dist = distribution(text)
     code, prob = max(dist.items(), key=lambda kv: kv[1])
     if prob >= min_confidence:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from labelloop.settings import Settings, get_settings
 
@@ -30,3 +33,27 @@ def cli_store(settings: Settings) -> LabelStore:
     from labelloop.runtime import Runtime
 
     return Runtime(settings).store
+
+
+@contextmanager
+def cli_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress callback (phase, done, total) drawn as rich progress bars."""
+    if not enabled:
+        yield lambda _phase, _done, _total: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total or None)
+            bar.update(tasks[phase], completed=done, total=total or None)
+
+        yield update

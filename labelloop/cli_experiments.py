@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from labelloop.cli_common import cli_progress
 from labelloop.cli_common import cli_settings as _settings
 
 console = Console()
@@ -43,7 +44,10 @@ def train_cmd(
             err.print(f"[red]input not found:[/red] {p}")
             raise typer.Exit(2)
     try:
-        out = train(s, from_records=from_records, use_embeddings=not no_embeddings)
+        with cli_progress(True) as progress:
+            out = train(
+                s, from_records=from_records, use_embeddings=not no_embeddings, progress=progress
+            )
     except ValueError as exc:
         err.print(f"[red]training failed:[/red] {exc}")
         raise typer.Exit(1) from exc

