@@ -132,6 +132,11 @@ def filter_command(
     for k, v in sorted(report.stats.by_reason.items(), key=lambda kv: (kv[0] != "eligible", kv[0])):
         t.add_row(k, str(v))
     console.print(t)
+    if report.stats.by_language:
+        langs = ", ".join(
+            f"{k} {v}" for k, v in sorted(report.stats.by_language.items(), key=lambda kv: -kv[1])
+        )
+        console.print(f"languages (main language of each record read): {langs}")
     if report.quarantined:
         console.print(f"quarantined {report.quarantined} bad lines: {qpath}")
     console.print(f"audit log: {s.decisions_audit_path}")

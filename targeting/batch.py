@@ -45,6 +45,7 @@ class FilterReport:
             "records": self.stats.records,
             "eligible": self.stats.eligible,
             "by_reason": dict(sorted(self.stats.by_reason.items())),
+            "by_language": dict(sorted(self.stats.by_language.items())),
             "quarantined": self.quarantined,
             "quarantine": str(self.quarantine_path) if self.quarantined else None,
             "model_versions": sorted(self.model_versions),

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from labeling.language import primary_language
 from labeling.policy import ExclusionReason, Policy
 from labeling.records import Conversation, Limits, QuarantinedRecord, parse_record
 from labelloop.settings import Settings
@@ -89,6 +90,8 @@ class BatchStats:
     records: int = 0
     eligible: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+    # main language of the records whose turns were read (policy gate passed)
+    by_language: dict[str, int] = field(default_factory=dict)
 
     def add(self, decisions: Sequence[Decision]) -> None:
         for d in decisions:
@@ -97,6 +100,9 @@ class BatchStats:
                 self.eligible += 1
             key = d.excluded_reason or "eligible"
             self.by_reason[key] = self.by_reason.get(key, 0) + 1
+            if d.languages:
+                lang = primary_language(d.languages)
+                self.by_language[lang] = self.by_language.get(lang, 0) + 1
 
 
 class ContractError(ValueError):
