@@ -183,6 +183,45 @@ def curve(bundle: FilterBundle, batch: Any, examples: Sequence[Example]) -> list
     return out
 
 
+def blocked_by(bundle: FilterBundle, batch: Any, mask: Sequence[bool]) -> dict[str, int]:
+    """Which rule blocked the masked conversations (one may count under several rules)."""
+    out: dict[str, int] = defaultdict(int)
+    for r, keep in enumerate(mask):
+        if not keep:
+            continue
+        rules = []
+        if batch.any[r] >= bundle.any_threshold:
+            rules.append("any_threshold")
+        for j, c in enumerate(bundle.categories):
+            if batch.sensitive[r, j] >= bundle.sensitive_thresholds.get(c, 1.01):
+                rules.append(f"{bundle.sensitive_rules.get(c, 'floor')}:{c}")
+        rules += [f"keyword:{c}" for c in sorted(batch.lexicon_hits[r])]
+        for rule in rules:
+            out[rule] += 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def examples_of(
+    ev: Sequence[Example], verdicts: Sequence[ContentVerdict], *, clean: bool, n: int = 25
+) -> list[dict[str, Any]]:
+    """A deterministic sample of false blocks (``clean``) or leaks, with the deciding turn."""
+    rows = [
+        (e, v)
+        for e, v in zip(ev, verdicts, strict=True)
+        if ((not e.sensitive and v.blocked) if clean else (bool(e.sensitive) and not v.blocked))
+    ]
+    rows.sort(key=lambda ev_: unit_hash(ev_[0].conversation_id, "examples"))
+    out = []
+    for e, v in rows[:n]:
+        t = v.trigger_turn if v.trigger_turn is not None else int(np.argmax(v.turn_scores or [0]))
+        out.append({
+            "conversation_id": e.conversation_id, "gold": list(e.sensitive),
+            "category": v.sensitive_category, "any_score": v.any_score, "turn": t,
+            "text": e.turns[t][:300] if t < len(e.turns) else "",
+        })  # fmt: skip
+    return out
+
+
 def report_summary(rep: EvalReport, categories: Sequence[str]) -> dict[str, Any]:
     m = rep.metrics()
     return {
@@ -221,6 +260,9 @@ def part_split(
     out = report_summary(rep, policy.categories)
     out.update(
         rates(ev, verdicts),
+        false_blocks_by_rule=blocked_by(res.bundle, batch, [not e.sensitive for e in ev]),
+        false_block_examples=examples_of(ev, verdicts, clean=True),
+        leak_examples=examples_of(ev, verdicts, clean=False),
         by_source=by_source,
         by_length=by_len,
         curve=curve(res.bundle, batch, ev),
@@ -317,29 +359,37 @@ def part_speed(
 
 
 def part_languages(
-    bundle: FilterBundle, embedder: Any, path: Path, taxonomy: Taxonomy, policy: Policy
-) -> dict[str, Any]:
-    """Per language of a machine-translated sample: the model's judgement, and language ID."""
+    bundle: FilterBundle, embedder: Any, path: Path, taxonomy: Taxonomy, policy: Policy,
+    data_dir: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """Per language of a machine-translated sample (ids ``mt-<lang>:<dev id>``), next to the
+    English originals of the same conversations: the model's judgement (leak, false-block,
+    interest F1, as if every language were supported) and how often language ID names the
+    language (the ``unsupported_language`` gate)."""
     from labeling.language import turn_languages
 
     convs = [c for c in read_records([path]) if isinstance(c, Conversation) and c.gold is not None]
-    snap = snapshot_from_records(convs, taxonomy, policy.categories, eval_fraction=0.0)
-    by_lang: dict[str, list[Example]] = defaultdict(list)
-    lang_of: dict[str, str] = {}
+    lang_of = {
+        c.conversation_id: c.conversation_id.split(":", 1)[0].removeprefix("mt-") for c in convs
+    }
+    wanted = {c.conversation_id.split(":", 1)[1] for c in convs}
+    originals = [
+        c for f in sorted(data_dir.glob("*.jsonl")) for c in read_records([f])
+        if isinstance(c, Conversation) and c.conversation_id in wanted
+    ]  # fmt: skip
+    groups: dict[str, list[Conversation]] = defaultdict(list)
     for c in convs:
-        lang = c.conversation_id.split(":", 1)[0].rsplit("-", 1)[-1]
-        lang_of[c.conversation_id] = lang
-    for e in snap.train:
-        by_lang[lang_of[e.conversation_id]].append(e)
+        groups[lang_of[c.conversation_id]].append(c)
+    groups["en (originals)"] = originals
     out: dict[str, Any] = {}
-    for lang, exs in sorted(by_lang.items()):
+    for lang, members in sorted(groups.items()):
+        snap = snapshot_from_records(members, taxonomy, policy.categories, eval_fraction=0.0)
+        exs = list(snap.train)
         rep, _, verdicts = evaluate_bundle(bundle, exs, embedder)
-        detected = [
-            turn_languages([c.text for c in conv.turns])
-            for conv in convs
-            if lang_of[conv.conversation_id] == lang
-        ]
-        hit = sum(1 for d in detected if lang in d) / len(detected) if detected else None
+        code = lang.split(" ")[0]
+        detected = [turn_languages([t.text for t in c.turns], supported=policy.supported_languages)
+                    for c in members]  # fmt: skip
+        hit = sum(1 for d in detected if code in d) / len(detected) if detected else None
         out[lang] = {**rates(exs, verdicts), "interest_micro_f1": rep.interest_micro_f1,
                      "language_id_recall": hit, "n": len(exs)}  # fmt: skip
     return out
@@ -364,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", default="bench-v1")
     ap.add_argument("--json", dest="json_out", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="leak / false-block curves (PNG)")
+    ap.add_argument(
+        "--save-bundles", type=Path, default=None, help="pickle each variant's model here"
+    )
     args = ap.parse_args(argv)
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
 
@@ -395,6 +448,10 @@ def main(argv: list[str] | None = None) -> int:
         embedder = encoders[enc]
         print(f"=== {name} ({enc}) {cfg}", file=sys.stderr, flush=True)
         res, secs = train(snapshot, taxonomy, policy, embedder, cfg)
+        if args.save_bundles is not None:
+            from targeting.model import save_bundle
+
+            save_bundle(res.bundle, args.save_bundles / f"{name}.pkl")
         out: dict[str, Any] = {"encoder": enc, "config": cfg.as_params(), "train_s": round(secs, 1),
                                "train_seconds": {k: round(v, 1) for k, v in res.seconds.items()},
                                "n_segments": res.n_segments}  # fmt: skip

@@ -1,0 +1,123 @@
+"""Behaviour of a filter trained with the real sentence encoder (all-MiniLM-L6-v2 int8).
+
+The model is trained here on synthetic conversations (``labeling.synth``), then probed:
+
+* a sensitive sentence blocks the conversation wherever it sits in a 30-turn dialogue, and the
+  decision names that turn (audit only);
+* a neutral turn added anywhere in a clean dialogue does not block it;
+* renaming a hiking trail does not change the interests;
+* a sensitive sentence in another language is refused as ``unsupported_language`` (English-only
+  policy), never passed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from experiments.dataset import snapshot_from_records
+from experiments.registry import default_prototypes
+from experiments.training import TrainConfig, train_filter
+from labeling.assets import AssetError
+from labeling.policy import load_policy
+from labeling.records import Conversation
+from labeling.synth import generate
+from labeling.taxonomy import load_taxonomy
+from targeting.model import TargetingFilterModel
+
+pytestmark = pytest.mark.model
+
+POLICY = load_policy()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> TargetingFilterModel:
+    from labeling.encoders import encoder_from_models_dir
+
+    try:
+        embedder = encoder_from_models_dir("minilm", tmp_path_factory.mktemp("models"))
+    except AssetError as exc:  # pragma: no cover - depends on the environment
+        if os.environ.get("CI"):
+            pytest.fail(f"embedding model not installed: {exc}")
+        pytest.skip(f"embedding model not installed: {exc}")
+    tax = load_taxonomy(categories=POLICY.categories)
+    convs = [Conversation.model_validate(r) for r in generate(600, 7)]
+    snap = snapshot_from_records(convs, tax, POLICY.categories, eval_fraction=0.0)
+    res = train_filter(snap, tax, embedder, config=TrainConfig(leak_budget=0.02),
+                       prototype_texts=default_prototypes(POLICY))  # fmt: skip
+    return TargetingFilterModel.from_parts(res.bundle, POLICY, tax, embedder, "test")
+
+
+def _record(turns: list[str], cid: str = "b-1") -> dict[str, Any]:
+    return {
+        "conversation_id": cid, "account_id": "acct-1", "surface": "assistant_chat",
+        "country": "US", "account_linked": True, "started_at": "2026-03-01T12:00:00Z",
+        "turns": [{"role": "user" if i % 2 == 0 else "assistant", "text": t} for i, t in enumerate(turns)],
+    }  # fmt: skip
+
+
+CLEAN_TURNS = [
+    "Can you find me a table for four at an Italian place downtown tonight?",
+    "Sure, Trattoria Roma has a table at 7:30 pm.",
+    "Great, book it please.",
+    "Done. Anything else?",
+    "What's the weather going to be like tomorrow morning?",
+    "Sunny, around 22 degrees.",
+    "Recommend a sci-fi movie for the weekend.",
+    "You could watch Arrival, it is a thoughtful one.",
+    "Which running shoes are good for a beginner?",
+    "Light trainers with good cushioning work well for most beginners.",
+]
+SENSITIVE = (
+    "My therapist thinks my anxiety got worse since the panic attacks started, what can I do?"
+)
+
+
+def _dialogue(n: int = 30) -> list[str]:
+    return [CLEAN_TURNS[i % len(CLEAN_TURNS)] for i in range(n)]
+
+
+def test_a_sensitive_sentence_blocks_wherever_it_sits(model: TargetingFilterModel) -> None:
+    (clean,) = model.decide([_record(_dialogue())])
+    assert clean.eligible, clean
+    for pos in (0, 15, 29):
+        turns = _dialogue()
+        turns[pos] = SENSITIVE
+        (d,) = model.decide([_record(turns)])
+        assert not d.eligible and d.excluded_reason == "sensitive_topic", (pos, d)
+        assert d.trigger_turn == pos and d.sensitive_category == "health"
+        assert "trigger_turn" not in d.public() and "sensitive_category" not in d.public()
+
+
+def test_a_neutral_turn_added_anywhere_does_not_block(model: TargetingFilterModel) -> None:
+    for pos in (0, 10, 30):
+        turns = _dialogue()
+        turns.insert(pos, "Thanks, that sounds good to me.")
+        (d,) = model.decide([_record(turns)])
+        assert d.eligible, (pos, d)
+
+
+def test_renaming_a_hiking_trail_changes_no_interest(model: TargetingFilterModel) -> None:
+    def interests(trail: str) -> set[str]:
+        rec = _record([f"Which boots should I buy for the {trail} trail near Denver this weekend?",
+                       f"For {trail}, light waterproof hiking boots are a good choice."])  # fmt: skip
+        (d,) = model.decide([rec])
+        assert d.eligible
+        return {i.id for i in d.interests}
+
+    base = interests("Red Rocks")
+    assert base  # the hiking request carries interests at all
+    for name in ("Bear Creek", "Mount Falcon", "Chautauqua"):
+        assert interests(name) == base, name
+
+
+def test_a_sensitive_sentence_in_another_language_is_refused(model: TargetingFilterModel) -> None:
+    turns = _dialogue(12)
+    turns[11] = (
+        "Estoy embarazada de tres meses y mi médico dice que debo descansar, ¿qué ropa compro?"
+    )
+    (d,) = model.decide([_record(turns)])
+    assert not d.eligible and d.excluded_reason == "unsupported_language"
+    assert d.languages[11] == "es"
