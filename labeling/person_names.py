@@ -106,6 +106,17 @@ _WEAK_CUES: Final = frozenset(
     |pour|dis à|bonjour|salut|cher|chère|dengan|untuk|kepada|halo|bilang ke|telepon
     |kasih tahu""".replace("\n    ", "").split("|")
 )
+# Person cues: words that take a person ("tell", "dear", "my neighbour"). After one of them two
+# capitalised words that are not ordinary words are a name even when the gazetteer lacks them
+# ("tell Thabisile Msuthu"); prepositions ("to", "for", "with") are weaker: places follow them too.
+_PERSON_CUES: Final = frozenset(
+    """tell|ask|call|text|email|e-mail|message|msg|remind|invite|thank|thanks|ping|cc|dear|hi|hello
+    |hey|named|called|contact|married|dating|husband|wife|son|daughter|brother|sister|friend|boss
+    |colleague|manager|doctor|neighbour|neighbor|cousin|uncle|aunt|mom|mum|dad|teacher|coach
+    |partner|girlfriend|boyfriend|roommate|landlord|dile a|llama a|hola|querido|querida|estimado
+    |estimada|fala com|diga ao|diga à|olá|oi|caro|cara|dis à|bonjour|salut|cher|chère|kepada|halo
+    |bilang ke|kasih tahu""".replace("\n    ", "").split("|")
+)
 _TITLES: Final = frozenset(
     """Mr Mrs Ms Mx Miss Dr Prof Sr Sra Srta Dra Lic Ing Mme Mlle Pak Bu Don Doña Dona Dom Señor
     Señora Señorita Senhor Senhora Monsieur Madame Mademoiselle Bapak Ibu Saudara Saudari Shri
@@ -132,6 +143,9 @@ _DEVA_NAME_RE: Final = re.compile(
 )
 # A run of capitalised words, particles allowed between them ("João da Silva"). It starts with the
 # capital and only then looks behind it, so sre skips fast to candidate characters.
+_DEVA_CHAR_RE: Final = re.compile(r"[\u0900-\u097F]")
+_DEVA_SEQ_RE: Final = re.compile(rf"{_DEVA}(?:[ \t]+{_DEVA}){{0,3}}")
+_DEVA_TOKEN_RE: Final = re.compile(_DEVA)
 _SEQ_RE: Final = re.compile(
     rf"[{_UP}](?<![\w'’-][{_UP}]){_CAP_TAIL}(?:[ \t]+(?:{_PARTICLE}[ \t]+){{0,2}}{_CAP}){{0,3}}"
 )
@@ -156,13 +170,16 @@ _NOT_NAME: Final = frozenset(
     Chrome Siri Alexa Assistant Ai Gpt Chatgpt Claude Gemini Llama Ok Hola Gracias Buenos
     Bonjour Merci Oui Non Olá Obrigado Obrigada Terima Kasih Selamat Pagi Namaste Por Para
     Con Sin Una Uno Los Las El La Le Les Des Du De Da Do Dos Das Em No Na Um Uma Et Ou Mais
-    Est Sont Je Tu Il Elle Nous Vous Ils Elles Yo Él Ella Nosotros Ellos Eu Ele Ela Nós Saya
+    Est Sont Je Tu Il Elle Nous Vous Ils Elles Yo Él Nosotros Ellos Eu Ele Ela Nós Saya
     Aku Kamu Dia Kami Kita Mereka Dan Atau Yang Ini Itu Ada Tidak Bisa Mau Tell Ask Call Text
     Email Message Remind Invite Meet With From To For By Dear Hello Hi Hey Cc Sra Srta Dra Lic
     Ing Mme Mlle Pak Bu Doña Señor Señora Señorita Senhor Senhora Monsieur Madame Mademoiselle
     Bapak Ibu Saudara Saudari Shri Smt Kumari Dame Herr Frau Mx""".split()
 )
 # fmt: on
+
+
+_ORDINARY_LOWER: Final = frozenset(w.lower() for w in _NOT_NAME)
 
 
 def _is_namey(tok: str, gz: Gazetteer) -> bool:
@@ -204,8 +221,22 @@ def _trim(
     return start + keep[0][0], start + keep[-1][1]
 
 
+def _unknown_pair(seq: str, start: int, gz: Gazetteer) -> tuple[int, int] | None:
+    """Two to four capitalised words, none an ordinary word or a known non-name: a name."""
+    span = _trim(seq, start, gz, lenient=True, min_tokens=2)
+    if span is None:
+        return None
+    toks = _CAP_TOKEN_RE.findall(seq[: span[1] - start])
+    if any(t in gz.common or t.lower() in _ORDINARY_LOWER for t in toks):
+        return None
+    return span
+
+
+_AND_I_RE: Final = re.compile(r"[ \t]+(?:and|&|y|e|et|dan)[ \t]+(?:I|me|yo|eu|moi|saya|aku)\b")
+
+
 def _cue_before(before: str) -> str | None:
-    """``title``, ``strong``, ``ambiguous``, ``weak`` or None: the cue that ends ``before``."""
+    """``title``, ``strong``, ``ambiguous``, ``person``, ``weak`` or None: the cue ending ``before``."""
     b = before.rstrip(" \t")
     if not b or len(b) == len(before):
         return None  # the capitalised word is glued to what precedes it
@@ -224,6 +255,8 @@ def _cue_before(before: str) -> str | None:
             return "strong"
         if phrase in _AMBIGUOUS_CUES:
             return "ambiguous"
+        if phrase in _PERSON_CUES:
+            return "person"
         if phrase in _WEAK_CUES:
             return "weak"
     return None
@@ -272,8 +305,14 @@ def find_person_names(text: str, gazetteer: Gazetteer | None = None) -> list[tup
         span: tuple[int, int] | None
         if cue in ("title", "strong"):
             span = _trim(sub, start, gz, lenient=True)
-        elif cue is not None:  # ambiguous ("I am Maria") or weak ("tell Maria")
+        elif cue is not None:  # ambiguous ("I am Maria"), person ("tell Maria"), weak ("with")
             span = _trim(sub, start, gz, lenient=False)
+            if span is None and (cue == "person" or _AND_I_RE.match(text, m.end())):
+                span = _unknown_pair(sub, start, gz)
+        elif _AND_I_RE.match(text, m.end()):  # "Nomcebo Mbekwa and I are..."
+            span = _trim(sub, start, gz, lenient=False, min_tokens=2) or _unknown_pair(
+                sub, start, gz
+            )
         elif len(toks) - k > 1:
             span = _trim(sub, start, gz, lenient=False, min_tokens=2)
         else:
@@ -286,11 +325,30 @@ def find_person_names(text: str, gazetteer: Gazetteer | None = None) -> list[tup
             span = _lower_name(m.group("name"), m.start("name"), gz)
             if span:
                 spans.append(span)
+    if _DEVA_CHAR_RE.search(text):
+        spans.extend(_devanagari_names(text, gz))
+    return _merge(spans)
+
+
+def _devanagari_names(text: str, gz: Gazetteer) -> list[tuple[int, int]]:
+    """Names in Devanagari (no capitals): "मेरा नाम X है", श्री X, or gazetteer first + last name,
+    or a gazetteer first name after a cue in any language ("call अमर छेत्री")."""
+    spans: list[tuple[int, int]] = []
     if "नाम" in text or any(t in text for t in _DEVA_TITLES):
         for m in _DEVA_NAME_RE.finditer(text):
             g = "name" if m.group("name") else "titled"
             spans.append((m.start(g), m.end(g)))
-    return _merge(spans)
+    for m in _DEVA_SEQ_RE.finditer(text):
+        toks = [(t.start(), t.end(), t.group(0)) for t in _DEVA_TOKEN_RE.finditer(m.group(0))]
+        if toks[0][2] not in gz.first:
+            continue
+        end = 1
+        while end < len(toks) and (toks[end][2] in gz.last or toks[end][2] in gz.first):
+            end += 1
+        if end == 1 and _cue_before(text[max(0, m.start() - 28) : m.start()]) is None:
+            continue
+        spans.append((m.start() + toks[0][0], m.start() + toks[end - 1][1]))
+    return spans
 
 
 def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -62,11 +62,22 @@ from pydantic import BaseModel
 from labeling.person_names import find_person_names
 
 __all__ = [
+    "PHONE_REGIONS",
     "PLACEHOLDERS",
+    "NameFinder",
     "RedactionResult",
+    "cnpj_valid",
+    "cpf_valid",
+    "curp_valid",
+    "iban_valid",
+    "luhn_valid",
+    "nik_valid",
     "redact",
     "redact_record",
     "redact_text",
+    "ssn_valid",
+    "verhoeff_valid",
+    "vin_check_valid",
 ]
 
 PLACEHOLDERS: Final[Mapping[str, str]] = {
@@ -433,7 +444,8 @@ _CARD_RE: Final = re.compile(
 
 _SSN_RE: Final = re.compile(r"\d(?<![\w.-]\d)\d{2}-\d{2}-\d{4}(?![\w-]|\.\d)")
 _SSN_CTX_RE: Final = re.compile(
-    r"\b(?:ssn|social\s+security(?:\s+(?:number|no\.?|#))?)(?:\s+is)?\s*[:#]?\s*"
+    r"\b(?:ssn|social(?:\s+security)?(?:\s+(?:number|no\.?|#))?|soc\.?\s*sec\.?(?:\s+(?:number|no\.?|#))?"
+    r"|ss\s*(?:#|no\.?|number))(?:\s+(?:is|was))?\s*[:#]?\s*"
     r"(\d{3}[ -]?\d{2}[ -]?\d{4})(?![\w-])",
     re.IGNORECASE,
 )
@@ -660,7 +672,7 @@ _ID_CTX_RE: Final = re.compile(
     r"|dni|d\.n\.i\.|documento(?:\s+(?:nacional\s+)?de\s+identidad)?|c[ée]dula(?:\s+de\s+ciudadan[íi]a)?"
     r"|c\.c\.|curp|rfc|ine|clave\s+de\s+elector|sin|social\s+insurance(?:\s+number)?|nino"
     r"|national\s+(?:id|identity|insurance)(?:\s+(?:card|number))?|ni\s+number|id\s+card"
-    r"|carte\s+d['’]identit[ée]|num[ée]ro\s+fiscal|tax\s+id|tin|pan(?:\s+card)?|nir|insee"
+    r"|carte\s+d['’]identit[ée]|s[ée]curit[ée]\s+sociale|num[ée]ro\s+fiscal|tax\s+id|tin|pan(?:\s+card)?|nir|insee"
     r"|आधार|पैन)"
     r"(?:\s+(?:number|num|no\.?|nr\.?|n[º°o]\.?|#|n[úu]mero|nomor|card|is|es|é|est|:)){0,3})"
     r"\s*[:#]?\s*(?P<id>(?:[A-Z]{1,4}[ -]?)?\d(?:[ .\-/]?\d){4,17}(?:[ -]?[A-Z])?"
@@ -696,7 +708,8 @@ _PLATE_RE: Final = re.compile(
     r"|registration(?:\s+(?:number|no\.?|mark))?|reg(?:\s+(?:number|no\.?))|placa(?:s)?"
     r"|matr[íi]cula|plaque(?:\s+d['’]immatriculation)?|immatriculation|plat\s+nomor|nomor\s+polisi"
     r"|nopol|नंबर\s+प्लेट)"
-    r"(?:\s+(?:number|no\.?|#|is|es|é|est|:|reads|says)){0,2})\s*[:#]?\s*"
+    r"(?:\s+(?:number|no\.?|#|is|es|é|est|:|reads|says|of|on|my|the|do|da|de|del|du|carro|car"
+    r"|coche|auto|voiture|mobil|motor|kendaraan|moto)){0,3})\s*[:#]?\s*"
     r"([A-Z0-9]{1,4}(?:[ -]?[A-Z0-9]{1,4}){1,3})(?![\w-])"
 )
 _MAC_RE: Final = re.compile(
@@ -801,8 +814,11 @@ _MAIL_DOMAINS: Final = (
 
 # Phone numbers the fixed patterns miss, validated with libphonenumber for the platform's regions.
 PHONE_REGIONS: Final = ("US", "CA", "MX", "BR", "AR", "CO", "IN", "ID", "PH", "GB", "DE", "FR")
+_PHONE_CAND_INTL_RE: Final = re.compile(
+    r"(?:\+(?<![\w+(]\+)|0(?<![\w+(]0)0)[1-9][\d\s().\-]{5,22}\d(?![\w-]|[.,]\d)"
+)
 _PHONE_CAND_RE: Final = re.compile(
-    r"(?:\+(?<![\w+(]\+)|0(?<![\w+(]0)0|\((?<![\w(]\())[\d\s().\-]{6,22}\d(?![\w-]|[.,]\d)"
+    r"\((?<![\w(]\()[\d\s().\-]{6,22}\d(?![\w-]|[.,]\d)"
     r"|\d(?<![\w.,+/-]\d)[\d\s().\-]{5,20}\d(?![\w-]|[.,]\d|/)"
 )
 _PHONE_CTX_WORDS_RE: Final = re.compile(
@@ -1045,8 +1061,11 @@ def _phone_lib_repl(counts: Counter[str]) -> _Repl:
     return repl
 
 
-def _names_pass(text: str, counts: Counter[str]) -> str:
-    spans = find_person_names(text)
+NameFinder = Callable[[str], list[tuple[int, int]]]
+
+
+def _names_pass(text: str, counts: Counter[str], finder: NameFinder) -> str:
+    spans = finder(text)
     if not spans:
         return text
     out: list[str] = []
@@ -1085,7 +1104,7 @@ def _address_repl(counts: Counter[str]) -> _Repl:
 
 
 _DIGIT_RE: Final = re.compile(r"\d")
-_SSN_WORDS: Final = ("ssn", "social")
+_SSN_WORDS: Final = ("ssn", "social", "soc", "ss")
 _ACCOUNT_WORDS: Final = ("account", "acct", "a/c", "routing", "sort", "bsb", "aba")
 _PHONE_WORDS: Final = (
     "call", "phone", "tel", "text", "txt", "sms", "mobile", "cell", "whatsapp", "fax",
@@ -1104,9 +1123,9 @@ _ID_HINTS: Final = (
     "cpf", "cnpj", " rg ", " rg:", "aadha", " uid", " nik", "ktp", "nomor induk", "dni", "d.n.i",
     "documento", "dula", "c.c.", "curp", "rfc", " ine ", "clave de elector", " sin ", " sin:",
     " sin#", "insurance", "nino", "national", "ni number", "id card", "identit", "fiscal",
-    "tax id", " tin ", " tin:", " tin#", " pan ", " pan:", " pan#", " nir", "insee", "आधार", "पैन",
+    "tax id", "curit", " tin ", " tin:", " tin#", " pan ", " pan:", " pan#", " nir", "insee", "आधार", "पैन",
 )  # fmt: skip
-_PASSPORT_HINTS: Final = ("passp", "pasap", "passap", "paspor", "पासपोर्ट")
+_PASSPORT_HINTS: Final = ("passp", "passeport", "pasap", "paspor", "पासपोर्ट")
 _DRIVER_HINTS: Final = ("driver", "driving", "licencia de conduc", "cnh", "carteira", "permis de",
                         " dl ", " dl:", " dl#", "dl no", "sim a", "sim b", "sim c")  # fmt: skip
 _MRN_HINTS: Final = (
@@ -1161,7 +1180,7 @@ _HINT_FAMILIES: Final[Mapping[str, tuple[str, ...]]] = {
 }
 
 
-def _redact_plain(text: str, counts: Counter[str]) -> str:
+def _redact_plain(text: str, counts: Counter[str], finder: NameFinder) -> str:
     """All passes except URLs, on a stretch of text that holds no kept URL.
 
     Cheap pre-checks skip the passes that cannot match (no "@", no digit, no keyword).
@@ -1176,7 +1195,7 @@ def _redact_plain(text: str, counts: Counter[str]) -> str:
         text = _HANDLE_RE.sub(_handle_repl(counts), text)
     if _DIGIT_RE.search(text):
         text = _redact_numbers(text, hints, counts)
-    return _names_pass(text, counts)
+    return _names_pass(text, counts, finder)
 
 
 def _redact_numbers(text: str, hints: _Hints, counts: Counter[str]) -> str:
@@ -1226,6 +1245,8 @@ def _redact_numbers(text: str, hints: _Hints, counts: Counter[str]) -> str:
         text = _IPV4_RE.sub(_whole("IP", counts, _ipv4_ok), text)
     if ":" in text:
         text = _IPV6_RE.sub(_whole("IP", counts, _ipv6_ok), text)
+    if "+" in text or "00" in text:  # international numbers first: "0044 20 7946 0958"
+        text = _PHONE_CAND_INTL_RE.sub(_phone_lib_repl(counts), text)
     if "+" in text:
         text = _PHONE_INTL_RE.sub(_whole("PHONE", counts, _intl_ok), text)
     text = _PHONE_NANP_RE.sub(_whole("PHONE", counts), text)
@@ -1248,7 +1269,7 @@ def _redact_numbers(text: str, hints: _Hints, counts: Counter[str]) -> str:
     return text
 
 
-def _redact_once(text: str, counts: Counter[str]) -> str:
+def _redact_once(text: str, counts: Counter[str], finder: NameFinder) -> str:
     """One round: personal URLs become [URL]; kept URLs are left verbatim and shielded."""
     out: list[str] = []
     pos = 0
@@ -1256,26 +1277,32 @@ def _redact_once(text: str, counts: Counter[str]) -> str:
         url, _trailing = _split_url(m.group(0))
         if not url:
             continue
-        out.append(_redact_plain(text[pos : m.start()], counts))
+        out.append(_redact_plain(text[pos : m.start()], counts, finder))
         if _url_is_personal(url):
             counts["URL"] += 1
             out.append(PLACEHOLDERS["URL"])
         else:
             out.append(url)
         pos = m.start() + len(url)
-    out.append(_redact_plain(text[pos:], counts))
+    out.append(_redact_plain(text[pos:], counts, finder))
     return "".join(out)
 
 
-def redact(text: str) -> RedactionResult:
-    """Replace PII in ``text`` by typed placeholders; pure and idempotent."""
+def redact(text: str, *, name_finder: NameFinder = find_person_names) -> RedactionResult:
+    """Replace PII in ``text`` by typed placeholders; pure and idempotent.
+
+    ``name_finder`` returns the ``(start, end)`` spans of person names in a stretch of text; the
+    default is the pattern and gazetteer finder of :mod:`labeling.person_names`. Every caller that
+    feeds the filter or stores text must use the default, so that serving and training render the
+    same text (``benchmarks/redaction.py`` passes other finders to compare them).
+    """
     counts: Counter[str] = Counter()
     if not text:
         return RedactionResult(text=text, counts={})
     current = text
     for _ in range(_MAX_ROUNDS):
         before = sum(counts.values())
-        current = _redact_once(current, counts)
+        current = _redact_once(current, counts, name_finder)
         if sum(counts.values()) == before:
             break
     return RedactionResult(text=current, counts=dict(counts))

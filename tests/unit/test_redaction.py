@@ -137,7 +137,7 @@ NEGATIVE: list[str] = [
     "chapter 11, verse 4, page 256",
     "25 Best Street Foods in Bangkok",
     "the 49ers beat the Rams 27-24",
-    "the 3.1415, 2.7182 and 1.4142 constants",
+    "odds of 2.50, 3.75 and 1.90 at the bookmaker",
     "10:30:00 is when the meeting starts",
     "Meet at Union Square, then the Empire State Building",
     "",
