@@ -87,7 +87,9 @@ class Gen:
         return str(self.fake.first_name())
 
     def phone(self, region: str) -> str:
-        kind = self.rng.choice([phonenumbers.PhoneNumberType.MOBILE] * 3 + [phonenumbers.PhoneNumberType.FIXED_LINE])
+        kind = self.rng.choice(
+            [phonenumbers.PhoneNumberType.MOBILE] * 3 + [phonenumbers.PhoneNumberType.FIXED_LINE]
+        )
         ex = phonenumbers.example_number_for_type(region, kind)
         nsn = str(ex.national_number)
         for _ in range(50):
@@ -140,7 +142,11 @@ class Gen:
         lang = self.locale[:2]
         r = self.rng.random()
         if self.locale == "en_US":
-            return d.strftime("%m/%d/%Y") if r < 0.5 else f"{months['en'][d.month - 1]} {d.day}, {d.year}"
+            return (
+                d.strftime("%m/%d/%Y")
+                if r < 0.5
+                else f"{months['en'][d.month - 1]} {d.day}, {d.year}"
+            )
         if r < 0.5 or lang not in months:
             return d.strftime("%d/%m/%Y") if r < 0.35 else d.strftime("%d-%m-%Y")
         m = months[lang][d.month - 1]
@@ -160,7 +166,9 @@ class Gen:
         return "".join(str(self.rng.randrange(10)) for _ in range(9))
 
     def digits(self, n: int) -> str:
-        return str(self.rng.randrange(1, 10)) + "".join(str(self.rng.randrange(10)) for _ in range(n - 1))
+        return str(self.rng.randrange(1, 10)) + "".join(
+            str(self.rng.randrange(10)) for _ in range(n - 1)
+        )
 
     def aadhaar(self) -> str:
         while True:
@@ -203,17 +211,27 @@ class Gen:
                 break
         d = self.digits(6)
         suf = self.rng.choice("ABCD")
-        return f"{pre} {d[:2]} {d[2:4]} {d[4:]} {suf}" if self.rng.random() < 0.5 else f"{pre}{d}{suf}"
+        return (
+            f"{pre} {d[:2]} {d[2:4]} {d[4:]} {suf}" if self.rng.random() < 0.5 else f"{pre}{d}{suf}"
+        )
 
     def vin(self) -> str:
         chars = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
-        values = dict(zip("ABCDEFGHJKLMNPRSTUVWXYZ", [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 7, 9, 2, 3, 4, 5, 6, 7, 8, 9], strict=True))
+        values = dict(
+            zip(
+                "ABCDEFGHJKLMNPRSTUVWXYZ",
+                [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 7, 9, 2, 3, 4, 5, 6, 7, 8, 9],
+                strict=True,
+            )
+        )
         weights = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
         while True:
             v = [self.rng.choice(chars) for _ in range(17)]
             if not any(c.isalpha() for c in v):
                 continue
-            total = sum((int(c) if c.isdigit() else values[c]) * w for c, w in zip(v, weights, strict=True))
+            total = sum(
+                (int(c) if c.isdigit() else values[c]) * w for c, w in zip(v, weights, strict=True)
+            )
             r = total % 11
             v[8] = "X" if r == 10 else str(r)
             return "".join(v)
@@ -226,9 +244,11 @@ class Gen:
         lat, lon = self.rng.uniform(-60, 60), self.rng.uniform(-170, 170)
         if self.rng.random() < 0.7:
             return f"{lat:.5f}, {lon:.5f}"
+
         def dms(x: float, pos: str, neg: str) -> str:
             a = abs(x)
             return f"{int(a)}°{int(a * 60 % 60)}'{int(a * 3600 % 60)}\"{pos if x >= 0 else neg}"
+
         return f"{dms(lat, 'N', 'S')} {dms(lon, 'E', 'W')}"
 
     def handle(self) -> str:
@@ -247,21 +267,32 @@ class Gen:
         ])  # fmt: skip
 
     def mrn(self) -> str:
-        return self.rng.choice([self.digits(8), f"MR{self.digits(7)}", f"{self.digits(3)}-{self.digits(3)}-{self.digits(4)}"])
+        return self.rng.choice(
+            [
+                self.digits(8),
+                f"MR{self.digits(7)}",
+                f"{self.digits(3)}-{self.digits(3)}-{self.digits(4)}",
+            ]
+        )
 
     def plate(self) -> str:
         r, up = self.rng, "ABCDEFGHJKLMNPRSTUVWXYZ"
-        L = lambda n: "".join(r.choice(up) for _ in range(n))  # noqa: E731
-        D = lambda n: "".join(str(r.randrange(10)) for _ in range(n))  # noqa: E731
+
+        def letters(n: int) -> str:
+            return "".join(r.choice(up) for _ in range(n))
+
+        def nums(n: int) -> str:
+            return "".join(str(r.randrange(10)) for _ in range(n))
+
         return {
-            "en_US": f"{D(1)}{L(3)}{D(3)}",
-            "en_GB": f"{L(2)}{D(2)} {L(3)}",
-            "es_MX": f"{L(3)}-{D(3)}-{L(1)}",
-            "pt_BR": f"{L(3)}{D(1)}{L(1)}{D(2)}",
-            "id_ID": f"B {D(4)} {L(3)}",
-            "fr_FR": f"{L(2)}-{D(3)}-{L(2)}",
-            "fr_CA": f"{D(3)} {L(3)}",
-            "hi_IN": f"MH {D(2)} {L(2)} {D(4)}",
+            "en_US": f"{nums(1)}{letters(3)}{nums(3)}",
+            "en_GB": f"{letters(2)}{nums(2)} {letters(3)}",
+            "es_MX": f"{letters(3)}-{nums(3)}-{letters(1)}",
+            "pt_BR": f"{letters(3)}{nums(1)}{letters(1)}{nums(2)}",
+            "id_ID": f"B {nums(4)} {letters(3)}",
+            "fr_FR": f"{letters(2)}-{nums(3)}-{letters(2)}",
+            "fr_CA": f"{nums(3)} {letters(3)}",
+            "hi_IN": f"MH {nums(2)} {letters(2)} {nums(4)}",
         }[self.locale]
 
 
@@ -478,7 +509,11 @@ HARD: list[tuple[str, list[tuple[str, str]], str]] = [
     ("call me on 0151 23456789 when you land", [("0151 23456789", "PHONE")], "en_GB"),
     ("my UK number is 0044 20 7946 0958", [("0044 20 7946 0958", "PHONE")], "en_GB"),
     ("write to user dot x at gmail dot com", [("user dot x at gmail dot com", "EMAIL")], "en_US"),
-    ("ping me: jane.doe [at] proton [dot] me", [("jane.doe [at] proton [dot] me", "EMAIL")], "en_US"),
+    (
+        "ping me: jane.doe [at] proton [dot] me",
+        [("jane.doe [at] proton [dot] me", "EMAIL")],
+        "en_US",
+    ),
     ("I live near SW1A 1AA", [("SW1A 1AA", "POSTCODE")], "en_GB"),
     ("Mountain View, CA 94043", [("94043", "POSTCODE")], "en_US"),
     ("check out instagram.com/maria.g.88 please", [("instagram.com/maria.g.88", "URL")], "en_US"),
@@ -646,8 +681,12 @@ def score_corpus(items: Sequence[Item], finder: NameFinder | None) -> dict[str, 
             groups = [by_type[typ], by_locale[it.locale]]
             if typ == "NAME":
                 toks = _TOKEN_RE.findall(it.text[s:e])
-                known = all(t in gz.first or t in gz.last for t in toks if t[0].isupper() or not t.isascii())
-                groups.append(by_type["NAME (in gazetteer)" if known else "NAME (not in gazetteer)"])
+                known = all(
+                    t in gz.first or t in gz.last for t in toks if t[0].isupper() or not t.isascii()
+                )
+                groups.append(
+                    by_type["NAME (in gazetteer)" if known else "NAME (not in gazetteer)"]
+                )
             for c in groups:
                 c["n"] += 1
                 c["redacted"] += int(ok)
@@ -657,13 +696,29 @@ def score_corpus(items: Sequence[Item], finder: NameFinder | None) -> dict[str, 
             hit = any(a < e and s < b for s, e, _ in it.spans)
             kind_prec[kind]["n"] += 1
             kind_prec[kind]["tp"] += int(hit)
+
     def rate(c: Counter[str], num: str, den: str) -> float | None:
         return round(c[num] / c[den], 3) if c[den] else None
+
     return {
-        "recall_by_type": {t: {"n": c["n"], "recall": rate(c, "redacted", "n")} for t, c in sorted(by_type.items())},
-        "recall_by_locale": {t: {"n": c["n"], "recall": rate(c, "redacted", "n")} for t, c in sorted(by_locale.items())},
-        "precision_by_kind": {k: {"n": c["n"], "precision": rate(c, "tp", "n")} for k, c in sorted(kind_prec.items())},
-        "recall_all": rate(Counter(n=sum(c["n"] for c in by_type.values()), r=sum(c["redacted"] for c in by_type.values())), "r", "n"),
+        "recall_by_type": {
+            t: {"n": c["n"], "recall": rate(c, "redacted", "n")} for t, c in sorted(by_type.items())
+        },
+        "recall_by_locale": {
+            t: {"n": c["n"], "recall": rate(c, "redacted", "n")}
+            for t, c in sorted(by_locale.items())
+        },
+        "precision_by_kind": {
+            k: {"n": c["n"], "precision": rate(c, "tp", "n")} for k, c in sorted(kind_prec.items())
+        },
+        "recall_all": rate(
+            Counter(
+                n=sum(c["n"] for c in by_type.values()),
+                r=sum(c["redacted"] for c in by_type.values()),
+            ),
+            "r",
+            "n",
+        ),
         "misses": misses,
     }
 
@@ -706,7 +761,9 @@ def read_turns(data: Path, limit: int, seed: int) -> list[str]:
 _WORD_RE = re.compile(r"[^\W\d_]+")
 
 
-def score_real(turns: Sequence[str], finder: NameFinder | None, sample: int, seed: int) -> dict[str, Any]:
+def score_real(
+    turns: Sequence[str], finder: NameFinder | None, sample: int, seed: int
+) -> dict[str, Any]:
     lower_n: Counter[str] = Counter()
     cap_n: Counter[str] = Counter()
     for t in turns:
@@ -798,12 +855,16 @@ def make_finder(variant: str) -> NameFinder | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=None, help="JSONL records (e.g. ../shared/data/dev)")
+    ap.add_argument(
+        "--data", type=Path, default=None, help="JSONL records (e.g. ../shared/data/dev)"
+    )
     ap.add_argument("--per-template", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--turns", type=int, default=20000, help="real turns to read")
     ap.add_argument("--ner", default="heuristic", help="comma list of name finders to compare")
-    ap.add_argument("--sample", type=int, default=40, help="name redactions to print from real texts")
+    ap.add_argument(
+        "--sample", type=int, default=40, help="name redactions to print from real texts"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -823,7 +884,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             res["turns_per_second"] = speed(turns[:5000], finder)
         report[variant] = res
         print(f"--- {variant}", file=sys.stderr)
-        print(json.dumps({k: v for k, v in res.items() if k != "corpus"} | {"corpus": {k: v for k, v in res["corpus"].items() if k != "misses"}}, indent=1, ensure_ascii=False)[:6000], file=sys.stderr)
+        print(
+            json.dumps(
+                {k: v for k, v in res.items() if k != "corpus"}
+                | {"corpus": {k: v for k, v in res["corpus"].items() if k != "misses"}},
+                indent=1,
+                ensure_ascii=False,
+            )[:6000],
+            file=sys.stderr,
+        )
     text = json.dumps(report, indent=1, ensure_ascii=False)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,16 @@ from typing import Final, NamedTuple
 __all__ = ["Gazetteer", "find_person_names", "load_gazetteer"]
 
 
+def _word_list(text: str) -> list[str]:
+    """The whitespace-separated words of a (long, wrapped) literal."""
+    return text.split()
+
+
+def _phrase_list(text: str) -> list[str]:
+    """The ``|``-separated phrases of a (long, wrapped) literal; line breaks are not part of them."""
+    return [p.strip() for p in text.replace("\n", " ").split("|")]
+
+
 class Gazetteer(NamedTuple):
     first: frozenset[str]
     last: frozenset[str]
@@ -75,7 +85,7 @@ _CAP_TAIL = rf"[{_LO}]+(?:(?:['’-][{_UP}]?|[{_UP}])[{_LO}]+)*"
 _CAP = rf"[{_UP}]{_CAP_TAIL}"
 _LOW = rf"[{_LO}][{_LO}'’-]+"
 _PARTICLES: Final = frozenset(
-    "de da do dos das del della di du la le van von der den bin binti al el y e".split()
+    _word_list("de da do dos das del della di du la le van von der den bin binti al el y e")
 )
 _PARTICLE = "(?:" + "|".join(sorted(_PARTICLES)) + ")"
 _DEVA = r"[\u0900-\u097F]+"
@@ -86,41 +96,41 @@ _DEVA = r"[\u0900-\u097F]+"
 # Strong: what follows is a name, even in lower case when the gazetteer knows it.
 # fmt: off
 _STRONG_CUES: Final = frozenset(
-    """my name is|my name's|his name is|her name is|their name is|your name is|my full name is
+    _phrase_list("""my name is|my name's|his name is|her name is|their name is|your name is|my full name is
     |my first name is|my last name is|my real name is|i am called|i'm called|im called
     |people call me|name:|nombre:|nome:|nom:|nama:|me llamo|mi nombre es|se llama|su nombre es
     |me dicen|meu nome é|meu nome e|me chamo|se chama|o nome dele é|o nome dela é|je m'appelle
     |je m’appelle|mon nom est|il s'appelle|elle s'appelle|nama saya|nama saya adalah|nama aku
-    |namaku|nama dia|panggil saya|mera naam|mera nam""".replace("\n    ", "").split("|")
+    |namaku|nama dia|panggil saya|mera naam|mera nam""")
 )
 # Ambiguous: also plain verbs ("I am happy", "saya mau"): a gazetteer first name must follow.
 _AMBIGUOUS_CUES: Final = frozenset(
-    "i am|i'm|im|this is|call me|soy|sou|je suis|saya|aku|main|it's|its".split("|")
+    _phrase_list("i am|i'm|im|this is|call me|soy|sou|je suis|saya|aku|main|it's|its")
 )
 # Weak: only a gazetteer first name that is not an ordinary word (or a gazetteer pair) follows.
 _WEAK_CUES: Final = frozenset(
-    """tell|ask|call|text|email|e-mail|message|msg|remind|invite|meet|thank|thanks|ping|cc|dear
+    _phrase_list("""tell|ask|call|text|email|e-mail|message|msg|remind|invite|meet|thank|thanks|ping|cc|dear
     |hi|hello|hey|with|from|to|for|and|by|named|called|contact|visit|married|dating|husband|wife
     |son|daughter|brother|sister|friend|boss|colleague|manager|doctor|dile a|llama a|con|para
     |hola|querido|querida|estimado|estimada|fala com|diga ao|diga à|com|olá|oi|caro|cara|avec
     |pour|dis à|bonjour|salut|cher|chère|dengan|untuk|kepada|halo|bilang ke|telepon
-    |kasih tahu""".replace("\n    ", "").split("|")
+    |kasih tahu""")
 )
 # Person cues: words that take a person ("tell", "dear", "my neighbour"). After one of them two
 # capitalised words that are not ordinary words are a name even when the gazetteer lacks them
 # ("tell Thabisile Msuthu"); prepositions ("to", "for", "with") are weaker: places follow them too.
 _PERSON_CUES: Final = frozenset(
-    """tell|ask|call|text|email|e-mail|message|msg|remind|invite|thank|thanks|ping|cc|dear|hi|hello
+    _phrase_list("""tell|ask|call|text|email|e-mail|message|msg|remind|invite|thank|thanks|ping|cc|dear|hi|hello
     |hey|named|called|contact|married|dating|husband|wife|son|daughter|brother|sister|friend|boss
     |colleague|manager|doctor|neighbour|neighbor|cousin|uncle|aunt|mom|mum|dad|teacher|coach
     |partner|girlfriend|boyfriend|roommate|landlord|dile a|llama a|hola|querido|querida|estimado
     |estimada|fala com|diga ao|diga à|olá|oi|caro|cara|dis à|bonjour|salut|cher|chère|kepada|halo
-    |bilang ke|kasih tahu""".replace("\n    ", "").split("|")
+    |bilang ke|kasih tahu""")
 )
 _TITLES: Final = frozenset(
-    """Mr Mrs Ms Mx Miss Dr Prof Sr Sra Srta Dra Lic Ing Mme Mlle Pak Bu Don Doña Dona Dom Señor
+    _word_list("""Mr Mrs Ms Mx Miss Dr Prof Sr Sra Srta Dra Lic Ing Mme Mlle Pak Bu Don Doña Dona Dom Señor
     Señora Señorita Senhor Senhora Monsieur Madame Mademoiselle Bapak Ibu Saudara Saudari Shri
-    Smt Kumari Sir Dame Herr Frau mr mrs ms dr prof""".split()
+    Smt Kumari Sir Dame Herr Frau mr mrs ms dr prof""")
 )
 # fmt: on
 _DEVA_TITLES: Final = ("श्रीमती", "श्री", "सुश्री", "डॉ", "कुमारी")
@@ -155,7 +165,7 @@ _CAP_TOKEN_RE: Final = re.compile(_CAP)
 # Capitalised words that are never part of a name (sentence starts, pronouns, days, months...).
 # fmt: off
 _NOT_NAME: Final = frozenset(
-    """I Im I'm The A An And Or But If Is It Its This That These Those My Your Our Their His Her
+    _word_list("""I Im I'm The A An And Or But If Is It Its This That These Those My Your Our Their His Her
     We You He She They Me Us Them What When Where Why How Who Which Yes No Not Ok Okay Hi Hello
     Hey Thanks Thank Please Dear Sorry Also Then So Just Can Could Would Should Will Do Does Did
     Have Has Had Be Been Am Are Was Were Let Lets Let's Here There Today Tomorrow Yesterday
@@ -174,7 +184,7 @@ _NOT_NAME: Final = frozenset(
     Aku Kamu Dia Kami Kita Mereka Dan Atau Yang Ini Itu Ada Tidak Bisa Mau Tell Ask Call Text
     Email Message Remind Invite Meet With From To For By Dear Hello Hi Hey Cc Sra Srta Dra Lic
     Ing Mme Mlle Pak Bu Doña Señor Señora Señorita Senhor Senhora Monsieur Madame Mademoiselle
-    Bapak Ibu Saudara Saudari Shri Smt Kumari Dame Herr Frau Mx""".split()
+    Bapak Ibu Saudara Saudari Shri Smt Kumari Dame Herr Frau Mx""")
 )
 # fmt: on
 
@@ -283,8 +293,12 @@ def find_person_names(text: str, gazetteer: Gazetteer | None = None) -> list[tup
         if (
             " " not in seq
             and "\t" not in seq
-            and (seq in _NOT_NAME or seq in gz.words or (seq not in gz.first and seq not in gz.last))
-            and (seq in _NOT_NAME or not _TITLE_OR_CUE_HINT_RE.search(text, max(0, base - 16), base))
+            and (
+                seq in _NOT_NAME or seq in gz.words or (seq not in gz.first and seq not in gz.last)
+            )
+            and (
+                seq in _NOT_NAME or not _TITLE_OR_CUE_HINT_RE.search(text, max(0, base - 16), base)
+            )
         ):
             continue  # the common case: one capitalised word that is not a known name, no cue
         toks = [(t.start(), t.group(0)) for t in _CAP_TOKEN_RE.finditer(seq)]

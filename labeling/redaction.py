@@ -250,6 +250,11 @@ def _split_url(raw: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------------------------
 
 
+def _word_list(text: str) -> list[str]:
+    """The whitespace-separated words of a (long, wrapped) literal."""
+    return text.split()
+
+
 def _digits(s: str) -> str:
     return "".join(c for c in s if c.isdigit())
 
@@ -372,14 +377,16 @@ def curp_valid(candidate: str) -> bool:
     s = candidate.upper()
     if len(s) != 18 or not s[17].isdigit():
         return False
-    total = sum(
-        _CURP_CHARS.index(c) * (18 - i) for i, c in enumerate(s[:17]) if c in _CURP_CHARS
-    )
+    total = sum(_CURP_CHARS.index(c) * (18 - i) for i, c in enumerate(s[:17]) if c in _CURP_CHARS)
     return (10 - total % 10) % 10 == int(s[17])
 
 
 _VIN_VALUES: Final = dict(
-    zip("ABCDEFGHJKLMNPRSTUVWXYZ", [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 7, 9, 2, 3, 4, 5, 6, 7, 8, 9], strict=True)
+    zip(
+        "ABCDEFGHJKLMNPRSTUVWXYZ",
+        [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 7, 9, 2, 3, 4, 5, 6, 7, 8, 9],
+        strict=True,
+    )
 )
 _VIN_WEIGHTS: Final = (8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2)
 
@@ -397,8 +404,10 @@ def vin_check_valid(candidate: str) -> bool:
 
 
 _NIK_PROVINCES: Final = frozenset(
-    "11 12 13 14 15 16 17 18 19 21 31 32 33 34 35 36 51 52 53 61 62 63 64 65 71 72 73 74 75 76 "
-    "81 82 91 92 93 94".split()
+    _word_list(
+        "11 12 13 14 15 16 17 18 19 21 31 32 33 34 35 36 51 52 53 61 62 63 64 65 71 72 73 74 75 76 "
+        "81 82 91 92 93 94"
+    )
 )
 
 
@@ -678,7 +687,9 @@ _ID_CTX_RE: Final = re.compile(
     r"\s*[:#]?\s*(?P<id>(?:[A-Z]{1,4}[ -]?)?\d(?:[ .\-/]?\d){4,17}(?:[ -]?[A-Z])?"
     r"|[A-Z0-9]{0,8}\d[A-Z0-9]{0,12})(?![\w-]|[.,]\d)"
 )
-_DOC_NO = r"(?:\s+(?:number|num|no\.?|nr\.?|n[º°o]\.?|#|n[úu]mero|num[ée]ro|nomor|is|es|é|est|:)){0,3}"
+_DOC_NO = (
+    r"(?:\s+(?:number|num|no\.?|nr\.?|n[º°o]\.?|#|n[úu]mero|num[ée]ro|nomor|is|es|é|est|:)){0,3}"
+)
 _PASSPORT_RE: Final = re.compile(
     r"(?i:\b(?:passport|pasaporte|passaporte|passeport|paspor|पासपोर्ट)" + _DOC_NO + r")"
     r"\s*[:#]?\s*((?:[A-Z]{1,3}[ -]?)?\d[0-9A-Z]{4,9})(?![\w-])"
@@ -689,7 +700,9 @@ _DRIVER_RE: Final = re.compile(
     r"\s*[:#]?\s*((?:[A-Z]{1,5}[ -]?)?\d[A-Z0-9]{3,15}(?:[ -]\d{2,8})?)(?![\w-])"
 )
 # UK driving licence: 5 surname chars, 6 digits (birth date), 2 initials, check digit, 2 letters.
-_UK_DL_RE: Final = re.compile(r"[A-Z9](?<!\w[A-Z9])[A-Z9]{4}\d{6}[A-Z9]{2}\d[A-Z]{2}(?:\s?\d{2})?(?!\w)")
+_UK_DL_RE: Final = re.compile(
+    r"[A-Z9](?<!\w[A-Z9])[A-Z9]{4}\d{6}[A-Z9]{2}\d[A-Z]{2}(?:\s?\d{2})?(?!\w)"
+)
 _MRN_RE: Final = re.compile(
     r"(?i:\b(?:mrn|medical\s+record(?:\s+(?:number|no\.?|#))?|patient\s+(?:id|number|no\.?)"
     r"|hospital\s+(?:number|no\.?)|nhs\s+(?:number|no\.?)|health\s+card(?:\s+number)?"
@@ -746,6 +759,8 @@ def _uk_postcode_ok(s: str) -> bool:
     """The outward code starts with a real postcode area ("SW", "M", "EC"; not "PS" or "XZ")."""
     area = s[:2] if s[1].isalpha() else s[:1]
     return area in _UK_AREA_SET
+
+
 _CA_POSTCODE_RE: Final = re.compile(
     r"[ABCEGHJ-NPRSTVXY](?<![\w-][ABCEGHJ-NPRSTVXY])\d[ABCEGHJ-NPRSTV-Z][ \t-]?\d[ABCEGHJ-NPRSTV-Z]\d(?![\w-])"
 )
@@ -776,7 +791,7 @@ _SOCIAL_NON_PROFILE: Final = frozenset(
         "login", "signup", "settings", "home", "feed", "trending", "topics", "i", "intent",
         "share", "sharer", "sharer.php", "policies", "privacy", "terms", "legal", "jobs",
         "business", "ads", "developers", "docs", "features", "pricing", "marketplace",
-        "topics", "r", "playlist", "shorts", "embed", "events", "groups", "pages", "gaming",
+        "r", "playlist", "shorts", "embed", "events", "groups", "pages", "gaming",
         "music", "reel", "reels", "p", "tv", "stories", "direct", "notifications", "messages",
     }
 )  # fmt: skip
@@ -784,13 +799,13 @@ _HANDLE_RE: Final = re.compile(
     r"@(?<![\w.@]@)[A-Za-z0-9_](?:[A-Za-z0-9_]|\.(?=[A-Za-z0-9_])){1,29}(?![\w@(]|\.[A-Za-z_(])"
 )
 _NOT_HANDLES: Final = frozenset(
-    """property staticmethod classmethod dataclass abstractmethod override param params return
+    _word_list("""property staticmethod classmethod dataclass abstractmethod override param params return
     returns throws throw since see author version deprecated link media import keyframes
     font-face charset supports page namespace interface implementation end protocol synthesize
     test before after beforeeach aftereach autowired component service entity bean inject
     everyone here channel all home work gmail yahoo hotmail outlook icloud ts-ignore ts-nocheck
     type types example pytest fixture mock patch app router get post put delete route input
-    output click apply extend mixin include tailwind layer responsive import use""".split()
+    output click apply extend mixin include tailwind layer responsive import use""")
 )
 # Obfuscated e-mail: "user dot x at gmail dot com", "jane [at] example [dot] org", "juan arroba
 # gmail punto com". Needs an "at" word *and* a dot word (or a real domain after the "at" word).
@@ -827,7 +842,9 @@ _PHONE_CTX_WORDS_RE: Final = re.compile(
     r"t[ée]l[ée]phone|portable|t[ée]l|num[ée]ro|nomor|hp|telepon|hubungi|no\.?\s*hp)\b"
     r"|फ़ोन|फोन|मोबाइल|नंबर)[^\n\d]{0,20}$"
 )
-_DATEISH_RE: Final = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|(?:19|20)\d\d\s*[-–]\s*(?:19|20)\d\d")
+_DATEISH_RE: Final = re.compile(
+    r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|(?:19|20)\d\d\s*[-–]\s*(?:19|20)\d\d"
+)
 _THOUSANDS_RE: Final = re.compile(r"\d{1,3}(?:[.,]\d{3})+")
 
 

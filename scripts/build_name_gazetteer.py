@@ -48,7 +48,7 @@ HAND_COMMON = {
     "Church", "Street", "Lane", "Park", "Parks", "Post", "West", "East", "North", "South",
     "Day", "Knight", "Nation", "Power", "Powers", "Ward", "Wells", "Woods", "Cross", "Guerra",
     "Paz", "Luz", "Cruz", "Sol", "Mar", "Flor", "Rosa", "Blanca", "Dolores", "Amparo",
-    "Consuelo", "Socorro", "Rosario", "Pilar", "Mercedes", "Reyes", "Santos", "Pierre",
+    "Consuelo", "Socorro", "Rosario", "Pilar", "Reyes", "Santos", "Pierre",
     "Michel", "Bonnet", "Blanc", "Petit", "Roux", "Fontaine", "Lune", "Marin", "Ange",
     "Baptiste", "Constant", "Clement", "Noel", "Aurore", "Mai", "Juin", "Avril", "Agustus",
     "Indah", "Bunga", "Cahya", "Intan", "Mutiara", "Bintang", "Ratu", "Raja", "Jaya", "Java", "Bali", "Citra", "Asa", "Reed", "Gene", "Van",

@@ -218,9 +218,13 @@ def test_new_kinds_are_idempotent() -> None:
 # ------------------------------------------------------------------------------ drift guard
 def test_serving_and_training_render_the_same_text(record_factory: Any) -> None:
     """The filter scores exactly the text it was trained on, for every path that renders it."""
-    turns = [
-        {"role": "user", "text": t, "modality": "text"} for t, _, _ in CASES[::3]
-    ] + [{"role": "assistant", "text": "Sure, Maria. I'll note +55 11 91234-5678.", "modality": "voice"}]
+    turns = [{"role": "user", "text": t, "modality": "text"} for t, _, _ in CASES[::3]] + [
+        {
+            "role": "assistant",
+            "text": "Sure, Maria. I'll note +55 11 91234-5678.",
+            "modality": "voice",
+        }
+    ]
     rec = record_factory(
         conversation_id="drift-1",
         turns=turns,
