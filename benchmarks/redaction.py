@@ -1,7 +1,12 @@
 """Redaction quality and speed: recall / precision per PII type and per locale, false redaction.
 
     uv run --no-sync python benchmarks/redaction.py --data ../shared/data/dev \\
-        [--per-template 6] [--seed 0] [--ner heuristic,spacy-en] [--out results.json]
+        [--per-template 6] [--seed 0] [--ner heuristic,spacy-en] [--out results.json] \\
+        [--baseline /tmp/redaction_before.py]
+
+``--baseline`` measures another version of ``labeling/redaction.py`` first, on the same corpus and
+turns (``git show 8218b36:labeling/redaction.py > /tmp/redaction_before.py`` is the regex redactor
+before names, identity numbers and libphonenumber were added).
 
 Three measurements:
 
@@ -663,18 +668,37 @@ def leaked(src: str, span: tuple[int, int], out: str) -> bool:
     return False
 
 
-def redact_with(text: str, finder: NameFinder | None) -> str:
-    return redact(text, name_finder=finder).text if finder is not None else redact(text).text
+RedactFn = Callable[[str], str]
 
 
-def score_corpus(items: Sequence[Item], finder: NameFinder | None) -> dict[str, Any]:
+def redactor(finder: NameFinder | None) -> RedactFn:
+    """``redact`` with another name finder (None: the shipped one)."""
+    if finder is None:
+        return lambda text: redact(text).text
+    return lambda text: redact(text, name_finder=finder).text
+
+
+def baseline_redactor(path: Path) -> RedactFn:
+    """``redact`` of another version of ``labeling/redaction.py`` (e.g. from ``git show``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("redaction_baseline", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--baseline {path}: not a Python module")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["redaction_baseline"] = mod
+    spec.loader.exec_module(mod)
+    return lambda text: str(mod.redact(text).text)
+
+
+def score_corpus(items: Sequence[Item], redact_fn: RedactFn) -> dict[str, Any]:
     by_type: dict[str, Counter[str]] = defaultdict(Counter)
     by_locale: dict[str, Counter[str]] = defaultdict(Counter)
     kind_prec: dict[str, Counter[str]] = defaultdict(Counter)
     misses: list[str] = []
     gz = load_gazetteer()
     for it in items:
-        out = redact_with(it.text, finder)
+        out = redact_fn(it.text)
         ranges = replaced_ranges(it.text, out)
         for s, e, typ in it.spans:
             ok = not leaked(it.text, (s, e), out)
@@ -723,12 +747,12 @@ def score_corpus(items: Sequence[Item], finder: NameFinder | None) -> dict[str, 
     }
 
 
-def score_traps(finder: NameFinder | None) -> dict[str, Any]:
+def score_traps(redact_fn: RedactFn) -> dict[str, Any]:
     changed: list[str] = []
     by_cat: Counter[str] = Counter()
     n_cat: Counter[str] = Counter()
     for cat, text in TRAPS:
-        out = redact_with(text, finder)
+        out = redact_fn(text)
         n_cat[cat] += 1
         if out != text:
             by_cat[cat] += 1
@@ -761,9 +785,7 @@ def read_turns(data: Path, limit: int, seed: int) -> list[str]:
 _WORD_RE = re.compile(r"[^\W\d_]+")
 
 
-def score_real(
-    turns: Sequence[str], finder: NameFinder | None, sample: int, seed: int
-) -> dict[str, Any]:
+def score_real(turns: Sequence[str], redact_fn: RedactFn, sample: int, seed: int) -> dict[str, Any]:
     lower_n: Counter[str] = Counter()
     cap_n: Counter[str] = Counter()
     for t in turns:
@@ -773,13 +795,16 @@ def score_real(
     changed_turns = 0
     names: list[tuple[str, str]] = []
     ordinary: list[str] = []
+    by_kind: dict[str, list[str]] = defaultdict(list)
     for t in turns:
-        out = redact_with(t, finder)
+        out = redact_fn(t)
         if out == t:
             continue
         changed_turns += 1
         for a, b, kind in replaced_ranges(t, out):
             kinds[kind] += 1
+            if kind != "NAME" and len(by_kind[kind]) < 12:
+                by_kind[kind].append(t[max(0, a - 30) : b + 15].replace("\n", " "))
             if kind == "NAME":
                 span = t[a:b]
                 ctx = t[max(0, a - 40) : b + 20].replace("\n", " ")
@@ -798,15 +823,16 @@ def score_real(
         "ordinary_word_name_redactions_per_1000_turns": round(len(ordinary) * per_k, 2),
         "ordinary_word_examples": Counter(ordinary).most_common(25),
         "name_sample": [c for _, c in rng.sample(names, min(sample, len(names)))],
+        "other_samples": dict(by_kind),
     }
 
 
-def speed(turns: Sequence[str], finder: NameFinder | None, repeat: int = 2) -> float:
+def speed(turns: Sequence[str], redact_fn: RedactFn, repeat: int = 2) -> float:
     best = 0.0
     for _ in range(repeat):
         t0 = time.perf_counter()
         for t in turns:
-            redact_with(t, finder)
+            redact_fn(t)
         best = max(best, len(turns) / (time.perf_counter() - t0))
     return round(best)
 
@@ -853,6 +879,64 @@ def make_finder(variant: str) -> NameFinder | None:
     return union
 
 
+def to_markdown(report: dict[str, Any]) -> str:
+    """Tables for docs/redaction.md: one column per variant."""
+    variants = [k for k in report if k != "corpus"]
+    lines: list[str] = []
+
+    def table(title: str, key: str, field: str, metric: str) -> None:
+        rows = sorted({r for v in variants for r in report[v]["corpus"][key]})
+        lines.extend([f"**{title}**", "", "| | n | " + " | ".join(variants) + " |"])
+        lines.append("|---|---:|" + "---:|" * len(variants))
+        for r in rows:
+            cells = []
+            n = ""
+            for v in variants:
+                c = report[v]["corpus"][key].get(r)
+                n = n or (str(c["n"]) if c else "")
+                cells.append("-" if not c or c[metric] is None else f"{c[metric]:.3f}")
+            lines.append(f"| {r} | {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+        del field
+
+    table(
+        "Recall per PII type (share of labelled spans fully removed)",
+        "recall_by_type",
+        "n",
+        "recall",
+    )
+    table("Recall per locale", "recall_by_locale", "n", "recall")
+    table("Precision per placeholder", "precision_by_kind", "n", "precision")
+    lines.extend(["**Overall, traps, real texts, speed**", ""])
+    lines.append("| | " + " | ".join(variants) + " |")
+    lines.append("|---|" + "---:|" * len(variants))
+
+    def row(label: str, get: Callable[[dict[str, Any]], Any]) -> None:
+        vals = []
+        for v in variants:
+            try:
+                vals.append(str(get(report[v])))
+            except (KeyError, TypeError):
+                vals.append("-")
+        lines.append(f"| {label} | " + " | ".join(vals) + " |")
+
+    row("corpus recall, all spans", lambda r: r["corpus"]["recall_all"])
+    row("trap texts changed", lambda r: f"{r['traps']['changed']}/{r['traps']['n']}")
+    row("real turns changed", lambda r: f"{100 * r['real']['turns_changed_share']:.1f} %")
+    row(
+        "[NAME] per 1,000 real turns",
+        lambda r: r["real"]["redactions_per_1000_turns"].get("NAME", 0),
+    )
+    row(
+        "ordinary-word [NAME] per 1,000 real turns",
+        lambda r: r["real"]["ordinary_word_name_redactions_per_1000_turns"],
+    )
+    row("turns/s (real turns, one core)", lambda r: r["turns_per_second"])
+    row("load time, s", lambda r: r["load_seconds"])
+    lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -865,23 +949,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--sample", type=int, default=40, help="name redactions to print from real texts"
     )
+    ap.add_argument("--speed-turns", type=int, default=10000, help="real turns timed for speed")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another labeling/redaction.py to measure first (git show REV:labeling/redaction.py)",
+    )
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--markdown", type=Path, default=None, help="write the tables here too")
     args = ap.parse_args(argv)
 
     items = build_corpus(args.seed, args.per_template)
     n_spans = sum(len(i.spans) for i in items)
     turns = read_turns(args.data, args.turns, args.seed) if args.data else []
     report: dict[str, Any] = {"corpus": {"items": len(items), "spans": n_spans, "seed": args.seed}}
-    for variant in args.ner.split(","):
+    variants: list[tuple[str, Callable[[], RedactFn]]] = [
+        (v, lambda v=v: redactor(make_finder(v))) for v in args.ner.split(",")
+    ]
+    if args.baseline:
+        variants.insert(0, ("baseline", lambda: baseline_redactor(args.baseline)))
+    for variant, build in variants:
         t0 = time.perf_counter()
-        finder = make_finder(variant)
+        redact_fn = build()
         load_s = time.perf_counter() - t0
         res: dict[str, Any] = {"load_seconds": round(load_s, 2)}
-        res["corpus"] = score_corpus(items, finder)
-        res["traps"] = score_traps(finder)
+        res["corpus"] = score_corpus(items, redact_fn)
+        res["traps"] = score_traps(redact_fn)
         if turns:
-            res["real"] = score_real(turns, finder, args.sample, args.seed)
-            res["turns_per_second"] = speed(turns[:5000], finder)
+            res["real"] = score_real(turns, redact_fn, args.sample, args.seed)
+            res["turns_per_second"] = speed(turns[: args.speed_turns], redact_fn)
         report[variant] = res
         print(f"--- {variant}", file=sys.stderr)
         print(
@@ -894,6 +991,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     text = json.dumps(report, indent=1, ensure_ascii=False)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(to_markdown(report), encoding="utf-8")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text, encoding="utf-8")
