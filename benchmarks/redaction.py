@@ -766,6 +766,35 @@ def score_traps(redact_fn: RedactFn) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ real texts
+def read_conversations(data: Path, limit: int, seed: int) -> list[list[str]]:
+    """The turn texts of up to ``limit`` records (shuffled with ``seed``)."""
+    convs: list[list[str]] = []
+    for p in sorted(data.glob("*.jsonl")):
+        with p.open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                texts = [
+                    t["text"]
+                    for t in rec.get("turns") or []
+                    if isinstance(t, dict) and isinstance(t.get("text"), str)
+                ]
+                if texts:
+                    convs.append(texts)
+    random.Random(seed).shuffle(convs)
+    return convs[:limit]
+
+
+def conversation_speed(convs: Sequence[list[str]], redact_fn: RedactFn) -> float:
+    t0 = time.perf_counter()
+    for texts in convs:
+        for t in texts:
+            redact_fn(t)
+    return round(len(convs) / (time.perf_counter() - t0))
+
+
 def read_turns(data: Path, limit: int, seed: int) -> list[str]:
     turns: list[str] = []
     for p in sorted(data.glob("*.jsonl")):
@@ -932,6 +961,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         lambda r: r["real"]["ordinary_word_name_redactions_per_1000_turns"],
     )
     row("turns/s (real turns, one core)", lambda r: r["turns_per_second"])
+    row("conversations/s (3,000 real records, all turns)", lambda r: r["conversations_per_second"])
     row("load time, s", lambda r: r["load_seconds"])
     lines.append("")
     return "\n".join(lines)
@@ -963,6 +993,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     items = build_corpus(args.seed, args.per_template)
     n_spans = sum(len(i.spans) for i in items)
     turns = read_turns(args.data, args.turns, args.seed) if args.data else []
+    convs = read_conversations(args.data, 3000, args.seed) if args.data else []
     report: dict[str, Any] = {"corpus": {"items": len(items), "spans": n_spans, "seed": args.seed}}
     variants: list[tuple[str, Callable[[], RedactFn]]] = [
         (v, lambda v=v: redactor(make_finder(v))) for v in args.ner.split(",")
@@ -979,6 +1010,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if turns:
             res["real"] = score_real(turns, redact_fn, args.sample, args.seed)
             res["turns_per_second"] = speed(turns[: args.speed_turns], redact_fn)
+            res["conversations_per_second"] = conversation_speed(convs, redact_fn)
         report[variant] = res
         print(f"--- {variant}", file=sys.stderr)
         print(
