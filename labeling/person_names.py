@@ -88,7 +88,7 @@ _PARTICLES: Final = frozenset(
     _word_list("de da do dos das del della di du la le van von der den bin binti al el y e")
 )
 _PARTICLE = "(?:" + "|".join(sorted(_PARTICLES)) + ")"
-_DEVA = r"[\u0900-\u097F]+"
+_DEVA = r"[\u0900-\u097F]+(?:['’][\u0900-\u097F]+)*"
 
 # Cue phrases (lower case, single spaces) that may stand right before a name. They are looked up
 # as sets on the last words before each capitalised sequence: no regex alternation of cues runs
@@ -121,7 +121,7 @@ _WEAK_CUES: Final = frozenset(
 # ("tell Thabisile Msuthu"); prepositions ("to", "for", "with") are weaker: places follow them too.
 _PERSON_CUES: Final = frozenset(
     _phrase_list("""tell|ask|call|text|email|e-mail|message|msg|remind|invite|thank|thanks|ping|cc|dear|hi|hello
-    |hey|named|called|contact|married|dating|husband|wife|son|daughter|brother|sister|friend|boss
+    |hey|contact|married|dating|husband|wife|son|daughter|brother|sister|friend|boss
     |colleague|manager|doctor|neighbour|neighbor|cousin|uncle|aunt|mom|mum|dad|teacher|coach
     |partner|girlfriend|boyfriend|roommate|landlord|dile a|llama a|hola|querido|querida|estimado
     |estimada|fala com|diga ao|diga à|olá|oi|caro|cara|dis à|bonjour|salut|cher|chère|kepada|halo
@@ -190,6 +190,18 @@ _NOT_NAME: Final = frozenset(
 
 
 _ORDINARY_LOWER: Final = frozenset(w.lower() for w in _NOT_NAME)
+# A capitalised run that goes on with one of these names a place or an organisation, not a person.
+_PLACE_NOUNS: Final = frozenset(
+    _word_list(
+        """Airport Bridge Plaza Street Avenue Road Drive Boulevard Place Square Hotel Restaurant
+        Cafe Café Bar Grill Kitchen Cuisine Bistro Pizzeria Bakery Museum Library Hospital Clinic
+        University College School Academy Station Stadium Arena Theater Theatre Cathedral
+        Foundation Institute Center Centre Tower Building Mall Market Store Company Inc Ltd Llc
+        Corp Bank Award Prize Memorial Highway Tunnel Dam Lake River Beach Island Mountain Valley
+        Gardens Zoo Aquarium Office Dental Medical Pharmacy Salon Spa Gym Studio Studios Records
+        Bros Brothers Foods Motors Airlines Airways"""
+    )
+)
 
 
 def _is_namey(tok: str, gz: Gazetteer) -> bool:
@@ -217,6 +229,8 @@ def _trim(
             if keep and t in _PARTICLES:
                 continue
             break
+        if keep and t in _PLACE_NOUNS:
+            return None  # "John Wayne Airport", "Ben Franklin Bridge": a place named after someone
         if not _is_namey(t, gz):
             break
         keep.append((m.start(), m.end(), t))

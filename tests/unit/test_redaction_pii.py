@@ -192,6 +192,11 @@ def test_traps_stay_unredacted(text: str) -> None:
         ("May I have the menu?", []),
         ("I am happy", []),
         ("Nomcebo Mbekwa and I are planning a trip", ["Nomcebo Mbekwa"]),
+        ("a cab from John Wayne Airport", []),  # a place named after someone
+        ("Ben Franklin Bridge is closed", []),
+        ("a place called Acuario Inbursa", []),
+        ("Jessica Hall called", ["Jessica Hall"]),
+        ("मेरा नाम आनन्दा डी’सोउज़ा है", ["आनन्दा डी’सोउज़ा"]),
     ],
 )
 def test_person_name_spans(text: str, names: list[str]) -> None:
