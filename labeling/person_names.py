@@ -161,6 +161,7 @@ _SEQ_RE: Final = re.compile(
 )
 _TOKEN_RE: Final = re.compile(rf"{_CAP}|{_LOW}")
 _CAP_TOKEN_RE: Final = re.compile(_CAP)
+_NEXT_CAP_RE: Final = re.compile(rf"[ \t]+({_CAP})")
 
 # Capitalised words that are never part of a name (sentence starts, pronouns, days, months...).
 # fmt: off
@@ -171,7 +172,7 @@ _NOT_NAME: Final = frozenset(
     Have Has Had Be Been Am Are Was Were Let Lets Let's Here There Today Tomorrow Yesterday
     Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May
     June July August September October November December Mr Mrs Ms Dr Prof Sir Madam Miss
-    Street Avenue Road Lane Drive Boulevard Court Place Square Park Hotel Restaurant Cafe Bar
+    Street Avenue Road Lane Drive Boulevard Court Place Square Hotel Restaurant Cafe Bar
     Airport Station University College School Hospital Church Bank Inc Ltd Llc Corp Company
     Group Team Club Center Centre City County State North South East West New Old San Santa
     Saint St Mount Lake River Beach Island Bay Valley Hill Hills Springs Falls Harbor Port
@@ -199,7 +200,8 @@ _PLACE_NOUNS: Final = frozenset(
         Foundation Institute Center Centre Tower Building Mall Market Store Company Inc Ltd Llc
         Corp Bank Award Prize Memorial Highway Tunnel Dam Lake River Beach Island Mountain Valley
         Gardens Zoo Aquarium Office Dental Medical Pharmacy Salon Spa Gym Studio Studios Records
-        Bros Brothers Foods Motors Airlines Airways"""
+        Bros Brothers Foods Motors Airlines Airways Apartments Apartment Residences Suites Towers
+        Palace Castle Lodge Inn Resort Villa Speedway Mission Chapel Temple International"""
     )
 )
 
@@ -222,6 +224,8 @@ def _trim(
     Otherwise the first token must be a gazetteer first name that is not an ordinary word, or an
     ambiguous first name followed by a gazetteer last name.
     """
+    if any(t in _PLACE_NOUNS for t in _CAP_TOKEN_RE.findall(seq)[1:]):
+        return None  # "John Wayne Airport", "Ben Franklin Bridge": a place named after someone
     keep: list[tuple[int, int, str]] = []
     for m in _TOKEN_RE.finditer(seq):
         t = m.group(0)
@@ -229,8 +233,6 @@ def _trim(
             if keep and t in _PARTICLES:
                 continue
             break
-        if keep and t in _PLACE_NOUNS:
-            return None  # "John Wayne Airport", "Ben Franklin Bridge": a place named after someone
         if not _is_namey(t, gz):
             break
         keep.append((m.start(), m.end(), t))
@@ -321,6 +323,9 @@ def find_person_names(text: str, gazetteer: Gazetteer | None = None) -> list[tup
             k += 1
         if k == len(toks):
             continue
+        nxt = _NEXT_CAP_RE.match(text, m.end())
+        if nxt is not None and nxt.group(1) in _PLACE_NOUNS:
+            continue  # "Charles de Gaulle International Airport": the run goes on with a place
         start = base + toks[k][0]
         tok = toks[k][1]
         if len(toks) - k == 1 and tok not in gz.first and tok not in gz.last:
