@@ -88,6 +88,7 @@ CASES: list[tuple[str, str, str]] = [
     ("ligue para (11) 91234-5678 amanhã", "91234-5678", "PHONE"),
     ("meu celular é +55 11 91234-5678", "91234-5678", "PHONE"),
     ("mi cel es 55 1234 5678", "1234 5678", "PHONE"),
+    ("55 1234 5678 es mi número", "1234 5678", "PHONE"),
     ("+52 55 1234 5678 es mi número", "1234 5678", "PHONE"),
     ("mi CURP es GODE561231HDFNRR00", "GODE561231HDFNRR00", "NATIONAL_ID"),
     ("RFC GODE561231GR8 para la factura", "GODE561231GR8", "NATIONAL_ID"),
@@ -103,6 +104,7 @@ CASES: list[tuple[str, str, str]] = [
     ("data de nascimento 12/03/1990", "12/03/1990", "DOB"),
     # India
     ("my mobile is 98765 43210", "98765 43210", "PHONE"),
+    ("98765 43210 is my WhatsApp", "98765 43210", "PHONE"),
     ("call +91 98765 43210", "98765 43210", "PHONE"),
     ("aadhaar 2345 6789 0124", "2345 6789 0124", "NATIONAL_ID"),
     ("my PAN is ABCPE1234F", "ABCPE1234F", "NATIONAL_ID"),
