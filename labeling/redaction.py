@@ -1247,9 +1247,9 @@ def _redact_numbers(text: str, hints: _Hints, counts: Counter[str]) -> str:
         text = _MRN_RE.sub(_group1("MEDICAL_RECORD", counts, _doc_value_ok(5)), text)
     if "plate" in hints:
         text = _PLATE_RE.sub(_group1("PLATE", counts, _plate_ok), text)
+    text = _CARD_RE.sub(_whole("CARD", counts, _card_ok), text)  # Luhn-checked: before "ID 4111..."
     if "id" in hints:
         text = _ID_CTX_RE.sub(_id_ctx_repl(counts), text)
-    text = _CARD_RE.sub(_whole("CARD", counts, _card_ok), text)
     text = _NIK_RE.sub(_whole("NATIONAL_ID", counts, nik_valid), text)
     text = _AADHAAR_RE.sub(_aadhaar_repl(counts), text)
     if "ssn" in hints:
