@@ -3,9 +3,22 @@
 Why regexes and not Presidio: ``presidio-analyzer`` installs from PyPI, but its ``AnalyzerEngine``
 needs a spaCy language model (``en_core_web_lg`` by default) that spaCy downloads from GitHub at run
 time; that download is impossible on our offline machines, and the model is not an ordinary PyPI
-package. This module is therefore a self-contained, precompiled, validated regex redactor with no
-dependency beyond the standard library (plus pydantic for the optional model input of
-:func:`redact_record`).
+package. This module is therefore a self-contained, precompiled, validated pattern redactor; it uses
+``phonenumbers`` (libphonenumber's metadata, offline) to validate phone numbers, the names gazetteer
+of :mod:`labeling.person_names`, and pydantic for the optional model input of :func:`redact_record`.
+
+The same :func:`redact` serves the filter (every scored turn), training, and the text that leaves
+the system (label store, LLM prompts, Label Studio, Chroma), so the filter scores the text it was
+trained on. ``docs/redaction.md`` lists every kind with its measured recall and precision.
+
+Besides the kinds below: ``[NAME]`` (cue phrases, titles, names gazetteer, in English, Spanish,
+Portuguese, French, Indonesian and Hindi), ``[DOB]`` (a date after a birth keyword),
+``[NATIONAL_ID]`` (UK NI, CURP, RFC, CPF, CNPJ, Aadhaar, PAN, NIK by shape and check digit; other
+numbers after their document's name), ``[PASSPORT]``, ``[DRIVER_LICENSE]``, ``[MEDICAL_RECORD]``
+and ``[PLATE]`` (after their keyword), ``[POSTCODE]`` (UK/Canadian shapes; ZIP/CEP/PIN after a
+keyword or a US state), ``[HANDLE]``, ``[MAC]``, ``[GPS]``, ``[VIN]`` (check digit or keyword),
+obfuscated e-mails (``user dot x at gmail dot com``) as ``[EMAIL]``, social profile URLs as
+``[URL]``, and phone numbers libphonenumber accepts for :data:`PHONE_REGIONS` as ``[PHONE]``.
 
 What is replaced, each with a typed placeholder:
 
