@@ -92,6 +92,9 @@ POSITIVE: list[tuple[str, str, str]] = [
     ("www.shop.com/cart?sessionid=AB12cd34EF56gh78", "AB12cd34EF56gh78", "URL"),
     ("https://example.com/verify/8493021", "8493021", "URL"),
     ("https://example.com/#access_token=eyJhbGciOiJIUzI1NiJ9xyz", "eyJhbGci", "URL"),
+    # a ZIP code and coordinates in context
+    ("my zip is 94043", "94043", "POSTCODE"),
+    ("latitude 37.4220, longitude -122.0841", "-122.0841", "GPS"),
 ]
 
 
@@ -130,11 +133,11 @@ NEGATIVE: list[str] = [
     "order of 1234 5678 items",
     "temperature is +15 °C, up +3.5%",
     "an ISBN 978-3-16-148410-0 for the book",
-    "my zip is 94043",  # a ZIP alone is not an address
+    "94043 people attended the game",  # five digits without an address context are no ZIP
     "chapter 11, verse 4, page 256",
     "25 Best Street Foods in Bangkok",
     "the 49ers beat the Rams 27-24",
-    "latitude 37.4220, longitude -122.0841",
+    "odds of 2.50, 3.75 and 1.90 at the bookmaker",
     "10:30:00 is when the meeting starts",
     "Meet at Union Square, then the Empire State Building",
     "",
