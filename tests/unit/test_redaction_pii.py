@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 
 from experiments.dataset import example_from_record
-from experiments.dataset import redacted_text as training_text
 from labeling.person_names import find_person_names
 from labeling.policy import load_policy
-from labeling.records import Conversation, render_turns
+from labeling.records import Conversation
 from labeling.redaction import (
     PLACEHOLDERS,
     cnpj_valid,
@@ -27,8 +26,9 @@ from labeling.redaction import (
     vin_check_valid,
 )
 from labeling.sampling import to_row
+from labeling.segments import turn_texts
 from labeling.taxonomy import load_taxonomy
-from targeting.decide import redacted_text as serving_text
+from targeting.decide import redacted_turns as serving_turns
 
 # (text, the PII substring that must disappear, expected placeholder kind)
 CASES: list[tuple[str, str, str]] = [
@@ -239,14 +239,14 @@ def test_serving_and_training_render_the_same_text(record_factory: Any) -> None:
     )
     conv = Conversation.model_validate(rec)
     policy = load_policy()
-    serving = serving_text(conv)  # targeting.decide: the production filter
-    from_records = training_text(t.model_dump() for t in conv.turns)  # train --from-records
+    serving = serving_turns(conv)  # targeting.decide: the production filter
     tax = load_taxonomy(categories=policy.categories)
-    example = example_from_record(conv, tax, policy.categories)
+    example = example_from_record(conv, tax, policy.categories)  # train --from-records
     row = to_row(conv, policy, "test", None)  # the label store: retrain from the store
     assert row["eligible"], row["exclusion_reason"]
-    from_store = render_turns(row["redacted_turns"])
+    from_store = turn_texts(row["redacted_turns"], redacted=True)
     assert example is not None
-    assert serving == from_records == example.text == from_store
+    assert serving == example.turns == from_store
+    text = "\n".join(serving)
     for t, secret, _ in CASES[::3]:
-        assert secret not in serving, (t, serving)
+        assert secret not in text, (t, text)
