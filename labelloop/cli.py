@@ -139,6 +139,9 @@ def sample(
     )
     if report.quarantined:
         console.print(f"quarantine: {report.quarantine_path}")
+    if report.read.get("unknown_fields"):
+        fields = ", ".join(f"{k} ({v})" for k, v in sorted(report.read["unknown_fields"].items()))
+        console.print(f"unknown fields ignored (records): {fields}")
     _print_counts(dict(report.by_surface), dict(report.by_reason), title=f"run {run_id}")
 
 
