@@ -454,19 +454,29 @@ def score_file_task(settings: Settings, path: str, run_id: str) -> dict[str, Any
     """Production filter over one file; interest signals (eligible only) for the ad side."""
     import json
 
-    from targeting.batch import filter_file
+    from targeting.batch import filter_file, resumable_run
     from targeting.engine import engine_from_settings
 
     engine = engine_from_settings(settings)
     src = Path(path)
     decisions = settings.signals / "decisions" / f"{src.stem}.{run_id}.jsonl"
+    for partial in sorted((settings.signals / "decisions").glob(f"{src.stem}.*.jsonl.partial")):
+        earlier = partial.with_name(partial.name.removesuffix(".partial"))
+        prior = resumable_run(src, earlier)
+        if prior is not None:  # an interrupted score_batch run on the same file: finish it
+            decisions, run_id = earlier, prior.run_id
+            break
     report = filter_file(engine, src, decisions, quarantine_path=settings.quarantine_dir / f"score-{run_id}.jsonl",
                          run_id=run_id)  # fmt: skip
     if engine.audit is not None:
         engine.audit.close()
     signals = settings.signals / f"{src.stem}.{run_id}.signals.jsonl"
+    signals_partial = signals.with_name(signals.name + ".partial")  # renamed when complete
     n_signals = 0
-    with decisions.open(encoding="utf-8") as fin, signals.open("w", encoding="utf-8") as fout:
+    with (
+        decisions.open(encoding="utf-8") as fin,
+        signals_partial.open("w", encoding="utf-8") as fout,
+    ):
         for line in fin:
             d = json.loads(line)
             if d.get("eligible") and d.get("interests"):
@@ -474,6 +484,7 @@ def score_file_task(settings: Settings, path: str, run_id: str) -> dict[str, Any
                                        "model_version": d.get("model_version"),
                                        "policy_version": d.get("policy_version")}) + "\n")  # fmt: skip
                 n_signals += 1
+    signals_partial.replace(signals)
     return {**report.as_dict(), "signals": n_signals, "signals_path": str(signals)}
 
 
