@@ -320,3 +320,69 @@ filter_file(engine, {str(src)!r}, {str(out)!r}, chunk_size=10)
     entries = [json.loads(x) for x in audit.read_text().splitlines()]
     assert {e["index"] for e in entries if e["request_id"] == rep.run_id} == set(range(400))
     assert len(entries) - 400 <= 10 and verify(audit).ok  # at most the chunk in flight twice
+
+
+# ---------------------------------------------------------------- request bodies
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"records": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+        (b'{"records": [' + b"9" * 5000 + b"]}", "number too long"),
+        (b'{"records": ["\xff\xfe"]}', "not UTF-8"),
+        (b"", "empty"),
+    ],
+)
+def test_unparseable_body_is_400_fail_closed(
+    settings_: Settings,  # noqa: F811
+    body: bytes,
+    needle: str,
+) -> None:
+    for c in _clients(settings_):
+        r = c.post(
+            "/v1/decisions", content=body, headers={**API, "Content-Type": "application/json"}
+        )
+        assert r.status_code == 400, r.text
+        assert r.json()["fail_closed"] is True and r.json()["eligible"] is False
+        assert r.json()["decisions"] == [] and needle in r.json()["detail"]
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "image/png"])
+def test_wrong_content_type_is_415_fail_closed(settings_: Settings, ctype: str) -> None:  # noqa: F811
+    for c in _clients(settings_):
+        r = c.post(
+            "/v1/decisions", content=_body([make_record()]), headers={**API, "Content-Type": ctype}
+        )
+        assert r.status_code == 415
+        assert r.json()["fail_closed"] is True and r.json()["decisions"] == []
+        assert "application/json" in r.json()["detail"]
+
+
+def test_json_content_types_are_accepted(settings_: Settings) -> None:  # noqa: F811
+    for c in _clients(settings_):
+        for ctype in ("application/json", "application/json; charset=utf-8", None):
+            headers = {**API, **({"Content-Type": ctype} if ctype else {})}
+            r = c.post("/v1/decisions", content=_body([make_record()]), headers=headers)
+            assert r.status_code == 200 and r.json()["decisions"][0]["eligible"] is True
+
+
+def test_body_of_the_wrong_shape_is_422_fail_closed(settings_: Settings) -> None:  # noqa: F811
+    for c in _clients(settings_):
+        for body in ({"recs": []}, {"records": "x"}, [1, 2], "records"):
+            r = c.post("/v1/decisions", json=body, headers=API)
+            assert r.status_code == 422 and r.json()["fail_closed"] is True
+        assert c.post("/v1/decisions", json={"records": []}, headers=API).status_code == 200
+        # the request body is documented in the OpenAPI schema
+        spec = c.get("/openapi.json").json()
+        body = spec["paths"]["/v1/decisions"]["post"]["requestBody"]
+        schema = body["content"]["application/json"]["schema"]
+        assert body["required"] is True and schema["required"] == ["records"]
+        assert schema["properties"]["records"]["type"] == "array"
+
+
+def _clients(settings_: Settings) -> Any:  # noqa: F811
+    app = create_app(settings_, holder=holder_with(reference_loaded()), start_holder=False)
+    with TestClient(app) as c:
+        yield c

@@ -243,9 +243,9 @@ def test_batch_limit_is_413(client: TestClient) -> None:
     assert r.json()["decisions"] == [] and r.json()["eligible"] is False
 
 
-def test_bad_body_is_422_fail_closed(client: TestClient) -> None:
+def test_bad_body_is_400_or_422_fail_closed(client: TestClient) -> None:
     r = client.post("/v1/decisions", content=b"{not json", headers=API)
-    assert r.status_code == 422 and r.json()["fail_closed"] is True
+    assert r.status_code == 400 and r.json()["fail_closed"] is True
     r = client.post("/v1/decisions", json={"recs": []}, headers=API)
     assert r.status_code == 422
     r = client.post("/v1/decisions", json={"records": []}, headers=API)
