@@ -33,6 +33,14 @@ from labelloop.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
+def _flow_settings() -> Settings:
+    """What every flow does first: settings, and no credentials in any log line of the run."""
+    from labelloop.safe_text import install_log_redaction
+
+    install_log_redaction()
+    return get_settings()
+
+
 def _run_id(kind: str) -> str:
     return f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
@@ -270,7 +278,7 @@ def sample_and_propose(
 
     ``push=False`` stops after the proposals (no routing / Label Studio), e.g. for dry runs.
     """
-    settings = get_settings()
+    settings = _flow_settings()
     run_id = _run_id("sample")
     logger = get_run_logger()
     limited = ensure_llm_limit(settings)
@@ -361,7 +369,7 @@ def _sum_stats(batches: list[dict[str, Any]]) -> dict[str, Any]:
 @flow(name="collect_reviews", log_prints=True, persist_result=True)
 def collect_reviews() -> dict[str, Any]:
     """Pull annotations, resolve to gold, index gold, record agreement and QA precision."""
-    settings = get_settings()
+    settings = _flow_settings()
     run_id = _run_id("collect")
     pulled = pull_task(settings, run_id)
     publish(
@@ -387,7 +395,7 @@ def retrain(force: bool = False) -> dict[str, Any]:
     """Snapshot -> train -> register -> gate (runs when enough new gold arrived, or forced)."""
     from labeling.gold import human_gold_count
 
-    settings = get_settings()
+    settings = _flow_settings()
     rt = Runtime(settings)
     n_gold = human_gold_count(rt.store)
     last = _last_retrain_gold(rt)
@@ -436,7 +444,7 @@ def _record_retrain(rt: Runtime, n_gold: int, version: str) -> None:
 @flow(name="promote", log_prints=True, persist_result=True)
 def promote(version: str, approve: bool | None = None, reload: bool = True) -> dict[str, Any]:
     """Approve a gated version (auto per setting, or explicitly) and hot-reload the filter."""
-    settings = get_settings()
+    settings = _flow_settings()
     do_approve = settings.gate_auto_approve if approve is None else approve
     if not do_approve:
         msg = f"version {version} waits for `labelloop approve {version}`"
@@ -491,7 +499,7 @@ def score_file_task(settings: Settings, path: str, run_id: str) -> dict[str, Any
 @flow(name="score_batch", log_prints=True, persist_result=True)
 def score_batch(files: list[str] | None = None) -> dict[str, Any]:
     """Run the production filter over a day's conversations and write interest signals."""
-    settings = get_settings()
+    settings = _flow_settings()
     run_id = _run_id("score")
     paths = files or [str(p) for p in sorted(settings.source_dir.glob("*.jsonl"))]
     futures = [score_file_task.submit(settings, p, run_id) for p in paths]

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.cli_common import cli_store as _store
+from labelloop.safe_text import without_credentials
 from labelloop.settings import Settings
 
 app = typer.Typer(
@@ -48,6 +49,14 @@ console = Console(stderr=False)
 err = Console(stderr=True)
 
 
+@app.callback()
+def _start() -> None:
+    """Every command: no credentials in any log line (see labelloop.safe_text)."""
+    from labelloop.safe_text import install_log_redaction
+
+    install_log_redaction()
+
+
 @data_app.command("synth")
 def data_synth(
     n: Annotated[int, typer.Option("--n", min=1, help="number of conversations")] = 300,
@@ -69,7 +78,7 @@ def store_init() -> None:
     """Create or migrate the label store schema (idempotent)."""
     s = _settings()
     _store(s)
-    console.print(f"label store ready at {s.db_url.split('@')[-1]}")
+    console.print(f"label store ready at {without_credentials(s.db_url)}")
 
 
 @store_app.command("status")
@@ -300,10 +309,13 @@ def _demo_summary(s: Settings, out: dict[str, Any], wall_s: float) -> None:
     urls = Table(title="UIs (the stack keeps running: `labelloop stack down` stops it)")
     urls.add_column("what")
     urls.add_column("URL")
-    urls.add_row("Prefect UI", s.prefect_api.removesuffix("/api"))
-    urls.add_row("MLflow UI", s.mlflow_uri)
-    urls.add_row("Label Studio", f"{s.label_studio} (user {s.label_studio_username})")
-    urls.add_row("Filter API docs", f"{s.filter_url}/docs")
+    urls.add_row("Prefect UI", without_credentials(s.prefect_api.removesuffix("/api")))
+    urls.add_row("MLflow UI", without_credentials(s.mlflow_uri))
+    urls.add_row(
+        "Label Studio",
+        f"{without_credentials(s.label_studio)} (user {s.label_studio_username})",
+    )
+    urls.add_row("Filter API docs", without_credentials(f"{s.filter_url}/docs"))
     console.print(urls)
 
 

@@ -30,6 +30,7 @@ from rich.progress import (
 from rich.table import Table
 
 from labelloop.cli_common import cli_settings as _settings
+from labelloop.safe_text import without_credentials
 from targeting.audit import VerifyResult, verify
 
 console = Console()
@@ -84,10 +85,15 @@ def filter_command(
     logging.getLogger("labelloop.targeting").setLevel(logging.WARNING)
     s = _settings()
     uri = model_uri or s.filter_model_uri or f"models:/{s.filter_model_name}@{s.filter_model_alias}"
-    with console.status(f"loading {uri} from {s.mlflow_uri} …"):
+    with console.status(
+        f"loading {without_credentials(uri)} from {without_credentials(s.mlflow_uri)} …"
+    ):
         engine = engine_from_settings(s, model_uri=uri)
     if engine.holder.current is None:
-        err.print(f"[red]cannot load the filter model[/red] {uri}: {engine.holder.last_error}")
+        err.print(
+            f"[red]cannot load the filter model[/red] {without_credentials(uri)}: "
+            f"{without_credentials(engine.holder.last_error or '')}"
+        )
         err.print("no decisions written (every record would fail closed as model_unavailable).")
         raise typer.Exit(2)
     prior = resumable_run(input_path, output)

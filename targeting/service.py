@@ -48,6 +48,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from labeling.policy import load_policy
 from labeling.records import InvalidJSONError, Limits, loads_json
+from labelloop.safe_text import install_log_redaction, opt_without_credentials
 from labelloop.settings import Settings, get_settings
 from targeting.audit import AuditLog
 from targeting.engine import Decision, FilterEngine
@@ -305,6 +306,7 @@ def create_app(
 ) -> FastAPI:
     """Build the service. ``holder``/``audit`` default to the settings' registry model and
     ``settings.decisions_audit_path``; nothing connects until startup."""
+    install_log_redaction()
     s = settings or get_settings()
     if s.filter_api_key.get_secret_value() == s.filter_admin_key.get_secret_value():
         raise ValueError("LABELLOOP_FILTER_API_KEY and LABELLOOP_FILTER_ADMIN_KEY must differ")
@@ -430,7 +432,7 @@ def create_app(
             changed=res.changed,
             previous_version=res.previous_version,
             version=res.version,
-            error=res.error,
+            error=opt_without_credentials(res.error),
         )
         return JSONResponse(body.model_dump(), status_code=503 if res.error else 200)
 
@@ -442,7 +444,7 @@ def create_app(
                 {
                     "status": "degraded",
                     "reason": "no model loaded; every decision fails closed",
-                    "last_error": the_holder.last_error,
+                    "last_error": opt_without_credentials(the_holder.last_error),
                 },
                 status_code=503,
             )
@@ -494,7 +496,7 @@ def _model_info(holder: ModelHolder) -> ModelInfo:
         "source": holder.describe,
         "poll_s": holder.poll_s,
         "last_check": holder.last_check.isoformat() if holder.last_check else None,
-        "last_error": holder.last_error,
+        "last_error": opt_without_credentials(holder.last_error),
     }
     if cur is None:
         return ModelInfo(loaded=False, **base)
