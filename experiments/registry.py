@@ -343,8 +343,10 @@ def list_versions(tracking_uri: str) -> list[dict[str, Any]]:
     client = MlflowClient()
     try:
         rm = client.get_registered_model(MODEL_NAME)
-    except MlflowException:
-        return []
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise  # e.g. the server is down: not the same as "no versions"
     aliases: dict[str, list[str]] = {}
     for alias, v in (rm.aliases or {}).items():
         aliases.setdefault(str(v), []).append(alias)

@@ -12,14 +12,44 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.cli_common import cli_store as _store
 from labelloop.safe_text import without_credentials
 from labelloop.settings import Settings
 
+UNREACHABLE_EXIT = 3
+
+
+class _Commands(TyperGroup):
+    """Every command: a server that cannot be reached (after the clients' own retries) is one
+    clear line naming it and how to start it (exit 3), not a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if type(exc).__module__.startswith(("typer", "click")):  # Exit, Abort, usage errors
+                raise
+            from labelloop.settings import get_settings
+            from labelloop.unreachable import unreachable_service
+
+            try:
+                found = unreachable_service(exc, get_settings())
+            except Exception:  # no settings: the original error is the better message
+                found = None
+            if found is None:
+                raise
+            Console(stderr=True).print(
+                f"[red]{found.message}[/red]", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(UNREACHABLE_EXIT) from exc
+
+
 app = typer.Typer(
     name="labelloop",
+    cls=_Commands,
     help=(
         "labelloop: LLM-assisted labeling loop that turns AI-interaction data into policy-safe "
         "ad-interest signals.\n\nSample & gate -> propose labels (LLM + vector store) -> human review "

@@ -21,6 +21,7 @@ from rich.table import Table
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.cli_common import cli_store as _store
 from labelloop.runtime import gold_indexer, review_embedder
+from labelloop.safe_text import without_credentials
 from labelloop.settings import Settings
 
 if TYPE_CHECKING:
@@ -87,7 +88,14 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+    """One line for the error; a server that cannot be reached is named with how to start it."""
+    from labelloop.unreachable import unreachable_service
+
+    found = unreachable_service(exc, _settings())
+    if found is not None:
+        err.print(f"[red]{found.message}[/red]", highlight=False, soft_wrap=True)
+        return typer.Exit(3)
+    err.print(f"[red]error:[/red] {type(exc).__name__}: {without_credentials(str(exc))}")
     return typer.Exit(1)
 
 
