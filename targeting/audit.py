@@ -22,6 +22,10 @@ Every entry is serialised before anything is written: an entry that cannot be (a
 not valid UTF-8) raises :class:`AuditEntryError` naming it and nothing of the batch is written;
 callers check :func:`encodable` first and replace such an entry (one record affects only itself).
 
+A last line without its newline (its writer died mid-write: that decision was never answered) is
+copied to ``<log>.torn-<time>`` and cut off by the next writer, which then continues the chain; a
+write that fails half-way (disk full) is rolled back to the previous end of the log.
+
 Appends are serialised by a thread lock *and* an exclusive ``flock`` on the log file, so the
 service's request threads and a concurrent batch run in another process extend one chain. Nothing
 is opened at import time.
@@ -33,6 +37,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -40,6 +45,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("labelloop.targeting")
 
 GENESIS = "0" * 64
 _TAIL_BLOCK = 64 * 1024
@@ -217,11 +224,40 @@ class AuditLog:
         size = os.fstat(fd).st_size
         if self._cached is not None and self._cached[0] == size:
             return self._cached[1], self._cached[2]
+        size = self._set_aside_torn_tail(fd, size)
         with os.fdopen(os.dup(fd), "rb") as fh:
             tail = _read_tail(fh, size)
         if tail is None:
             return 0, GENESIS
         return tail[0] + 1, tail[1]
+
+    def _set_aside_torn_tail(self, fd: int, size: int) -> int:
+        """A last line without its newline was being written when its writer died (nobody got
+        that decision): copy it to ``<log>.torn-<time>`` and cut it off. Returns the new size."""
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return size
+        start = max(0, size - _TAIL_BLOCK)
+        while True:
+            block = os.pread(fd, size - start, start)
+            nl = block.rfind(b"\n")
+            if nl >= 0 or start == 0:
+                keep = start + nl + 1  # 0 if the whole file is one torn line
+                break
+            start = max(0, start - _TAIL_BLOCK)
+        torn = os.pread(fd, size - keep, keep)
+        aside = self.path.with_name(
+            f"{self.path.name}.torn-{time.strftime('%Y%m%dT%H%M%S')}-{keep}"
+        )
+        aside.write_bytes(torn)
+        os.ftruncate(fd, keep)
+        log.warning(
+            "decision audit log %s ended in a torn line of %d bytes (a writer died mid-write); "
+            "set aside in %s",
+            self.path,
+            len(torn),
+            aside,
+        )
+        return keep
 
     def append_many(self, entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Chain and append entries; return them as written (with seq, prev, hash).
@@ -242,6 +278,7 @@ class AuditLog:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
                     seq, prev = self._state(fd)
+                    size_before = os.fstat(fd).st_size
                     lines = []
                     for e in items:
                         for k in ("seq", "prev", "hash"):
@@ -253,8 +290,14 @@ class AuditLog:
                         lines.append(canonical_json(e))
                     data = ("\n".join(lines) + "\n").encode("utf-8")
                     written = 0
-                    while written < len(data):
-                        written += os.write(fd, data[written:])
+                    try:
+                        while written < len(data):
+                            written += os.write(fd, data[written:])
+                    except OSError:
+                        # e.g. the disk filled up half-way: leave no half line behind
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(fd, size_before)
+                        raise
                     if self.fsync:
                         os.fsync(fd)
                     self._cached = (os.fstat(fd).st_size, seq, prev)
