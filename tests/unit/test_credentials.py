@@ -127,3 +127,11 @@ def test_cli_output_and_flow_artifacts_hide_credentials(
     assert SECRET not in run_url(LEAKY_URI, "1", "abc")
     body = publish("k", "t", {"Model": f"loaded from {LEAKY_URI}"})
     assert SECRET not in body and TOKEN not in body and "127.0.0.1:9" in body
+
+
+def test_stack_messages_hide_uri_credentials(tmp_path: Path) -> None:
+    from infra.stack import Stack
+
+    s = _settings(tmp_path)
+    text = Stack(s).redact(f"mlflow: backend {LEAKY_URI} failed; key test-api-key-123")
+    assert SECRET not in text and TOKEN not in text and "test-api-key-123" not in text
