@@ -169,7 +169,8 @@ class FilterEngine:
         request_id: str | None = None,
         first_index: int = 0,
     ) -> list[Decision]:
-        """One decision per item, in order. Never raises for bad data or a bad model."""
+        """One decision per item, in order, each in the audit log. Never raises for bad data or
+        a bad model; raises :class:`~targeting.audit.AuditError` if the log cannot be written."""
         return self.decide_groups(
             [(items, request_id or uuid.uuid4().hex)], source=source, first_index=first_index
         )[0]
