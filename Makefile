@@ -11,13 +11,14 @@ export UV_PYTHON ?= 3.11
 # llama-cpp-python is compiled from source; the default (native) build crashes on CPUs with AMX.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: help setup uv venv label-studio-venv models demo test test-unit test-integration lint bench clean
+.PHONY: help setup uv venv label-studio-venv models demo test test-unit test-integration lint bench chaos clean
 
 help:
 	@echo "make demo   - set up everything, start the local stack and run the demo"
 	@echo "make test   - set up everything and run the whole test suite"
 	@echo "make lint   - ruff + mypy"
 	@echo "make bench  - benchmarks (DATA=../shared/data/dev by default; results in $(STATE)/bench)"
+	@echo "make chaos  - kill -9 mid-run and missing servers, then rerun (docs/chaos.md)"
 
 uv:
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || $(PYTHON) -m pip install --user --quiet uv || $(PYTHON) -m pip install --quiet uv
@@ -60,6 +61,9 @@ bench: setup
 	$(UV) run --frozen python benchmarks/filter_speed.py --data $(DATA) --out $(BENCH_OUT)/filter_speed.json
 	$(UV) run --frozen python benchmarks/review_loop.py --data-dir $(DATA) --out $(BENCH_OUT)/review_loop.json
 	$(UV) run --frozen python benchmarks/loop_efficiency.py --data $(DATA) --out $(BENCH_OUT)/loop_efficiency
+
+chaos: venv
+	$(UV) run --frozen pytest -q -rP -m integration tests/integration/test_chaos.py
 
 clean:
 	-$(UV) run --frozen labelloop stack down

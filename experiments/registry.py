@@ -24,6 +24,7 @@ from experiments.evaluation import EvalReport, evaluate_bundle, write_artifacts
 from experiments.training import CachedEmbedder, Progress, TrainConfig, TrainResult, train_filter
 from labeling.policy import Policy
 from labeling.taxonomy import Taxonomy
+from labelloop.safe_text import without_credentials
 from targeting.model import MODEL_NAME, TargetingFilterModel, model_artifacts, save_bundle
 from targeting.scorer import TextEmbedder
 
@@ -59,7 +60,8 @@ def configure(tracking_uri: str) -> None:
 
 
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    base = tracking_uri.rstrip("/")
+    """A link to the run for people and artifacts (without the URI's credentials)."""
+    base = without_credentials(tracking_uri).rstrip("/")
     if base.startswith(("http://", "https://")):
         return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
     return f"{base} (experiment {experiment_id}, run {run_id})"
@@ -191,8 +193,8 @@ def log_and_register(
         "label_store_revision": "none",
         "label_studio_project": "none",
         "prompt_hash": "none",
-        **{k: str(v) for k, v in snapshot.lineage.items()},
-        **{k: str(v) for k, v in (lineage or {}).items()},
+        **{k: without_credentials(str(v)) for k, v in snapshot.lineage.items()},
+        **{k: without_credentials(str(v)) for k, v in (lineage or {}).items()},
         "policy_version": policy.version,
         "taxonomy_version": taxonomy.version,
         "snapshot_hash": snap_hash,
@@ -331,8 +333,10 @@ def list_versions(tracking_uri: str) -> list[dict[str, Any]]:
     client = MlflowClient()
     try:
         rm = client.get_registered_model(MODEL_NAME)
-    except MlflowException:
-        return []
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise  # e.g. the server is down: not the same as "no versions"
     aliases: dict[str, list[str]] = {}
     for alias, v in (rm.aliases or {}).items():
         aliases.setdefault(str(v), []).append(alias)

@@ -106,8 +106,15 @@ def _cell(v: Any) -> str:
 
 def publish(key: str, title: str, sections: Mapping[str, str]) -> str:
     """One markdown artifact per flow run (outside a run it is only returned)."""
+    from labelloop.safe_text import without_credentials
+
     body = f"# {title}\n\n" + "\n\n".join(f"## {h}\n\n{t}" for h, t in sections.items())
-    with contextlib.suppress(Exception):  # no run context (plain function call): nothing to attach
+    body = without_credentials(body)
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+        return body  # a plain function call: nothing to attach to (and no server to start)
+    with contextlib.suppress(Exception):
         create_markdown_artifact(markdown=body, key=key, description=title)
     return body
 

@@ -7,9 +7,10 @@ The stack is left running (``labelloop stack down`` stops it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from labelloop.settings import Settings
@@ -19,6 +20,20 @@ def point_prefect_at(settings: Settings) -> None:
     """Flows report to the stack's Prefect server (set before prefect reads its settings)."""
     os.environ.setdefault("PREFECT_API_URL", settings.prefect_api)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@contextlib.contextmanager
+def reporting_to(api_url: str) -> Iterator[None]:
+    """Flows run inside report to the Prefect server at ``api_url``, and never to an ephemeral one.
+
+    Prefect reads its settings once, when it is imported: setting ``PREFECT_API_URL`` afterwards
+    (e.g. in a test session that imported prefect while collecting other tests) is ignored and
+    flows silently start a temporary server instead, with a short start-up fuse. This overrides
+    the settings in force and turns ephemeral servers off, so a wrong URL fails loudly."""
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
+        yield
 
 
 def run_cycle(

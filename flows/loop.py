@@ -33,6 +33,14 @@ from labelloop.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
+def _flow_settings() -> Settings:
+    """What every flow does first: settings, and no credentials in any log line of the run."""
+    from labelloop.safe_text import install_log_redaction
+
+    install_log_redaction()
+    return get_settings()
+
+
 def _run_id(kind: str) -> str:
     return f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
@@ -271,7 +279,7 @@ def sample_and_propose(
 
     ``push=False`` stops after the proposals (no routing / Label Studio), e.g. for dry runs.
     """
-    settings = get_settings()
+    settings = _flow_settings()
     run_id = _run_id("sample")
     logger = get_run_logger()
     limited = ensure_llm_limit(settings)
@@ -362,7 +370,7 @@ def _sum_stats(batches: list[dict[str, Any]]) -> dict[str, Any]:
 @flow(name="collect_reviews", log_prints=True, persist_result=True)
 def collect_reviews() -> dict[str, Any]:
     """Pull annotations, resolve to gold, index gold, record agreement and QA precision."""
-    settings = get_settings()
+    settings = _flow_settings()
     run_id = _run_id("collect")
     pulled = pull_task(settings, run_id)
     publish(
@@ -388,7 +396,7 @@ def retrain(force: bool = False) -> dict[str, Any]:
     """Snapshot -> train -> register -> gate (runs when enough new gold arrived, or forced)."""
     from labeling.gold import human_gold_count
 
-    settings = get_settings()
+    settings = _flow_settings()
     rt = Runtime(settings)
     n_gold = human_gold_count(rt.store)
     last = _last_retrain_gold(rt)
@@ -437,7 +445,7 @@ def _record_retrain(rt: Runtime, n_gold: int, version: str) -> None:
 @flow(name="promote", log_prints=True, persist_result=True)
 def promote(version: str, approve: bool | None = None, reload: bool = True) -> dict[str, Any]:
     """Approve a gated version (auto per setting, or explicitly) and hot-reload the filter."""
-    settings = get_settings()
+    settings = _flow_settings()
     do_approve = settings.gate_auto_approve if approve is None else approve
     if not do_approve:
         msg = f"version {version} waits for `labelloop approve {version}`"
@@ -455,19 +463,29 @@ def score_file_task(settings: Settings, path: str, run_id: str) -> dict[str, Any
     """Production filter over one file; interest signals (eligible only) for the ad side."""
     import json
 
-    from targeting.batch import filter_file
+    from targeting.batch import filter_file, resumable_run
     from targeting.engine import engine_from_settings
 
     engine = engine_from_settings(settings)
     src = Path(path)
     decisions = settings.signals / "decisions" / f"{src.stem}.{run_id}.jsonl"
+    for partial in sorted((settings.signals / "decisions").glob(f"{src.stem}.*.jsonl.partial")):
+        earlier = partial.with_name(partial.name.removesuffix(".partial"))
+        prior = resumable_run(src, earlier)
+        if prior is not None:  # an interrupted score_batch run on the same file: finish it
+            decisions, run_id = earlier, prior.run_id
+            break
     report = filter_file(engine, src, decisions, quarantine_path=settings.quarantine_dir / f"score-{run_id}.jsonl",
                          run_id=run_id)  # fmt: skip
     if engine.audit is not None:
         engine.audit.close()
     signals = settings.signals / f"{src.stem}.{run_id}.signals.jsonl"
+    signals_partial = signals.with_name(signals.name + ".partial")  # renamed when complete
     n_signals = 0
-    with decisions.open(encoding="utf-8") as fin, signals.open("w", encoding="utf-8") as fout:
+    with (
+        decisions.open(encoding="utf-8") as fin,
+        signals_partial.open("w", encoding="utf-8") as fout,
+    ):
         for line in fin:
             d = json.loads(line)
             if d.get("eligible") and d.get("interests"):
@@ -475,13 +493,14 @@ def score_file_task(settings: Settings, path: str, run_id: str) -> dict[str, Any
                                        "model_version": d.get("model_version"),
                                        "policy_version": d.get("policy_version")}) + "\n")  # fmt: skip
                 n_signals += 1
+    signals_partial.replace(signals)
     return {**report.as_dict(), "signals": n_signals, "signals_path": str(signals)}
 
 
 @flow(name="score_batch", log_prints=True, persist_result=True)
 def score_batch(files: list[str] | None = None) -> dict[str, Any]:
     """Run the production filter over a day's conversations and write interest signals."""
-    settings = get_settings()
+    settings = _flow_settings()
     run_id = _run_id("score")
     paths = files or [str(p) for p in sorted(settings.source_dir.glob("*.jsonl"))]
     futures = [score_file_task.submit(settings, p, run_id) for p in paths]

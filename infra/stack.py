@@ -52,6 +52,7 @@ from typing import Literal
 import httpx
 from pydantic import SecretStr
 
+from labelloop.safe_text import without_credentials
 from labelloop.settings import Settings
 
 MARKER_ENV = "LABELLOOP_STACK_SERVICE"
@@ -668,7 +669,7 @@ class Stack:
             raw = secret.get_secret_value()
             if len(raw) >= 4:
                 text = text.replace(raw, "***")
-        return text
+        return without_credentials(text)
 
     # ---- up ----
     def up(

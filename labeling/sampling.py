@@ -20,6 +20,7 @@ from labeling.policy import Policy
 from labeling.records import (
     Conversation,
     Limits,
+    QuarantinedRecord,
     QuarantineWriter,
     ReadStats,
     read_records,
@@ -138,30 +139,44 @@ def sample_into_store(
     report = SampleReport(quarantine_path=str(quarantine_path))
     stats = ReadStats()
     paths = [Path(p) for p in paths]
+    source = ",".join(str(p) for p in paths)
     with QuarantineWriter(quarantine_path) as qw:
         valid = list(split_valid(read_records(paths, limits=limits, stats=stats), qw))
+        report.read = stats.as_dict()
+        known = store.known_ids(c.conversation_id for c in valid)
+        report.already_known = len(known)
+        fresh = [c for c in valid if c.conversation_id not in known]
+        chosen = stratified_sample(fresh, cap_per_surface, seed)
+        report.sampled = len(chosen)
+        for i in range(0, len(chosen), batch_size):
+            rows = []
+            for c in chosen[i : i + batch_size]:
+                try:
+                    rows.append(to_row(c, policy, source, run_id))
+                except Exception as exc:  # one record that breaks the gate or redaction
+                    qw.write(
+                        QuarantinedRecord(
+                            source,
+                            0,
+                            c.conversation_id,
+                            None,
+                            f"unreadable record ({type(exc).__name__} while gating/redacting)",
+                            "",
+                        )
+                    )
+            for r in rows:
+                report.by_surface[r["surface"]] += 1
+                report.by_reason[r["exclusion_reason"] or "eligible"] += 1
+                report.eligible += int(r["eligible"])
+                report.redactions.update(r["redaction_counts"] or {})
+                if r["eligible"]:
+                    report.by_language[r["language"] or "und"] += 1
+                    report.unsupported_language += bool(
+                        unsupported(r["languages"] or [], policy.supported_languages)
+                    )
+            inserted, _ = store.add_conversations(rows)
+            report.inserted += inserted
         report.quarantined = qw.count
-    report.read = stats.as_dict()
-    known = store.known_ids(c.conversation_id for c in valid)
-    report.already_known = len(known)
-    fresh = [c for c in valid if c.conversation_id not in known]
-    chosen = stratified_sample(fresh, cap_per_surface, seed)
-    report.sampled = len(chosen)
-    source = ",".join(str(p) for p in paths)
-    for i in range(0, len(chosen), batch_size):
-        rows = [to_row(c, policy, source, run_id) for c in chosen[i : i + batch_size]]
-        for r in rows:
-            report.by_surface[r["surface"]] += 1
-            report.by_reason[r["exclusion_reason"] or "eligible"] += 1
-            report.eligible += int(r["eligible"])
-            report.redactions.update(r["redaction_counts"] or {})
-            if r["eligible"]:
-                report.by_language[r["language"] or "und"] += 1
-                report.unsupported_language += bool(
-                    unsupported(r["languages"] or [], policy.supported_languages)
-                )
-        inserted, _ = store.add_conversations(rows)
-        report.inserted += inserted
     return report
 
 

@@ -12,13 +12,44 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.cli_common import cli_store as _store
+from labelloop.safe_text import without_credentials
 from labelloop.settings import Settings
+
+UNREACHABLE_EXIT = 3
+
+
+class _Commands(TyperGroup):
+    """Every command: a server that cannot be reached (after the clients' own retries) is one
+    clear line naming it and how to start it (exit 3), not a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if type(exc).__module__.startswith(("typer", "click")):  # Exit, Abort, usage errors
+                raise
+            from labelloop.settings import get_settings
+            from labelloop.unreachable import unreachable_service
+
+            try:
+                found = unreachable_service(exc, get_settings())
+            except Exception:  # no settings: the original error is the better message
+                found = None
+            if found is None:
+                raise
+            Console(stderr=True).print(
+                f"[red]{found.message}[/red]", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(UNREACHABLE_EXIT) from exc
+
 
 app = typer.Typer(
     name="labelloop",
+    cls=_Commands,
     help=(
         "labelloop: LLM-assisted labeling loop that turns AI-interaction data into policy-safe "
         "ad-interest signals.\n\nSample & gate -> propose labels (LLM + vector store) -> human review "
@@ -48,6 +79,14 @@ console = Console(stderr=False)
 err = Console(stderr=True)
 
 
+@app.callback()
+def _start() -> None:
+    """Every command: no credentials in any log line (see labelloop.safe_text)."""
+    from labelloop.safe_text import install_log_redaction
+
+    install_log_redaction()
+
+
 @data_app.command("synth")
 def data_synth(
     n: Annotated[int, typer.Option("--n", min=1, help="number of conversations")] = 300,
@@ -69,7 +108,7 @@ def store_init() -> None:
     """Create or migrate the label store schema (idempotent)."""
     s = _settings()
     _store(s)
-    console.print(f"label store ready at {s.db_url.split('@')[-1]}")
+    console.print(f"label store ready at {without_credentials(s.db_url)}")
 
 
 @store_app.command("status")
@@ -139,6 +178,9 @@ def sample(
     )
     if report.quarantined:
         console.print(f"quarantine: {report.quarantine_path}")
+    if report.read.get("unknown_fields"):
+        fields = ", ".join(f"{k} ({v})" for k, v in sorted(report.read["unknown_fields"].items()))
+        console.print(f"unknown fields ignored (records): {fields}")
     _print_counts(dict(report.by_surface), dict(report.by_reason), title=f"run {run_id}")
 
 
@@ -297,10 +339,13 @@ def _demo_summary(s: Settings, out: dict[str, Any], wall_s: float) -> None:
     urls = Table(title="UIs (the stack keeps running: `labelloop stack down` stops it)")
     urls.add_column("what")
     urls.add_column("URL")
-    urls.add_row("Prefect UI", s.prefect_api.removesuffix("/api"))
-    urls.add_row("MLflow UI", s.mlflow_uri)
-    urls.add_row("Label Studio", f"{s.label_studio} (user {s.label_studio_username})")
-    urls.add_row("Filter API docs", f"{s.filter_url}/docs")
+    urls.add_row("Prefect UI", without_credentials(s.prefect_api.removesuffix("/api")))
+    urls.add_row("MLflow UI", without_credentials(s.mlflow_uri))
+    urls.add_row(
+        "Label Studio",
+        f"{without_credentials(s.label_studio)} (user {s.label_studio_username})",
+    )
+    urls.add_row("Filter API docs", without_credentials(f"{s.filter_url}/docs"))
     console.print(urls)
 
 

@@ -30,6 +30,7 @@ from rich.progress import (
 from rich.table import Table
 
 from labelloop.cli_common import cli_settings as _settings
+from labelloop.safe_text import without_credentials
 from targeting.audit import VerifyResult, verify
 
 console = Console()
@@ -77,19 +78,32 @@ def filter_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Decide every record of a JSONL file with the production filter model (fail closed, audited)."""
-    from targeting.batch import filter_file
+    from targeting.audit import AuditError
+    from targeting.batch import OutputBusyError, filter_file, resumable_run
     from targeting.engine import engine_from_settings
 
     logging.getLogger("labelloop.targeting").setLevel(logging.WARNING)
     s = _settings()
     uri = model_uri or s.filter_model_uri or f"models:/{s.filter_model_name}@{s.filter_model_alias}"
-    with console.status(f"loading {uri} from {s.mlflow_uri} …"):
+    with console.status(
+        f"loading {without_credentials(uri)} from {without_credentials(s.mlflow_uri)} …"
+    ):
         engine = engine_from_settings(s, model_uri=uri)
     if engine.holder.current is None:
-        err.print(f"[red]cannot load the filter model[/red] {uri}: {engine.holder.last_error}")
+        err.print(
+            f"[red]cannot load the filter model[/red] {without_credentials(uri)}: "
+            f"{without_credentials(engine.holder.last_error or '')}"
+        )
         err.print("no decisions written (every record would fail closed as model_unavailable).")
         raise typer.Exit(2)
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    prior = resumable_run(input_path, output)
+    if prior is not None:
+        run_id = prior.run_id
+        err.print(
+            f"resuming interrupted run {run_id}: {prior.records} decisions already in {output}.partial"
+        )
+    else:
+        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     qpath = quarantine or s.quarantine_dir / f"filter-{run_id}.jsonl"
     size = input_path.stat().st_size
     columns = (
@@ -108,22 +122,40 @@ def filter_command(
             rate = records / max(time.perf_counter() - t0, 1e-9)
             progress.update(task, completed=done_bytes, records=records, rate=f"{rate:,.0f}")
 
-        report = filter_file(
-            engine,
-            input_path,
-            output,
-            chunk_size=chunk_size,
-            quarantine_path=qpath,
-            run_id=run_id,
-            on_progress=on_progress,
-        )
+        try:
+            report = filter_file(
+                engine,
+                input_path,
+                output,
+                chunk_size=chunk_size,
+                quarantine_path=qpath,
+                run_id=run_id,
+                on_progress=on_progress,
+            )
+        except OutputBusyError as exc:
+            err.print(f"[red]{exc}[/red]; wait for it to finish")
+            raise typer.Exit(2) from exc
+        except AuditError as exc:
+            err.print(f"[red]stopped: {exc}[/red]")
+            err.print(
+                "no decision is written without an audit entry; fix the audit log and run the "
+                "same command again to resume"
+            )
+            raise typer.Exit(1) from exc
     if engine.audit is not None:
         engine.audit.close()
     if as_json:
         console.print_json(json.dumps(report.as_dict()))
         return
+    if report.interrupted:
+        i = report.interrupted
+        err.print(
+            f"[yellow]an earlier interrupted run[/yellow] ({i['run_id'] or 'unknown run'}, "
+            f"{i['decisions']} decisions) could not be resumed ({i['why']}); its partial output "
+            f"is kept at {i['kept_at']} and its decisions are in the audit log"
+        )
     console.print(
-        f"run {run_id}: {report.stats.records} decisions -> {output} "
+        f"run {report.run_id}: {report.stats.records} decisions -> {output} "
         f"({report.per_second:,.0f} records/s, model {', '.join(sorted(report.model_versions)) or '-'})"
     )
     t = Table(title="decisions")
@@ -152,9 +184,9 @@ def verify_decisions_command(
     p = path or _settings().decisions_audit_path
     res = verify_decisions_log(p)
     if not res.ok:
+        where = f"line {res.first_bad_line}: " if res.first_bad_line else ""
         err.print(
-            f"[red]TAMPERED:[/red] {p}: line {res.first_bad_line}: {res.reason} "
-            f"({res.n} entries verified before it)"
+            f"[red]TAMPERED:[/red] {p}: {where}{res.reason} ({res.n} entries verified before it)"
         )
         raise typer.Exit(1)
     console.print(f"decision audit log OK: {res.n} entries verified ({p})")

@@ -19,6 +19,7 @@ from labelloop.cli_common import cli_progress as _progress
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.cli_common import cli_store as _store
 from labelloop.runtime import gold_indexer, review_embedder, review_turn_scorer
+from labelloop.safe_text import without_credentials
 from labelloop.settings import Settings
 
 if TYPE_CHECKING:
@@ -61,7 +62,14 @@ def _run_id(kind: str) -> str:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+    """One line for the error; a server that cannot be reached is named with how to start it."""
+    from labelloop.unreachable import unreachable_service
+
+    found = unreachable_service(exc, _settings())
+    if found is not None:
+        err.print(f"[red]{found.message}[/red]", highlight=False, soft_wrap=True)
+        return typer.Exit(3)
+    err.print(f"[red]error:[/red] {type(exc).__name__}: {without_credentials(str(exc))}")
     return typer.Exit(1)
 
 

@@ -13,8 +13,18 @@ reordering any line breaks the chain at that line; :func:`verify` reports the fi
 
 Removing lines *at the end* leaves a valid (shorter) chain, so every append also rewrites a small
 sidecar ``<log>.head`` (``{"n": entries, "hash": last hash}``, one fixed-size in-place write); :func:`verify`
-compares the chain's end with it and reports a truncation. (An attacker who rewrites the head too
-is out of scope; ship the head hashes elsewhere, e.g. the label-store audit table, for that.)
+compares the chain's end with it and reports a truncation. A non-empty log without its head file
+does not verify either (deleting the head would otherwise hide a truncation); a writer that finds
+its head file deleted writes a new one. (An attacker who rewrites the head too, or deletes both
+files, is out of scope; ship the head hashes elsewhere, e.g. the label-store audit table, for that.)
+
+Every entry is serialised before anything is written: an entry that cannot be (a string that is
+not valid UTF-8) raises :class:`AuditEntryError` naming it and nothing of the batch is written;
+callers check :func:`encodable` first and replace such an entry (one record affects only itself).
+
+A last line without its newline (its writer died mid-write: that decision was never answered) is
+copied to ``<log>.torn-<time>`` and cut off by the next writer, which then continues the chain; a
+write that fails half-way (disk full) is rolled back to the previous end of the log.
 
 Appends are serialised by a thread lock *and* an exclusive ``flock`` on the log file, so the
 service's request threads and a concurrent batch run in another process extend one chain. Nothing
@@ -27,6 +37,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -34,6 +45,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("labelloop.targeting")
 
 GENESIS = "0" * 64
 _TAIL_BLOCK = 64 * 1024
@@ -44,8 +57,25 @@ class AuditError(RuntimeError):
     """The audit log cannot be written (the caller must fail closed)."""
 
 
+class AuditEntryError(AuditError):
+    """One entry of a batch cannot be serialised; nothing of the batch was written."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"audit entry {index} of the batch cannot be written: {reason}")
+        self.index = index
+
+
 def canonical_json(obj: Mapping[str, Any]) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def encodable(entry: Mapping[str, Any]) -> bool:
+    """True if the entry can be written (its canonical JSON is valid UTF-8)."""
+    try:
+        canonical_json(entry).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, TypeError, RecursionError):
+        return False
+    return True
 
 
 def entry_hash(entry: Mapping[str, Any], prev_hash: str) -> str:
@@ -85,6 +115,7 @@ def verify(path: Path, *, check_head: bool = True) -> VerifyResult:
         head = _read_head(head_path(path))
         if head is None:
             return VerifyResult(False, 0, 1, f"head file {head_path(path)} is unreadable")
+    head_missing = check_head and head is None
     prev = GENESIS
     n = 0
     lineno = 0
@@ -106,6 +137,14 @@ def verify(path: Path, *, check_head: bool = True) -> VerifyResult:
             n,
             lineno + 1,
             f"log ends after {n} entries but the head file records {head[0]} (truncated)",
+        )
+    if head_missing and n > 0:
+        return VerifyResult(
+            False,
+            n,
+            None,
+            f"head file {head_path(path)} is missing, so a truncation of the log cannot be "
+            "ruled out",
         )
     return VerifyResult(True, n, None)
 
@@ -185,11 +224,40 @@ class AuditLog:
         size = os.fstat(fd).st_size
         if self._cached is not None and self._cached[0] == size:
             return self._cached[1], self._cached[2]
+        size = self._set_aside_torn_tail(fd, size)
         with os.fdopen(os.dup(fd), "rb") as fh:
             tail = _read_tail(fh, size)
         if tail is None:
             return 0, GENESIS
         return tail[0] + 1, tail[1]
+
+    def _set_aside_torn_tail(self, fd: int, size: int) -> int:
+        """A last line without its newline was being written when its writer died (nobody got
+        that decision): copy it to ``<log>.torn-<time>`` and cut it off. Returns the new size."""
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return size
+        start = max(0, size - _TAIL_BLOCK)
+        while True:
+            block = os.pread(fd, size - start, start)
+            nl = block.rfind(b"\n")
+            if nl >= 0 or start == 0:
+                keep = start + nl + 1  # 0 if the whole file is one torn line
+                break
+            start = max(0, start - _TAIL_BLOCK)
+        torn = os.pread(fd, size - keep, keep)
+        aside = self.path.with_name(
+            f"{self.path.name}.torn-{time.strftime('%Y%m%dT%H%M%S')}-{keep}"
+        )
+        aside.write_bytes(torn)
+        os.ftruncate(fd, keep)
+        log.warning(
+            "decision audit log %s ended in a torn line of %d bytes (a writer died mid-write); "
+            "set aside in %s",
+            self.path,
+            len(torn),
+            aside,
+        )
+        return keep
 
     def append_many(self, entries: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Chain and append entries; return them as written (with seq, prev, hash).
@@ -199,12 +267,18 @@ class AuditLog:
         items = [dict(e) for e in entries]
         if not items:
             return []
+        for n, e in enumerate(items):
+            if not encodable(e):
+                raise AuditEntryError(n, "not serialisable as UTF-8 JSON")
         with self._lock:
             try:
                 fd = self._open()
+                if self.write_head:
+                    self._head()  # exists before the log has entries (verify demands it)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
                     seq, prev = self._state(fd)
+                    size_before = os.fstat(fd).st_size
                     lines = []
                     for e in items:
                         for k in ("seq", "prev", "hash"):
@@ -216,8 +290,14 @@ class AuditLog:
                         lines.append(canonical_json(e))
                     data = ("\n".join(lines) + "\n").encode("utf-8")
                     written = 0
-                    while written < len(data):
-                        written += os.write(fd, data[written:])
+                    try:
+                        while written < len(data):
+                            written += os.write(fd, data[written:])
+                    except OSError:
+                        # e.g. the disk filled up half-way: leave no half line behind
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(fd, size_before)
+                        raise
                     if self.fsync:
                         os.fsync(fd)
                     self._cached = (os.fstat(fd).st_size, seq, prev)
@@ -235,14 +315,21 @@ class AuditLog:
     def append(self, entry: Mapping[str, Any]) -> dict[str, Any]:
         return self.append_many([entry])[0]
 
+    def _head(self) -> int:
+        if self._head_fd is not None and os.fstat(self._head_fd).st_nlink == 0:
+            os.close(self._head_fd)  # the head file was deleted under us: write a new one
+            self._head_fd = None
+        if self._head_fd is None:
+            self._head_fd = os.open(head_path(self.path), os.O_RDWR | os.O_CREAT, 0o640)
+            if os.fstat(self._head_fd).st_size < _HEAD_SIZE:
+                os.ftruncate(self._head_fd, _HEAD_SIZE)
+        return self._head_fd
+
     def _write_head(self, n: int, last_hash: str) -> None:
         # One fixed-size pwrite at offset 0 (no rename: a rename per request costs milliseconds
         # on some filesystems); a single small write is not torn on Linux.
-        if self._head_fd is None:
-            self._head_fd = os.open(head_path(self.path), os.O_RDWR | os.O_CREAT, 0o640)
-            os.ftruncate(self._head_fd, _HEAD_SIZE)
         rec = json.dumps({"n": n, "hash": last_hash}).encode("utf-8").ljust(_HEAD_SIZE - 1) + b"\n"
-        os.pwrite(self._head_fd, rec, 0)
+        os.pwrite(self._head(), rec, 0)
 
     def close(self) -> None:
         with self._lock:

@@ -14,9 +14,16 @@ For a batch of raw records (decoded JSON values) :meth:`FilterEngine.decide`:
 5. enforces the contract on every model answer (fail closed): only ``eligible is True`` is
    eligible; a sensitive category or an exclusion reason makes it ineligible; an ineligible
    decision carries no interests;
-6. appends one audit entry per decision (with the sensitive category, the only place it goes);
-   if the audit log cannot be written, every decision of the batch becomes ineligible
-   (``model_unavailable``): no targeting without an audit trail.
+6. appends one audit entry per decision (with the sensitive category, the only place it goes).
+   A decision is returned only once it is in the log, and one record affects only itself: a
+   decision whose entry cannot be written (e.g. a string that is not valid UTF-8 from the model)
+   is replaced by a fail-closed ``model_unavailable`` decision that can, and that one is logged.
+   If the log itself cannot be written, :class:`~targeting.audit.AuditError` propagates and no
+   decision of the batch leaves (the service answers 503 fail-closed; a batch run stops and can
+   be resumed): no targeting without an audit trail.
+
+Conversation ids that are not valid Unicode (a lone surrogate) are shown escaped (``\\ud800``)
+in decisions and in the log; such a record is ``invalid_record``.
 
 :meth:`Decision.public` is what leaves the process (API responses, batch output): it has no
 sensitive category and no detail, by construction.
@@ -28,15 +35,15 @@ import logging
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from labeling.language import primary_language
 from labeling.policy import ExclusionReason, Policy
-from labeling.records import Conversation, Limits, QuarantinedRecord, parse_record
+from labeling.records import Conversation, Limits, QuarantinedRecord, parse_record, printable
 from labelloop.settings import Settings
-from targeting.audit import AuditError, AuditLog
+from targeting.audit import AuditLog, encodable
 from targeting.holder import LoadedModel, ModelHolder
 
 log = logging.getLogger("labelloop.targeting")
@@ -136,7 +143,11 @@ def _clean_interests(raw: Any) -> list[dict[str, Any]]:
         if not math.isfinite(s) or not 0.0 <= s <= 1.0:
             raise ContractError(f"interest {iid}: score {s} is outside [0, 1]")
         out.append(
-            {"id": iid, "name": str(name) if name is not None else iid, "score": round(s, 6)}
+            {
+                "id": iid,
+                "name": printable(str(name)) if name is not None else iid,
+                "score": round(s, 6),
+            }
         )
     return out
 
@@ -166,7 +177,8 @@ class FilterEngine:
         request_id: str | None = None,
         first_index: int = 0,
     ) -> list[Decision]:
-        """One decision per item, in order. Never raises for bad data or a bad model."""
+        """One decision per item, in order, each in the audit log. Never raises for bad data or
+        a bad model; raises :class:`~targeting.audit.AuditError` if the log cannot be written."""
         return self.decide_groups(
             [(items, request_id or uuid.uuid4().hex)], source=source, first_index=first_index
         )[0]
@@ -207,24 +219,17 @@ class FilterEngine:
         to_score: list[tuple[int, Conversation]] = []
         mv = loaded.version if loaded is not None else None
         for i, item in enumerate(items):
-            if isinstance(item, BadInput):
-                out[i] = self._excluded(
-                    item.conversation_id, ExclusionReason.INVALID_RECORD, mv, item.reason
+            try:
+                early = self._check(item, i, mv, source)
+            except Exception as exc:  # one record nobody foresaw: it alone fails closed
+                log.warning("record %d could not be checked: %s", i, type(exc).__name__)
+                early = self._unavailable(
+                    _cid_of(item), loaded, f"check error: {type(exc).__name__}"
                 )
-                continue
-            rec = parse_record(item, source=source, line=i + 1, raw="", limits=self.limits)
-            if isinstance(rec, QuarantinedRecord):
-                detail = (f"field {rec.field}: " if rec.field else "") + rec.reason
-                out[i] = self._excluded(
-                    rec.conversation_id, ExclusionReason.INVALID_RECORD, mv, detail
-                )
-                continue
-            gate = self.policy.check(rec)
-            if not gate.eligible:
-                reason = gate.reason or ExclusionReason.INVALID_RECORD
-                out[i] = self._excluded(rec.conversation_id, reason, mv, gate.detail)
-                continue
-            to_score.append((i, rec))
+            if isinstance(early, Decision):
+                out[i] = early
+            else:
+                to_score.append((i, early))
         if to_score:
             if loaded is None:
                 for i, rec in to_score:
@@ -236,6 +241,25 @@ class FilterEngine:
                     out[i] = d
         assert all(d is not None for d in out)
         return [d for d in out if d is not None]
+
+    def _check(self, item: Any, i: int, mv: str | None, source: str) -> Decision | Conversation:
+        """The record (to be scored) or its decision (invalid, or excluded by the gate)."""
+        if isinstance(item, BadInput):
+            return self._excluded(
+                _opt_printable(item.conversation_id),
+                ExclusionReason.INVALID_RECORD,
+                mv,
+                item.reason,
+            )
+        rec = parse_record(item, source=source, line=i + 1, raw="", limits=self.limits)
+        if isinstance(rec, QuarantinedRecord):
+            detail = (f"field {rec.field}: " if rec.field else "") + rec.reason
+            return self._excluded(rec.conversation_id, ExclusionReason.INVALID_RECORD, mv, detail)
+        gate = self.policy.check(rec)
+        if not gate.eligible:
+            reason = gate.reason or ExclusionReason.INVALID_RECORD
+            return self._excluded(rec.conversation_id, reason, mv, gate.detail)
+        return rec
 
     def _score(self, recs: list[Conversation], loaded: LoadedModel) -> list[Decision]:
         payload = [r.model_dump(mode="json", exclude={"gold"}) for r in recs]
@@ -345,53 +369,73 @@ class FilterEngine:
         source: str,
         index: list[tuple[str, int]],
     ) -> list[Decision]:
+        """Log every decision; returns the decisions as logged (raises AuditError if the log
+        cannot be written at all: then no decision may leave)."""
         if self.audit is None or not decisions:
             return decisions
         ts = datetime.now(UTC).isoformat()
         model_name = loaded.name if loaded is not None else None
-        entries = [
-            {
-                "ts": ts,
-                "source": source,
-                "request_id": index[n][0],
-                "index": index[n][1],
-                "conversation_id": d.conversation_id,
-                "eligible": d.eligible,
-                "excluded_reason": d.excluded_reason,
-                "interests": [[i["id"], i["score"]] for i in d.interests],
-                "sensitive_category": d.sensitive_category,
-                "trigger_turn": d.trigger_turn,
-                "languages": list(d.languages) or None,
-                "model_name": model_name,
-                "model_version": d.model_version,
-                "policy_version": d.policy_version,
-                "detail": d.detail or None,
-            }
-            for n, d in enumerate(decisions)
-        ]
-        try:
-            self.audit.append_many(entries)
-        except AuditError as exc:
-            log.error("%s; failing closed for %d decisions", exc, len(decisions))
-            return [
-                replace(
-                    d,
-                    eligible=False,
-                    interests=[],
-                    excluded_reason=ExclusionReason.MODEL_UNAVAILABLE.value,
-                    detail="audit log unavailable",
+        out: list[Decision] = []
+        entries: list[dict[str, Any]] = []
+        for n, d in enumerate(decisions):
+            entry = _entry(d, ts, source, index[n], model_name)
+            if not encodable(entry):
+                log.warning(
+                    "decision %s/%d cannot be logged as it is; failing closed for that record",
+                    index[n][0],
+                    index[n][1],
                 )
-                for d in decisions
-            ]
-        return decisions
+                d = Decision(
+                    _opt_printable(d.conversation_id),
+                    False,
+                    [],
+                    ExclusionReason.MODEL_UNAVAILABLE.value,
+                    _opt_printable(d.model_version),
+                    _opt_printable(d.policy_version),
+                    None,
+                    "decision could not be logged as it was (not valid UTF-8); failed closed",
+                )
+                entry = _entry(d, ts, source, index[n], model_name)
+                if not encodable(entry):  # cannot happen: every string above is printable
+                    entry = {k: printable(v) if isinstance(v, str) else v for k, v in entry.items()}
+            out.append(d)
+            entries.append(entry)
+        self.audit.append_many(entries)
+        return out
+
+
+def _entry(
+    d: Decision, ts: str, source: str, where: tuple[str, int], model_name: str | None
+) -> dict[str, Any]:
+    return {
+        "ts": ts,
+        "source": source,
+        "request_id": where[0],
+        "index": where[1],
+        "conversation_id": d.conversation_id,
+        "eligible": d.eligible,
+        "excluded_reason": d.excluded_reason,
+        "interests": [[i["id"], i["score"]] for i in d.interests],
+        "sensitive_category": d.sensitive_category,
+        "trigger_turn": d.trigger_turn,
+        "languages": list(d.languages) or None,
+        "model_name": model_name,
+        "model_version": d.model_version,
+        "policy_version": d.policy_version,
+        "detail": d.detail or None,
+    }
+
+
+def _opt_printable(s: str | None) -> str | None:
+    return printable(s) if isinstance(s, str) else s
 
 
 def _cid_of(item: Any) -> str | None:
     if isinstance(item, BadInput):
-        return item.conversation_id
+        return _opt_printable(item.conversation_id)
     if isinstance(item, Mapping):
         cid = item.get("conversation_id")
-        return cid if isinstance(cid, str) else None
+        return printable(cid) if isinstance(cid, str) else None
     return None
 
 

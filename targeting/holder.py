@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from labelloop.safe_text import without_credentials
+
 log = logging.getLogger("labelloop.targeting")
 
 DEFAULT_MODEL_NAME = "labelloop-targeting-filter"
@@ -73,7 +75,7 @@ class LoadedModel:
             "name": self.name,
             "version": self.version,
             "alias": self.alias,
-            "uri": self.uri,
+            "uri": without_credentials(self.uri),
             "run_id": self.run_id,
             "policy_version": self.policy_version,
             "loaded_at": self.loaded_at.isoformat(),
@@ -245,7 +247,7 @@ class ModelHolder:
         self._resolver = resolver
         self._loader = loader
         self.poll_s = poll_s
-        self.describe = describe
+        self.describe = without_credentials(describe)
         self.keep_dirs = keep_dirs
         self._current: LoadedModel | None = None
         self._load_lock = threading.Lock()
@@ -356,7 +358,7 @@ class ModelHolder:
                 self.last_error = None
                 return RefreshResult(True, prev_v, loaded.version)
             except Exception as exc:  # keep serving the old model
-                self.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+                self.last_error = without_credentials(f"{type(exc).__name__}: {exc}")[:2000]
                 log.warning(
                     "filter model refresh from %s failed: %s", self.describe, self.last_error
                 )

@@ -12,6 +12,10 @@ time):
   Always 200 for a well-formed request, and **fail closed**: no model, a scoring error or a
   malformed record make that record ``eligible=false`` with ``model_unavailable`` /
   ``invalid_record``. The sensitive category never leaves the process (it goes to the audit log).
+  A body that is not JSON (syntax, nesting too deep, a number too long, not UTF-8) is 400, a
+  ``Content-Type`` other than JSON is 415 (none at all is read as JSON), JSON of the wrong shape
+  is 422: all with the fail-closed body below. A decision is answered only once it is in the
+  audit log; if the log cannot be written the answer is 503 fail-closed.
 * ``GET /v1/model`` -- the serving model (name, version, alias, policy version, loaded_at).
 * ``POST /admin/reload`` -- admin key only: resolve the alias now and hot-swap.
 * ``GET /healthz`` -- readiness: 200 with a model, 503 ``degraded`` without one (no key).
@@ -40,10 +44,11 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from labeling.policy import load_policy
-from labeling.records import Limits
+from labeling.records import InvalidJSONError, Limits, loads_json
+from labelloop.safe_text import install_log_redaction, opt_without_credentials
 from labelloop.settings import Settings, get_settings
 from targeting.audit import AuditLog
 from targeting.engine import Decision, FilterEngine
@@ -301,6 +306,7 @@ def create_app(
 ) -> FastAPI:
     """Build the service. ``holder``/``audit`` default to the settings' registry model and
     ``settings.decisions_audit_path``; nothing connects until startup."""
+    install_log_redaction()
     s = settings or get_settings()
     if s.filter_api_key.get_secret_value() == s.filter_admin_key.get_secret_value():
         raise ValueError("LABELLOOP_FILTER_API_KEY and LABELLOOP_FILTER_ADMIN_KEY must differ")
@@ -369,15 +375,27 @@ def create_app(
         "/v1/decisions",
         response_model=DecisionsResponse,
         responses={
+            400: {"model": FailClosed},
             401: {"model": FailClosed},
             403: {"model": FailClosed},
             413: {"model": FailClosed},
+            415: {"model": FailClosed},
             422: {"model": FailClosed},
+            503: {"model": FailClosed},
         },
         dependencies=[Depends(require_key)],
         summary="Decide a batch of conversation records (fail closed)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": DecisionsRequest.model_json_schema()}},
+            }
+        },
     )
-    async def decisions(body: DecisionsRequest) -> Any:
+    async def decisions(request: Request) -> Any:
+        body = await _decisions_request(request)
+        if isinstance(body, JSONResponse):
+            return body
         n = len(body.records)
         if n > s.filter_max_batch:
             return JSONResponse(
@@ -414,7 +432,7 @@ def create_app(
             changed=res.changed,
             previous_version=res.previous_version,
             version=res.version,
-            error=res.error,
+            error=opt_without_credentials(res.error),
         )
         return JSONResponse(body.model_dump(), status_code=503 if res.error else 200)
 
@@ -426,7 +444,7 @@ def create_app(
                 {
                     "status": "degraded",
                     "reason": "no model loaded; every decision fails closed",
-                    "last_error": the_holder.last_error,
+                    "last_error": opt_without_credentials(the_holder.last_error),
                 },
                 status_code=503,
             )
@@ -441,13 +459,44 @@ def create_app(
     return app
 
 
+async def _decisions_request(request: Request) -> DecisionsRequest | JSONResponse:
+    """The parsed body, or the fail-closed answer: 415 (not JSON content), 400 (unparseable),
+    422 (wrong shape). Parsed here rather than by FastAPI, whose answers to these lack the
+    fail-closed shape (and are 400/422 in the wrong places)."""
+    ctype = request.headers.get("content-type")
+    if ctype is not None:
+        media = ctype.split(";", 1)[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            return _fail_closed(
+                415, f"Content-Type {media or '(empty)'!r} is not supported; send application/json"
+            )
+    raw = await request.body()
+    if not raw.strip():
+        return _fail_closed(400, 'request body is empty; send {"records": [...]}')
+    try:
+        obj = loads_json(raw)
+    except InvalidJSONError as exc:
+        return _fail_closed(400, f"request body is not valid JSON: {exc}")
+    try:
+        return DecisionsRequest.model_validate(obj)
+    except ValidationError as exc:
+        return _fail_closed(422, [
+            {"loc": ["body", *e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ])  # fmt: skip
+
+
+def _fail_closed(status: int, detail: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail, **FAIL_CLOSED_BODY}, status_code=status)
+
+
 def _model_info(holder: ModelHolder) -> ModelInfo:
     cur = holder.current
     base: dict[str, Any] = {
         "source": holder.describe,
         "poll_s": holder.poll_s,
         "last_check": holder.last_check.isoformat() if holder.last_check else None,
-        "last_error": holder.last_error,
+        "last_error": opt_without_credentials(holder.last_error),
     }
     if cur is None:
         return ModelInfo(loaded=False, **base)

@@ -9,9 +9,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import CursorResult, Engine, create_engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from labelloop.store.models import AuditRow, ConversationRow, utcnow
@@ -99,30 +99,23 @@ class LabelStore:
     def add_conversations(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
         """Insert conversation rows keyed by conversation_id; existing ids are left alone.
 
+        Idempotent and safe against a concurrent writer: each chunk is one
+        ``INSERT ... ON CONFLICT (conversation_id) DO NOTHING`` (SQLite and PostgreSQL), so a row
+        another run committed in the meantime is skipped, never an IntegrityError.
         Returns (inserted, already_present)."""
         if not rows:
             return (0, 0)
-        ids = [r["conversation_id"] for r in rows]
+        unique: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            unique.setdefault(r["conversation_id"], r)
+        inserted = 0
         with self.session() as s:
-            existing: set[str] = set()
-            for chunk in _chunks(ids, 500):
-                existing.update(
-                    s.scalars(
-                        select(ConversationRow.conversation_id).where(
-                            ConversationRow.conversation_id.in_(chunk)
-                        )
-                    )
+            values = list(unique.values())
+            for i in range(0, len(values), _INSERT_CHUNK):
+                inserted += insert_ignore(
+                    s, ConversationRow, values[i : i + _INSERT_CHUNK], ["conversation_id"]
                 )
-            new = []
-            seen: set[str] = set()
-            for r in rows:
-                cid = r["conversation_id"]
-                if cid in existing or cid in seen:
-                    continue
-                seen.add(cid)
-                new.append(ConversationRow(**r))
-            s.add_all(new)
-        return (len(new), len(rows) - len(new))
+        return (inserted, len(rows) - inserted)
 
     def known_ids(self, ids: Iterable[str]) -> set[str]:
         out: set[str] = set()
@@ -181,6 +174,41 @@ class LabelStore:
                 prev = row.hash
                 n += 1
         return n
+
+
+_INSERT_CHUNK = 200  # rows per INSERT statement (SQLite allows 32,766 bound parameters)
+
+
+def insert_ignore(
+    session: Session, model: type[Any], rows: Sequence[dict[str, Any]], key: Sequence[str]
+) -> int:
+    """``INSERT ... ON CONFLICT (key) DO NOTHING`` for SQLite and PostgreSQL; rows inserted.
+
+    Python-side column defaults (``ingested_at``...) are filled in here, as the ORM would."""
+    if not rows:
+        return 0
+    table = model.__table__
+    full = []
+    for r in rows:
+        row = dict(r)
+        for col in table.columns:
+            if col.name not in row and col.default is not None and not col.primary_key:
+                arg = col.default.arg
+                row[col.name] = arg(None) if callable(arg) else arg
+        full.append(row)
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt: Any = sqlite_insert(table).values(full).on_conflict_do_nothing(index_elements=key)
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(table).values(full).on_conflict_do_nothing(index_elements=key)
+    else:
+        raise NotImplementedError(f"insert-or-ignore is not implemented for {dialect}")
+    result = cast(CursorResult[Any], session.execute(stmt))
+    return int(result.rowcount or 0)
 
 
 def _chunks(seq: Sequence[str], n: int) -> Iterator[Sequence[str]]:

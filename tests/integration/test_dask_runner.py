@@ -1,8 +1,10 @@
 """sample_and_propose on a real Dask LocalCluster (2 worker processes) gives the same proposals as
-the thread runner, with the real local LLM and the real MiniLM embeddings."""
+the thread runner, with the real local LLM and the real MiniLM embeddings. Flows report to a real
+Prefect server started by the project's stack (never an ephemeral test server)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,12 +16,33 @@ pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.timeout(15
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The stack's Prefect server on a free port with its own state; health waited for
+    generously (the machine may be busy)."""
+    from flows.demo import reporting_to
+    from infra.stack import Stack
+    from labelloop.settings import Settings
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        env="test",
+        state_dir=tmp_path_factory.mktemp("dask-prefect-state"),
+        prefect_port=_free_port(),
+    )
+    stack = Stack(settings)
+    try:
+        stack.up(services=["prefect"], timeout_s=900)
+        with reporting_to(settings.prefect_api):
+            yield
+    finally:
+        stack.down()
 
 
 def _run(tmp: Path, runner: str, data: Path, mp: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -48,7 +71,7 @@ def _run(tmp: Path, runner: str, data: Path, mp: pytest.MonkeyPatch) -> dict[str
     return {"out": out, "rows": rows}
 
 
-def test_dask_runner_matches_thread_runner(harness, tmp_path, monkeypatch):
+def test_dask_runner_matches_thread_runner(prefect_server, tmp_path, monkeypatch):
     from labeling.synth import generate, write_jsonl
 
     data = tmp_path / "incoming" / "synth.jsonl"

@@ -70,12 +70,15 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, di
     if repo_models.is_dir() and not settings.models_dir.exists():
         settings.models_dir.symlink_to(repo_models, target_is_directory=True)
     stack = Stack(settings)
-    stack.up(services=["prefect", "mlflow", "label-studio", "filter"])
     try:
-        from flows.demo import run_cycle
+        # generous: the machine may be busy with other jobs while the servers start
+        stack.up(services=["prefect", "mlflow", "label-studio", "filter"], timeout_s=900)
+        from flows.demo import reporting_to, run_cycle
 
-        out = run_cycle(settings, n=N, seed=11)
-        yield settings, out
+        # the stack's Prefect server, even if prefect was imported earlier in this session
+        with reporting_to(settings.prefect_api):
+            out = run_cycle(settings, n=N, seed=11)
+            yield settings, out
     finally:
         stack.down()
         mp.undo()

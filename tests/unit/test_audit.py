@@ -215,3 +215,106 @@ def test_verify_while_a_writer_appends(tmp_path: Path) -> None:
         t.join()
         log.close()
     assert verify(p).ok
+
+
+def test_deleting_the_head_file_does_not_hide_a_truncation(tmp_path: Path) -> None:
+    p = tmp_path / "d.jsonl"
+    _fill(p)
+    _write(p, _lines(p)[:-2])
+    head_path(p).unlink()
+    res = verify(p)
+    assert not res.ok and res.n == 4 and "missing" in res.reason
+    import typer
+
+    from labelloop.cli_filter import verify_decisions_command
+
+    app = typer.Typer()
+    app.command()(verify_decisions_command)
+    out = CliRunner().invoke(app, [str(p)])
+    assert out.exit_code == 1 and "TAMPERED" in out.output and "missing" in out.output
+
+
+def test_a_writer_recreates_a_deleted_head_file(tmp_path: Path) -> None:
+    p = tmp_path / "d.jsonl"
+    with AuditLog(p) as log:
+        log.append({"i": 0})
+        head_path(p).unlink()
+        log.append({"i": 1})
+        assert head_path(p).exists()
+    assert verify(p).ok and verify(p).n == 2
+
+
+def test_head_file_exists_before_the_first_entry(tmp_path: Path, monkeypatch) -> None:
+    """A verifier that runs while the first entry is being written never sees log-without-head."""
+    import os
+
+    p = tmp_path / "d.jsonl"
+    seen: list[bool] = []
+    real_write = os.write
+
+    def spy(fd: int, data: bytes) -> int:
+        seen.append(head_path(p).exists())
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", spy)
+    AuditLog(p).append({"i": 0})
+    assert seen and all(seen)
+
+
+def test_an_entry_that_cannot_be_serialised_writes_nothing(tmp_path: Path) -> None:
+    from targeting.audit import AuditEntryError, encodable
+
+    p = tmp_path / "d.jsonl"
+    assert not encodable({"conversation_id": "\ud800"}) and encodable({"x": "é"})
+    with AuditLog(p) as log:
+        log.append({"i": 0})
+        with pytest.raises(AuditEntryError, match="entry 1"):
+            log.append_many([{"i": 1}, {"conversation_id": "\ud800"}])
+        log.append({"i": 2})
+    assert verify(p).ok and verify(p).n == 2
+
+
+def test_a_torn_last_line_is_set_aside_and_the_chain_continues(tmp_path: Path) -> None:
+    """A writer that died mid-line (power loss, kill -9 between two writes) leaves a last line
+    without its newline: no decision was answered for it. The next writer sets it aside and
+    continues the chain, instead of failing every append from then on."""
+    p = tmp_path / "d.jsonl"
+    _fill(p, 3)
+    torn = b'{"conversation_id":"c-3","eligible":tr'
+    with p.open("ab") as fh:
+        fh.write(torn)
+    assert not verify(p).ok
+    with AuditLog(p) as log:
+        log.append({"conversation_id": "c-4"})
+    res = verify(p)
+    assert res.ok and res.n == 4
+    (aside,) = tmp_path.glob("d.jsonl.torn-*")
+    assert aside.read_bytes() == torn
+
+
+def test_a_failed_partial_write_is_rolled_back(tmp_path: Path, monkeypatch) -> None:
+    """Disk full half-way through a batch: the append fails (callers fail closed) and leaves no
+    half line behind, so appends work again once there is space."""
+    import errno
+    import os
+
+    p = tmp_path / "d.jsonl"
+    _fill(p, 2)
+    real_write = os.write
+    calls = {"n": 0}
+
+    def half_then_full(fd: int, data: bytes) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    log = AuditLog(p)
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(AuditError, match="No space"):
+        log.append_many([{"i": k} for k in range(5)])
+    monkeypatch.setattr(os, "write", real_write)
+    log.append({"i": "after"})
+    log.close()
+    res = verify(p)
+    assert res.ok and res.n == 3

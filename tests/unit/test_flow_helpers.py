@@ -113,3 +113,29 @@ def test_demo_summary_says_when_the_demo_forced_a_promotion(capsys) -> None:
     out["promote"] = {"approved": True}
     _demo_summary(Settings(_env_file=None), out, 1.0)  # type: ignore[call-arg]
     assert "FORCED" not in capsys.readouterr().out
+
+
+def test_reporting_to_overrides_settings_read_at_import(monkeypatch):
+    """prefect has read its settings already (this module imported it): the environment is
+    ignored from here on, reporting_to is not, and it turns ephemeral servers off."""
+    import prefect  # noqa: F401
+    from prefect.settings import get_current_settings
+
+    from flows.demo import reporting_to
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
+    before = get_current_settings().api.url
+    assert before != "http://127.0.0.1:1/api"  # why the tests needed this
+    with reporting_to("http://127.0.0.1:2/api"):
+        s = get_current_settings()
+        assert s.api.url == "http://127.0.0.1:2/api" and s.server.ephemeral.enabled is False
+    assert get_current_settings().api.url == before
+
+
+def test_publish_outside_a_flow_run_returns_the_body_without_a_server(monkeypatch):
+    from flows import common
+
+    calls: list[dict] = []
+    monkeypatch.setattr(common, "create_markdown_artifact", lambda **kw: calls.append(kw))
+    assert common.publish("k", "T", {"A": "x"}) == "# T\n\n## A\n\nx"
+    assert calls == []  # (it used to try, which made prefect start a temporary server)

@@ -151,3 +151,212 @@ def test_content_hash_depends_on_turns_only():
     b = Conversation.model_validate(make_record(conversation_id="other", country="CA"))
     c = Conversation.model_validate(make_record(turns=[{"role": "user", "text": "different"}]))
     assert a.content_hash() == b.content_hash() != c.content_hash()
+
+
+# ---------------------------------------------------------------- adversarial lines
+
+DEEP = "[" * 5000 + "]" * 5000
+HUGE_INT = '{"conversation_id": "n", "x": ' + "9" * 5000 + "}"
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "reason_key", "needle"),
+    [
+        (DEEP, None, "invalid_json", "nested too deeply"),
+        (
+            '{"conversation_id": "d", "turns": ' + "[" * 5000 + "]" * 5000 + "}",
+            None,
+            "invalid_json",
+            "nested too deeply",
+        ),
+        (HUGE_INT, None, "invalid_json", "number too long"),
+        (
+            json.dumps(make_record(conversation_id="\ud800")),
+            "conversation_id",
+            "invalid_unicode",
+            "lone surrogate",
+        ),
+        (
+            json.dumps(make_record(turns=[{"role": "user", "text": "hi \udc00 there"}])),
+            "turns.0.text",
+            "invalid_unicode",
+            "lone surrogate",
+        ),
+        (
+            json.dumps(make_record(account_id="a\ud83d")),
+            "account_id",
+            "invalid_unicode",
+            "lone surrogate",
+        ),
+        (
+            json.dumps(make_record(gold={"sensitive": ["\udfff"], "interests": None})),
+            "gold.sensitive.0",
+            "invalid_unicode",
+            "lone surrogate",
+        ),
+    ],
+)
+def test_lines_the_parser_cannot_take_are_quarantined_and_the_run_continues(
+    write_jsonl, tmp_path, line, field, reason_key, needle
+):
+    path = write_jsonl(
+        [make_record(conversation_id="ok-1"), line, make_record(conversation_id="ok-2")]
+    )
+    stats = ReadStats()
+    qpath = tmp_path / "q.jsonl"
+    with QuarantineWriter(qpath) as qw:
+        good = list(split_valid(read_records([path], stats=stats), qw))
+    assert [g.conversation_id for g in good] == ["ok-1", "ok-2"]
+    assert (stats.read, stats.valid, stats.quarantined) == (3, 2, 1)
+    assert stats.by_reason == {reason_key: 1}
+    (row,) = [json.loads(x) for x in qpath.read_text(encoding="utf-8").splitlines()]
+    assert row["line"] == 2 and row["field"] == field and needle in row["reason"]
+    # what is written is valid UTF-8 and the surrogate is shown escaped, never raw
+    qpath.read_bytes().decode("utf-8")
+    if "\ud800" in line:
+        assert row["conversation_id"] == "\\ud800"
+
+
+def test_an_unexpected_error_quarantines_only_that_line(write_jsonl, monkeypatch):
+    import labeling.records as records
+
+    real = records.Conversation.model_validate
+
+    def flaky(obj, *a, **kw):
+        if obj.get("conversation_id") == "boom":
+            raise RuntimeError("a bug nobody foresaw")
+        return real(obj, *a, **kw)
+
+    monkeypatch.setattr(records.Conversation, "model_validate", flaky)
+    path = write_jsonl([make_record(conversation_id=c) for c in ("a", "boom", "b")])
+    good, bad, stats = _read(path)
+    assert [g.conversation_id for g in good] == ["a", "b"]
+    assert bad[0].conversation_id == "boom" and "RuntimeError" in bad[0].reason
+    assert stats.by_reason == {"unreadable": 1}
+
+
+def test_corrupt_parquet_is_quarantined_not_raised(tmp_path):
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist([make_record(conversation_id="p-0")]), path)
+    data = path.read_bytes()
+    path.write_bytes(data[:8] + b"\x00" * 64 + data[72:])
+    good, bad, stats = _read(path)
+    assert good == [] and len(bad) == 1 and "unreadable" in bad[0].reason
+    assert stats.quarantined == 1
+
+
+# ---------------------------------------------------------------- country, started_at
+
+
+@pytest.mark.parametrize("country", ["ß", "ﬀ", "ı" + "t", "\u0130T"])
+def test_non_ascii_country_is_not_upper_cased_into_another_country(write_jsonl, country):
+    good, bad, _ = _read(write_jsonl([make_record(country=country)]))
+    assert good == [] and bad[0].field == "country"
+
+
+def test_lower_case_ascii_country_is_still_accepted(write_jsonl):
+    good, _, _ = _read(write_jsonl([make_record(country=" us ")]))
+    assert good[0].country == "US"
+
+
+@pytest.mark.parametrize("value", [1767225600, 1767225600.5, "1767225600", True, None])
+def test_started_at_must_be_an_iso_string(write_jsonl, value):
+    good, bad, _ = _read(write_jsonl([make_record(started_at=value)]))
+    assert good == [] and bad[0].field == "started_at"
+
+
+def test_far_future_started_at_is_quarantined(write_jsonl):
+    from datetime import UTC, datetime, timedelta
+
+    soon = (datetime.now(UTC) + timedelta(seconds=60)).isoformat()
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    path = write_jsonl(
+        [
+            make_record(conversation_id="soon", started_at=soon),
+            make_record(conversation_id="later", started_at=later),
+            make_record(conversation_id="far", started_at="9999-12-31T23:59:59Z"),
+        ]
+    )
+    good, bad, stats = _read(path)
+    assert [g.conversation_id for g in good] == ["soon"]  # within the clock skew
+    assert [(q.conversation_id, q.field) for q in bad] == [
+        ("later", "started_at"),
+        ("far", "started_at"),
+    ]
+    assert "future" in bad[0].reason and stats.by_reason == {"future_datetime": 2}
+    good, bad, _ = _read(path, Limits(max_clock_skew_s=7200))
+    assert [g.conversation_id for g in good] == ["soon", "later"]
+
+
+# ---------------------------------------------------------------- unknown fields
+
+
+def test_unknown_fields_are_ignored_and_counted(write_jsonl):
+    recs = [
+        make_record(conversation_id="a", client_version="4.2", locale="en-US"),
+        make_record(
+            conversation_id="b",
+            locale="de-DE",
+            turns=[{"role": "user", "text": "hello", "ts": 3, "turn_id": "t1"}],
+        ),
+        make_record(conversation_id="c"),
+    ]
+    good, bad, stats = _read(write_jsonl(recs))
+    assert bad == [] and [g.conversation_id for g in good] == ["a", "b", "c"]
+    assert stats.unknown_fields == {
+        "client_version": 1,
+        "locale": 2,
+        "turns[].ts": 1,
+        "turns[].turn_id": 1,
+    }
+    assert stats.as_dict()["unknown_fields"]["locale"] == 2
+    # ignored means gone: never passed on to anything downstream
+    assert "locale" not in good[0].model_dump() and "ts" not in good[1].turns[0].model_dump()
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"sensitive": ["health"]}, "sensitive"),
+        ({"labels": ["Travel"]}, "labels"),
+        ({"interest_ids": ["653"]}, "interest_ids"),
+        ({"do_not_target": True}, "do_not_target"),
+        ({"optOut": True}, "optOut"),
+        ({"user_consent": "none"}, "user_consent"),
+        ({"conversationId": "x"}, "conversationId"),
+        ({"Gold": {"sensitive": []}}, "Gold"),
+        ({"started-at": "2026-02-03T10:15:00Z"}, "started-at"),
+    ],
+)
+def test_unknown_fields_that_look_like_labels_or_contract_fields_are_rejected(
+    write_jsonl, extra, field
+):
+    good, bad, stats = _read(write_jsonl([make_record(**extra)]))
+    assert good == [] and bad[0].field == field and "unknown field" in bad[0].reason
+    assert stats.by_reason == {"unknown_field": 1}
+
+
+def test_unknown_fields_in_gold_or_label_like_turn_fields_are_rejected(write_jsonl):
+    good, bad, _ = _read(
+        write_jsonl(
+            [
+                make_record(conversation_id="g", gold={"sensitive": [], "confidence": 0.2}),
+                make_record(
+                    conversation_id="t",
+                    turns=[{"role": "user", "text": "hi", "sensitive": True}],
+                ),
+            ]
+        )
+    )
+    assert good == []
+    assert [q.field for q in bad] == ["gold.confidence", "turns.0.sensitive"]
+
+
+def test_unknown_field_names_are_bounded(write_jsonl):
+    from labeling.records import MAX_UNKNOWN_FIELD_NAMES
+
+    recs = [make_record(conversation_id=f"r{i}", **{f"f{i}": 1}) for i in range(150)]
+    good, _, stats = _read(write_jsonl(recs))
+    assert len(good) == 150
+    assert len(stats.unknown_fields) == MAX_UNKNOWN_FIELD_NAMES + 1
+    assert stats.unknown_fields["..."] == 150 - MAX_UNKNOWN_FIELD_NAMES

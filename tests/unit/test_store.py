@@ -138,3 +138,24 @@ def test_nothing_created_until_used(tmp_path):
     path = tmp_path / "lazy" / "x.db"
     LabelStore(f"sqlite:///{path}")
     assert not path.parent.exists()
+
+
+def test_concurrent_inserts_of_the_same_ids_do_not_fail(store, tmp_path):
+    """Two `labelloop sample` runs that both decide an id is new: the second insert is a no-op,
+    not an IntegrityError (the other run commits between our check and our insert)."""
+    from sqlalchemy import event
+
+    other = LabelStore(store.url)
+    rows = [_row("race-1"), _row("race-2")]
+    fired: list[bool] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def _other_run_commits_first(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO CONVERSATIONS") and not fired:
+            fired.append(True)
+            assert other.add_conversations(rows) == (2, 0)
+
+    assert store.add_conversations([*rows, _row("race-3")]) == (1, 2)
+    assert fired == [True]
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(ConversationRow)) == 3
