@@ -11,7 +11,7 @@ export UV_PYTHON ?= 3.11
 # llama-cpp-python is compiled from source; the default (native) build crashes on CPUs with AMX.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: help setup uv venv label-studio-venv models demo test test-unit test-integration lint bench chaos clean
+.PHONY: help setup uv venv label-studio-venv models browser demo test test-unit test-integration lint bench chaos clean
 
 help:
 	@echo "make demo   - set up everything, start the local stack and run the demo"
@@ -36,7 +36,16 @@ label-studio-venv: uv
 models: venv
 	$(UV) run --frozen labelloop models install
 
-setup: venv label-studio-venv models
+# Chromium for the browser test of the review UI (Debian's package, driven by Playwright; no
+# browser download). Best effort: without root or apt the test says it is skipped and why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium (apt, first time only)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    || echo "chromium not installed: the review browser test will be skipped"; \
+	fi
+
+setup: venv label-studio-venv models browser
 
 demo: setup
 	$(UV) run --frozen labelloop demo

@@ -422,3 +422,71 @@ def test_disagreement_goes_to_adjudication_and_only_adjudicated_answer_is_gold(
     with store.session() as s:
         g = s.scalars(select(GoldLabelRow).where(GoldLabelRow.conversation_id == cid)).one()
         assert (g.origin, g.sensitive, g.interests) == ("adjudicated", ["religion"], [TIER1[0].id])
+
+
+CHROMIUM = Path(os.environ.get("LABELLOOP_CHROMIUM", "/usr/bin/chromium"))
+
+
+def test_reviewer_sees_the_suspect_turn_highlighted(
+    client: StudioClient, ls_settings: Settings, tmp_path: Path
+) -> None:
+    """The task view in a real browser: the suspect turn is marked and pre-annotated as evidence.
+    A screenshot is kept in <repo>/.labelloop/screenshots/ for a person to look at."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or LABELLOOP_CHROMIUM)")
+    from playwright.sync_api import sync_playwright
+
+    from labeling.studio import EVIDENCE_LABEL
+    from targeting.evidence import LexiconTurnScorer
+    from targeting.scorer import load_lexicon_file
+
+    store = LabelStore(f"sqlite:///{tmp_path / 'store.db'}")
+    Base.metadata.create_all(store.engine)
+    turns = [
+        {"role": "user", "modality": "text", "text": "Find me a quiet Italian place for Friday."},
+        {"role": "assistant", "modality": "text", "text": "Trattoria Roma has a table at 8 pm."},
+        {"role": "user", "modality": "text", "text": "Great. I'm vegan for ethical reasons, do they have options?"},
+        {"role": "assistant", "modality": "text", "text": "Yes, they have three vegan dishes."},
+    ]  # fmt: skip
+    store.add_conversations([{
+        "conversation_id": "browser-1", "account_hash": "a" * 64, "surface": "assistant_chat",
+        "country": "US", "account_linked": True, "eligible": True, "redacted_turns": turns,
+        "languages": ["en"] * 4, "language": "en", "content_hash": "h-browser-1", "source": "test",
+        "policy_version": POLICY.version,
+    }])  # fmt: skip
+    with store.session() as s:
+        s.add(ProposalRow(conversation_id="browser-1", proposer_id="test-proposer-v1",
+                          prompt_hash="p" * 8, model_id="fake", embedding_model_id=None,
+                          interests={TIER1[0].id: 0.6}, sensitive={"philosophical_beliefs": 0.6},
+                          uncertainty=0.8, flags=["possible_sensitive"]))  # fmt: skip
+    prefix = _prefix()
+    scorer = LexiconTurnScorer(load_lexicon_file(categories=POLICY.categories), POLICY.categories)
+    report = push(store, client, taxonomy=TAXONOMY, policy=POLICY,
+                  cfg=RoutingConfig(budget=10, qa_sample_rate=0.0), run_id="browser", prefix=prefix,
+                  turn_scorer=scorer)  # fmt: skip
+    assert report.imported == 1
+    project = report.projects.review
+    (task,) = list(client.iter_tasks(project))
+    assert task["data"]["turn_scores"][2] == 1.0  # "vegan for ethical reasons" is a keyword
+    base = f"http://{ls_settings.host}:{ls_settings.label_studio_port}"
+    shots = REPO / ".labelloop" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    shot = shots / "review-task-evidence.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{base}/user/login/", timeout=120_000)
+        page.fill("input[name=email]", ls_settings.label_studio_username)
+        page.fill("input[name=password]", ls_settings.label_studio_password.get_secret_value())
+        page.click("button[type=submit], input[type=submit]")
+        page.wait_for_load_state("networkidle", timeout=120_000)
+        page.goto(f"{base}/projects/{project}/data?task={task['id']}", timeout=120_000)
+        page.get_by_text("vegan for ethical reasons", exact=False).first.wait_for(timeout=120_000)
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(shot), full_page=True)
+        body = page.inner_text("body")
+        browser.close()
+    assert "sensitive? 1.00" in body  # the suspect turn's speaker line carries its score
+    assert EVIDENCE_LABEL in body  # the evidence label and its pre-annotated region
+    assert "suspect turn(s): 3" in body and "language: en" in body
+    assert shot.stat().st_size > 10_000
