@@ -10,12 +10,13 @@ dialogue about booking a therapist is not about health).
 1. Round 0: one multinomial logistic regression over segments, classes ``clean`` + the policy
    categories; every segment of a sensitive conversation carries that conversation's categories
    with weight ``1 / n_segments`` (each conversation weighs as much as a one-segment one).
-2. Witnesses: in each sensitive conversation, its best segment under round 0, and the segments
-   that score above 99 % of the clean segments and at least ``witness_ratio`` x the best one, are
-   its sensitive segments; the others are left out (neither clean nor sensitive). A segment whose
+2. Witnesses: in each sensitive conversation, its best segment under round 0 is its sensitive
+   segment (the default ``witness_ratio=1``: one witness per conversation; with a ratio below 1,
+   also the segments that score above 99 % of the clean segments and at least ratio x the best
+   one); the others are left out (neither clean nor sensitive). Optionally a segment whose
    embedding is nearly identical (cosine >= ``witness_max_clean_similarity``) to a segment of a
-   clean conversation is never a witness: dialogue templates ("What day works best for you?")
-   occur in sensitive and clean dialogues alike and say nothing about the topic.
+   clean conversation is never a witness (dialogue templates). Measured variant by variant in
+   ``docs/filter-quality.md``: one witness per conversation blocks far fewer clean dialogues.
 3. Final model: clean segments + witnesses (full weight each). The witnesses per conversation
    are also what the label-review tools show as "which turn".
 
@@ -85,9 +86,9 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    leak_budget: float = 0.01
+    leak_budget: float = 0.02
     category_recall_floor: float = 0.95
-    floor_false_block_budget: float = 0.02
+    floor_false_block_budget: float = 0.005
     use_embeddings: bool = True
     use_tfidf: bool = True
     use_char_tfidf: bool = False
@@ -107,10 +108,10 @@ class TrainConfig:
     prototype_false_block_budget: float = 0.005
     label_noise_quantile: float | None = 0.5
     label_noise_max_share: float = 0.1
-    witness_ratio: float = 0.5
+    witness_ratio: float = 1.0
     # a segment of a sensitive conversation this similar (cosine) to a segment of a clean one is
     # never a witness (dialogue templates, greetings); None = no such filter
-    witness_max_clean_similarity: float | None = 0.9
+    witness_max_clean_similarity: float | None = None
     mil: bool = True
     interest_min_positives: int = 5
     embed_max_length: int = 128

@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         "labelloop-targeting-filter", description="MLflow experiment of training runs"
     )
     train_leak_budget: float = Field(
-        0.01,
+        0.02,
         description="share of sensitive training conversations (out of fold) the any-sensitive threshold may pass",
     )
     train_category_recall_floor: float = Field(
