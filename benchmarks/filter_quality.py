@@ -366,7 +366,7 @@ def part_languages(
     English originals of the same conversations: the model's judgement (leak, false-block,
     interest F1, as if every language were supported) and how often language ID names the
     language (the ``unsupported_language`` gate)."""
-    from labeling.language import turn_languages
+    from labeling.language import turn_languages, unsupported
 
     convs = [c for c in read_records([path]) if isinstance(c, Conversation) and c.gold is not None]
     lang_of = {
@@ -387,11 +387,24 @@ def part_languages(
         exs = list(snap.train)
         rep, _, verdicts = evaluate_bundle(bundle, exs, embedder)
         code = lang.split(" ")[0]
-        detected = [turn_languages([t.text for t in c.turns], supported=policy.supported_languages)
-                    for c in members]  # fmt: skip
-        hit = sum(1 for d in detected if code in d) / len(detected) if detected else None
+        detected = {c.conversation_id: turn_languages([t.text for t in c.turns],
+                                                      supported=policy.supported_languages)
+                    for c in members}  # fmt: skip
+        hit = sum(1 for d in detected.values() if code in d) / len(detected) if detected else None
+        # end to end under the policy as it is: refused (a turn in an unsupported language) or
+        # judged by the model
+        refused = [
+            bool(unsupported(detected[e.conversation_id], policy.supported_languages)) for e in exs
+        ]
+        sens = [i for i, e in enumerate(exs) if e.sensitive]
+        clean = [i for i, e in enumerate(exs) if not e.sensitive]
+        e2e_leak = sum(1 for i in sens if not refused[i] and not verdicts[i].blocked)
+        refused_clean = sum(1 for i in clean if refused[i])
         out[lang] = {**rates(exs, verdicts), "interest_micro_f1": rep.interest_micro_f1,
-                     "language_id_recall": hit, "n": len(exs)}  # fmt: skip
+                     "language_id_recall": hit, "n": len(exs),
+                     "refused_share": sum(refused) / len(exs) if exs else None,
+                     "end_to_end_leak_rate": e2e_leak / len(sens) if sens else None,
+                     "end_to_end_clean_refused_rate": refused_clean / len(clean) if clean else None}  # fmt: skip
     return out
 
 
@@ -464,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
                                       args.models_dir, args.n_speed, args.cache_dir / "speed")  # fmt: skip
         if "languages" in parts and args.multilingual is not None:
             out["languages"] = part_languages(
-                res.bundle, embedder, args.multilingual, taxonomy, policy
+                res.bundle, embedder, args.multilingual, taxonomy, policy, Path(args.data_dir)
             )
         if "loso" in parts:
             out["loso"] = part_loso(name, cfg, per_source, taxonomy, policy, embedder)

@@ -99,8 +99,8 @@ class Settings(BaseSettings):
         0.95, description="per-category recall (out of fold) a category floor threshold restores"
     )
     train_max_clean_conversations: int | None = Field(
-        None,
-        description="train on at most this many clean conversations (a fixed hash sample; sensitive ones are always all used); unset = all",
+        15_000,
+        description="train on at most this many clean conversations (a fixed hash sample; sensitive ones are always all used); empty = all",
     )
     filter_encoder: Literal["minilm", "e5"] = Field(
         "minilm",
