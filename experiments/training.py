@@ -98,7 +98,9 @@ class TrainConfig:
     tfidf_max_features: int = 50_000
     tfidf_ngram_max: int = 2
     char_tfidf_max_features: int = 100_000
-    c_segment: float = 2.0
+    # inverse regularisation of the segment classifier; 8 beat 0.5 and 2 on false-block at the
+    # same leak budget (docs/filter-quality.md)
+    c_segment: float = 8.0
     # class weights of the segment classifier: "balanced" (every class the same total weight),
     # "pooled" (all sensitive classes together as much as clean, split by their counts), "none"
     class_weight: str = "pooled"

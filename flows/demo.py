@@ -32,8 +32,21 @@ def reporting_to(api_url: str) -> Iterator[None]:
     the settings in force and turns ephemeral servers off, so a wrong URL fails loudly."""
     from prefect.settings import temporary_settings
 
-    with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
-        yield
+    # Prefect's concurrency-slot services are process-wide singletons holding a client bound to
+    # the server in force when they started: stop them on the way in and out, or a slot request
+    # goes to a server of an earlier context (gone by now) and fails to connect.
+    _stop_slot_services()
+    try:
+        with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
+            yield
+    finally:
+        _stop_slot_services()
+
+
+def _stop_slot_services() -> None:
+    from prefect.concurrency.services import ConcurrencySlotAcquisitionWithLeaseService
+
+    ConcurrencySlotAcquisitionWithLeaseService.drain_all(timeout=30, at_exit=False)
 
 
 def run_cycle(

@@ -169,7 +169,12 @@ def test_gate_approve_rollback(
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
-    lenient = GateRules(sensitive_recall_floor=0.5)
+    # the TF-IDF-only model trained on a few dozen items is far from the production ceilings
+    # (false-block, long-dialogue leak); those are covered by the unit tests of the rules, this
+    # test is about the registry mechanics: aliases, tags, comparison with the champion
+    lenient = GateRules(
+        sensitive_recall_floor=0.5, max_false_block_rate=1.0, max_long_dialogue_leak_rate=1.0
+    )
     # no champion: only absolute rules
     r1 = evaluate("1", tracking_uri=uri, rules=lenient)
     assert r1.passed, r1.table_markdown()
