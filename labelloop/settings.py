@@ -82,6 +82,21 @@ class Settings(BaseSettings):
     filter_max_batch: int = Field(256, ge=1, description="max records per POST /v1/decisions")
     filter_max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="max request body")
     filter_audit_fsync: bool = Field(False, description="fsync the decision audit log per batch")
+    filter_max_queue: int = Field(
+        2048,
+        ge=1,
+        description="records that may wait for the filter engine; past that POST /v1/decisions is 429 with Retry-After (at least filter_max_batch)",
+    )
+    filter_embed_cache: int = Field(
+        20_000,
+        ge=0,
+        description="segment embeddings the filter keeps in memory (LRU; ~1.6 KB each; 0 = off)",
+    )
+    filter_onnx_threads: int | None = Field(
+        None,
+        ge=1,
+        description="onnxruntime threads of the filter's encoder per worker (unset: the encoder's default, 2)",
+    )
 
     # MLflow / Prefect URLs (default: the local stack)
     mlflow_tracking_uri: str | None = None
