@@ -257,6 +257,12 @@ class Settings(BaseSettings):
         None, description="Dask scheduler address; default: local cluster"
     )
     dask_workers: int = Field(2, ge=1, description="workers of the local Dask cluster")
+    score_partition_bytes: int = Field(
+        32 * 1024 * 1024, ge=1, description="score_batch on Dask: JSONL bytes per partition"
+    )
+    score_partition_rows: int = Field(
+        100_000, ge=1, description="score_batch on Dask: Parquet rows per partition (row groups)"
+    )
     flow_workers: int = Field(2, ge=1, description="threads of the thread task runner")
     flow_batch_size: int = Field(64, ge=1, description="conversations per proposal/filter task")
     sample_cap_per_surface: int | None = Field(
