@@ -73,11 +73,9 @@ def build_snapshot(settings: Settings, from_records: Sequence[Path] | None = Non
             lineage=lineage,
             errors=[],
         )
-    from labelloop.store import LabelStore
+    from labelloop.runtime import Runtime
 
-    settings.ensure_dirs()
-    store = LabelStore(settings.db_url)
-    store.migrate()
+    store = Runtime(settings).store
     cfg = StoreSnapshotConfig(
         eval_fraction=settings.eval_fraction, silver_precision=settings.train_silver_precision
     )

@@ -461,7 +461,6 @@ def promote(version: str, approve: bool | None = None, reload: bool = True) -> d
 @task(name="score-file", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def score_file_task(settings: Settings, path: str, run_id: str) -> dict[str, Any]:
     """Production filter over one file; interest signals (eligible only) for the ad side."""
-    import json
 
     from targeting.batch import filter_file, resumable_run
     from targeting.engine import engine_from_settings
@@ -480,29 +479,75 @@ def score_file_task(settings: Settings, path: str, run_id: str) -> dict[str, Any
     if engine.audit is not None:
         engine.audit.close()
     signals = settings.signals / f"{src.stem}.{run_id}.signals.jsonl"
-    signals_partial = signals.with_name(signals.name + ".partial")  # renamed when complete
-    n_signals = 0
-    with (
-        decisions.open(encoding="utf-8") as fin,
-        signals_partial.open("w", encoding="utf-8") as fout,
-    ):
+    n_signals = write_signals(decisions, signals)
+    return {**report.as_dict(), "signals": n_signals, "signals_path": str(signals)}
+
+
+def write_signals(decisions: Path, signals: Path) -> int:
+    """Interest signals (eligible decisions with interests) of a decisions file; renamed into
+    place when complete. Returns how many."""
+    import json
+
+    partial = signals.with_name(signals.name + ".partial")
+    n = 0
+    with decisions.open(encoding="utf-8") as fin, partial.open("w", encoding="utf-8") as fout:
         for line in fin:
             d = json.loads(line)
             if d.get("eligible") and d.get("interests"):
                 fout.write(json.dumps({"conversation_id": d["conversation_id"], "interests": d["interests"],
                                        "model_version": d.get("model_version"),
                                        "policy_version": d.get("policy_version")}) + "\n")  # fmt: skip
-                n_signals += 1
-    signals_partial.replace(signals)
-    return {**report.as_dict(), "signals": n_signals, "signals_path": str(signals)}
+                n += 1
+    partial.replace(signals)
+    return n
+
+
+@task(name="score-partitions", cache_policy=NO_CACHE)
+def score_partitions_task(settings: Settings, paths: list[str], run_id: str) -> dict[str, Any]:
+    """The production filter over partitioned input on the Dask cluster at
+    ``LABELLOOP_DASK_ADDRESS`` (targeting.partitions): one model load per worker, output and
+    decision log per partition, a manifest so that a rerun skips finished partitions."""
+    from labelloop.runtime import scoring_spec
+    from targeting.partitions import dask_client, plan_partitions, score_partitions
+
+    out = settings.signals / "partitioned"
+    signals_dir = settings.signals / "partitioned-signals"
+    signals_dir.mkdir(parents=True, exist_ok=True)
+    files: list[dict[str, Any]] = []
+
+    def on_done(res: Any) -> None:
+        sig = signals_dir / f"{res.name}.signals.jsonl"
+        files.append({"partition": res.name, "records": res.records, "by_reason": res.by_reason,
+                      "model_versions": res.model_versions, "signals_path": str(sig),
+                      "signals": write_signals(Path(res.output), sig)})  # fmt: skip
+
+    client = dask_client(settings.dask_address, n_workers=settings.dask_workers)
+    try:
+        parts = plan_partitions([Path(p) for p in paths],
+                                partition_bytes=settings.score_partition_bytes,
+                                partition_rows=settings.score_partition_rows)  # fmt: skip
+        report = score_partitions(client, parts, out, scoring_spec(settings), on_done=on_done)
+    finally:
+        client.close()
+    return {**report.as_dict(), "run_id": run_id, "files": files}
 
 
 @flow(name="score_batch", log_prints=True, persist_result=True)
 def score_batch(files: list[str] | None = None) -> dict[str, Any]:
-    """Run the production filter over a day's conversations and write interest signals."""
+    """Run the production filter over a day's conversations and write interest signals (on the
+    Dask cluster at LABELLOOP_DASK_ADDRESS, partitioned, when it is set)."""
     settings = _flow_settings()
     run_id = _run_id("score")
     paths = files or [str(p) for p in sorted(settings.source_dir.glob("*.jsonl"))]
+    if settings.dask_address:
+        res = score_partitions_task(settings, paths, run_id)
+        publish("score-batch", f"score_batch {run_id} (cluster)", {
+            "Decisions": md_table(res["by_reason"], ("outcome", "records")),
+            "Partitions": md_table({"scored": res["scored"], "skipped (done before)": res["skipped"],
+                                    "failed": len(res["failed"]), "records/s": res["records_per_s"]},
+                                   ("", "")),
+        })  # fmt: skip
+        return res
     futures = [score_file_task.submit(settings, p, run_id) for p in paths]
     reports = [f.result() for f in futures]
     by_reason: Counter[str] = Counter()

@@ -142,9 +142,12 @@ def get_sync(s: Session, key: str) -> str | None:
 
 
 def set_sync(s: Session, key: str, value: str) -> None:
+    """Insert or update; a new key is an upsert, so a concurrent writer never fails it."""
+    from labelloop.store.store import upsert
+
     row = s.get(SyncStateRow, key)
     if row is None:
-        s.add(SyncStateRow(key=key, value=value))
+        upsert(s, SyncStateRow, {"key": key, "value": value}, ["key"], ["value"])
     elif row.value != value:
         row.value = value
 

@@ -6,6 +6,9 @@ caller puts the model id in its name, e.g. ``cache/embeddings-<model id>.sqlite`
 the same data again, or on data that shares texts (dialogue templates, repeated requests), only
 embeds what is new. Texts are never stored, only their hashes.
 
+``LRUEmbedder(inner, max_entries)`` is the serving counterpart: an in-memory LRU of the most
+recently used texts' vectors (no file), in front of the filter's encoder.
+
 The file is created on first use (not at construction). Not shared between processes for
 writing at the same time (SQLite serialises writers; a second writer waits).
 """
@@ -15,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -104,3 +108,69 @@ class CachedTextEmbedder:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+class LRUEmbedder:
+    """An in-memory LRU cache of vectors in front of an encoder, for serving.
+
+    The same segment text comes back again and again in live traffic (assistant template turns,
+    greetings, repeated requests); each distinct text is embedded once while it stays among the
+    ``max_entries`` most recently used (about 1.6 KB per 384-d vector: 20,000 entries ~ 31 MB).
+    Keys are the texts themselves (nothing is written anywhere). Texts repeated within one call
+    are embedded once. Thread-safe: the lock is not held while the encoder runs, so two threads
+    may embed the same new text at the same time (both get the same vector; one is kept).
+    ``max_entries=0`` turns the cache off (every text is embedded).
+    """
+
+    def __init__(self, inner: TextEmbedder, max_entries: int = 20_000) -> None:
+        if max_entries < 0:
+            raise ValueError("max_entries must be >= 0")
+        self.inner = inner
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+        self._vecs: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._vecs)
+
+    def __getattr__(self, name: str) -> Any:  # model_id, dim, intra_op_num_threads, ...
+        if name == "inner":  # not set yet (unpickling): never recurse
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a sequence of strings, not a string")
+        if not texts:
+            return np.asarray(self.inner.embed([]), dtype=np.float32)
+        found: dict[str, npt.NDArray[np.float32]] = {}
+        with self._lock:
+            for t in dict.fromkeys(texts):
+                v = self._vecs.get(t)
+                if v is not None:
+                    self._vecs.move_to_end(t)
+                    found[t] = v
+        todo = [t for t in dict.fromkeys(texts) if t not in found]
+        if todo:
+            vecs = np.asarray(self.inner.embed(todo), dtype=np.float32)
+            if vecs.ndim != 2 or vecs.shape[0] != len(todo):
+                raise ValueError(f"embedder returned shape {vecs.shape} for {len(todo)} texts")
+            for t, v in zip(todo, vecs, strict=True):
+                found[t] = v
+            if self.max_entries:
+                with self._lock:
+                    for t, v in zip(todo, vecs, strict=True):
+                        self._vecs[t] = v.copy()  # a row of its own, not a view of the batch
+                        self._vecs.move_to_end(t)
+                    while len(self._vecs) > self.max_entries:
+                        self._vecs.popitem(last=False)
+        with self._lock:
+            self.misses += len(todo)
+            self.hits += len(texts) - len(todo)
+        return np.stack([found[t] for t in texts])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._vecs.clear()

@@ -690,20 +690,19 @@ class LLMLabeler:
     ) -> None:
         if self.store is None:
             return
-        with self.store.session() as s:
-            if s.scalars(select(LLMCacheRow.id).where(LLMCacheRow.cache_key == key)).first():
-                return
-            s.add(
-                LLMCacheRow(
-                    cache_key=key,
-                    prompt_hash=prompt_hash,
-                    model_id=self.llm.model_id,
-                    response=response,
-                    input_tokens=o.input_tokens,
-                    output_tokens=o.output_tokens,
-                    latency_s=o.latency_s,
-                )
-            )
+        from labelloop.store.store import insert_ignore
+
+        row = {
+            "cache_key": key,
+            "prompt_hash": prompt_hash,
+            "model_id": self.llm.model_id,
+            "response": response,
+            "input_tokens": o.input_tokens,
+            "output_tokens": o.output_tokens,
+            "latency_s": o.latency_s,
+        }
+        with self.store.session() as s:  # the first writer of a key wins (concurrent runs)
+            insert_ignore(s, LLMCacheRow, [row], ["cache_key"])
 
     # ---- scoring ----
     def _score(self, text: str, logprobs: list[TokenLogprob] | None) -> LLMOutcome:

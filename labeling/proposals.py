@@ -543,48 +543,45 @@ def write_proposals(
 
     The conversations must already be in the store (foreign key).
     """
+    from labelloop.store.store import insert_ignore
+
+    key = ("conversation_id", "proposer_id", "prompt_hash", "model_id")
     inserted = updated = 0
     with store.session() as s:
         for p in proposals:
-            row = s.scalars(
-                select(ProposalRow).where(
-                    ProposalRow.conversation_id == p.conversation_id,
-                    ProposalRow.proposer_id == p.proposer_id,
-                    ProposalRow.prompt_hash == p.prompt_hash,
-                    ProposalRow.model_id == p.model_id,
-                )
-            ).first()
             detail = {
                 "llm_called": p.llm_called,
                 "rationale": p.rationale,
                 "sources": p.sources,
             }
+            values = {
+                "embedding_model_id": p.embedding_model_id,
+                "interests": p.interests,
+                "sensitive": p.sensitive,
+                "uncertainty": p.uncertainty,
+                "flags": p.flags,
+                "detail": detail,
+                "run_id": run_id,
+            }
+            where = (
+                ProposalRow.conversation_id == p.conversation_id,
+                ProposalRow.proposer_id == p.proposer_id,
+                ProposalRow.prompt_hash == p.prompt_hash,
+                ProposalRow.model_id == p.model_id,
+            )
+            row = s.scalars(select(ProposalRow).where(*where)).first()
             if row is None:
-                s.add(
-                    ProposalRow(
-                        conversation_id=p.conversation_id,
-                        proposer_id=p.proposer_id,
-                        prompt_hash=p.prompt_hash,
-                        model_id=p.model_id,
-                        embedding_model_id=p.embedding_model_id,
-                        interests=p.interests,
-                        sensitive=p.sensitive,
-                        uncertainty=p.uncertainty,
-                        flags=p.flags,
-                        detail=detail,
-                        run_id=run_id,
-                    )
-                )
-                inserted += 1
-            else:
-                row.embedding_model_id = p.embedding_model_id
-                row.interests = p.interests
-                row.sensitive = p.sensitive
-                row.uncertainty = p.uncertainty
-                row.flags = p.flags
-                row.detail = detail
-                row.run_id = run_id
-                updated += 1
+                # ON CONFLICT DO NOTHING: a concurrent run that inserted the same key first
+                # makes this an update instead of an IntegrityError
+                ident = dict(zip(key, (p.conversation_id, p.proposer_id, p.prompt_hash,
+                                       p.model_id), strict=True))  # fmt: skip
+                if insert_ignore(s, ProposalRow, [{**ident, **values}], list(key)):
+                    inserted += 1
+                    continue
+                row = s.scalars(select(ProposalRow).where(*where)).one()
+            for k, v in values.items():
+                setattr(row, k, v)
+            updated += 1
     return inserted, updated
 
 

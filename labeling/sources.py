@@ -61,11 +61,13 @@ class FolderSource:
         return [p for p in files if seen.get(self._key(p)) != self._fingerprint(p)]
 
     def mark_done(self, store: LabelStore, paths: list[Path]) -> None:
+        from labelloop.store.store import upsert
+
         with store.session() as s:
             for p in paths:
                 key, value = self._key(p), self._fingerprint(p)
                 row = s.get(SyncStateRow, key)
-                if row is None:
-                    s.add(SyncStateRow(key=key, value=value))
+                if row is None:  # an upsert: a concurrent run marking the same file never fails
+                    upsert(s, SyncStateRow, {"key": key, "value": value}, ["key"], ["value"])
                 else:
                     row.value = value

@@ -47,6 +47,7 @@ from labeling.routing import (
 )
 from labeling.segments import turn_texts
 from labelloop.store.models import ConversationRow, ProposalRow, ReviewTaskRow
+from labelloop.store.store import insert_ignore
 
 if TYPE_CHECKING:
     from labeling.policy import Policy
@@ -673,18 +674,16 @@ def route_pending(
             status = IMPORTING if d.dispatch == Dispatch.SEND else QUEUED
             task = existing.get(d.conversation_id)
             if task is None:
-                s.add(
-                    ReviewTaskRow(
-                        conversation_id=d.conversation_id,
-                        ls_project_id=review_project,
-                        status=status,
-                        reason=d.reason,
-                        priority=d.priority,
-                        overlap=d.overlap,
-                        run_id=run_id,
-                        detail=detail,
-                    )
-                )
+                # ON CONFLICT DO NOTHING: a concurrent push that routed the same conversation
+                # first keeps its task; this run does not fail on it
+                insert_ignore(
+                    s,
+                    ReviewTaskRow,
+                    [{"conversation_id": d.conversation_id, "ls_project_id": review_project,
+                      "status": status, "reason": d.reason, "priority": d.priority,
+                      "overlap": d.overlap, "run_id": run_id, "detail": detail}],
+                    ["conversation_id", "ls_project_id"],
+                )  # fmt: skip
             elif task.status == QUEUED:
                 task.status = status
                 task.reason = d.reason
@@ -922,10 +921,13 @@ def remember_projects(store: LabelStore, projects: Projects) -> None:
     from labelloop.store.models import SyncStateRow
 
     value = json.dumps({"review": projects.review, "adjudication": projects.adjudication})
+    from labelloop.store.store import upsert
+
     with store.session() as s:
-        row = s.get(SyncStateRow, f"ls:projects:{projects.schema_version}")
+        key = f"ls:projects:{projects.schema_version}"
+        row = s.get(SyncStateRow, key)
         if row is None:
-            s.add(SyncStateRow(key=f"ls:projects:{projects.schema_version}", value=value))
+            upsert(s, SyncStateRow, {"key": key, "value": value}, ["key"], ["value"])
         elif row.value != value:
             row.value = value
 

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from labelloop.cli_common import cli_settings as _settings
+from labelloop.runtime import Runtime
 from labelloop.settings import Settings
 
 console = Console()
@@ -81,15 +82,12 @@ def propose(
         record_run,
         write_proposals,
     )
-    from labelloop.store import LabelStore
 
     s = _settings()
     if not input.exists():
         err.print(f"[red]input not found:[/red] {input}")
         raise typer.Exit(2)
-    s.ensure_dirs()
-    store = LabelStore(s.db_url)
-    store.migrate()
+    store = Runtime(s).store
     rows, counts = _read_gated([input], s, limit)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     for r in rows:

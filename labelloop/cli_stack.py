@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from infra.stack import Stack, StackError
-from labelloop.settings import get_settings
+from labelloop.settings import Settings, get_settings
 
 stack_app = typer.Typer(
     help="Run the local stack (Prefect, MLflow, Label Studio, filter) as local processes.",
@@ -47,19 +47,47 @@ def up(
     ] = None,
 ) -> None:
     """Start the services that are not running yet and wait until they are healthy."""
-    stack = Stack(get_settings())
+    settings = get_settings()
+    stack = Stack(settings)
+    names = _names(only)
+    pg_row = None
+    if settings.local_postgres and (names is None or "postgres" in names):
+        pg_row = _postgres_up(settings)
+        names = [n for n in names if n != "postgres"] if names is not None else None
     try:
         with console.status("starting the stack…"):
-            reports = stack.up(services=_names(only), timeout_s=timeout)
+            reports = stack.up(services=names, timeout_s=timeout) if names != [] else []
     except StackError as exc:
         raise _fail(exc) from None
     table = Table(title="labelloop stack up")
     for col in ("service", "URL", "pid", "result", "time"):
         table.add_column(col)
+    if pg_row is not None:
+        table.add_row(*pg_row)
     for r in reports:
         took = f"{r.start_s:.1f}s" + (f" (+{r.prepare_s:.0f}s setup)" if r.prepare_s >= 1 else "")
         table.add_row(r.name, r.url, str(r.pid), r.action, took)
     console.print(table)
+
+
+def _postgres_up(settings: Settings) -> tuple[str, str, str, str, str]:
+    """Start the label store's local PostgreSQL (LABELLOOP_DATABASE=postgres) if needed."""
+    import time
+
+    from infra.postgres import LocalPostgres, PostgresError
+    from labelloop.safe_text import without_credentials
+
+    pg = LocalPostgres(settings.postgres_dir)
+    was_running = pg.running
+    t0 = time.monotonic()
+    try:
+        with console.status("starting PostgreSQL…"):
+            url = pg.start()
+    except PostgresError as exc:
+        err_console.print(f"[red]error:[/red] postgres: {escape(str(exc))}")
+        raise typer.Exit(code=1) from None
+    return ("postgres", without_credentials(url), "-",
+            "already-running" if was_running else "started", f"{time.monotonic() - t0:.1f}s")  # fmt: skip
 
 
 @stack_app.command("down")
@@ -69,11 +97,22 @@ def down(
     ] = None,
 ) -> None:
     """Stop the processes that `stack up` started (SIGTERM, then SIGKILL after a grace)."""
-    stack = Stack(get_settings())
+    settings = get_settings()
+    stack = Stack(settings)
+    names = _names(only)
     try:
-        stopped = stack.down(services=_names(only))
+        stopped = stack.down(services=[n for n in names if n != "postgres"] if names else None)
     except StackError as exc:
         raise _fail(exc) from None
+    if settings.local_postgres and (names is None or "postgres" in names):
+        from infra.postgres import LocalPostgres, PostgresError
+
+        try:
+            if LocalPostgres(settings.postgres_dir).stop():
+                stopped.append("postgres")
+        except PostgresError as exc:
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(code=1) from None
     console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 

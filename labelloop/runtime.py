@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from labeling.studio import StudioClient, TurnScorer
     from labeling.taxonomy import Taxonomy
     from labelloop.store import LabelStore
+    from targeting.partitions import ScoringSpec
 
 
 class Runtime:
@@ -33,6 +34,7 @@ class Runtime:
         from labelloop.store import LabelStore
 
         self.settings.ensure_dirs()
+        ensure_label_store_server(self.settings)
         store = LabelStore(self.settings.db_url)
         store.migrate()
         return store
@@ -58,6 +60,35 @@ class Runtime:
         from labeling.studio import StudioClient
 
         return StudioClient.from_settings(self.settings)
+
+
+def ensure_label_store_server(settings: Settings) -> str | None:
+    """Start the local PostgreSQL server of the label store when it is the configured store and
+    not running yet (idempotent); its SQLAlchemy URL, or None for SQLite / an external server."""
+    if not settings.local_postgres:
+        return None
+    from infra.postgres import LocalPostgres
+
+    return LocalPostgres(settings.postgres_dir).start()
+
+
+def scoring_spec(settings: Settings, *, onnx_threads: int | None = 1) -> ScoringSpec:
+    """What each worker of a cluster needs to score partitions with the production filter
+    (one encoder thread per worker by default: one worker per core)."""
+    from targeting.partitions import ScoringSpec
+
+    return ScoringSpec(
+        model_uri=settings.filter_model_uri
+        or f"models:/{settings.filter_model_name}@{settings.filter_model_alias}",
+        tracking_uri=settings.mlflow_uri,
+        model_cache_dir=str(settings.state / "filter" / "models"),
+        policy_path=str(settings.policy_path) if settings.policy_path else None,
+        max_text_chars=settings.max_text_chars,
+        max_turns=settings.max_turns,
+        onnx_threads=settings.filter_onnx_threads or onnx_threads,
+        embed_cache=settings.filter_embed_cache,
+        audit_fsync=settings.filter_audit_fsync,
+    )
 
 
 def review_embedder(settings: Settings) -> Callable[[Sequence[str]], object] | None:

@@ -32,7 +32,12 @@ class Settings(BaseSettings):
     env: Literal["dev", "test", "prod"] = "dev"
     state_dir: Path = Path(".labelloop")
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL of the label store; default sqlite in state_dir"
+        default=None,
+        description="SQLAlchemy URL of the label store (e.g. postgresql+psycopg://user@host/db); unset: see `database`",
+    )
+    database: Literal["sqlite", "postgres"] = Field(
+        "sqlite",
+        description="label store when database_url is unset: sqlite (a file in state_dir; the default: nothing to run) or postgres (a local server in state_dir/postgres that `stack up` and every command start when needed)",
     )
 
     # Inputs
@@ -82,6 +87,21 @@ class Settings(BaseSettings):
     filter_max_batch: int = Field(256, ge=1, description="max records per POST /v1/decisions")
     filter_max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="max request body")
     filter_audit_fsync: bool = Field(False, description="fsync the decision audit log per batch")
+    filter_max_queue: int = Field(
+        2048,
+        ge=1,
+        description="records that may wait for the filter engine; past that POST /v1/decisions is 429 with Retry-After (at least filter_max_batch)",
+    )
+    filter_embed_cache: int = Field(
+        20_000,
+        ge=0,
+        description="segment embeddings the filter keeps in memory (LRU; ~1.6 KB each; 0 = off)",
+    )
+    filter_onnx_threads: int | None = Field(
+        None,
+        ge=1,
+        description="onnxruntime threads of the filter's encoder per worker (unset: the encoder's default, 2)",
+    )
 
     # MLflow / Prefect URLs (default: the local stack)
     mlflow_tracking_uri: str | None = None
@@ -237,6 +257,12 @@ class Settings(BaseSettings):
         None, description="Dask scheduler address; default: local cluster"
     )
     dask_workers: int = Field(2, ge=1, description="workers of the local Dask cluster")
+    score_partition_bytes: int = Field(
+        32 * 1024 * 1024, ge=1, description="score_batch on Dask: JSONL bytes per partition"
+    )
+    score_partition_rows: int = Field(
+        100_000, ge=1, description="score_batch on Dask: Parquet rows per partition (row groups)"
+    )
     flow_workers: int = Field(2, ge=1, description="threads of the thread task runner")
     flow_batch_size: int = Field(64, ge=1, description="conversations per proposal/filter task")
     sample_cap_per_surface: int | None = Field(
@@ -277,7 +303,20 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.state / 'labelstore.db'}"
+        if self.database_url:
+            return self.database_url
+        if self.database == "postgres":  # the local server listens on a socket in its data dir
+            return f"postgresql+psycopg://postgres@/labelloop?host={self.postgres_dir}"
+        return f"sqlite:///{self.state / 'labelstore.db'}"
+
+    @property
+    def local_postgres(self) -> bool:
+        """True when the label store is the local PostgreSQL server (started by labelloop)."""
+        return self.database == "postgres" and not self.database_url
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.state / "postgres"
 
     @property
     def signals(self) -> Path:

@@ -152,11 +152,15 @@ class MlflowSource:
         registry_uri: str | None = None,
         cache_dir: Path | None = None,
         direct: bool = True,
+        configure: Callable[[Any], None] | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
         self.cache_dir = cache_dir
         self.direct = direct
+        # called with the unwrapped python model after each load, before it serves (threads,
+        # caches); an error fails that load (the serving model stays)
+        self.configure = configure
 
     def client(self) -> Any:
         from mlflow import MlflowClient
@@ -215,6 +219,13 @@ class MlflowSource:
             )
         try:
             model = mlflow.pyfunc.load_model(target, suppress_warnings=True)
+            if self.configure is not None:
+                try:
+                    inner = model.unwrap_python_model()
+                except Exception:  # not a PythonModel flavour: nothing to configure
+                    inner = None
+                if inner is not None:
+                    self.configure(inner)
         except BaseException:
             if local_dir is not None:
                 shutil.rmtree(local_dir, ignore_errors=True)
@@ -268,8 +279,9 @@ class ModelHolder:
         *,
         poll_s: float = 30.0,
         cache_dir: Path | None = None,
+        configure: Callable[[Any], None] | None = None,
     ) -> ModelHolder:
-        src = MlflowSource(tracking_uri, cache_dir=cache_dir)
+        src = MlflowSource(tracking_uri, cache_dir=cache_dir, configure=configure)
         return cls(
             resolver=lambda: src.resolve_alias(name, alias),
             loader=src.load,
@@ -285,14 +297,17 @@ class ModelHolder:
         *,
         poll_s: float = 30.0,
         cache_dir: Path | None = None,
+        configure: Callable[[Any], None] | None = None,
     ) -> ModelHolder:
-        """``models:/name@alias`` follows the alias (polling); anything else is loaded once."""
+        """``models:/name@alias`` follows the alias (polling); anything else is loaded once.
+        ``configure``: see :class:`MlflowSource`."""
         alias = parse_model_uri(model_uri)
         if alias is not None:
             return cls.for_registry(
-                tracking_uri, alias[0], alias[1], poll_s=poll_s, cache_dir=cache_dir
-            )
-        src = MlflowSource(tracking_uri, cache_dir=cache_dir)
+                tracking_uri, alias[0], alias[1], poll_s=poll_s, cache_dir=cache_dir,
+                configure=configure,
+            )  # fmt: skip
+        src = MlflowSource(tracking_uri, cache_dir=cache_dir, configure=configure)
         return cls(
             resolver=lambda: src.fixed(model_uri), loader=src.load, poll_s=0.0, describe=model_uri
         )

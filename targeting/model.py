@@ -106,6 +106,29 @@ class TargetingFilterModel(PythonModel):
             )
         self._set(bundle, policy, taxonomy, embedder, None)
 
+    def configure_serving(self, *, onnx_threads: int | None = None, embed_cache: int = 0) -> None:
+        """Serving knobs, applied right after loading (before the first call): onnxruntime
+        threads of the encoder (its session is created lazily, on first use) and an in-memory
+        LRU of ``embed_cache`` segment vectors in front of it (0: none)."""
+        from labeling.embedding_cache import LRUEmbedder
+
+        emb = self.embedder
+        if emb is None:
+            return
+        inner = emb.inner if isinstance(emb, LRUEmbedder) else emb
+        if onnx_threads is not None and hasattr(inner, "intra_op_num_threads"):
+            inner.intra_op_num_threads = onnx_threads
+        self.embedder = LRUEmbedder(inner, embed_cache) if embed_cache > 0 else inner
+
+    def embed_cache_stats(self) -> dict[str, int] | None:
+        """``{"hits", "misses", "entries"}`` of the serving LRU, None without one."""
+        from labeling.embedding_cache import LRUEmbedder
+
+        emb = self.embedder
+        if not isinstance(emb, LRUEmbedder):
+            return None
+        return {"hits": emb.hits, "misses": emb.misses, "entries": len(emb)}
+
     # ---- scoring
     def judge_conversations(self, conversations: Sequence[Sequence[str]]) -> list[ContentVerdict]:
         if self.bundle is None:

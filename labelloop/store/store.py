@@ -1,4 +1,11 @@
-"""Access to the label store (SQLite by default, any SQLAlchemy URL by setting)."""
+"""Access to the label store: SQLite (default) or PostgreSQL (psycopg 3), by SQLAlchemy URL.
+
+Concurrent writers (two ``labelloop sample`` runs, flows in parallel on Dask) neither fail nor
+duplicate: every table a step writes has a natural unique key and new rows go in with
+``INSERT ... ON CONFLICT DO NOTHING`` / ``DO UPDATE`` (:func:`insert_ignore`, :func:`upsert`);
+audit appends are serialised (:func:`lock_audit_chain`); on SQLite every transaction begins
+with ``BEGIN IMMEDIATE`` (one writer at a time, waiting up to 30 s, instead of failing).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from labelloop.store.models import AuditRow, ConversationRow, utcnow
@@ -61,11 +68,20 @@ class LabelStore:
 
                 @event.listens_for(engine, "connect")
                 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+                    dbapi_conn.isolation_level = None  # transactions begin below, not implicitly
                     cur = dbapi_conn.cursor()
                     cur.execute("PRAGMA journal_mode=WAL")
                     cur.execute("PRAGMA foreign_keys=ON")
                     cur.execute("PRAGMA busy_timeout=30000")
                     cur.close()
+
+                @event.listens_for(engine, "begin")
+                def _sqlite_begin_immediate(conn: Any) -> None:
+                    # Every transaction takes the write lock when it begins (waiting up to
+                    # busy_timeout for another writer): a transaction that read first and
+                    # wrote later would otherwise fail at once ("database is locked") when
+                    # another process committed in between. SQLite has one writer anyway.
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
             self._engine = engine
             self._sessionmaker = sessionmaker(engine, expire_on_commit=False)
@@ -150,8 +166,13 @@ class LabelStore:
 
     # ---- audit log ----
     def append_audit(self, kind: str, subject: str | None, payload: dict[str, Any]) -> str:
-        """Append one hash-chained entry; returns its hash."""
+        """Append one hash-chained entry; returns its hash.
+
+        Concurrent writers (two flows, two processes) are serialised before the last hash is
+        read -- a transaction-scoped advisory lock on PostgreSQL, the write lock every SQLite
+        transaction of the store takes when it begins -- so the chain never forks; ``audit_log.prev_hash`` is unique as a last guard."""
         with self.session() as s:
+            lock_audit_chain(s)
             last = s.scalars(select(AuditRow.hash).order_by(AuditRow.id.desc()).limit(1)).first()
             prev = last or GENESIS_HASH
             ts = utcnow()
@@ -187,6 +208,7 @@ def insert_ignore(
     Python-side column defaults (``ingested_at``...) are filled in here, as the ORM would."""
     if not rows:
         return 0
+    session.flush()  # pending ORM rows first (foreign keys, order)
     table = model.__table__
     full = []
     for r in rows:
@@ -196,19 +218,64 @@ def insert_ignore(
                 arg = col.default.arg
                 row[col.name] = arg(None) if callable(arg) else arg
         full.append(row)
+    stmt = (
+        _dialect_insert(session, table)
+        .values(full)
+        .on_conflict_do_nothing(index_elements=key)
+        .returning(table.c[key[0]])  # the rows inserted (rowcount is -1 on psycopg)
+    )
+    return len(session.execute(stmt).all())
+
+
+def _dialect_insert(session: Session, table: Any) -> Any:
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt: Any = sqlite_insert(table).values(full).on_conflict_do_nothing(index_elements=key)
-    elif dialect == "postgresql":
+        return sqlite_insert(table)
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        stmt = pg_insert(table).values(full).on_conflict_do_nothing(index_elements=key)
-    else:
-        raise NotImplementedError(f"insert-or-ignore is not implemented for {dialect}")
-    result = cast(CursorResult[Any], session.execute(stmt))
-    return int(result.rowcount or 0)
+        return pg_insert(table)
+    raise NotImplementedError(f"upserts are not implemented for {dialect}")
+
+
+def upsert(
+    session: Session,
+    model: type[Any],
+    row: dict[str, Any],
+    key: Sequence[str],
+    update: Sequence[str],
+) -> None:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE SET <update columns>`` (SQLite, PostgreSQL): one
+    statement, so a concurrent writer of the same key never makes it fail; the last write wins.
+    Python-side defaults of missing columns (``updated_at``...) are filled in."""
+    session.flush()  # pending ORM rows first (foreign keys, order)
+    table = model.__table__
+    full = dict(row)
+    for col in table.columns:
+        if col.name not in full and col.default is not None and not col.primary_key:
+            arg = col.default.arg
+            full[col.name] = arg(None) if callable(arg) else arg
+    for col in table.columns:  # onupdate columns are set on the update path too
+        if col.onupdate is not None and col.name not in update and col.name in full:
+            update = [*update, col.name]
+    stmt = _dialect_insert(session, table).values(full)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(key), set_={c: stmt.excluded[c] for c in update}
+    )
+    session.execute(stmt)
+
+
+AUDIT_LOCK_ID = 0x6C6C6175  # advisory lock id of the audit chain ("llau")
+
+
+def lock_audit_chain(session: Session) -> None:
+    """Serialise appends to ``audit_log`` until the end of this transaction."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_ID})
+    # SQLite: every transaction of the store already holds the write lock (BEGIN IMMEDIATE)
 
 
 def _chunks(seq: Sequence[str], n: int) -> Iterator[Sequence[str]]:

@@ -1,5 +1,5 @@
 """The whole cycle on a small synthetic set against the real servers (Prefect, MLflow, Label
-Studio, the filter service) and the real local LLM.
+Studio, the filter service, PostgreSQL for the label store) and the real local LLM.
 
 sample -> propose -> review tasks -> SIMULATED annotators -> collect -> retrain -> gate ->
 approve -> the filter serves the new version -> score a batch; then every flow again: no duplicates.
@@ -40,10 +40,15 @@ def _free_ports(n: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, dict[str, Any]]]:
+def e2e(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: Any
+) -> Iterator[tuple[Settings, dict[str, Any]]]:
     state = tmp_path_factory.mktemp("e2e-state")
     prefect, mlflow, ls, flt = _free_ports(4)
     env = {
+        # The label store of the whole cycle is a real PostgreSQL server (started by the tests):
+        # the other integration tests (review, chaos, Dask runner) run on SQLite, the default.
+        "LABELLOOP_DATABASE_URL": postgres_server.create_database("e2e_cycle"),
         "LABELLOOP_ENV": "test",
         "LABELLOOP_STATE_DIR": str(state),
         "LABELLOOP_PREFECT_PORT": str(prefect),

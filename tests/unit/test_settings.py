@@ -43,3 +43,18 @@ def test_secrets_are_not_printed(isolated_env):
     text = repr(s) + str(s.model_dump())
     assert s.filter_api_key.get_secret_value() not in text
     assert s.label_studio_token.get_secret_value() not in text
+
+
+def test_label_store_default_is_sqlite_and_postgres_is_chosen_by_setting(isolated_env, monkeypatch):
+    s = Settings()
+    assert s.database == "sqlite" and not s.local_postgres
+    monkeypatch.setenv("LABELLOOP_DATABASE", "postgres")
+    s = Settings()
+    assert s.local_postgres
+    assert s.db_url == (
+        f"postgresql+psycopg://postgres@/labelloop?host={isolated_env.resolve() / 'postgres'}"
+    )
+    # an external server wins: nothing local is started for it
+    monkeypatch.setenv("LABELLOOP_DATABASE_URL", "postgresql+psycopg://u@db.example/labels")
+    s = Settings()
+    assert not s.local_postgres and s.db_url.endswith("@db.example/labels")

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import func, inspect, select
@@ -14,10 +14,15 @@ from tests.conftest import make_record
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> LabelStore:
-    s = LabelStore(f"sqlite:///{tmp_path / 'db' / 'ls.db'}")
+def store(db_url: str) -> Iterator[LabelStore]:
+    """The store on SQLite and on a real PostgreSQL server (the latter is an integration test:
+    ``make test`` starts the server itself)."""
+    s = LabelStore(db_url)
     s.migrate()
-    return s
+    try:
+        yield s
+    finally:
+        s.dispose()
 
 
 def test_migration_creates_every_model_table_and_is_idempotent(store):
@@ -119,6 +124,9 @@ def test_audit_chain_verifies_and_detects_tampering(store, tmp_path):
     for i in range(5):
         store.append_audit("decision", f"c-{i}", {"eligible": i % 2 == 0})
     assert store.verify_audit() == 5
+    if store.engine.dialect.name == "postgresql":
+        _tamper_postgres(store)
+        return
     db = store.url.removeprefix("sqlite:///")
     store.dispose()
     con = sqlite3.connect(db)
@@ -130,6 +138,20 @@ def test_audit_chain_verifies_and_detects_tampering(store, tmp_path):
     con.execute("UPDATE audit_log SET payload = '{\"eligible\": true}' WHERE id = 2")
     con.commit()
     con.close()
+    with pytest.raises(AuditBrokenError, match="entry 2"):
+        store.verify_audit()
+
+
+def _tamper_postgres(store: LabelStore) -> None:
+    import psycopg
+
+    dsn = store.url.replace("postgresql+psycopg://", "postgresql://")
+    store.dispose()
+    with psycopg.connect(dsn, autocommit=True) as con:
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            con.execute("UPDATE audit_log SET payload = '{\"eligible\": true}' WHERE id = 2")
+        con.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change")
+        con.execute("UPDATE audit_log SET payload = '{\"eligible\": true}' WHERE id = 2")
     with pytest.raises(AuditBrokenError, match="entry 2"):
         store.verify_audit()
 
@@ -149,9 +171,14 @@ def test_concurrent_inserts_of_the_same_ids_do_not_fail(store, tmp_path):
     rows = [_row("race-1"), _row("race-2")]
     fired: list[bool] = []
 
+    # PostgreSQL: the other run commits while our transaction is open, right before our INSERT.
+    # SQLite: a transaction holds the write lock from its start (BEGIN IMMEDIATE), so the other
+    # run can only commit before it begins -- still after our known_ids() check.
+    first = "INSERT INTO CONVERSATIONS" if store.engine.dialect.name != "sqlite" else "BEGIN"
+
     @event.listens_for(store.engine, "before_cursor_execute")
     def _other_run_commits_first(conn, cursor, statement, params, context, executemany):
-        if statement.lstrip().upper().startswith("INSERT INTO CONVERSATIONS") and not fired:
+        if statement.lstrip().upper().startswith(first) and not fired:
             fired.append(True)
             assert other.add_conversations(rows) == (2, 0)
 
@@ -159,3 +186,72 @@ def test_concurrent_inserts_of_the_same_ids_do_not_fail(store, tmp_path):
     assert fired == [True]
     with store.session() as s:
         assert s.scalar(select(func.count()).select_from(ConversationRow)) == 3
+
+
+def _in_threads(n: int, fn) -> list[BaseException]:
+    """Run fn(i) in n threads released together; the exceptions they raised."""
+    import threading
+
+    barrier = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(30)
+            fn(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return errors
+
+
+def test_concurrent_audit_appends_keep_one_chain(store):
+    """Writers in parallel (each its own connection pool, as two processes would) never fork
+    the hash chain: every entry verifies and none is lost."""
+    stores = [LabelStore(store.url) for _ in range(3)]
+
+    def write(i: int) -> None:
+        for k in range(10):
+            stores[i].append_audit("decision", f"w{i}-{k}", {"k": k})
+
+    assert _in_threads(3, write) == []
+    for st in stores:
+        st.dispose()
+    assert store.verify_audit() == 30
+
+
+def test_concurrent_proposal_and_sync_writes_neither_fail_nor_duplicate(store):
+    """Two sample runs storing the same proposals and marking the same files at once."""
+    from labeling.collection import set_sync
+    from labeling.proposals import Proposal, write_proposals
+    from labelloop.store.models import ProposalRow, SyncStateRow
+
+    store.add_conversations([_row(f"p-{i}") for i in range(20)])
+    props = [
+        Proposal(conversation_id=f"p-{i}", interests={"IAB-1": 0.9}, sensitive={},
+                 uncertainty=0.1, proposer_id="llm", prompt_hash="ph", model_id="m",
+                 embedding_model_id=None, llm_called=True)
+        for i in range(20)
+    ]  # fmt: skip
+    stores = [LabelStore(store.url) for _ in range(3)]
+    results: list[tuple[int, int]] = []
+
+    def write(i: int) -> None:
+        results.append(write_proposals(stores[i], props, run_id=f"run-{i}"))
+        with stores[i].session() as s:
+            set_sync(s, "source:incoming:day1", f"fingerprint-{i}")
+
+    assert _in_threads(3, write) == []
+    for st in stores:
+        st.dispose()
+    # every proposal inserted exactly once; the other runs updated it
+    assert sum(ins for ins, _ in results) == 20
+    assert sum(ins + upd for ins, upd in results) == 60
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(ProposalRow)) == 20
+        assert s.scalar(select(func.count()).select_from(SyncStateRow)) == 1
