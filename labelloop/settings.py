@@ -135,8 +135,26 @@ class Settings(BaseSettings):
         "llamacpp:default",
         description="llamacpp:default|llamacpp:/path.gguf|hf:repo/file|openai:model|ollama:model",
     )
-    llm_base_url: str | None = None
+    llm_base_url: str | None = Field(
+        default=None,
+        description="base URL of an OpenAI-compatible server (vLLM, llama.cpp server) or Ollama",
+    )
     llm_timeout_s: float = 60.0
+    llm_runtime: Literal["server", "inprocess"] = Field(
+        "server",
+        description="local GGUF models: server = llama.cpp's server from the prebuilt xllamacpp "
+        "wheel (the stack's llm service, or embedded); inprocess = llama-cpp-python "
+        "(compiled; `uv sync --extra inprocess`)",
+    )
+    llm_port: int = Field(8001, description="port of the stack's llm service (local GGUF models)")
+    llm_structured_output: Literal["json_schema", "json_object"] = Field(
+        "json_schema",
+        description="OpenAI-compatible servers and Ollama: constrain answers to the label JSON "
+        "schema, or only to JSON (servers without schema support)",
+    )
+    llm_trace: bool = Field(
+        True, description="trace LLM calls (prompts, latency, tokens) in MLflow during flow runs"
+    )
     # Label proposals (labeling.llm / labeling.vectorstore / labeling.proposals)
     llm_max_tokens: int = Field(96, description="max generated tokens per label answer")
     llm_n_ctx: int = Field(2048, description="llama.cpp context window")
@@ -330,6 +348,11 @@ class Settings(BaseSettings):
     @property
     def label_studio(self) -> str:
         return self.label_studio_url or f"http://{self.host}:{self.label_studio_port}"
+
+    @property
+    def llm_server_url(self) -> str:
+        """The stack's llm service (OpenAI-compatible base URL)."""
+        return f"http://{self.host}:{self.llm_port}/v1"
 
     @property
     def filter_url(self) -> str:
