@@ -18,6 +18,7 @@ PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "dev", "dev-token", "secret", "password"}
 )
 DEV_LS_TOKEN = "labelloop-dev-token-0123456789abcdef0123"  # noqa: S105 - documented dev-only default
+DEV_LS_PASSWORD = "labelloop-dev-password"  # noqa: S105 - documented dev-only default
 DEV_FILTER_KEY = "dev-filter-key"
 DEV_ADMIN_KEY = "dev-admin-key"
 
@@ -63,7 +64,7 @@ class Settings(BaseSettings):
 
     # Label Studio admin (dev defaults refused outside dev)
     label_studio_username: str = "admin@labelloop.local"
-    label_studio_password: SecretStr = SecretStr("labelloop-dev-password")
+    label_studio_password: SecretStr = SecretStr(DEV_LS_PASSWORD)
     label_studio_token: SecretStr = SecretStr(DEV_LS_TOKEN)
     label_studio_url: str | None = None
 
