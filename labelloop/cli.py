@@ -73,6 +73,11 @@ models_app = typer.Typer(
     help="Models: local model files (install) and registered filter versions (list).",
     no_args_is_help=True,
 )
+config_app = typer.Typer(
+    help="The configuration: effective values and their source, .env.example.",
+    no_args_is_help=True,
+)
+app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(store_app, name="store")
 app.add_typer(audit_app, name="audit")
@@ -450,6 +455,48 @@ def _next_steps(s: Settings, rt: dict[str, Any], promoted: dict[str, Any]) -> st
         "  uv run labelloop stack down               # stop the servers",
     ]
     return "\n".join(lines)
+
+
+@config_app.command("show")
+def config_show(
+    changed: Annotated[
+        bool, typer.Option("--changed", help="only settings that differ from their default")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Every setting's effective value and where it comes from (environment, .env, default);
+    secrets masked."""
+    from labelloop.config_report import derived, effective_config
+
+    s = _settings()
+    rows = [r for r in effective_config(s) if not changed or r.source != "default"]
+    if as_json:
+        console.print_json(json.dumps({
+            "settings": [r.__dict__ for r in rows], "derived": derived(s),
+        }))  # fmt: skip
+        return
+    t = Table(title="labelloop settings (LABELLOOP_<NAME>, .env, default)")
+    t.add_column("setting")
+    t.add_column("value")
+    t.add_column("source")
+    for r in rows:
+        style = "" if r.source == "default" else "bold"
+        t.add_row(r.env_var, escape(r.value), r.source, style=style)
+    console.print(t)
+    d = Table(title="derived")
+    d.add_column("what")
+    d.add_column("value")
+    for k, v in derived(s).items():
+        d.add_row(k, escape(v))
+    console.print(d)
+
+
+@config_app.command("env-example")
+def config_env_example() -> None:
+    """Print .env.example, generated from the settings (`... > .env.example`)."""
+    from labelloop.config_report import env_example
+
+    sys.stdout.write(env_example())
 
 
 @audit_app.command("verify")
