@@ -3,25 +3,37 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 STATE ?= .labelloop
+# uv: the one on PATH, else ~/.local/bin/uv, else a private copy in a bootstrap venv in the state
+# dir (works on an "externally managed" system Python, Debian 12 / Ubuntu 24.04, without root)
+BOOTSTRAP := $(abspath $(STATE))/bootstrap
+UV := $(shell command -v uv 2>/dev/null || { [ -x "$(HOME)/.local/bin/uv" ] && echo "$(HOME)/.local/bin/uv"; } || echo "$(BOOTSTRAP)/bin/uv")
+export PATH := $(dir $(UV)):$(PATH)
 LS_VENV := $(STATE)/venvs/label-studio
 export LABELLOOP_STATE_DIR ?= $(STATE)
 export UV_PYTHON ?= 3.11
-# llama-cpp-python is compiled from source; the default (native) build crashes on CPUs with AMX.
-export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: help setup uv venv label-studio-venv models browser demo test test-unit test-integration lint bench chaos clean
+.PHONY: help setup uv venv human label-studio-venv models browser demo test test-unit test-integration lint bench chaos clean
 
 help:
 	@echo "make demo   - set up everything, start the local stack and run the demo"
+	@echo "make human  - the demo, pausing so that you label some review tasks in Label Studio"
 	@echo "make test   - set up everything and run the whole test suite"
 	@echo "make lint   - ruff + mypy"
 	@echo "make bench  - benchmarks (DATA=../shared/data/dev by default; results in $(STATE)/bench)"
 	@echo "make chaos  - kill -9 mid-run and missing servers, then rerun (docs/chaos.md)"
 
 uv:
-	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || $(PYTHON) -m pip install --user --quiet uv || $(PYTHON) -m pip install --quiet uv
+	@if [ ! -x "$(UV)" ]; then \
+	  echo "installing uv into $(BOOTSTRAP) (a private venv; the system Python is not touched)"; \
+	  if $(PYTHON) -m venv "$(BOOTSTRAP)" >/dev/null 2>&1 && [ -x "$(BOOTSTRAP)/bin/pip" ]; then \
+	    "$(BOOTSTRAP)/bin/pip" install --quiet --disable-pip-version-check uv; \
+	  elif $(PYTHON) -m pip --version >/dev/null 2>&1; then \
+	    $(PYTHON) -m pip install --quiet --disable-pip-version-check --target "$(BOOTSTRAP)/pkgs" uv \
+	      && mkdir -p "$(BOOTSTRAP)/bin" && ln -sf ../pkgs/bin/uv "$(BOOTSTRAP)/bin/uv"; \
+	  fi; \
+	  [ -x "$(UV)" ] || { echo "could not install uv: install python3-venv (apt-get install python3-venv) or uv itself (https://docs.astral.sh/uv/), then run make again"; exit 1; }; \
+	fi
 
 venv: uv
 	$(UV) sync --frozen
@@ -49,6 +61,9 @@ setup: venv label-studio-venv models browser
 
 demo: setup
 	$(UV) run --frozen labelloop demo
+
+human: setup
+	$(UV) run --frozen labelloop demo --human
 
 test: setup
 	LABELLOOP_LS_VENV="$(abspath $(LS_VENV))" $(UV) run --frozen pytest -q

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from labelloop.settings import Settings
@@ -49,6 +50,44 @@ def _stop_slot_services() -> None:
     ConcurrencySlotAcquisitionWithLeaseService.drain_all(timeout=30, at_exit=False)
 
 
+@dataclass(frozen=True)
+class HumanReview:
+    """``labelloop demo --human``: pause after the review tasks are pushed until a person has
+    labelled ``labels`` of them in Label Studio (or ``timeout_s`` passed); the simulated
+    annotators then answer only what is still open."""
+
+    labels: int = 10
+    timeout_s: float = 1800.0
+    poll_s: float = 10.0
+
+
+def wait_for_human_labels(
+    count: Callable[[], int],
+    *,
+    want: int,
+    timeout_s: float,
+    poll_s: float = 10.0,
+    say: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Poll ``count()`` (annotations in the review project) until ``want`` new ones arrived or
+    ``timeout_s`` passed; returns how many came and whether it timed out."""
+    start = count()
+    t0 = clock()
+    last = 0
+    while True:
+        got = count() - start
+        if got != last:
+            say(f"   {got} of {want} labels received")
+            last = got
+        if got >= want:
+            return {"labels": got, "timed_out": False, "waited_s": round(clock() - t0, 1)}
+        if clock() - t0 >= timeout_s:
+            return {"labels": got, "timed_out": True, "waited_s": round(clock() - t0, 1)}
+        sleep(poll_s)
+
+
 def run_cycle(
     settings: Settings,
     *,
@@ -57,8 +96,12 @@ def run_cycle(
     accuracy: float = 0.95,
     annotators: int = 3,
     say: Callable[[str], None] = print,
+    human: HumanReview | None = None,
 ) -> dict[str, Any]:
-    """One full cycle; returns per-step results and timings (the e2e test asserts on them)."""
+    """One full cycle; returns per-step results and timings (the e2e test asserts on them).
+
+    The first model is promoted only when it passes its gate; otherwise the result says why
+    (``promote.reason``, the failed checks) and production stays as it was."""
     from flows.common import task_runner
     from flows.loop import collect_reviews, retrain, sample_and_propose, score_batch
     from labeling.annotator_sim import simulate
@@ -85,6 +128,18 @@ def run_cycle(
         lambda: sample_and_propose.with_options(task_runner=runner)(files=[str(data)]),
     )
     rt = Runtime(settings)
+    if human is not None:
+        projects = bootstrap(rt.studio, rt.taxonomy, rt.policy)
+        say(
+            f"   label some of the {out['sample_and_propose']['push'].get('imported', 0)} review "
+            f"tasks yourself: {review_url(settings, projects.review)}\n"
+            f"   log in as {settings.label_studio_username} / {demo_password(settings)}; the demo "
+            f"goes on after {human.labels} labels or {human.timeout_s / 60:.0f} min"
+        )
+        step("human_review", lambda: wait_for_human_labels(
+            lambda: rt.studio.annotation_count(projects.review), want=human.labels,
+            timeout_s=human.timeout_s, poll_s=human.poll_s, say=say,
+        ))  # fmt: skip
 
     def annotate() -> dict[str, Any]:
         projects = bootstrap(rt.studio, rt.taxonomy, rt.policy)
@@ -98,25 +153,39 @@ def run_cycle(
     step("annotate_sim_adjudication", annotate)
     step("collect_reviews_2", lambda: collect_reviews.with_options(task_runner=runner)())
     trained = step("retrain", lambda: retrain.with_options(task_runner=runner)(force=True))
-    version = trained["version"]
-    gate_passed = bool(trained["gate"]["passed"])
-    # the demo approves the first model even if the gate fails on tiny synthetic data (recorded)
-    step("promote", lambda: _promote(settings, version, gate_passed))
+    step("promote", lambda: _promote(trained))
     step("score_batch", lambda: score_batch.with_options(task_runner=runner)(files=[str(data)]))
     return out
 
 
-def _promote(settings: Settings, version: str, gate_passed: bool) -> dict[str, Any]:
-    from experiments.gate import approve
+def _promote(trained: Mapping[str, Any]) -> dict[str, Any]:
+    """Promote the new version only if its gate passed; never force it."""
     from flows.loop import promote
 
-    if gate_passed:
-        return dict(promote(version=version, approve=True))
-    approve(version, tracking_uri=settings.mlflow_uri, force=True,
-            reason="demo: first model on synthetic data; gate verdict recorded in MLflow")  # fmt: skip
-    res = dict(promote(version=version, approve=False))
-    from flows.loop import reload_filter_task
+    version = str(trained["version"])
+    gate = trained["gate"]
+    if not gate["passed"]:
+        return {
+            "approved": None,
+            "version": version,
+            "reason": f"version {version} failed its gate ({gate['summary']}); not promoted",
+            "failed_checks": list(gate.get("failed_checks") or []),
+        }
+    return {**promote(version=version, approve=True), "version": version}
 
-    res["forced"] = True
-    res["reload"] = reload_filter_task.fn(settings)
-    return res
+
+def review_url(settings: Settings, project_id: int) -> str:
+    from labelloop.safe_text import without_credentials
+
+    return without_credentials(f"{settings.label_studio}/projects/{project_id}/data")
+
+
+def demo_password(settings: Settings) -> str:
+    """The Label Studio password to show: the dev default in full (it is documented), anything
+    else only by the variable that holds it."""
+    from labelloop.settings import DEV_LS_PASSWORD
+
+    raw = settings.label_studio_password.get_secret_value()
+    if raw == DEV_LS_PASSWORD:
+        return raw
+    return "the password in LABELLOOP_LABEL_STUDIO_PASSWORD"

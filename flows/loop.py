@@ -27,6 +27,7 @@ from flows.common import (
     publish,
     task_runner,
 )
+from flows.progress import StepProgress, step_progress
 from labelloop.runtime import Runtime, gold_indexer, review_embedder, review_turn_scorer
 from labelloop.settings import Settings, get_settings
 
@@ -111,8 +112,11 @@ def propose_batch_task(
     turns = redacted_texts(rt.store, ids)
     items = [ProposalInput.from_turns(cid, turns[cid]) for cid in ids if cid in turns]
     stats = ProposeStats()
+    progress = step_progress(run_id)
     with llm_slot(limited):
-        proposals = proposer.propose(items, stats=stats)
+        proposals = proposer.propose(
+            items, stats=stats, on_item=(lambda _p: progress.advance()) if progress else None
+        )
     inserted, updated = write_proposals(rt.store, proposals, run_id=run_id)
     conf: Counter[str] = Counter()
     for p in proposals:
@@ -246,6 +250,17 @@ def gate_task(settings: Settings, version: str) -> dict[str, Any]:
         "summary": result.summary(),
         "table": result.table_markdown(),
         "n_eval": result.n_eval,
+        "gate_run_id": result.gate_run_id,
+        "failed_checks": [
+            {
+                "check": c.name,
+                "value": c.challenger,
+                "threshold": c.threshold,
+                "detail": c.detail,
+            }
+            for c in result.checks
+            if not c.passed
+        ],
     }
 
 
@@ -287,11 +302,18 @@ def sample_and_propose(
     pending = pending_task(settings, limit)
     ids: list[str] = pending["ids"]
     size = settings.flow_batch_size
+    progress = StepProgress(
+        run_id, "label proposals (LLM + kNN)", len(ids), artifact_key="proposal-progress"
+    ).start()
     futures = [
         propose_batch_task.submit(settings, ids[i : i + size], run_id, limited)
         for i in range(0, len(ids), size)
     ]
-    batches = [f.result() for f in futures]
+    batches = []
+    for f in futures:
+        batches.append(f.result())
+        progress.at_least(sum(int(b.get("n", 0)) for b in batches))
+    progress.finish()
     propose = _sum_stats(batches)
     confidence = _mean_confidence(batches, propose["n"])
     previous = _previous_confidence(settings)

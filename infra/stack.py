@@ -1,4 +1,5 @@
-"""The local stack of real servers: Prefect, MLflow, Label Studio and (optionally) the filter.
+"""The local stack of real servers: Prefect, MLflow, Label Studio, the local LLM and (optionally)
+the filter.
 
 Each service is a :class:`ServiceSpec` (data, no behaviour of its own) in :data:`SERVICES`;
 :class:`Stack` starts each one as its own process group (``start_new_session=True``), with
@@ -388,6 +389,23 @@ def _filter_enabled(s: Settings) -> bool:
     return s.stack_filter_enabled
 
 
+# ---- llm ----
+def _llm_command(s: Settings) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "labeling.llm_server",
+        "--model", s.llm.removeprefix("llamacpp:"), "--models-dir", str(s.models_dir),
+        "--host", s.host, "--port", str(s.llm_port), "--n-ctx", str(s.llm_n_ctx),
+    ]  # fmt: skip
+    if s.llm_threads:
+        cmd += ["--threads", str(s.llm_threads)]
+    return cmd
+
+
+def llm_service_enabled(s: Settings) -> bool:
+    """The stack serves the LLM when it is a local GGUF run by llama.cpp's server."""
+    return s.llm.startswith(("llamacpp:", "hf:")) and s.llm_runtime == "server"
+
+
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
         name="prefect",
@@ -436,6 +454,15 @@ SERVICES: tuple[ServiceSpec, ...] = (
         command=_filter_command,
         env=settings_env,
         enabled=_filter_enabled,
+    ),
+    ServiceSpec(
+        name="llm",
+        description="the local LLM behind an OpenAI-compatible API (llama.cpp server, xllamacpp)",
+        port=lambda s: s.llm_port,
+        health_path="/health",
+        command=_llm_command,
+        env=lambda _s: {},
+        enabled=llm_service_enabled,
     ),
 )
 

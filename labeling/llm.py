@@ -3,15 +3,21 @@
 Provider spec (``Settings.llm`` = ``LABELLOOP_LLM``)
 ---------------------------------------------------
 * ``llamacpp:default`` (or ``llamacpp:small``) -- the bundled Qwen2.5-Coder GGUF assembled by
-  :func:`labeling.assets.ensure_llm_model`, run in-process by ``langchain_community``'s
-  ``ChatLlamaCpp`` (``rope_freq_base=0`` = read it from the GGUF, ``n_batch=512``, greedy,
-  ``repeat_penalty=1``), with the output constrained by a JSON-schema grammar whose enums are the
-  offered labels.
+  :func:`labeling.assets.ensure_llm_model`. Runtime ``LABELLOOP_LLM_RUNTIME``: ``server`` (default)
+  = llama.cpp's own server from the prebuilt ``xllamacpp`` wheel (:mod:`labeling.llm_server`: the
+  stack's ``llm`` service, or embedded in the process), called like any OpenAI-compatible server;
+  ``inprocess`` = ``langchain_community``'s ``ChatLlamaCpp`` over llama-cpp-python (compiled from
+  source, the ``inprocess`` extra; ``rope_freq_base=0`` = read it from the GGUF, ``n_batch=512``,
+  greedy, ``repeat_penalty=1``). Either way the output is constrained by a JSON-schema grammar
+  whose enums are the offered labels.
 * ``llamacpp:/path/model.gguf`` -- any local GGUF file; ``hf:<owner>/<repo>/<file>.gguf`` --
   downloaded by ``labeling.assets`` (fails offline with a clear message).
 * ``openai:<model>`` -- ``langchain_openai.ChatOpenAI`` with ``Settings.llm_base_url`` as the base
-  URL when set (vLLM or any OpenAI-compatible server), ``logprobs=True, top_logprobs=5``.
-* ``ollama:<model>`` -- ``langchain_ollama.ChatOllama`` (``format="json"``, logprobs requested).
+  URL when set (vLLM or any OpenAI-compatible server), ``logprobs=True, top_logprobs=5``, the
+  answer constrained by ``response_format={"type": "json_schema", ...}`` (strict) with the label
+  schema (``LABELLOOP_LLM_STRUCTURED_OUTPUT=json_object`` for servers without schema support).
+* ``ollama:<model>`` -- ``langchain_ollama.ChatOllama`` with ``format=<the label JSON schema>``
+  (or ``"json"``), logprobs requested.
 
 Confidence from token log-probabilities
 ---------------------------------------
@@ -336,6 +342,22 @@ def _label_schema(interest_names: Sequence[str], categories: Sequence[str]) -> d
             "rationale": {"type": "string", "maxLength": 60},
         },
         "required": ["sensitive", "interests", "rationale"],
+        "additionalProperties": False,
+    }
+
+
+SCHEMA_NAME = "label_answer"
+
+
+def openai_response_format(schema: Mapping[str, Any], mode: str = "json_schema") -> dict[str, Any]:
+    """The ``response_format`` of an OpenAI-compatible chat request (vLLM, llama.cpp server,
+    OpenAI): the label JSON schema (strict), or only "some JSON object" for servers without
+    schema support (``LABELLOOP_LLM_STRUCTURED_OUTPUT=json_object``)."""
+    if mode == "json_object":
+        return {"type": "json_object"}
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": dict(schema)},
     }
 
 
@@ -344,6 +366,34 @@ def _llamacpp_model_id(path: Path, key: str | None) -> str:
         return f"llamacpp:{LLM_MODELS[key].filename}@{LLM_MODELS[key].sha256[:12]}"
     st = path.stat()
     return f"llamacpp:{path.name}@size{st.st_size}"
+
+
+def _server_token_counter(base_url: str) -> Callable[[str], int]:
+    """Exact token counts from a llama.cpp server's ``/tokenize`` (approximate if it fails)."""
+    import httpx
+
+    root = base_url.rstrip("/").removesuffix("/v1")
+
+    def count(text: str) -> int:
+        try:
+            r = httpx.post(f"{root}/tokenize", json={"content": text}, timeout=10.0,
+                           trust_env=False)  # fmt: skip
+            r.raise_for_status()
+            return len(r.json()["tokens"])
+        except Exception:
+            return max(1, len(text) // 4)
+
+    return count
+
+
+def local_llm_base_url(settings: Settings, path: Path) -> str:
+    """Where a local GGUF is served: the stack's llm service when it serves this file, else a
+    server embedded in this process (:mod:`labeling.llm_server`)."""
+    from labeling.llm_server import embedded_server, serves_model
+
+    if serves_model(settings.llm_server_url, path):
+        return settings.llm_server_url
+    return embedded_server(path, n_ctx=settings.llm_n_ctx, threads=settings.llm_threads).base_url
 
 
 def build_chat_llm(
@@ -362,46 +412,19 @@ def build_chat_llm(
         "backoff_s": settings.llm_backoff_s,
         "sleep": sleep,
     }
+    schema = _label_schema(interest_names, categories)
     if parsed.provider in ("llamacpp", "hf"):
-        from langchain_community.chat_models import ChatLlamaCpp
-
         target = parsed.target if parsed.provider == "llamacpp" else "hf:" + parsed.target
         path = ensure_llm_model(settings.models_dir, target)
         key = (
             parsed.target if parsed.provider == "llamacpp" and parsed.target in LLM_MODELS else None
         )
-        chat = ChatLlamaCpp(
-            model_path=str(path),
-            n_ctx=settings.llm_n_ctx,
-            n_batch=512,
-            n_threads=settings.llm_threads,
-            rope_freq_base=0,
-            temperature=0.0,
-            top_k=1,
-            repeat_penalty=1.0,
-            max_tokens=settings.llm_max_tokens,
-            verbose=False,
-        )
-        client = chat.client
-        # free the model before interpreter teardown (llama.cpp's own __del__ fails at exit)
-        atexit.register(_close_quietly, client)
-
-        def count(text: str) -> int:
-            return len(client.tokenize(text.encode("utf-8"), add_bos=False, special=True))
-
-        schema = _label_schema(interest_names, categories)
         params.update(
             {"n_ctx": settings.llm_n_ctx, "grammar": "json_schema", "repeat_penalty": 1.0}
         )
-        return ChatLLM(
-            chat,
-            model_id=_llamacpp_model_id(path, key),
-            params=params,
-            invoke_kwargs={"response_format": {"type": "json_object", "schema": schema}},
-            capture_logits=True,
-            token_counter=count,
-            **common,  # type: ignore[arg-type]
-        )
+        if settings.llm_runtime == "server":
+            return _llamacpp_server_llm(settings, path, key, schema, params, common)
+        return _llamacpp_inprocess_llm(settings, path, key, schema, params, common)
     if parsed.provider == "openai":
         from langchain_openai import ChatOpenAI
 
@@ -420,11 +443,14 @@ def build_chat_llm(
         mid = f"openai:{parsed.target}" + (
             f"@{settings.llm_base_url}" if settings.llm_base_url else ""
         )
+        params["structured_output"] = settings.llm_structured_output
         return ChatLLM(
             chat_o,
             model_id=mid,
             params=params,
-            invoke_kwargs={"response_format": {"type": "json_object"}},
+            invoke_kwargs={
+                "response_format": openai_response_format(schema, settings.llm_structured_output)
+            },
             **common,  # type: ignore[arg-type]
         )
     from langchain_ollama import ChatOllama
@@ -433,7 +459,8 @@ def build_chat_llm(
         "model": parsed.target,
         "temperature": 0.0,
         "num_predict": settings.llm_max_tokens,
-        "format": "json",
+        # a JSON schema constrains Ollama's output to it; "json" only to some JSON object
+        "format": schema if settings.llm_structured_output == "json_schema" else "json",
         "logprobs": True,
         "top_logprobs": 5,
         "client_kwargs": {"timeout": settings.llm_timeout_s},
@@ -442,7 +469,90 @@ def build_chat_llm(
         okw["base_url"] = settings.llm_base_url
     chat_l = ChatOllama(**okw)
     mid = f"ollama:{parsed.target}" + (f"@{settings.llm_base_url}" if settings.llm_base_url else "")
+    params["structured_output"] = settings.llm_structured_output
     return ChatLLM(chat_l, model_id=mid, params=params, **common)  # type: ignore[arg-type]
+
+
+def _llamacpp_server_llm(
+    settings: Settings,
+    path: Path,
+    key: str | None,
+    schema: Mapping[str, Any],
+    params: dict[str, Any],
+    common: Mapping[str, Any],
+) -> ChatLLM:
+    """A local GGUF behind llama.cpp's OpenAI-compatible server (xllamacpp, prebuilt)."""
+    from langchain_openai import ChatOpenAI
+
+    base = local_llm_base_url(settings, path)
+    chat = ChatOpenAI(
+        model=path.name,
+        base_url=base,
+        api_key="local",  # type: ignore[arg-type]  # the local server checks none
+        temperature=0.0,
+        max_tokens=settings.llm_max_tokens,  # type: ignore[call-arg]
+        timeout=max(settings.llm_timeout_s, 300.0),  # a loaded 2-core machine is slow
+        max_retries=0,
+        logprobs=True,
+        top_logprobs=8,
+    )
+    return ChatLLM(
+        chat,
+        model_id=_llamacpp_model_id(path, key),
+        params=params,
+        invoke_kwargs={"response_format": openai_response_format(schema)},
+        token_counter=_server_token_counter(base),
+        **common,
+    )
+
+
+def _llamacpp_inprocess_llm(
+    settings: Settings,
+    path: Path,
+    key: str | None,
+    schema: Mapping[str, Any],
+    params: dict[str, Any],
+    common: Mapping[str, Any],
+) -> ChatLLM:
+    """A local GGUF run in this process by llama-cpp-python (the ``inprocess`` extra)."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError as exc:
+        raise LLMError(
+            "LABELLOOP_LLM_RUNTIME=inprocess needs llama-cpp-python, compiled from source: "
+            "`uv sync --extra inprocess` (a C++ compiler and CMake; several minutes), or use "
+            "LABELLOOP_LLM_RUNTIME=server (prebuilt)"
+        ) from exc
+    from langchain_community.chat_models import ChatLlamaCpp
+
+    chat = ChatLlamaCpp(
+        model_path=str(path),
+        n_ctx=settings.llm_n_ctx,
+        n_batch=512,
+        n_threads=settings.llm_threads,
+        rope_freq_base=0,
+        temperature=0.0,
+        top_k=1,
+        repeat_penalty=1.0,
+        max_tokens=settings.llm_max_tokens,
+        verbose=False,
+    )
+    client = chat.client
+    # free the model before interpreter teardown (llama.cpp's own __del__ fails at exit)
+    atexit.register(_close_quietly, client)
+
+    def count(text: str) -> int:
+        return len(client.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    return ChatLLM(
+        chat,
+        model_id=_llamacpp_model_id(path, key),
+        params={**params, "runtime": "inprocess"},
+        invoke_kwargs={"response_format": {"type": "json_object", "schema": dict(schema)}},
+        capture_logits=True,
+        token_counter=count,
+        **common,
+    )
 
 
 # --------------------------------------------------------------------------- parsing

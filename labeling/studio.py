@@ -363,6 +363,11 @@ class StudioClient:
     def project_config(self, project_id: int) -> str:
         return str(self.ls.projects.get(id=project_id).label_config)
 
+    def annotation_count(self, project_id: int) -> int:
+        """Annotations submitted in the project so far (skipped ones excluded)."""
+        p: Any = self.ls.projects.get(id=project_id)
+        return int(getattr(p, "total_annotations_number", 0) or 0)
+
     # tasks
     def iter_tasks(
         self, project_id: int, *, updated_after: datetime | None = None, full: bool = False

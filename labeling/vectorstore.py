@@ -366,10 +366,3 @@ class GoldIndex:
                 ]
             )
         return out
-
-    def as_langchain(self) -> Any:
-        """A ``langchain_chroma.Chroma`` vector store over the same collection."""
-        from langchain_chroma import Chroma
-
-        emb = getattr(self.embedding_function, "embedder", None)
-        return Chroma(client=self.client, collection_name=self.name, embedding_function=emb)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -70,6 +73,11 @@ models_app = typer.Typer(
     help="Models: local model files (install) and registered filter versions (list).",
     no_args_is_help=True,
 )
+config_app = typer.Typer(
+    help="The configuration: effective values and their source, .env.example.",
+    no_args_is_help=True,
+)
+app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(store_app, name="store")
 app.add_typer(audit_app, name="audit")
@@ -268,30 +276,83 @@ def demo(
     seed: Annotated[
         int, typer.Option(help="seed of the synthetic data and simulated annotators")
     ] = 7,
+    human: Annotated[
+        bool,
+        typer.Option(
+            "--human",
+            help="pause after the review tasks are pushed so that you label some in Label Studio",
+        ),
+    ] = False,
+    human_labels: Annotated[
+        int, typer.Option(min=1, help="--human: go on after this many of your labels")
+    ] = 10,
+    human_timeout: Annotated[
+        float, typer.Option(min=0, help="--human: go on after this many minutes anyway")
+    ] = 30.0,
 ) -> None:
-    """Bring the stack up and run one full cycle of the loop on synthetic data (SIMULATED annotators)."""
-    from infra.stack import Stack, StackError
+    """Bring the stack up and run one full cycle of the loop on synthetic data (SIMULATED
+    annotators, or you with --human)."""
+    from infra.stack import Stack, StackError, llm_service_enabled
 
     s = _settings()
     t0 = time.perf_counter()
     console.print(
         "[bold]labelloop demo[/bold]: starting the local stack (first start takes a few minutes)"
     )
+    services = ["prefect", "mlflow", "label-studio", "filter"]
+    if llm_service_enabled(s):
+        services.append("llm")
     try:
-        Stack(s).up(services=["prefect", "mlflow", "label-studio", "filter"])
+        Stack(s).up(services=services)
     except StackError as exc:
         err.print(f"[red]stack:[/red] {exc}")
         raise typer.Exit(1) from exc
     from flows.demo import point_prefect_at
 
     point_prefect_at(s)
-    from flows.demo import run_cycle
+    from flows.demo import HumanReview, run_cycle
+    from flows.progress import listen
 
-    out = run_cycle(s, n=n, seed=seed, say=lambda m: console.print(m))
+    review = HumanReview(labels=human_labels, timeout_s=human_timeout * 60) if human else None
+    with _progress_bars() as on_progress, listen(on_progress):
+        out = run_cycle(s, n=n, seed=seed, say=lambda m: console.print(m), human=review)
     _demo_summary(s, out, time.perf_counter() - t0)
 
 
+@contextlib.contextmanager
+def _progress_bars() -> Iterator[Callable[[str, int, int], None]]:
+    """(step, done, total) drawn as progress bars with the time remaining."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("   {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = bar.add_task(step, total=total or None)
+            bar.update(tasks[step], completed=done, total=total or None)
+
+        yield update
+
+
 def _demo_summary(s: Settings, out: dict[str, Any], wall_s: float) -> None:
+    from flows.demo import demo_password, review_url
+
     sp = out["sample_and_propose"]
     ingest, prop, push = sp["ingest"], sp["propose"], sp["push"]
     _print_counts(ingest.get("by_surface", {}), ingest.get("by_reason", {}), title="sampled")
@@ -302,14 +363,22 @@ def _demo_summary(s: Settings, out: dict[str, Any], wall_s: float) -> None:
     timings = out["timings"]
     rt = out["retrain"]
     sb = out["score_batch"]
+    promoted = out.get("promote") or {}
     rows = [
         ("synth", f"{out['synth']['records']} conversations"),
         (
             "sample_and_propose",
             f"{ingest.get('eligible')} eligible, {prop['n']} proposed, LLM call rate "
-            f"{prop['llm_call_rate']:.0%}, {prop['input_tokens']}+{prop['output_tokens']} tokens; "
+            f"{prop['llm_call_rate']:.0%} ({prop.get('llm_s_per_call', 0):.1f} s per call), "
+            f"{prop['input_tokens']}+{prop['output_tokens']} tokens; "
             f"{push.get('imported', 0)} review tasks imported",
         ),
+    ]
+    if "human_review" in out:
+        hr = out["human_review"]
+        rows.append(("human_review", f"{hr['labels']} labels from you"
+                     + (" (timed out)" if hr["timed_out"] else "")))  # fmt: skip
+    rows += [
         ("annotate_sim", f"{out['annotate_sim']['annotations']} SIMULATED annotations"),
         ("collect_reviews", f"gold created {out['collect_reviews']['gold_created']}"),
         (
@@ -324,29 +393,110 @@ def _demo_summary(s: Settings, out: dict[str, Any], wall_s: float) -> None:
         (
             "promote",
             f"production -> version {rt['version']}"
-            + (
-                " (FORCED by the demo despite the gate; reason recorded in MLflow)"
-                if (out.get("promote") or {}).get("forced")
-                else ""
-            ),
+            if promoted.get("approved")
+            else f"NOT promoted: {promoted.get('reason', 'gate failed')}",
         ),
         ("score_batch", ", ".join(f"{k} {v}" for k, v in sorted(sb["by_reason"].items()))),
     ]
     for name, result in rows:
-        t.add_row(name, result, str(timings.get(name, "")))
+        t.add_row(name, escape(result), str(timings.get(name, "")))
     console.print(t)
+    if not promoted.get("approved"):
+        _why_not_promoted(rt["gate"], promoted)
     console.print(f"demo wall time: {wall_s:.0f} s")
-    urls = Table(title="UIs (the stack keeps running: `labelloop stack down` stops it)")
-    urls.add_column("what")
-    urls.add_column("URL")
-    urls.add_row("Prefect UI", without_credentials(s.prefect_api.removesuffix("/api")))
-    urls.add_row("MLflow UI", without_credentials(s.mlflow_uri))
-    urls.add_row(
-        "Label Studio",
-        f"{without_credentials(s.label_studio)} (user {s.label_studio_username})",
+    review = push.get("review_project")
+    ls_url = review_url(s, int(review)) if review else without_credentials(s.label_studio)
+    lines = [
+        "[bold]UIs[/bold] (the stack keeps running: `uv run labelloop stack down` stops it)",
+        f"  Prefect UI       {without_credentials(s.prefect_api.removesuffix('/api'))}",
+        f"  MLflow UI        {without_credentials(s.mlflow_uri)}",
+        f"  Label Studio     {ls_url}",
+        f"                   log in as {s.label_studio_username} / {escape(demo_password(s))}",
+        f"  Filter API docs  {without_credentials(f'{s.filter_url}/docs')}",
+    ]
+    console.print("\n".join(lines), soft_wrap=True, highlight=False)
+    console.print(_next_steps(s, rt, promoted), soft_wrap=True, highlight=False)
+
+
+def _why_not_promoted(gate: dict[str, Any], promoted: dict[str, Any]) -> None:
+    console.print(
+        f"[bold yellow]The new model was not promoted[/bold yellow]: "
+        f"{escape(str(promoted.get('reason')))}",
+        soft_wrap=True,
     )
-    urls.add_row("Filter API docs", without_credentials(f"{s.filter_url}/docs"))
-    console.print(urls)
+    for c in gate.get("failed_checks") or []:
+        value = "-" if c.get("value") is None else f"{c['value']:.3f}"
+        thr = "-" if c.get("threshold") is None else f"{c['threshold']:.3f}"
+        console.print(
+            f"  - {c['check']}: {value} (needs {thr}) {c.get('detail', '')}",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    console.print(
+        "  The filter keeps serving the production model it had (none on a first run: every "
+        "decision is then `model_unavailable`, fail-closed)."
+    )
+
+
+def _next_steps(s: Settings, rt: dict[str, Any], promoted: dict[str, Any]) -> str:
+    v = rt["version"]
+    lines = [
+        "[bold]Next steps[/bold]",
+        "  uv run labelloop review status            # review tasks, agreement, gold",
+        "  uv run labelloop demo --human             # label some tasks yourself, then retrain",
+        "  uv run labelloop models list              # registered versions, gate verdicts",
+        "  uv run labelloop config show              # the effective settings and where they come from",
+    ]
+    if not promoted.get("approved"):
+        lines.append(
+            f"  uv run labelloop approve {v} --force --reason '...'   # promote it anyway (recorded)"
+        )
+    lines += [
+        f"  curl -s -H 'X-API-Key: ...' {without_credentials(s.filter_url)}/v1/decisions -d @records.json",
+        "  uv run labelloop stack down               # stop the servers",
+    ]
+    return "\n".join(lines)
+
+
+@config_app.command("show")
+def config_show(
+    changed: Annotated[
+        bool, typer.Option("--changed", help="only settings that differ from their default")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Every setting's effective value and where it comes from (environment, .env, default);
+    secrets masked."""
+    from labelloop.config_report import derived, effective_config
+
+    s = _settings()
+    rows = [r for r in effective_config(s) if not changed or r.source != "default"]
+    if as_json:
+        console.print_json(json.dumps({
+            "settings": [r.__dict__ for r in rows], "derived": derived(s),
+        }))  # fmt: skip
+        return
+    t = Table(title="labelloop settings (LABELLOOP_<NAME>, .env, default)")
+    t.add_column("setting")
+    t.add_column("value")
+    t.add_column("source")
+    for r in rows:
+        style = "" if r.source == "default" else "bold"
+        t.add_row(r.env_var, escape(r.value), r.source, style=style)
+    console.print(t)
+    d = Table(title="derived")
+    d.add_column("what")
+    d.add_column("value")
+    for k, v in derived(s).items():
+        d.add_row(k, escape(v))
+    console.print(d)
+
+
+@config_app.command("env-example")
+def config_env_example() -> None:
+    """Print .env.example, generated from the settings (`... > .env.example`)."""
+    from labelloop.config_report import env_example
+
+    sys.stdout.write(env_example())
 
 
 @audit_app.command("verify")

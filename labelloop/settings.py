@@ -18,6 +18,7 @@ PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "dev", "dev-token", "secret", "password"}
 )
 DEV_LS_TOKEN = "labelloop-dev-token-0123456789abcdef0123"  # noqa: S105 - documented dev-only default
+DEV_LS_PASSWORD = "labelloop-dev-password"  # noqa: S105 - documented dev-only default
 DEV_FILTER_KEY = "dev-filter-key"
 DEV_ADMIN_KEY = "dev-admin-key"
 
@@ -29,8 +30,13 @@ class Settings(BaseSettings):
         env_prefix="LABELLOOP_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
-    env: Literal["dev", "test", "prod"] = "dev"
-    state_dir: Path = Path(".labelloop")
+    env: Literal["dev", "test", "prod"] = Field(
+        "dev", description="dev | test | prod (prod refuses placeholder and dev secrets)"
+    )
+    state_dir: Path = Field(
+        Path(".labelloop"),
+        description="all state: label store, Chroma, MLflow, Label Studio, Prefect, models, logs",
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the label store (e.g. postgresql+psycopg://user@host/db); unset: see `database`",
@@ -42,19 +48,26 @@ class Settings(BaseSettings):
 
     # Inputs
     max_text_chars: int = Field(20_000, description="max characters per turn before quarantine")
-    max_turns: int = 200
+    max_turns: int = Field(200, description="max turns per conversation before quarantine")
 
     # Policy / taxonomy files (default: the ones shipped in the repo)
-    policy_path: Path | None = None
-    taxonomy_path: Path | None = None
-    sensitive_map_path: Path | None = None
+    policy_path: Path | None = Field(
+        None, description="policy file; default labeling/data/policy.yaml"
+    )
+    taxonomy_path: Path | None = Field(
+        None, description="interest taxonomy; default labeling/data/interests.tsv"
+    )
+    sensitive_map_path: Path | None = Field(
+        None,
+        description="taxonomy -> sensitive categories; default labeling/data/sensitive_map.yaml",
+    )
 
     # Local stack
-    host: str = "127.0.0.1"
-    prefect_port: int = 4200
-    mlflow_port: int = 5000
-    label_studio_port: int = 8080
-    filter_port: int = 8000
+    host: str = Field("127.0.0.1", description="address the local stack binds and is reached at")
+    prefect_port: int = Field(4200, description="Prefect server (API + UI)")
+    mlflow_port: int = Field(5000, description="MLflow tracking server (UI + registry)")
+    label_studio_port: int = Field(8080, description="Label Studio")
+    filter_port: int = Field(8000, description="targeting filter service (OpenAPI at /docs)")
     chroma_url: str | None = Field(default=None, description="Chroma server URL; default embedded")
     stack_filter_enabled: bool = Field(
         False, description="`stack up` also starts the filter (uvicorn targeting.service:app)"
@@ -67,14 +80,27 @@ class Settings(BaseSettings):
     label_studio_version: str = Field("1.23.2", description="installed into ls_venv by `stack up`")
 
     # Label Studio admin (dev defaults refused outside dev)
-    label_studio_username: str = "admin@labelloop.local"
-    label_studio_password: SecretStr = SecretStr("labelloop-dev-password")
-    label_studio_token: SecretStr = SecretStr(DEV_LS_TOKEN)
-    label_studio_url: str | None = None
+    label_studio_username: str = Field(
+        "admin@labelloop.local", description="Label Studio admin (created on first start)"
+    )
+    label_studio_password: SecretStr = Field(
+        SecretStr(DEV_LS_PASSWORD),
+        description="Label Studio admin password (dev default shown by the demo)",
+    )
+    label_studio_token: SecretStr = Field(
+        SecretStr(DEV_LS_TOKEN), description="API token of the Label Studio admin (>= 40 chars)"
+    )
+    label_studio_url: str | None = Field(
+        None, description="an external Label Studio; default the local stack's"
+    )
 
     # Targeting filter service keys
-    filter_api_key: SecretStr = SecretStr(DEV_FILTER_KEY)
-    filter_admin_key: SecretStr = SecretStr(DEV_ADMIN_KEY)
+    filter_api_key: SecretStr = Field(
+        SecretStr(DEV_FILTER_KEY), description="X-API-Key for POST /v1/decisions"
+    )
+    filter_admin_key: SecretStr = Field(
+        SecretStr(DEV_ADMIN_KEY), description="X-API-Key for /admin/* (reload)"
+    )
     filter_model_name: str = Field(
         "labelloop-targeting-filter", description="registered model served"
     )
@@ -104,8 +130,12 @@ class Settings(BaseSettings):
     )
 
     # MLflow / Prefect URLs (default: the local stack)
-    mlflow_tracking_uri: str | None = None
-    prefect_api_url: str | None = None
+    mlflow_tracking_uri: str | None = Field(
+        None, description="an external MLflow server; default the local stack's"
+    )
+    prefect_api_url: str | None = Field(
+        None, description="an external Prefect API; default the local stack's"
+    )
 
     # Training / champion-challenger gate (experiments/)
     mlflow_experiment: str = Field(
@@ -155,8 +185,26 @@ class Settings(BaseSettings):
         "llamacpp:default",
         description="llamacpp:default|llamacpp:/path.gguf|hf:repo/file|openai:model|ollama:model",
     )
-    llm_base_url: str | None = None
-    llm_timeout_s: float = 60.0
+    llm_base_url: str | None = Field(
+        default=None,
+        description="base URL of an OpenAI-compatible server (vLLM, llama.cpp server) or Ollama",
+    )
+    llm_timeout_s: float = Field(60.0, description="timeout of one remote LLM call (s)")
+    llm_runtime: Literal["server", "inprocess"] = Field(
+        "server",
+        description="local GGUF models: server = llama.cpp's server from the prebuilt xllamacpp "
+        "wheel (the stack's llm service, or embedded); inprocess = llama-cpp-python "
+        "(compiled; `uv sync --extra inprocess`)",
+    )
+    llm_port: int = Field(8001, description="port of the stack's llm service (local GGUF models)")
+    llm_structured_output: Literal["json_schema", "json_object"] = Field(
+        "json_schema",
+        description="OpenAI-compatible servers and Ollama: constrain answers to the label JSON "
+        "schema, or only to JSON (servers without schema support)",
+    )
+    llm_trace: bool = Field(
+        True, description="trace LLM calls (prompts, latency, tokens) in MLflow during flow runs"
+    )
     # Label proposals (labeling.llm / labeling.vectorstore / labeling.proposals)
     llm_max_tokens: int = Field(96, description="max generated tokens per label answer")
     llm_n_ctx: int = Field(2048, description="llama.cpp context window")
@@ -369,6 +417,11 @@ class Settings(BaseSettings):
     @property
     def label_studio(self) -> str:
         return self.label_studio_url or f"http://{self.host}:{self.label_studio_port}"
+
+    @property
+    def llm_server_url(self) -> str:
+        """The stack's llm service (OpenAI-compatible base URL)."""
+        return f"http://{self.host}:{self.llm_port}/v1"
 
     @property
     def filter_url(self) -> str:

@@ -156,13 +156,26 @@ def test_model_registered_with_lineage_and_gate_verdict(e2e):
     for key in ("policy", "taxonomy", "prompt", "snapshot"):
         assert any(key in k for k in tags), f"no lineage tag mentioning {key}: {sorted(tags)}"
     assert any("gate" in k for k in mv.tags), mv.tags
-    assert "production" in client.get_registered_model("labelloop-targeting-filter").aliases
+    aliases = client.get_registered_model("labelloop-targeting-filter").aliases
+    # promoted only through its gate: never forced by the demo
+    assert mv.tags.get("approval_forced") != "true"
+    if out["promote"].get("approved"):
+        assert mv.tags["gate"] == "passed" and aliases.get("production") == version
+    else:
+        assert mv.tags["gate"] == "failed" and aliases.get("production") != version
+        assert out["promote"]["reason"] and out["retrain"]["gate"]["failed_checks"]
 
 
 def test_filter_serves_new_version_and_no_sensitive_record_eligible(e2e):
     settings, out = e2e
     version = out["retrain"]["version"]
     data = Path(out["synth"]["path"])
+    if not out["promote"].get("approved"):  # no production model: every decision fails closed
+        assert set(out["score_batch"]["by_reason"]) <= {"model_unavailable", "region",
+                                                        "unlinked_account", "before_policy_date",
+                                                        "surface_disabled", "invalid_record",
+                                                        "unsupported_language"}  # fmt: skip
+        return
     records = [json.loads(line) for line in data.read_text().splitlines()]
     headers = {"X-API-Key": settings.filter_api_key.get_secret_value()}
     model = httpx.get(f"{settings.filter_url}/v1/model", headers=headers, timeout=30).json()

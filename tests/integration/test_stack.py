@@ -70,6 +70,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         ls_venv=_ls_venv(),
         label_studio_token=SecretStr("labelloop-test-token-5f2c9a17e0b34d6a"),
         label_studio_password=SecretStr("labelloop-test-password-81c3"),
+        llm_runtime="inprocess",  # no llm service here (tests/model/test_llm_service.py covers it)
     )
 
 
@@ -83,6 +84,7 @@ def env_for_cli(settings: Settings) -> dict[str, str]:
         "LABELLOOP_MLFLOW_PORT": str(settings.mlflow_port),
         "LABELLOOP_LABEL_STUDIO_PORT": str(settings.label_studio_port),
         "LABELLOOP_FILTER_PORT": str(settings.filter_port),
+        "LABELLOOP_LLM_RUNTIME": "inprocess",
         "LABELLOOP_LABEL_STUDIO_TOKEN": settings.label_studio_token.get_secret_value(),
         "LABELLOOP_LABEL_STUDIO_PASSWORD": settings.label_studio_password.get_secret_value(),
     }

@@ -88,31 +88,92 @@ def test_label_error_check_never_fails_the_retrain_and_is_audited(isolated_env) 
     assert [r.subject for r in rows] == ["r1"] and "error" in rows[0].payload
 
 
-def test_demo_summary_says_when_the_demo_forced_a_promotion(capsys) -> None:
-    from labelloop.cli import _demo_summary
-
-    out = {
+def _demo_out(promote: dict) -> dict:
+    return {
         "synth": {"records": 1},
         "sample_and_propose": {
             "ingest": {"by_surface": {"assistant_chat": 1}, "by_reason": {"eligible": 1}},
-            "propose": {"n": 1, "llm_call_rate": 1.0, "input_tokens": 1, "output_tokens": 1},
-            "push": {"imported": 1},
+            "propose": {"n": 1, "llm_call_rate": 1.0, "input_tokens": 1, "output_tokens": 1,
+                        "llm_s_per_call": 2.0},
+            "push": {"imported": 1, "review_project": 7},
         },
         "annotate_sim": {"annotations": 2},
         "collect_reviews": {"gold_created": 1},
         "annotate_sim_adjudication": {"annotations": 0},
         "collect_reviews_2": {"gold_created": 0},
-        "retrain": {"version": "1", "gate": {"summary": "failed: recall"},
-                    "train": {"run_url": "http://mlflow/run"}},
-        "promote": {"forced": True},
-        "score_batch": {"by_reason": {"eligible": 1}},
+        "retrain": {"version": "1", "train": {"run_url": "http://mlflow/run"},
+                    "gate": {"passed": False, "summary": "failed: recall[health]", "failed_checks": [
+                        {"check": "recall[health]", "value": 0.5, "threshold": 0.98,
+                         "detail": "4 items"}]}},
+        "promote": promote,
+        "score_batch": {"by_reason": {"model_unavailable": 1}},
         "timings": {},
     }  # fmt: skip
+
+
+def test_demo_summary_says_why_a_model_was_not_promoted_and_how_to_log_in(capsys) -> None:
+    from flows.demo import _promote
+    from labelloop.cli import _demo_summary
+    from labelloop.settings import DEV_LS_PASSWORD
+
+    out = _demo_out(_promote(_demo_out({})["retrain"]))
+    assert out["promote"]["approved"] is None and "failed its gate" in out["promote"]["reason"]
     _demo_summary(Settings(_env_file=None), out, 1.0)  # type: ignore[call-arg]
-    assert "FORCED" in capsys.readouterr().out
-    out["promote"] = {"approved": True}
+    text = capsys.readouterr().out
+    assert "NOT promoted" in text and "recall[health]: 0.500 (needs 0.980)" in text
+    assert "approve 1 --force" in text  # the way to promote it anyway
+    # the login: user and the documented dev password, the review project's URL
+    assert "log in as admin@labelloop.local / " + DEV_LS_PASSWORD in text
+    assert "/projects/7/data" in text
+    assert "Next steps" in text and "demo --human" in text
+    out["promote"] = {"approved": "1", "version": "1"}
     _demo_summary(Settings(_env_file=None), out, 1.0)  # type: ignore[call-arg]
-    assert "FORCED" not in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "NOT promoted" not in text and "production -> version 1" in text
+    # a real password is never printed, only where it is set
+    s = Settings(_env_file=None, label_studio_password="a-real-secret-0b9e")  # type: ignore[call-arg]
+    _demo_summary(s, out, 1.0)
+    text = capsys.readouterr().out
+    assert "a-real-secret" not in text and "LABELLOOP_LABEL_STUDIO_PASSWORD" in text
+
+
+def test_wait_for_human_labels_until_enough_or_timeout() -> None:
+    from flows.demo import wait_for_human_labels
+
+    counts = iter([3, 3, 5, 8, 14])  # 3 existed before the pause
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    said: list[str] = []
+    got = wait_for_human_labels(lambda: next(counts), want=10, timeout_s=600, poll_s=10,
+                                say=said.append, clock=lambda: now[0], sleep=sleep)  # fmt: skip
+    assert got == {"labels": 11, "timed_out": False, "waited_s": 30.0}
+    assert said[-1] == "   11 of 10 labels received"
+    now[0] = 0.0
+    got = wait_for_human_labels(lambda: 2, want=5, timeout_s=25, poll_s=10,
+                                say=said.append, clock=lambda: now[0], sleep=sleep)  # fmt: skip
+    assert got["timed_out"] is True and got["labels"] == 0 and got["waited_s"] == 30.0
+
+
+def test_step_progress_reaches_listeners_and_is_monotone() -> None:
+    from flows.progress import StepProgress, listen, step_progress
+
+    seen: list[tuple[str, int, int]] = []
+    with listen(lambda *a: seen.append(a)):
+        p = StepProgress("run-1", "proposals", 4, artifacts=False).start()
+        assert step_progress("run-1") is p
+        p.advance()
+        p.advance()
+        p.at_least(1)  # a flow that only sees finished batches never moves it back
+        p.at_least(3)
+        p.finish()
+    assert [d for _, d, _ in seen] == [0, 1, 2, 3, 4]
+    assert step_progress("run-1") is None and p.percent == 100.0
+    p2 = StepProgress("run-2", "x", 2, artifacts=False).start()
+    p2.advance()
+    assert len(seen) == 5  # no listener any more
 
 
 def test_reporting_to_overrides_settings_read_at_import(monkeypatch):

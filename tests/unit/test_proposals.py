@@ -376,6 +376,17 @@ def test_openai_provider_builds_with_base_url(
     assert str(c.chat_model.openai_api_base) == "http://127.0.0.1:9/v1"
     assert c.chat_model.logprobs is True
     assert c.model_id == "openai:my-model@http://127.0.0.1:9/v1"
+    # the answer is constrained by the label JSON schema (strict), not only "some JSON"
+    rf = c.invoke_kwargs["response_format"]
+    assert rf["type"] == "json_schema" and rf["json_schema"]["strict"] is True
+    props = rf["json_schema"]["schema"]["properties"]
+    assert props["sensitive"]["items"]["enum"] == list(POLICY.categories)
+    assert props["interests"]["items"]["enum"] == list(OFFERED.values())
+    assert rf["json_schema"]["schema"]["additionalProperties"] is False
+    plain = _settings(tmp_path, llm="openai:m", llm_structured_output="json_object")
+    c2 = build_chat_llm(plain, interest_names=["Travel"], categories=["health"])
+    assert c2.invoke_kwargs["response_format"] == {"type": "json_object"}
+    assert c2.params["structured_output"] == "json_object"
 
 
 def test_ollama_provider_builds(tmp_path: Path) -> None:
@@ -385,8 +396,93 @@ def test_ollama_provider_builds(tmp_path: Path) -> None:
     c = build_chat_llm(s, interest_names=list(OFFERED.values()), categories=POLICY.categories)
     assert isinstance(c.chat_model, ChatOllama)
     assert c.chat_model.model == "qwen2.5:7b"
-    assert c.chat_model.format == "json"
+    fmt = c.chat_model.format
+    assert isinstance(fmt, dict) and fmt["required"] == ["sensitive", "interests", "rationale"]
+    assert fmt["properties"]["interests"]["items"]["enum"] == list(OFFERED.values())
     assert c.model_id.startswith("ollama:qwen2.5:7b")
+    s2 = _settings(tmp_path, llm="ollama:m", llm_structured_output="json_object")
+    c2 = build_chat_llm(s2, interest_names=["Travel"], categories=["health"])
+    assert c2.chat_model.format == "json"
+
+
+def test_local_gguf_uses_the_stack_server_when_it_serves_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default runtime: a local GGUF is called through llama.cpp's OpenAI-compatible server,
+    the stack's llm service when it serves that file, else one embedded in the process."""
+    from langchain_openai import ChatOpenAI
+
+    from labeling import llm as llm_mod
+    from labeling import llm_server
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr(llm_mod, "ensure_llm_model", lambda _d, _t: gguf)
+    started: list[Path] = []
+
+    class Embedded:
+        base_url = "http://127.0.0.1:1234/v1"
+
+    def embedded(path: Path, **_: Any) -> Embedded:
+        started.append(path)
+        return Embedded()
+
+    monkeypatch.setattr(llm_server, "embedded_server", embedded)
+    s = _settings(tmp_path, llm=f"llamacpp:{gguf}", llm_port=8765)
+    monkeypatch.setattr(llm_server, "serves_model", lambda url, p: url == s.llm_server_url)
+    c = build_chat_llm(s, interest_names=["Travel"], categories=["health"])
+    assert isinstance(c.chat_model, ChatOpenAI)
+    assert str(c.chat_model.openai_api_base) == "http://127.0.0.1:8765/v1" and not started
+    assert c.invoke_kwargs["response_format"]["type"] == "json_schema"
+    assert c.model_id.startswith("llamacpp:m.gguf")
+    monkeypatch.setattr(llm_server, "serves_model", lambda _url, _p: False)
+    c = build_chat_llm(s, interest_names=["Travel"], categories=["health"])
+    assert str(c.chat_model.openai_api_base) == Embedded.base_url and started == [gguf]
+
+
+def test_serves_model_checks_the_file_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    from labeling.llm_server import serves_model
+
+    body = {"data": [{"id": "/models/qwen.gguf", "object": "model"}]}
+
+    def get(url: str, **_: Any) -> httpx.Response:
+        assert url == "http://h:1/v1/models"
+        return httpx.Response(200, json=body, request=httpx.Request("GET", url))
+
+    monkeypatch.setattr(httpx, "get", get)
+    assert serves_model("http://h:1/v1", Path("/elsewhere/qwen.gguf"))
+    assert not serves_model("http://h:1/v1", Path("/x/other.gguf"))
+
+    def down(url: str, **_: Any) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    monkeypatch.setattr(httpx, "get", down)
+    assert not serves_model("http://h:1/v1", Path("/elsewhere/qwen.gguf"))
+
+
+def test_inprocess_runtime_without_llama_cpp_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    from labeling import llm as llm_mod
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr(llm_mod, "ensure_llm_model", lambda _d, _t: gguf)
+    real_import = builtins.__import__
+
+    def no_llama(name: str, *a: Any, **kw: Any) -> Any:
+        if name == "llama_cpp":
+            raise ImportError("No module named 'llama_cpp'")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_llama)
+    s = _settings(tmp_path, llm=f"llamacpp:{gguf}", llm_runtime="inprocess")
+    with pytest.raises(LLMError, match="uv sync --extra inprocess"):
+        build_chat_llm(s, interest_names=["Travel"], categories=["health"])
 
 
 def test_openai_logprobs_metadata_is_used() -> None:
