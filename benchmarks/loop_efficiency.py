@@ -1,4 +1,4 @@
-"""Loop efficiency: human labels needed by labelloop routing vs random sampling (issue 7).
+"""Loop efficiency: human labels needed by labelloop routing vs random sampling.
 
     uv run --no-sync python -m benchmarks.loop_efficiency [--data DIR] [--out DIR] [--quick]
         [--synthetic N] [--fake-embeddings] [--llm] [--pool N --test N --rounds R --budget B]
@@ -531,7 +531,7 @@ def _num(v: Any, default: float = -1.0) -> float:
 
 
 def headline(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Arm (d)'s final F1 (the ceiling) and the reach shares of (a) and (b), with the issue's targets."""
+    """Arm (d)'s final F1 (the ceiling) and the reach shares of (a) and (b), with the targets."""
     full = [r for r in rows if r["arm"] == "full"]
     ceiling = (
         _num(max(full, key=lambda r: int(r["round"]))["interest_micro_f1"], math.nan)
@@ -1049,7 +1049,7 @@ def markdown(
         f"target F1 >= {_f(head['f1_target']) if head.get('f1_target') is not None else 'n/a'} with leak <= 2 %): "
         f"(a) labelloop reaches it at **{fmt_share(head['labelloop_share'])}**, "
         f"(b) random at **{fmt_share(head['random_share'])}**. "
-        f"Issue targets: (a) <= half of (b): {_yn(head['target_a_le_half_b'])}; (a) <= 15 % of the pool: {_yn(head['target_a_le_15pct'])}. "
+        f"Targets: (a) <= half of (b): {_yn(head['target_a_le_half_b'])}; (a) <= 15 % of the pool: {_yn(head['target_a_le_15pct'])}. "
         f"Stricter (also false-block <= 10 %): (a) {fmt_share(head['labelloop_share_fb10'])}, (b) {fmt_share(head['random_share_fb10'])}.",
         "",
         *_per_seed_lines(meta),
