@@ -193,7 +193,9 @@ def main() -> None:
         sim_s = time.perf_counter() - t
         labels = {"interests": list(taxonomy.ids()), "sensitive": list(policy.categories)}
         t = time.perf_counter()
-        p1 = pull(store, client, rep.projects, run_id="bench-pull-1", label_sets=labels)
+        p1 = pull(
+            store, client, rep.projects, run_id="bench-pull-1", label_sets=labels, taxonomy=taxonomy
+        )
         pull_s = time.perf_counter() - t
         sim2 = simulate(
             store,
@@ -205,9 +207,13 @@ def main() -> None:
             annotators=args.annotators,
             seed=args.seed,
         )
-        p2 = pull(store, client, rep.projects, run_id="bench-pull-2", label_sets=labels)
+        p2 = pull(
+            store, client, rep.projects, run_id="bench-pull-2", label_sets=labels, taxonomy=taxonomy
+        )
         t = time.perf_counter()
-        p3 = pull(store, client, rep.projects, run_id="bench-pull-3", label_sets=labels)
+        p3 = pull(
+            store, client, rep.projects, run_id="bench-pull-3", label_sets=labels, taxonomy=taxonomy
+        )
         noop_s = time.perf_counter() - t
         r = rep.routing
         results = {

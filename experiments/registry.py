@@ -3,8 +3,9 @@
 :func:`train_and_register` trains on a snapshot, evaluates on its frozen eval split, and logs one
 MLflow run: params, metrics, the snapshot as dataset inputs (digest = snapshot content hash),
 lineage tags, artifacts (confusion matrices, PR curves, per-category table, calibration, the eval
-set used by the gate) and the pyfunc model with signature and input example, registered as a new
-version of ``labelloop-targeting-filter``.
+set used by the gate) and the pyfunc model with signature (outputs include the interests) and
+input example, registered as a new version of ``labelloop-targeting-filter``. The model carries its
+code (``labeling``, ``targeting``) and pip requirements: it loads outside this repository.
 
 The registry needs a database-backed tracking server (``labelloop stack up`` starts one).
 """
@@ -93,10 +94,14 @@ def _signature() -> Any:
             ColSpec(Array(turn), "turns", required=False),
         ]
     )
+    interest = Object(
+        [Property("id", "string"), Property("name", "string"), Property("score", "double")]
+    )
     outputs = Schema(
         [
             ColSpec("string", "conversation_id", required=False),
             ColSpec("boolean", "eligible"),
+            ColSpec(Array(interest), "interests"),
             ColSpec("string", "excluded_reason", required=False),
             ColSpec("string", "model_version", required=False),
             ColSpec("string", "policy_version", required=False),
@@ -254,6 +259,7 @@ def log_and_register(
                 input_example=INPUT_EXAMPLE,
                 registered_model_name=MODEL_NAME if register else None,
                 pip_requirements=_pip_requirements(),
+                code_paths=model_code_paths(),
             )
     version = (
         str(info.registered_model_version)
@@ -284,8 +290,17 @@ def log_and_register(
     )
 
 
+def model_code_paths() -> list[str]:
+    """The packages the pyfunc imports, copied into the model (``code/``): a registered version
+    loads and serves outside this repository (``mlflow models serve``)."""
+    import labeling
+    import targeting
+
+    return [str(Path(m.__file__).parent) for m in (labeling, targeting) if m.__file__]
+
+
 def _pip_requirements() -> list[str]:
-    """Runtime needs of the pyfunc (the repo itself must be importable: labeling, targeting)."""
+    """Runtime needs of the pyfunc (its code, labeling and targeting, travels with the model)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
@@ -298,6 +313,9 @@ def _pip_requirements() -> list[str]:
         "tokenizers",
         "pyyaml",
         "pydantic",
+        "pandas",
+        "phonenumbers",
+        "py3langid",
     ):
         try:
             out.append(f"{dist}=={version(dist)}")

@@ -172,6 +172,7 @@ def pull_task(settings: Settings, run_id: str) -> dict[str, Any]:
         label_sets={"interests": list(rt.taxonomy.ids()), "sensitive": list(rt.policy.categories)},
         min_jaccard=settings.adjudication_min_jaccard,
         index_gold=gold_indexer(settings),
+        taxonomy=rt.taxonomy,
     )
     out = report.as_dict()
     rt.store.append_audit("review_pull", run_id, {k: v for k, v in out.items() if k != "agreement"})
@@ -224,6 +225,7 @@ def queue_label_errors_from(
         out = queue_label_errors(
             rt.store, rt.studio, projects, probs, list(labels), run_id=run_id,
             min_confidence=settings.label_error_threshold, group="interests",
+            taxonomy=rt.taxonomy,
         )  # fmt: skip
     except Exception as exc:  # reported, never fatal for the model
         out = {"error": f"{type(exc).__name__}: {exc}"}

@@ -94,11 +94,11 @@ def noisy_answer(
     return sorted(ints), sorted(sens), True
 
 
-def _prediction_interests(task: Mapping[str, Any]) -> list[str]:
+def _prediction_interests(task: Mapping[str, Any], taxonomy: Taxonomy) -> list[str]:
     for p in task.get("predictions") or []:
         result = p.get("result") if isinstance(p, Mapping) else None
         if result:
-            return list(parse_result(result)[0])
+            return list(parse_result(result, taxonomy)[0])
     return []
 
 
@@ -165,7 +165,7 @@ def simulate(
             if gold.get(cid) is None:
                 report.no_gold += 1
             if ints is None:
-                ints = _prediction_interests(task)
+                ints = _prediction_interests(task, taxonomy)
             rng = _rng(seed, "answer", pid, cid, name)
             a_ints, a_sens, perturbed = noisy_answer(
                 ints, sens, accuracy=accuracy, rng=rng, interest_pool=pool, categories=categories
@@ -173,7 +173,7 @@ def simulate(
             uid = uids.get(name) if name != "sim-adjudicator" else adj_uid
             client.create_annotation(
                 int(task["id"]),
-                result_for(a_ints, a_sens),
+                result_for(a_ints, a_sens, taxonomy=taxonomy),
                 completed_by=uid,
                 lead_time=round(rng.uniform(8.0, 90.0), 1),
             )

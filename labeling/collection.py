@@ -67,6 +67,7 @@ from labelloop.store.models import (
 
 if TYPE_CHECKING:
     from labeling.studio import Projects
+    from labeling.taxonomy import Taxonomy
     from labelloop.store import LabelStore
 
 SYNC_WINDOW = timedelta(seconds=2)
@@ -508,8 +509,11 @@ def pull(
     index_gold: IndexGold | None = None,
     reindex: bool = False,
     progress: Progress | None = None,
+    taxonomy: Taxonomy | None = None,
 ) -> PullReport:
-    """Collect, resolve, import adjudication tasks, index, measure (see module doc)."""
+    """Collect, resolve, import adjudication tasks, index, measure (see module doc). The
+    ``taxonomy`` gives the annotators' answers on adjudication tasks their tree paths (without
+    it an interest shows as its bare id)."""
     t0 = time.perf_counter()
     report = PullReport(run_id)
     users = client.users()
@@ -539,6 +543,7 @@ def pull(
         label_threshold=0.5,
         report=push_report,
         progress=progress,
+        taxonomy=taxonomy,
     )
     to_index = {c.conversation_id for c in changes if c.origin in HUMAN_ORIGINS}
     with store.session() as s:
@@ -585,6 +590,7 @@ def queue_label_errors(
     run_id: str,
     min_confidence: float = 0.9,
     group: str = "interests",
+    taxonomy: Taxonomy | None = None,
 ) -> dict[str, Any]:
     """Queue gold labels that ``probs`` (out-of-sample) confidently contradict for re-review.
 
@@ -622,5 +628,7 @@ def queue_label_errors(
             ):
                 queued += 1
     rep = PushReport(run_id)
-    import_pending(store, client, projects.adjudication, label_threshold=0.5, report=rep)
+    import_pending(
+        store, client, projects.adjudication, label_threshold=0.5, report=rep, taxonomy=taxonomy
+    )
     return {"issues": len(issues), "conversations": len(by_cid), "queued": queued}

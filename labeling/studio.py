@@ -2,14 +2,17 @@
 
 * :func:`label_config` generates the labeling interface from the taxonomy and the policy: the
   redacted conversation as a dialogue (speaker = role, plus modality when not text; a header shows
-  the surface), multi-choice interests (every taxonomy interest, grouped under its tier-1 with a
-  header; ``value`` = IAB id, the readable name shown through ``html``, the full path in ``hint``),
+  the surface), the interests as a searchable tree (Label Studio's ``Taxonomy`` tag: every
+  taxonomy interest nested under its parent; ``value`` = the readable name, ``alias`` = the IAB id,
+  so a result is a list of id paths ``[[tier-1 id, id], ...]``; the full path in ``hint``),
   multi-choice sensitive categories from the policy plus ``none``, and an optional comment.
 * :func:`bootstrap` is idempotent: one review project and one ``…-adjudication`` project per label
   schema version (sha256 of the generated config), the version in their titles.
 * :func:`push` routes the new proposals (``labeling.routing``), writes silver labels for the
   auto-accepted ones, and imports the selected ones as tasks with predictions (pre-annotations:
-  ``model_version`` = proposer id, ``score`` = 1 - uncertainty, per-label scores = confidence).
+  ``model_version`` = proposer id, ``score`` = 1 - uncertainty, per-label scores = confidence);
+  each task links back to its proposal (``data.proposal``: id, proposer, confidence, per-label
+  confidences, also shown in the task header).
 
 Crash safety of the import: the intent is written to ``review_tasks`` first (status
 ``importing``); tasks are imported in small batches and their ids recorded per batch; before
@@ -22,6 +25,7 @@ Task data carries only the conversation id, the surface and the *redacted* turns
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -51,7 +55,7 @@ from labelloop.store.store import insert_ignore
 
 if TYPE_CHECKING:
     from labeling.policy import Policy
-    from labeling.taxonomy import Taxonomy
+    from labeling.taxonomy import Interest, Taxonomy
     from labelloop.store import LabelStore
 
 NONE_CHOICE = "none"
@@ -116,27 +120,36 @@ def label_config(taxonomy: Taxonomy, policy: Policy) -> str:
         left,
         "Header",
         {
-            "value": "Ad interests the user shows (IAB Content Taxonomy 3.1): tick all that apply",
+            "value": "Ad interests the user shows (IAB Content Taxonomy 3.1): pick all that apply",
             "size": "5",
         },
     )
-    choices = ET.SubElement(
-        left, "Choices", {"name": INTERESTS, "toName": OBJECT, "choice": "multiple"}
+    # a searchable tree (Label Studio's Taxonomy tag): tier-1 interests with their descendants;
+    # the IAB id is each node's alias, so results carry ids ([tier-1 id, ..., id] paths)
+    tree = ET.SubElement(
+        left,
+        "Taxonomy",
+        {
+            "name": INTERESTS,
+            "toName": OBJECT,
+            "leafsOnly": "false",
+            "showFullPath": "true",
+            "pathSeparator": " / ",
+            "placeholder": "search interests (IAB Content Taxonomy 3.1)",
+        },
     )
-    for t1 in taxonomy.tier1():
-        group = ET.SubElement(choices, "View", {"style": "margin-bottom: 0.5em"})
-        ET.SubElement(group, "Header", {"value": t1.name, "size": "6"})
-        ET.SubElement(
-            group,
+
+    def add(parent: ET.Element, node: Interest) -> None:
+        el = ET.SubElement(
+            parent,
             "Choice",
-            {"value": t1.id, "html": f"{t1.name} (general)", "hint": f"IAB {t1.id}: {t1.path}"},
+            {"value": node.name, "alias": node.id, "hint": f"IAB {node.id}: {node.path}"},
         )
-        for child in taxonomy.children(t1.id):
-            ET.SubElement(
-                group,
-                "Choice",
-                {"value": child.id, "html": child.name, "hint": f"IAB {child.id}: {child.path}"},
-            )
+        for child in taxonomy.children(node.id):
+            add(el, child)
+
+    for t1 in taxonomy.tier1():
+        add(tree, t1)
     right = ET.SubElement(row, "View", {"style": "flex: 1"})
     ET.SubElement(
         right,
@@ -174,15 +187,55 @@ def schema_version(config: str) -> str:
 
 
 def config_choices(config: str) -> dict[str, list[str]]:
-    """Choices tag name -> its choice values, in order (nested Views included)."""
+    """Control tag name (Choices or Taxonomy) -> its values (the alias where a choice has one),
+    in document order, nested choices included."""
     root = ET.fromstring(config)  # noqa: S314 - our own generated XML
     out: dict[str, list[str]] = {}
-    for choices in root.iter("Choices"):
-        out[choices.attrib["name"]] = [c.attrib["value"] for c in choices.iter("Choice")]
+    for tag in ("Choices", "Taxonomy"):
+        for control in root.iter(tag):
+            out[control.attrib["name"]] = [
+                c.attrib.get("alias", c.attrib["value"]) for c in control.iter("Choice")
+            ]
     return out
 
 
-def parse_result(result: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str], str | None]:
+def taxonomy_path(taxonomy: Taxonomy | None, interest_id: str) -> list[str]:
+    """The Taxonomy-tag path of an interest: [tier-1 id, ..., id] (just [id] without one)."""
+    if taxonomy is None or interest_id not in taxonomy:
+        return [interest_id]
+    path = [interest_id]
+    node = taxonomy.by_id(interest_id)
+    while node.parent_id is not None:
+        node = taxonomy.by_id(node.parent_id)
+        path.insert(0, node.id)
+    return path
+
+
+def interest_ids_from_taxonomy(
+    paths: Sequence[Sequence[str]], taxonomy: Taxonomy | None = None
+) -> list[str]:
+    """IAB ids from a Taxonomy result (``value.taxonomy``: one path per selection; the last item
+    is the selected node). Items are aliases (ids); a path of names (a Label Studio that ignored
+    the aliases) is resolved through the taxonomy."""
+    out: list[str] = []
+    for path in paths:
+        if not path:
+            continue
+        last = str(path[-1])
+        if taxonomy is not None and last not in taxonomy:
+            try:
+                last = taxonomy.by_name(" > ".join(str(p) for p in path)).id
+            except KeyError:
+                with contextlib.suppress(KeyError):  # else kept as is: validation reports it
+                    last = taxonomy.by_name(last).id
+        if last not in out:
+            out.append(last)
+    return out
+
+
+def parse_result(
+    result: Sequence[Mapping[str, Any]], taxonomy: Taxonomy | None = None
+) -> tuple[list[str], list[str], str | None]:
     """(interest ids, sensitive categories, comment) of a Label Studio annotation result."""
     interests: set[str] = set()
     sensitive: set[str] = set()
@@ -191,7 +244,9 @@ def parse_result(result: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[s
         value = item.get("value") or {}
         name = item.get("from_name")
         if name == INTERESTS:
-            interests.update(str(v) for v in value.get("choices", []))
+            if "taxonomy" in value:
+                interests.update(interest_ids_from_taxonomy(value.get("taxonomy") or [], taxonomy))
+            interests.update(str(v) for v in value.get("choices", []))  # older projects
         elif name == SENSITIVE:
             sensitive.update(str(v) for v in value.get("choices", []))
         elif name == COMMENT:
@@ -202,7 +257,11 @@ def parse_result(result: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[s
 
 
 def result_for(
-    interests: Sequence[str], sensitive: Sequence[str], scores: Mapping[str, float] | None = None
+    interests: Sequence[str],
+    sensitive: Sequence[str],
+    scores: Mapping[str, float] | None = None,
+    *,
+    taxonomy: Taxonomy | None = None,
 ) -> list[dict[str, Any]]:
     """A Label Studio result (annotation or prediction) for these labels."""
     out: list[dict[str, Any]] = []
@@ -210,8 +269,8 @@ def result_for(
         item: dict[str, Any] = {
             "from_name": INTERESTS,
             "to_name": OBJECT,
-            "type": "choices",
-            "value": {"choices": sorted(interests)},
+            "type": "taxonomy",
+            "value": {"taxonomy": [taxonomy_path(taxonomy, i) for i in sorted(interests)]},
         }
         if scores is not None:
             item["score"] = round(min(scores.get(i, 0.0) for i in interests), 4)
@@ -259,9 +318,14 @@ def task_payload(
     answers: Sequence[Mapping[str, Any]] | None = None,
     turn_scores: Sequence[float] | None = None,
     turn_scores_source: str = "",
+    proposal_id: int | None = None,
+    taxonomy: Taxonomy | None = None,
 ) -> dict[str, Any]:
     """One import item: redacted turns + conversation id (+ the proposal as a prediction, with
-    the turns that look sensitive highlighted when ``turn_scores`` are given)."""
+    the turns that look sensitive highlighted when ``turn_scores`` are given). The task links
+    back to its proposal: ``data.proposal`` = its id in the label store, the proposer, its
+    confidence (1 - uncertainty) and every proposed label with its confidence (also in the
+    header, so a reviewer sees how sure the proposer was)."""
     turns = conv.redacted_turns
     if not isinstance(turns, list) or not turns:
         raise ValueError(f"conversation {conv.conversation_id!r} field 'redacted_turns': missing")
@@ -284,7 +348,7 @@ def task_payload(
     languages = list(conv.languages or [])
     shown = sorted({c for c in languages if c != "und"})
     suspects = [i for i, sc in enumerate(turn_scores or []) if sc >= EVIDENCE_THRESHOLD]
-    data = {
+    data: dict[str, Any] = {
         "conversation_id": conv.conversation_id,
         "surface": conv.surface,
         "header": (
@@ -303,13 +367,32 @@ def task_payload(
         else None,
         "turn_scores_source": turn_scores_source or None,
     }
+    if proposal is not None:
+        labels = {
+            **{_interest_name(taxonomy, k): round(float(v), 4) for k, v in proposal.interests.items()},
+            **{k: round(float(v), 4) for k, v in proposal.sensitive.items()},
+        }  # fmt: skip
+        top = sorted(labels.items(), key=lambda kv: -kv[1])[:5]
+        data["proposal"] = {
+            "id": proposal_id,
+            "proposer": proposal.proposer_id or None,
+            "confidence": round(1.0 - proposal.uncertainty, 4),
+            "labels": labels,
+        }
+        data["header"] += (
+            f" · proposal #{proposal_id if proposal_id is not None else '?'} confidence "
+            f"{1.0 - proposal.uncertainty:.2f}"
+            + (": " + ", ".join(f"{k} {v:.2f}" for k, v in top) if top else "")
+        )
     item: dict[str, Any] = {"data": data}
     if answers is not None:  # adjudication: each annotator's answer as a prediction
         item["predictions"] = [
             {
                 "model_version": f"annotator:{a.get('annotator', '?')}",
                 "score": 0.0,
-                "result": result_for(a.get("interests") or [], a.get("sensitive") or []),
+                "result": result_for(
+                    a.get("interests") or [], a.get("sensitive") or [], taxonomy=taxonomy
+                ),
             }
             for a in answers
         ]
@@ -321,10 +404,16 @@ def task_payload(
             {
                 "model_version": proposal.proposer_id or "proposer",
                 "score": round(1.0 - proposal.uncertainty, 4),
-                "result": result_for(ints, sens, scores) + evidence,
+                "result": result_for(ints, sens, scores, taxonomy=taxonomy) + evidence,
             }
         ]
     return item
+
+
+def _interest_name(taxonomy: Taxonomy | None, interest_id: str) -> str:
+    if taxonomy is None or interest_id not in taxonomy:
+        return interest_id
+    return taxonomy.by_id(interest_id).name
 
 
 # ---- Label Studio client -----------------------------------------------------------------------
@@ -754,6 +843,7 @@ def import_pending(
     report: PushReport,
     progress: Progress | None = None,
     turn_scorer: TurnScorer | None = None,
+    taxonomy: Taxonomy | None = None,
 ) -> None:
     """Import every ``importing`` intent of the project, batch by batch (see module doc)."""
     reconcile(store, client, project_id, report)
@@ -813,6 +903,8 @@ def import_pending(
                             answers=answers,
                             turn_scores=scores.get(cid),
                             turn_scores_source=turn_scorer.source if turn_scorer else "",
+                            proposal_id=pid,
+                            taxonomy=taxonomy,
                         )
                     )
                     kept.append((row_id, cid, overlap))
@@ -916,6 +1008,7 @@ def push(
         report=report,
         progress=progress,
         turn_scorer=turn_scorer,
+        taxonomy=taxonomy,
     )
     report.seconds = time.perf_counter() - t0
     return report

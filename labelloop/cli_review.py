@@ -162,6 +162,7 @@ def pull_cmd(
                 index_gold=gold_indexer(s),
                 reindex=reindex,
                 progress=progress,
+                taxonomy=taxonomy,
             )
     except Exception as exc:
         raise _fail(exc) from None

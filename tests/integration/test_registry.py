@@ -7,7 +7,9 @@ needed); ``test_minilm_model_end_to_end`` (marked ``model``) bundles the real Mi
 
 from __future__ import annotations
 
+import os
 import socket
+import textwrap
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -161,6 +163,87 @@ def test_pyfunc_predict_through_mlflow(v1: TrainOutcome, record_factory: Any) ->
     assert filt.model_version == "1"
     bad = filt.decide([{"conversation_id": "bad", "country": "US"}, "nonsense"])
     assert [d.excluded_reason for d in bad] == ["invalid_record", "invalid_record"]
+
+
+def test_signature_outputs_name_the_interests(v1: TrainOutcome) -> None:
+    import mlflow
+
+    info = mlflow.models.get_model_info(v1.model_uri)
+    assert info.signature is not None and info.signature.outputs is not None
+    outputs = {c.name: c for c in info.signature.outputs.inputs}
+    assert {"conversation_id", "eligible", "interests", "excluded_reason"} <= set(outputs)
+    interests = outputs["interests"].to_dict()  # an array of {id, name, score} objects
+    assert interests["type"] == "array" and interests["items"]["type"] == "object"
+    assert set(interests["items"]["properties"]) == {"id", "name", "score"}
+
+
+PORTABLE_SCRIPT = textwrap.dedent(
+    """
+    import importlib.util, json, os, sys
+    model_dir, repo = sys.argv[1], os.path.realpath(sys.argv[2])
+    # the repository is importable here only through the editable install's path entry: drop it
+    sys.path[:] = [p for p in sys.path if p not in ("", ".") and os.path.realpath(p) != repo]
+    missing = [m for m in ("labeling", "targeting") if importlib.util.find_spec(m) is None]
+    import mlflow.pyfunc
+    model = mlflow.pyfunc.load_model(model_dir)
+    records = json.loads(sys.argv[3])
+    out = model.predict(records)
+    import labeling, targeting
+    print(json.dumps({"missing_before_load": missing, "decisions": out,
+                      "code_from": [labeling.__file__, targeting.__file__]}))
+    """
+)
+
+
+def test_registered_model_loads_outside_the_repository(
+    v1: TrainOutcome, tmp_path_factory: pytest.TempPathFactory, record_factory: Any
+) -> None:
+    """The model directory, copied away from the repo, loads in a Python whose cwd and sys.path
+    do not include the repo: its code (labeling, targeting) travels with the model."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    import mlflow
+
+    repo = Path(__file__).resolve().parents[2]
+    outside = Path(tempfile.mkdtemp(prefix="labelloop-portable-"))
+    try:
+        assert not outside.resolve().is_relative_to(repo)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=v1.model_uri, dst_path=str(tmp_path_factory.mktemp("dl"))
+        )
+        model_dir = outside / "model"
+        shutil.copytree(local, model_dir)
+        assert (model_dir / "code" / "labeling").is_dir()
+        assert (model_dir / "code" / "targeting").is_dir()
+        recs = [
+            record_factory(conversation_id="ok"),
+            record_factory(conversation_id="de", country="DE"),
+        ]
+        for r in recs:
+            r.pop("gold")
+        script = outside / "load.py"
+        script.write_text(PORTABLE_SCRIPT)
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")
+        }
+        proc = subprocess.run(
+            [sys.executable, "-I", str(script), str(model_dir), str(repo), json.dumps(recs)],
+            cwd=outside, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert got["missing_before_load"] == ["labeling", "targeting"]
+        assert all(Path(f).resolve().is_relative_to(model_dir.resolve()) for f in got["code_from"])
+        by = {d["conversation_id"]: d for d in got["decisions"]}
+        assert by["de"]["eligible"] is False and by["de"]["excluded_reason"] == "region"
+        assert isinstance(by["ok"]["interests"], list)
+        assert by["ok"]["policy_version"] == load_policy().version
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
 
 
 def test_gate_approve_rollback(

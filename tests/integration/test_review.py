@@ -54,6 +54,8 @@ POLICY = load_policy()
 TAXONOMY = load_taxonomy(categories=POLICY.categories)
 LABEL_SETS = {"interests": list(TAXONOMY.ids()), "sensitive": list(POLICY.categories)}
 TIER1 = TAXONOMY.tier1()
+CHILD = TAXONOMY.children(TIER1[0].id)[0]  # a tier-2 interest: a two-level Taxonomy path
+SEARCHED = TAXONOMY.children(TIER1[1].id)[0]
 
 
 def _free_port() -> int:
@@ -165,7 +167,8 @@ def test_bootstrap_is_idempotent_and_config_matches(client: StudioClient) -> Non
         [f"{prefix} {p1.schema_version}", f"{prefix} {p1.schema_version}-adjudication"]
     )
     parsed = client.ls.projects.get(id=p1.review).parsed_label_config
-    assert sorted(parsed["interests"]["labels"]) == sorted(TAXONOMY.ids())
+    assert parsed["interests"]["type"] == "Taxonomy"
+    assert sorted(parsed["interests"]["labels"]) == sorted(TAXONOMY.ids())  # aliases = IAB ids
     assert parsed["sensitive"]["labels"] == config_choices(p1.config)["sensitive"]
 
 
@@ -255,6 +258,15 @@ def test_killed_import_resumes_without_duplicates_or_losses(
     # predictions (pre-annotations) carry the proposer id and a score
     pred = tasks[0]["predictions"][0]
     assert pred["model_version"] == "test-proposer-v1" and pred["score"] == pytest.approx(0.1)
+    (interests,) = [r for r in pred["result"] if r["from_name"] == "interests"]
+    assert interests["type"] == "taxonomy" and interests["score"] == pytest.approx(0.7)
+    with store.session() as s:
+        proposal_ids = {p.conversation_id: p.id for p in s.scalars(select(ProposalRow))}
+    for t in tasks:  # each task links back to its proposal and shows its confidence
+        link = t["data"]["proposal"]
+        assert link["id"] == proposal_ids[t["data"]["conversation_id"]]
+        assert link["confidence"] == pytest.approx(0.1)
+        assert f"proposal #{link['id']} confidence 0.10" in t["data"]["header"]
     # every sensitive suspect needs two annotations, in our store and in Label Studio
     by_task = {int(t["id"]): t for t in tasks}
     for r in rows:
@@ -286,7 +298,15 @@ def test_simulated_annotations_become_gold_then_edit_and_skip(
     projects = imported["projects"]
     sim = simulate(store, client, projects, TAXONOMY, POLICY.categories, accuracy=1.0, annotators=3)
     assert sim.annotations >= imported["n"]
-    rep = pull(store, client, projects, run_id="pull-1", label_sets=LABEL_SETS, index_gold=None)
+    rep = pull(
+        store,
+        client,
+        projects,
+        run_id="pull-1",
+        label_sets=LABEL_SETS,
+        index_gold=None,
+        taxonomy=TAXONOMY,
+    )
     assert rep.annotations_new == sim.annotations
     assert rep.adjudication_sent == 0
     with store.session() as s:
@@ -300,7 +320,7 @@ def test_simulated_annotations_become_gold_then_edit_and_skip(
         assert g.sensitive == src["sensitive"]
     assert rep.agreement["interests"]["alpha"] == pytest.approx(1.0)
     # idempotent: nothing new -> nothing changes
-    rep2 = pull(store, client, projects, run_id="pull-2", label_sets=LABEL_SETS)
+    rep2 = pull(store, client, projects, run_id="pull-2", label_sets=LABEL_SETS, taxonomy=TAXONOMY)
     assert (
         rep2.annotations_new,
         rep2.annotations_updated,
@@ -320,8 +340,10 @@ def test_simulated_annotations_become_gold_then_edit_and_skip(
         ).first()
         assert ann is not None
         cid, ann_id = one.conversation_id, ann.ls_annotation_id
-    new_interest = next(i.id for i in TIER1 if i.id not in gold[cid].interests)
-    client.update_annotation(ann_id, result_for([new_interest], ["religion"]))
+    new_interest = next(  # a tier-2 interest: its Taxonomy path has two levels
+        c.id for t in TIER1 for c in TAXONOMY.children(t.id) if c.id not in gold[cid].interests
+    )
+    client.update_annotation(ann_id, result_for([new_interest], ["religion"], taxonomy=TAXONOMY))
     indexed: list[str] = []
     rep3 = pull(
         store,
@@ -329,6 +351,7 @@ def test_simulated_annotations_become_gold_then_edit_and_skip(
         projects,
         run_id="pull-3",
         label_sets=LABEL_SETS,
+        taxonomy=TAXONOMY,
         index_gold=lambda ex: indexed.extend(e.conversation_id for e in ex),
     )
     assert rep3.annotations_updated == 1 and rep3.gold_updated == 1
@@ -362,15 +385,17 @@ def test_disagreement_goes_to_adjudication_and_only_adjudicated_answer_is_gold(
     t_dis, t_agree, t_skip = tasks
     tid = int(t_dis["id"])
     client.create_annotation(
-        tid, result_for([TIER1[0].id], ["health"]), completed_by=u1, lead_time=10
+        tid, result_for([CHILD.id], ["health"], taxonomy=TAXONOMY), completed_by=u1, lead_time=10
     )
     client.create_annotation(
-        tid, result_for([TIER1[0].id], ["religion"]), completed_by=u2, lead_time=12
+        tid, result_for([CHILD.id], ["religion"], taxonomy=TAXONOMY), completed_by=u2, lead_time=12
     )
     for u in (u1, u2):
-        client.create_annotation(int(t_agree["id"]), result_for([TIER1[1].id], []), completed_by=u)
+        client.create_annotation(
+            int(t_agree["id"]), result_for([TIER1[1].id], [], taxonomy=TAXONOMY), completed_by=u
+        )
         client.create_annotation(int(t_skip["id"]), [], completed_by=u, was_cancelled=True)
-    r1 = pull(store, client, projects, run_id="p1", label_sets=LABEL_SETS)
+    r1 = pull(store, client, projects, run_id="p1", label_sets=LABEL_SETS, taxonomy=TAXONOMY)
     assert r1.adjudication_sent == 1 and r1.skipped == 2
     cid = t_dis["data"]["conversation_id"]
     with store.session() as s:
@@ -413,15 +438,26 @@ def test_disagreement_goes_to_adjudication_and_only_adjudicated_answer_is_gold(
     assert sorted(p["model_version"] for p in adj_tasks[0]["predictions"]) == sorted(
         [f"annotator:rev-a-{prefix}@labelloop.local", f"annotator:rev-b-{prefix}@labelloop.local"]
     )
-    assert pull(store, client, projects, run_id="p2", label_sets=LABEL_SETS).adjudication_sent == 0
+    for pred in adj_tasks[0]["predictions"]:
+        (interests,) = [r for r in pred["result"] if r["from_name"] == "interests"]
+        assert interests["type"] == "taxonomy"
+        assert interests["value"]["taxonomy"] == [[TIER1[0].id, CHILD.id]]
+    assert (
+        pull(
+            store, client, projects, run_id="p2", label_sets=LABEL_SETS, taxonomy=TAXONOMY
+        ).adjudication_sent
+        == 0
+    )
     judge = client.ensure_user("judge", f"judge-{prefix}@labelloop.local")
     client.create_annotation(
-        int(adj_tasks[0]["id"]), result_for([TIER1[0].id], ["religion"]), completed_by=judge
+        int(adj_tasks[0]["id"]),
+        result_for([CHILD.id], ["religion"], taxonomy=TAXONOMY),
+        completed_by=judge,
     )
-    pull(store, client, projects, run_id="p3", label_sets=LABEL_SETS)
+    pull(store, client, projects, run_id="p3", label_sets=LABEL_SETS, taxonomy=TAXONOMY)
     with store.session() as s:
         g = s.scalars(select(GoldLabelRow).where(GoldLabelRow.conversation_id == cid)).one()
-        assert (g.origin, g.sensitive, g.interests) == ("adjudicated", ["religion"], [TIER1[0].id])
+        assert (g.origin, g.sensitive, g.interests) == ("adjudicated", ["religion"], [CHILD.id])
 
 
 CHROMIUM = Path(os.environ.get("LABELLOOP_CHROMIUM", "/usr/bin/chromium"))
@@ -431,7 +467,8 @@ def test_reviewer_sees_the_suspect_turn_highlighted(
     client: StudioClient, ls_settings: Settings, tmp_path: Path
 ) -> None:
     """The task view in a real browser: the suspect turn is marked and pre-annotated as evidence.
-    A screenshot is kept in <repo>/.labelloop/screenshots/ for a person to look at."""
+    The interests are a Taxonomy tree pre-annotated with the proposal, searchable by name.
+    Screenshots are kept in <repo>/.labelloop/screenshots/ for a person to look at."""
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or LABELLOOP_CHROMIUM)")
     from playwright.sync_api import sync_playwright
@@ -457,7 +494,7 @@ def test_reviewer_sees_the_suspect_turn_highlighted(
     with store.session() as s:
         s.add(ProposalRow(conversation_id="browser-1", proposer_id="test-proposer-v1",
                           prompt_hash="p" * 8, model_id="fake", embedding_model_id=None,
-                          interests={TIER1[0].id: 0.6}, sensitive={"philosophical_beliefs": 0.6},
+                          interests={CHILD.id: 0.7}, sensitive={"philosophical_beliefs": 0.6},
                           uncertainty=0.8, flags=["possible_sensitive"]))  # fmt: skip
     prefix = _prefix()
     scorer = LexiconTurnScorer(load_lexicon_file(categories=POLICY.categories), POLICY.categories)
@@ -485,8 +522,26 @@ def test_reviewer_sees_the_suspect_turn_highlighted(
         page.wait_for_timeout(2000)
         page.screenshot(path=str(shot), full_page=True)
         body = page.inner_text("body")
+        # the interests control is Label Studio's Taxonomy tree, pre-annotated with the proposal
+        chosen = page.locator(".lsf-taxonomy .ant-select-selection-item").all()
+        chosen_titles = [c.get_attribute("title") for c in chosen]
+        # searching the tree finds an interest by name, shown under its tier-1
+        page.locator(".lsf-taxonomy .ant-select-selector").click()
+        search = page.locator(".ant-select-dropdown input").first
+        search.wait_for(timeout=60_000)
+        search.fill(SEARCHED.name)
+        page.locator(".ant-select-tree-title", has_text=SEARCHED.name).first.wait_for(
+            timeout=60_000
+        )
+        page.wait_for_timeout(500)
+        tree_titles = page.locator(".ant-select-dropdown .ant-select-tree-title").all_inner_texts()
+        page.screenshot(path=str(shots / "review-task-taxonomy.png"), full_page=True)
         browser.close()
     assert "sensitive? 1.00" in body  # the suspect turn's speaker line carries its score
     assert EVIDENCE_LABEL in body  # the evidence label and its pre-annotated region
     assert "suspect turn(s): 3" in body and "language: en" in body
     assert shot.stat().st_size > 10_000
+    assert chosen_titles == [f"{TIER1[0].name} / {CHILD.name}"]
+    assert SEARCHED.name in tree_titles and TIER1[1].name in tree_titles  # node under its parent
+    assert TIER1[0].name not in tree_titles  # the tree is filtered by the search
+    assert f"proposal #{task['data']['proposal']['id']} confidence 0.20" in body
