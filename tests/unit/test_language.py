@@ -59,7 +59,9 @@ def test_short_foreign_text_with_no_confident_language_is_still_not_english(text
     assert unsupported(turn_languages([text], supported={"en"}), {"en"}) == [(0, g.code)]
 
 
-@pytest.mark.parametrize("text", ["Hi! I'm heterosexual.", "No problem , sir .", "Hi I'm Protestant."])
+@pytest.mark.parametrize(
+    "text", ["Hi! I'm heterosexual.", "No problem , sir .", "Hi I'm Protestant."]
+)
 def test_short_english_is_not_refused(text: str) -> None:
     # English gets little here, but no other language stands out
     assert detect(text, supported={"en"}).code in ("en", UNDETERMINED)
