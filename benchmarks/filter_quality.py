@@ -430,6 +430,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--save-bundles", type=Path, default=None, help="pickle each variant's model here"
     )
+    ap.add_argument(
+        "--load-bundles", type=Path, default=None,
+        help="use <dir>/<variant>.pkl (saved by --save-bundles) instead of training; only the "
+        "parts that need no training data: speed, languages",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
 
@@ -460,6 +465,16 @@ def main(argv: list[str] | None = None) -> int:
             encoders[enc] = encoder_for(enc, args.models_dir, args.cache_dir, args.max_length)
         embedder = encoders[enc]
         print(f"=== {name} ({enc}) {cfg}", file=sys.stderr, flush=True)
+        if args.load_bundles is not None:
+            results["variants"][name] = measure_saved(
+                args.load_bundles / f"{name}.pkl", enc, parts, args, embedder, policy, taxonomy
+            )
+            if args.json_out:
+                args.json_out.parent.mkdir(parents=True, exist_ok=True)
+                args.json_out.write_text(
+                    json.dumps(results, indent=1, default=_jsonable), encoding="utf-8"
+                )
+            continue
         res, secs = train(snapshot, taxonomy, policy, embedder, cfg)
         if args.save_bundles is not None:
             from targeting.model import save_bundle
@@ -489,12 +504,37 @@ def main(argv: list[str] | None = None) -> int:
                 json.dumps(results, indent=1, default=_jsonable), encoding="utf-8"
             )
     results["seconds_total"] = round(time.perf_counter() - t_start, 1)
+    if args.load_bundles is not None:
+        print(json.dumps(results["variants"], indent=1, default=_jsonable))
+        if args.json_out:
+            args.json_out.write_text(json.dumps(results, indent=1, default=_jsonable), "utf-8")
+        return 0
     print(markdown_table(results))
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=1, default=_jsonable), encoding="utf-8")
     if args.plot:
         plot(results, args.plot)
     return 0
+
+
+def measure_saved(
+    path: Path, enc: str, parts: set[str], args: argparse.Namespace, embedder: Any,
+    policy: Policy, taxonomy: Taxonomy,
+) -> dict[str, Any]:  # fmt: skip
+    """The parts of a saved model that need no training data (speed, languages)."""
+    import pickle
+
+    with path.open("rb") as fh:
+        bundle = pickle.load(fh)  # our own file, written by --save-bundles
+    out: dict[str, Any] = {"encoder": enc, "loaded_from": str(path)}
+    if "speed" in parts:
+        out["speed"] = part_speed(bundle, embedder, policy, taxonomy, Path(args.data_dir),
+                                  args.models_dir, args.n_speed, args.cache_dir / "speed")  # fmt: skip
+    if "languages" in parts and args.multilingual is not None:
+        out["languages"] = part_languages(
+            bundle, embedder, args.multilingual, taxonomy, policy, Path(args.data_dir)
+        )
+    return out
 
 
 def _jsonable(v: Any) -> Any:

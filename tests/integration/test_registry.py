@@ -92,13 +92,15 @@ def v1(uri: str, snapshot: Snapshot, policy: Policy, taxonomy: Taxonomy) -> Trai
 
 
 def _broken(uri: str, snapshot: Snapshot, policy: Policy, taxonomy: Taxonomy) -> TrainOutcome:
-    """A challenger whose sensitive thresholds are unreachable and whose lexicon is empty."""
+    """A challenger that never blocks: thresholds unreachable, no floors, prototypes or lexicon."""
     res = train_filter(
         snapshot, taxonomy, None, config=TFIDF_ONLY, prototype_texts=default_prototypes(policy)
     )
     bundle = replace(
         res.bundle,
+        any_threshold=1.01,
         sensitive_thresholds=dict.fromkeys(res.bundle.categories, 1.01),
+        prototypes={},
         lexicon=dict.fromkeys(res.bundle.categories, ()),
     )
     return log_and_register(

@@ -46,3 +46,22 @@ def test_english_dialogue_turns_are_not_refused() -> None:
         "Can you give me the phone number of this restaurant?",
     ]
     assert unsupported(turn_languages(turns), {"en"}) == []
+
+
+@pytest.mark.parametrize(
+    "text", ["Hola! Soy un budismo.", "Soy indígena americano.", "Me encanta ser hispano."]
+)
+def test_short_foreign_text_with_no_confident_language_is_still_not_english(text: str) -> None:
+    # no language is confident here, but English gets almost nothing: the filter cannot judge it
+    assert detect(text).code == UNDETERMINED
+    g = detect(text, supported={"en"})
+    assert g.code not in (UNDETERMINED, "en")
+    assert unsupported(turn_languages([text], supported={"en"}), {"en"}) == [(0, g.code)]
+
+
+@pytest.mark.parametrize(
+    "text", ["Hi! I'm heterosexual.", "No problem , sir .", "Hi I'm Protestant."]
+)
+def test_short_english_is_not_refused(text: str) -> None:
+    # English gets little here, but no other language stands out
+    assert detect(text, supported={"en"}).code in ("en", UNDETERMINED)
