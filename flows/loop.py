@@ -238,10 +238,12 @@ def queue_label_errors_from(
 def gate_task(settings: Settings, version: str) -> dict[str, Any]:
     from experiments.gate import evaluate
     from experiments.pipeline import gate_rules
+    from labelloop.runtime import filter_model_ref
 
     result = evaluate(
         version,
         tracking_uri=settings.mlflow_uri,
+        model=filter_model_ref(settings),
         rules=gate_rules(settings),
         experiment=settings.mlflow_experiment,
     )
@@ -269,8 +271,9 @@ def gate_task(settings: Settings, version: str) -> dict[str, Any]:
 @task(name="approve", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def approve_task(settings: Settings, version: str) -> dict[str, Any]:
     from experiments.gate import approve
+    from labelloop.runtime import filter_model_ref
 
-    approve(version, tracking_uri=settings.mlflow_uri)
+    approve(version, tracking_uri=settings.mlflow_uri, model=filter_model_ref(settings))
     return {"approved": version}
 
 

@@ -102,10 +102,17 @@ def approve_cmd(
 ) -> None:
     """Move @production to VERSION (the old production keeps @previous)."""
     from experiments.gate import GateError, approve
+    from labelloop.runtime import filter_model_ref
 
     s = _settings()
     try:
-        r = approve(version, tracking_uri=s.mlflow_uri, force=force, reason=reason)
+        r = approve(
+            version,
+            tracking_uri=s.mlflow_uri,
+            model=filter_model_ref(s),
+            force=force,
+            reason=reason,
+        )
     except GateError as exc:
         err.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -121,10 +128,11 @@ def approve_cmd(
 def rollback_cmd() -> None:
     """Point @production back at @previous."""
     from experiments.gate import GateError, rollback
+    from labelloop.runtime import filter_model_ref
 
     s = _settings()
     try:
-        r = rollback(tracking_uri=s.mlflow_uri)
+        r = rollback(tracking_uri=s.mlflow_uri, model=filter_model_ref(s))
     except GateError as exc:
         err.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -132,14 +140,16 @@ def rollback_cmd() -> None:
 
 
 def models_list() -> None:
-    """Versions of labelloop-targeting-filter with aliases and gate status."""
+    """Versions of the filter model (filter_model_name) with aliases and gate status."""
     from experiments.registry import list_versions
+    from labelloop.runtime import filter_model_ref
 
     s = _settings()
-    t = Table(title="labelloop-targeting-filter")
+    name = filter_model_ref(s).name
+    t = Table(title=name)
     for col in ("version", "aliases", "gate", "forced", "run_id"):
         t.add_column(col)
-    for r in list_versions(s.mlflow_uri):
+    for r in list_versions(s.mlflow_uri, name):
         t.add_row(r["version"], ",".join(r["aliases"]), r["gate"], r["forced"], r["run_id"] or "")
     console.print(t)
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from labeling.studio import StudioClient, TurnScorer
     from labeling.taxonomy import Taxonomy
     from labelloop.store import LabelStore
+    from targeting.model_ref import FilterModelRef
     from targeting.partitions import ScoringSpec
 
 
@@ -62,6 +63,19 @@ class Runtime:
         return StudioClient.from_settings(self.settings)
 
 
+def filter_model_ref(settings: Settings) -> FilterModelRef:
+    """The registered filter model (``filter_model_name``) and the alias it follows
+    (``filter_model_alias``): what training registers, the gate moves and serving loads."""
+    from targeting.model_ref import FilterModelRef
+
+    return FilterModelRef(name=settings.filter_model_name, alias=settings.filter_model_alias)
+
+
+def served_model_uri(settings: Settings) -> str:
+    """What the filter serves: ``filter_model_uri`` when set, else ``models:/<name>@<alias>``."""
+    return settings.filter_model_uri or filter_model_ref(settings).alias_uri
+
+
 def ensure_label_store_server(settings: Settings) -> str | None:
     """Start the local PostgreSQL server of the label store when it is the configured store and
     not running yet (idempotent); its SQLAlchemy URL, or None for SQLite / an external server."""
@@ -78,8 +92,7 @@ def scoring_spec(settings: Settings, *, onnx_threads: int | None = 1) -> Scoring
     from targeting.partitions import ScoringSpec
 
     return ScoringSpec(
-        model_uri=settings.filter_model_uri
-        or f"models:/{settings.filter_model_name}@{settings.filter_model_alias}",
+        model_uri=served_model_uri(settings),
         tracking_uri=settings.mlflow_uri,
         model_cache_dir=str(settings.state / "filter" / "models"),
         policy_path=str(settings.policy_path) if settings.policy_path else None,
@@ -116,10 +129,7 @@ def review_turn_scorer(settings: Settings) -> TurnScorer:
     try:
         from targeting.model import load_filter
 
-        model = load_filter(
-            f"models:/{settings.filter_model_name}@{settings.filter_model_alias}",
-            tracking_uri=settings.mlflow_uri,
-        )
+        model = load_filter(filter_model_ref(settings).alias_uri, tracking_uri=settings.mlflow_uri)
         if model.bundle is not None:
             return FilterTurnScorer(model.bundle, model.embedder, str(model.model_version))
     except Exception as exc:  # no production model yet, or MLflow unreachable
