@@ -676,9 +676,10 @@ def _run_seed(cfg: Config, shared: dict[str, Any]) -> tuple[list[dict[str, Any]]
     from experiments.registry import default_prototypes
     from experiments.training import TrainConfig, train_filter
     from labeling.policy import load_policy
-    from labeling.proposals import ProposalInput, ProposeStats, build_proposer
+    from labeling.proposals import ProposalInput, ProposeStats
     from labeling.taxonomy import load_taxonomy
     from labeling.vectorstore import GoldExample, load_seed_examples
+    from labelloop.runtime import build_proposer
     from labelloop.settings import get_settings
 
     unknown = [a for a in cfg.arms if a not in ARMS]

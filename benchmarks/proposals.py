@@ -31,11 +31,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from labeling.policy import load_policy
-from labeling.proposals import Proposal, ProposalInput, ProposeStats, build_proposer
+from labeling.proposals import Proposal, ProposalInput, ProposeStats
 from labeling.records import Conversation, read_records
 from labeling.sampling import to_row
 from labeling.taxonomy import load_taxonomy
 from labeling.vectorstore import GoldExample
+from labelloop.runtime import build_proposer
 from labelloop.settings import Settings
 from labelloop.store import LabelStore
 from labelloop.store.models import Base

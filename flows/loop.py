@@ -79,7 +79,7 @@ _PROPOSERS: dict[str, Any] = {}
 
 def _proposer(settings: Settings, rt: Runtime) -> Any:
     """One proposer per process (loading the LLM and the index is the expensive part)."""
-    from labeling.proposals import build_proposer
+    from labelloop.runtime import build_proposer
 
     key = settings.model_dump_json()
     if key not in _PROPOSERS:
@@ -181,7 +181,7 @@ def pull_task(settings: Settings, run_id: str) -> dict[str, Any]:
 
 @task(name="train-register", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def train_task(settings: Settings) -> dict[str, Any]:
-    from experiments.pipeline import train
+    from labelloop.pipeline import train
 
     outcome = train(settings)
     return {
@@ -237,7 +237,7 @@ def queue_label_errors_from(
 @task(name="gate", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def gate_task(settings: Settings, version: str) -> dict[str, Any]:
     from experiments.gate import evaluate
-    from experiments.pipeline import gate_rules
+    from labelloop.pipeline import gate_rules
     from labelloop.runtime import filter_model_ref
 
     result = evaluate(
@@ -489,8 +489,8 @@ def promote(version: str, approve: bool | None = None, reload: bool = True) -> d
 def score_file_task(settings: Settings, path: str, run_id: str) -> dict[str, Any]:
     """Production filter over one file; interest signals (eligible only) for the ad side."""
 
+    from labelloop.runtime import engine_from_settings
     from targeting.batch import filter_file, resumable_run
-    from targeting.engine import engine_from_settings
 
     engine = engine_from_settings(settings)
     src = Path(path)

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
 
-    from labelloop.settings import Settings
 
 SEED_PATH: Final = Path(__file__).parent / "data" / "seed_examples.yaml"
 SEED_PREFIX: Final = "seed:"
@@ -52,6 +51,7 @@ __all__ = [
     "KnnVote",
     "Lexicon",
     "Neighbor",
+    "VectorStoreConfig",
     "knn_vote",
     "load_seed_examples",
     "open_chroma_client",
@@ -274,24 +274,32 @@ def load_seed_examples(
 # --------------------------------------------------------------------------- Chroma
 
 
-def open_chroma_client(settings: Settings) -> ClientAPI:
-    """PersistentClient in ``settings.chroma_dir``, or HttpClient for ``settings.chroma_url``."""
+@dataclass(frozen=True)
+class VectorStoreConfig:
+    """Where the gold index lives: a Chroma server at ``url``, else a local ``path``."""
+
+    path: Path
+    url: str | None = None
+
+
+def open_chroma_client(config: VectorStoreConfig) -> ClientAPI:
+    """PersistentClient in ``config.path``, or HttpClient for ``config.url``."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
-    if settings.chroma_url:
+    if config.url:
         from urllib.parse import urlsplit
 
-        u = urlsplit(settings.chroma_url)
+        u = urlsplit(config.url)
         return chromadb.HttpClient(
             host=u.hostname or "localhost",
             port=u.port or (443 if u.scheme == "https" else 8000),
             ssl=u.scheme == "https",
             settings=chroma_settings,
         )
-    settings.chroma_dir.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
+    config.path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(config.path), settings=chroma_settings)
 
 
 class GoldIndex:

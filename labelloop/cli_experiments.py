@@ -36,7 +36,7 @@ def train_cmd(
     ] = False,
 ) -> None:
     """Train the targeting filter, log an MLflow run, register a version; prints the run URL."""
-    from experiments.pipeline import evaluate_and_maybe_approve, train
+    from labelloop.pipeline import evaluate_and_maybe_approve, train
 
     s = _settings()
     for p in from_records or []:
@@ -70,7 +70,7 @@ def evaluate_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print the verdict as JSON")] = False,
 ) -> None:
     """Gate VERSION against the @production champion on the frozen eval split (exit 1 if it fails)."""
-    from experiments.pipeline import evaluate_and_maybe_approve
+    from labelloop.pipeline import evaluate_and_maybe_approve
 
     s = _settings()
     result, approved = evaluate_and_maybe_approve(s, version)

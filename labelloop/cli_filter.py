@@ -78,10 +78,9 @@ def filter_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Decide every record of a JSONL file with the production filter model (fail closed, audited)."""
-    from labelloop.runtime import served_model_uri
+    from labelloop.runtime import engine_from_settings, served_model_uri
     from targeting.audit import AuditError
     from targeting.batch import OutputBusyError, filter_file, resumable_run
-    from targeting.engine import engine_from_settings
 
     logging.getLogger("labelloop.targeting").setLevel(logging.WARNING)
     s = _settings()

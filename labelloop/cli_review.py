@@ -52,9 +52,9 @@ def _domain(s: Settings) -> tuple[Taxonomy, Policy]:
 
 
 def _client(s: Settings) -> StudioClient:
-    from labeling.studio import StudioClient
+    from labelloop.runtime import studio_client
 
-    return StudioClient.from_settings(s)
+    return studio_client(s)
 
 
 def _run_id(kind: str) -> str:

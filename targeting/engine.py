@@ -42,7 +42,6 @@ from typing import Any
 from labeling.language import primary_language
 from labeling.policy import ExclusionReason, Policy
 from labeling.records import Conversation, Limits, QuarantinedRecord, parse_record, printable
-from labelloop.settings import Settings
 from targeting.audit import AuditLog, encodable
 from targeting.holder import LoadedModel, ModelHolder
 
@@ -437,31 +436,3 @@ def _cid_of(item: Any) -> str | None:
         cid = item.get("conversation_id")
         return printable(cid) if isinstance(cid, str) else None
     return None
-
-
-def engine_from_settings(
-    settings: Settings, *, model_uri: str | None = None, poll_s: float = 0.0, load: bool = True
-) -> FilterEngine:
-    """The engine every caller uses (batch CLI, score_batch flow): model holder, policy, audit.
-
-    ``model_uri`` defaults to ``LABELLOOP_FILTER_MODEL_URI`` or ``models:/<name>@<alias>``. With
-    ``load`` the model is loaded now; if that fails the engine still works and fails closed.
-    """
-    from labeling.policy import load_policy
-
-    uri = (
-        model_uri
-        or settings.filter_model_uri
-        or f"models:/{settings.filter_model_name}@{settings.filter_model_alias}"
-    )
-    holder = ModelHolder.for_uri(
-        uri, settings.mlflow_uri, poll_s=poll_s, cache_dir=settings.state / "filter" / "models"
-    )
-    if load:
-        holder.refresh()
-    return FilterEngine(
-        holder,
-        load_policy(settings.policy_path),
-        AuditLog(settings.decisions_audit_path, fsync=settings.filter_audit_fsync),
-        limits=Limits(max_text_chars=settings.max_text_chars, max_turns=settings.max_turns),
-    )

@@ -270,7 +270,7 @@ class _Server:
     def start(self) -> None:
         uvicorn = Path(sys.executable).with_name("uvicorn")
         self.proc = subprocess.Popen(
-            [str(uvicorn), "targeting.service:app", "--host", "127.0.0.1", "--port",
+            [str(uvicorn), "labelloop.serving:app", "--host", "127.0.0.1", "--port",
              str(self.port), "--log-level", "warning"],
             env=self.env, cwd=REPO, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

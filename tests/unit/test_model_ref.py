@@ -63,7 +63,7 @@ def test_runtime_builds_the_ref_from_the_settings(custom: Settings) -> None:
 def test_training_registers_under_the_configured_name(
     custom: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import experiments.pipeline as pipeline
+    import labelloop.pipeline as pipeline
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(pipeline, "build_snapshot", lambda settings, from_records=None: "snap")
@@ -76,7 +76,7 @@ def test_gate_and_approval_move_the_configured_alias_of_the_configured_name(
     custom: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import experiments.gate as gate
-    import experiments.pipeline as pipeline
+    import labelloop.pipeline as pipeline
 
     registry = FakeRegistry()
     registry.tags[(NAME, "3")] = {"gate": "passed"}
@@ -101,9 +101,10 @@ def test_gate_and_approval_move_the_configured_alias_of_the_configured_name(
 
 
 def test_serving_follows_the_configured_name_and_alias(custom: Settings) -> None:
-    from targeting.engine import engine_from_settings
+    from labelloop.runtime import engine_from_settings, service_config
     from targeting.service import make_holder
 
-    assert make_holder(custom).describe.startswith(f"models:/{NAME}@{ALIAS} on ")
+    assert service_config(custom).model == FilterModelRef(NAME, ALIAS)
+    assert make_holder(service_config(custom)).describe.startswith(f"models:/{NAME}@{ALIAS} on ")
     engine = engine_from_settings(custom, load=False)
     assert engine.holder.describe.startswith(f"models:/{NAME}@{ALIAS} on ")

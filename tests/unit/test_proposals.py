@@ -25,6 +25,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from labeling import prompts as prompts_mod
 from labeling.llm import (
     ChatLLM,
+    LLMConfig,
     LLMError,
     LLMLabeler,
     LLMOutcome,
@@ -359,8 +360,10 @@ def test_parse_llm_spec() -> None:
             parse_llm_spec(bad)
 
 
-def _settings(tmp_path: Path, **kw: Any) -> Settings:
-    return Settings(state_dir=tmp_path / "state", **kw)
+def _settings(tmp_path: Path, **kw: Any) -> LLMConfig:
+    from labelloop.runtime import llm_config
+
+    return llm_config(Settings(state_dir=tmp_path / "state", **kw))
 
 
 def test_openai_provider_builds_with_base_url(
@@ -429,7 +432,7 @@ def test_local_gguf_uses_the_stack_server_when_it_serves_the_file(
 
     monkeypatch.setattr(llm_server, "embedded_server", embedded)
     s = _settings(tmp_path, llm=f"llamacpp:{gguf}", llm_port=8765)
-    monkeypatch.setattr(llm_server, "serves_model", lambda url, p: url == s.llm_server_url)
+    monkeypatch.setattr(llm_server, "serves_model", lambda url, p: url == s.server_url)
     c = build_chat_llm(s, interest_names=["Travel"], categories=["health"])
     assert isinstance(c.chat_model, ChatOpenAI)
     assert str(c.chat_model.openai_api_base) == "http://127.0.0.1:8765/v1" and not started
