@@ -47,6 +47,7 @@ from labeling.llm import LLMLabeler, LLMOutcome
 from labeling.policy import Policy
 from labeling.prompts import PromptTemplate, label_prompt_variables, offered_interests
 from labeling.records import render_turns
+from labeling.routing import FLAG_DISAGREE, FLAG_INVALID, FLAG_POSSIBLE_SENSITIVE
 from labeling.taxonomy import Taxonomy
 from labeling.vectorstore import (
     GoldIndex,
@@ -76,9 +77,6 @@ __all__ = [
 ]
 
 PROPOSER_VERSION: Final = "v1"
-FLAG_DISAGREE: Final = "llm_knn_disagree"
-FLAG_POSSIBLE_SENSITIVE: Final = "possible_sensitive"
-FLAG_INVALID: Final = "llm_invalid_output"
 SOURCE_WEIGHTS: Final = {"llm": 0.5, "knn": 0.3, "classifier": 0.2, "lexicon": 0.2}
 LEXICON_SIGNAL: Final = 0.35
 

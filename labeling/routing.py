@@ -39,14 +39,15 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-FLAG_DISAGREE = "llm_knn_disagree"
-FLAG_SENSITIVE = "possible_sensitive"
-FLAG_INVALID = "llm_invalid_output"
+# Review flags: set on a proposal by labeling.proposals, read here to route it to a reviewer.
+FLAG_DISAGREE: Final = "llm_knn_disagree"
+FLAG_POSSIBLE_SENSITIVE: Final = "possible_sensitive"
+FLAG_INVALID: Final = "llm_invalid_output"
 SELECTIONS: tuple[str, ...] = ("uncertainty", "diverse")
 
 
@@ -239,7 +240,7 @@ def is_sensitive_suspect(p: ProposalView, cfg: RoutingConfig) -> bool:
     ``sensitive_confidence``. (Flag + every signal confident = a confident sensitive call.)
     """
     signals = [v for v in p.sensitive.values() if v >= cfg.sensitive_floor]
-    if FLAG_SENSITIVE in p.flags and not signals:
+    if FLAG_POSSIBLE_SENSITIVE in p.flags and not signals:
         return True
     return any(v < cfg.sensitive_confidence for v in signals)
 
