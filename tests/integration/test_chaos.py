@@ -94,7 +94,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import mlflow
 
     from labeling.policy import DEFAULT_POLICY_PATH, load_policy
-    from targeting.reference_model import KeywordFilterModel
+    from tests.support.reference_model import KeywordFilterModel
 
     path = tmp_path_factory.mktemp("model") / "reference-filter"
     with warnings.catch_warnings():

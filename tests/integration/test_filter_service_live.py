@@ -1,7 +1,7 @@
 """The filter service against a real MLflow server and a real uvicorn process.
 
 A session-scoped MLflow server (sqlite + served artifacts in a tmp dir) holds the keyword
-reference model (targeting.reference_model) registered as ``labelloop-targeting-filter``; versions
+reference model (tests.support.reference_model) registered as ``labelloop-targeting-filter``; versions
 differ by the interest score they give (v1: 0.61, v2: 0.72), so a response shows which model
 object made it, not only the version label stamped on it.
 """
@@ -33,9 +33,9 @@ from labelloop.runtime import service_config
 from labelloop.settings import Settings
 from targeting.audit import verify
 from targeting.holder import ModelHolder
-from targeting.reference_model import log_reference_model
 from targeting.service import create_app
 from tests.conftest import make_record
+from tests.support.reference_model import log_reference_model
 
 pytestmark = pytest.mark.integration
 

@@ -24,9 +24,9 @@ from targeting.audit import AuditLog, verify
 from targeting.batch import filter_file
 from targeting.engine import BadInput, FilterEngine
 from targeting.holder import LoadedModel, ModelHolder
-from targeting.reference_model import KeywordFilterModel
 from targeting.service import create_app
 from tests.conftest import make_record
+from tests.support.reference_model import KeywordFilterModel
 
 API = {"X-API-Key": "test-api-key-123"}
 ADMIN = {"X-API-Key": "test-admin-key-456"}
