@@ -678,7 +678,7 @@ def _run_seed(cfg: Config, shared: dict[str, Any]) -> tuple[list[dict[str, Any]]
     from labeling.policy import load_policy
     from labeling.proposals import ProposalInput, ProposeStats
     from labeling.taxonomy import load_taxonomy
-    from labeling.vectorstore import GoldExample, load_seed_examples
+    from labeling.vectorstore import IndexedExample, load_seed_examples
     from labelloop.runtime import build_proposer
     from labelloop.settings import get_settings
 
@@ -827,7 +827,7 @@ def _run_seed(cfg: Config, shared: dict[str, Any]) -> tuple[list[dict[str, Any]]
                 new = [g for c, g in st.gold.items() if c in st.reviewed]
                 st.proposer.index.upsert(
                     [
-                        GoldExample(g.conversation_id, g.text, g.interests, g.sensitive, "human")
+                        IndexedExample(g.conversation_id, g.text, g.interests, g.sensitive, "human")
                         for g in new
                     ]
                 )

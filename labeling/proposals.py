@@ -67,8 +67,8 @@ __all__ = [
     "FLAG_POSSIBLE_SENSITIVE",
     "PROPOSER_VERSION",
     "CascadeConfig",
-    "Classifier",
     "Proposal",
+    "ProposalClassifier",
     "ProposeStats",
     "Proposer",
     "combine",
@@ -82,7 +82,7 @@ LEXICON_SIGNAL: Final = 0.35
 
 
 @runtime_checkable
-class Classifier(Protocol):
+class ProposalClassifier(Protocol):
     """A production classifier (built by the training step).
 
     ``predict_proba(texts)`` returns ``(interest_probs, sensitive_probs)``: two lists with one dict
@@ -312,7 +312,7 @@ class Proposer:
         prompt: the label prompt (:func:`labeling.prompts.load_prompt`).
         index: the gold-example index (None: no kNN).
         labeler: the LLM labeler (None: no LLM, e.g. kNN-only evaluation).
-        classifier: an optional production :class:`Classifier`.
+        classifier: an optional production :class:`ProposalClassifier`.
         lexicon: sensitive cue words (from the seed file).
         embedding_model_id: id of the index's vector space.
     """
@@ -325,7 +325,7 @@ class Proposer:
         prompt: PromptTemplate,
         index: GoldIndex | None,
         labeler: LLMLabeler | None,
-        classifier: Classifier | None = None,
+        classifier: ProposalClassifier | None = None,
         lexicon: Lexicon | None = None,
         embedding_model_id: str | None = None,
         cascade: CascadeConfig = CascadeConfig(),

@@ -191,7 +191,7 @@ class RoutingConfig:
 
 
 @dataclass(frozen=True)
-class Decision:
+class RoutingDecision:
     conversation_id: str
     route: Route
     reasons: tuple[Reason, ...]
@@ -209,25 +209,25 @@ class Decision:
 
 @dataclass
 class RoutingResult:
-    decisions: list[Decision]
+    decisions: list[RoutingDecision]
     counts: dict[str, int] = field(default_factory=dict)
 
-    def with_dispatch(self, dispatch: Dispatch) -> list[Decision]:
+    def with_dispatch(self, dispatch: Dispatch) -> list[RoutingDecision]:
         return [d for d in self.decisions if d.dispatch == dispatch]
 
     @property
-    def to_send(self) -> list[Decision]:
+    def to_send(self) -> list[RoutingDecision]:
         return self.with_dispatch(Dispatch.SEND)
 
     @property
-    def queued(self) -> list[Decision]:
+    def queued(self) -> list[RoutingDecision]:
         return self.with_dispatch(Dispatch.QUEUED)
 
     @property
-    def auto_accepted(self) -> list[Decision]:
+    def auto_accepted(self) -> list[RoutingDecision]:
         return [d for d in self.decisions if d.route == Route.AUTO_ACCEPTED]
 
-    def by_id(self) -> dict[str, Decision]:
+    def by_id(self) -> dict[str, RoutingDecision]:
         return {d.conversation_id: d for d in self.decisions}
 
 
@@ -361,7 +361,7 @@ def route(proposals: Iterable[ProposalView], cfg: RoutingConfig) -> RoutingResul
     tier = {x[0].conversation_id: _tier(x[2]) for x in prelim if x[2]}
     sent, dup_of = _select(candidates, tier, items, cfg)
 
-    decisions: list[Decision] = []
+    decisions: list[RoutingDecision] = []
     for p, r, reasons, suspect in prelim:
         if not reasons:
             dispatch = Dispatch.AUTO
@@ -370,7 +370,7 @@ def route(proposals: Iterable[ProposalView], cfg: RoutingConfig) -> RoutingResul
         else:
             dispatch = Dispatch.QUEUED
         decisions.append(
-            Decision(
+            RoutingDecision(
                 conversation_id=p.conversation_id,
                 route=r,
                 reasons=reasons,
@@ -525,7 +525,7 @@ def diverse_order(
     return out
 
 
-def _counts(decisions: Sequence[Decision]) -> dict[str, int]:
+def _counts(decisions: Sequence[RoutingDecision]) -> dict[str, int]:
     c: Counter[str] = Counter()
     c["total"] = len(decisions)
     for d in decisions:

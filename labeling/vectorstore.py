@@ -46,8 +46,8 @@ SEED_PREFIX: Final = "seed:"
 
 __all__ = [
     "SEED_PATH",
-    "GoldExample",
     "GoldIndex",
+    "IndexedExample",
     "KnnVote",
     "Lexicon",
     "Neighbor",
@@ -60,7 +60,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class GoldExample:
+class IndexedExample:
     id: str
     text: str
     interests: tuple[str, ...] | None  # IAB ids; None = unknown
@@ -243,14 +243,14 @@ class Lexicon:
 
 def load_seed_examples(
     taxonomy: Taxonomy, categories: Sequence[str], path: Path | None = None
-) -> tuple[list[GoldExample], Lexicon]:
+) -> tuple[list[IndexedExample], Lexicon]:
     """The seed examples (interest names -> IAB ids) and the lexicon; validated against policy."""
     p = path or SEED_PATH
     doc = yaml.safe_load(p.read_text(encoding="utf-8"))
     if not isinstance(doc, dict) or not isinstance(doc.get("examples"), list):
         raise ValueError(f"{p}: expected a mapping with an 'examples' list")
     cats = set(categories)
-    out: list[GoldExample] = []
+    out: list[IndexedExample] = []
     for n, e in enumerate(doc["examples"]):
         where = f"{p}: examples[{n}]"
         if not isinstance(e, dict) or not isinstance(e.get("text"), str):
@@ -263,7 +263,7 @@ def load_seed_examples(
             ints = tuple(taxonomy.name_to_id(x) for x in e.get("interests") or [])
         except KeyError as exc:
             raise ValueError(f"{where}: {exc}") from exc
-        out.append(GoldExample(f"{SEED_PREFIX}{n:03d}", e["text"], ints, sens, "seed"))
+        out.append(IndexedExample(f"{SEED_PREFIX}{n:03d}", e["text"], ints, sens, "seed"))
     lex = doc.get("lexicon") or {}
     unknown_lex = [c for c in lex if c not in cats]
     if unknown_lex:
@@ -320,7 +320,7 @@ class GoldIndex:
     def count(self) -> int:
         return int(self.collection.count())
 
-    def upsert(self, examples: Sequence[GoldExample], batch_size: int = 256) -> int:
+    def upsert(self, examples: Sequence[IndexedExample], batch_size: int = 256) -> int:
         """Insert or replace examples by id (conversation id): re-running is a no-op."""
         for i in range(0, len(examples), batch_size):
             chunk = examples[i : i + batch_size]
@@ -331,7 +331,7 @@ class GoldIndex:
             )
         return len(examples)
 
-    def ensure_seeded(self, seeds: Sequence[GoldExample]) -> int:
+    def ensure_seeded(self, seeds: Sequence[IndexedExample]) -> int:
         """Bring the seed examples in the collection in line with the seed file.
 
         On an empty collection this is the cold start; later it only upserts seeds whose text or

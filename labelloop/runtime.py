@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from labeling.collection import GoldExample
     from labeling.llm import LLMConfig
     from labeling.policy import Policy
-    from labeling.proposals import Classifier, Proposer
+    from labeling.proposals import ProposalClassifier, Proposer
     from labeling.studio import StudioClient, StudioConfig, TurnScorer
     from labeling.taxonomy import Taxonomy
     from labeling.vectorstore import VectorStoreConfig
@@ -111,7 +111,7 @@ def build_proposer(
     settings: Settings,
     *,
     store: LabelStore | None,
-    classifier: Classifier | None = None,
+    classifier: ProposalClassifier | None = None,
     with_llm: bool = True,
     with_knn: bool = True,
     embedding_function: Any = None,
@@ -324,8 +324,7 @@ def gold_indexer(settings: Settings) -> Callable[[Sequence[GoldExample]], object
 
     def index(examples: Sequence[GoldExample]) -> object:
         from labeling.embeddings import MiniLMEmbedder
-        from labeling.vectorstore import GoldExample as IndexedExample
-        from labeling.vectorstore import GoldIndex, open_chroma_client
+        from labeling.vectorstore import GoldIndex, IndexedExample, open_chroma_client
 
         embedder = MiniLMEmbedder.from_models_dir(settings.models_dir)
         gold_index = GoldIndex(

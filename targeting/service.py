@@ -59,7 +59,7 @@ from labeling.policy import load_policy
 from labeling.records import InvalidJSONError, Limits, loads_json
 from labelloop.safe_text import install_log_redaction, opt_without_credentials
 from targeting.audit import AuditLog
-from targeting.engine import Decision, FilterEngine
+from targeting.engine import FilterDecision, FilterEngine
 from targeting.holder import ModelHolder
 from targeting.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from targeting.metrics import FilterMetrics, embed_cache_stats, model_labels
@@ -176,7 +176,7 @@ class MicroBatcher:
         self.max_records = max_records
         self.max_queue = max(max_queue if max_queue is not None else 8 * max_records, max_records)
         self.on_batch = on_batch
-        self._pending: deque[tuple[list[Any], str, asyncio.Future[list[Decision]]]] = deque()
+        self._pending: deque[tuple[list[Any], str, asyncio.Future[list[FilterDecision]]]] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self.calls = 0
@@ -193,7 +193,7 @@ class MicroBatcher:
             return 1
         return max(1, min(60, math.ceil((self.queued_records + extra) / self.rate)))
 
-    async def submit(self, records: list[Any], request_id: str) -> list[Decision]:
+    async def submit(self, records: list[Any], request_id: str) -> list[FilterDecision]:
         n = len(records)
         if self.queued_records + n > self.max_queue:
             raise QueueFullError(self.queued_records, self.max_queue, self.retry_after(n))
@@ -201,14 +201,14 @@ class MicroBatcher:
             self._wakeup = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name="filter-micro-batcher")
         assert self._wakeup is not None
-        fut: asyncio.Future[list[Decision]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[list[FilterDecision]] = asyncio.get_running_loop().create_future()
         self._pending.append((records, request_id, fut))
         self.queued_records += n
         self._wakeup.set()
         return await fut
 
-    def _take(self) -> list[tuple[list[Any], str, asyncio.Future[list[Decision]]]]:
-        batch: list[tuple[list[Any], str, asyncio.Future[list[Decision]]]] = []
+    def _take(self) -> list[tuple[list[Any], str, asyncio.Future[list[FilterDecision]]]]:
+        batch: list[tuple[list[Any], str, asyncio.Future[list[FilterDecision]]]] = []
         n = 0
         while self._pending and (not batch or n + len(self._pending[0][0]) <= self.max_records):
             item = self._pending.popleft()

@@ -52,8 +52,8 @@ from labeling.proposals import (
 )
 from labeling.taxonomy import load_taxonomy
 from labeling.vectorstore import (
-    GoldExample,
     GoldIndex,
+    IndexedExample,
     KnnVote,
     Neighbor,
     knn_vote,
@@ -695,7 +695,7 @@ def index(tmp_path: Path) -> GoldIndex:
 
 def test_index_upsert_is_idempotent_and_queryable(index: GoldIndex) -> None:
     n0 = index.count()
-    ex = GoldExample("c-1", "user: flights to Rome in May", (TRAVEL,), (), "human")
+    ex = IndexedExample("c-1", "user: flights to Rome in May", (TRAVEL,), (), "human")
     index.upsert([ex])
     index.upsert([ex])
     assert index.count() == n0 + 1
@@ -776,7 +776,7 @@ def test_proposer_writes_idempotently_and_rerun_uses_cache(
 
 def test_cascade_skips_llm_for_confident_neighbours(index: GoldIndex, store: LabelStore) -> None:
     text = "user: Book a hotel in Lisbon for three nights near the old town."
-    index.upsert([GoldExample(f"g{i}", text, (TRAVEL,), ()) for i in range(3)])
+    index.upsert([IndexedExample(f"g{i}", text, (TRAVEL,), ()) for i in range(3)])
     chat = FakeListChatModel(responses=[answer([], ["Travel"])])
     stats = ProposeStats()
     [p] = _proposer(index, chat, store, cascade=True).propose(
