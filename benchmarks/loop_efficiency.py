@@ -679,7 +679,7 @@ def _run_seed(cfg: Config, shared: dict[str, Any]) -> tuple[list[dict[str, Any]]
     from labeling.proposals import ProposalInput, ProposeStats
     from labeling.taxonomy import load_taxonomy
     from labeling.vectorstore import IndexedExample, load_seed_examples
-    from labelloop.runtime import build_proposer
+    from labelloop.runtime import build_proposer, routing_config
     from labelloop.settings import get_settings
 
     unknown = [a for a in cfg.arms if a not in ARMS]
@@ -724,7 +724,7 @@ def _run_seed(cfg: Config, shared: dict[str, Any]) -> tuple[list[dict[str, Any]]
 
     settings = get_settings()
     rcfg = replace(
-        RoutingConfig.from_settings(settings),
+        routing_config(settings),
         budget=cfg.budget,
         qa_sample_rate=cfg.qa_rate,
         overlap_share=cfg.overlap_share,

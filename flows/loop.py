@@ -28,7 +28,13 @@ from flows.common import (
     task_runner,
 )
 from flows.progress import StepProgress, step_progress
-from labelloop.runtime import Runtime, gold_indexer, review_embedder, review_turn_scorer
+from labelloop.runtime import (
+    Runtime,
+    gold_indexer,
+    review_embedder,
+    review_turn_scorer,
+    routing_config,
+)
 from labelloop.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -135,7 +141,6 @@ def propose_batch_task(
 @task(name="route-and-push", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def push_task(settings: Settings, run_id: str) -> dict[str, Any]:
     """Route proposals (silver vs review) and import review tasks into Label Studio."""
-    from labeling.routing import RoutingConfig
     from labeling.studio import push
 
     rt = Runtime(settings)
@@ -144,7 +149,7 @@ def push_task(settings: Settings, run_id: str) -> dict[str, Any]:
         rt.studio,
         taxonomy=rt.taxonomy,
         policy=rt.policy,
-        cfg=RoutingConfig.from_settings(settings),
+        cfg=routing_config(settings),
         run_id=run_id,
         silver_weight=settings.silver_weight,
         batch_size=settings.review_import_batch,

@@ -172,23 +172,6 @@ class RoutingConfig:
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"routing {name} {v} is not in [0, 1]")
 
-    @classmethod
-    def from_settings(cls, s: Any) -> RoutingConfig:
-        """From ``labelloop.settings.Settings`` (review_* fields)."""
-        return cls(
-            sensitive_confidence=s.review_sensitive_confidence,
-            uncertainty_threshold=s.review_uncertainty_threshold,
-            budget=s.review_budget,
-            qa_sample_rate=s.qa_sample_rate,
-            overlap_share=s.overlap_share,
-            overlap_sensitive=s.overlap_sensitive,
-            seed=s.review_seed,
-            label_threshold=s.review_label_threshold,
-            selection=s.review_selection,
-            sensitive_share=s.review_sensitive_share,
-            explore_share=s.review_explore_share,
-        )
-
 
 @dataclass(frozen=True)
 class RoutingDecision:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from labeling.llm import LLMConfig
     from labeling.policy import Policy
     from labeling.proposals import ProposalClassifier, Proposer
+    from labeling.routing import RoutingConfig
     from labeling.studio import StudioClient, StudioConfig, TurnScorer
     from labeling.taxonomy import Taxonomy
     from labeling.vectorstore import VectorStoreConfig
@@ -186,6 +187,26 @@ def build_proposer(
         fewshot_k=settings.fewshot_k,
         fewshot_token_budget=settings.fewshot_token_budget,
         conversation_tokens=settings.prompt_conversation_tokens,
+    )
+
+
+def routing_config(settings: Settings, *, budget: int | None = None) -> RoutingConfig:
+    """How proposals are routed to review (the ``review_*``, ``qa_sample_rate`` and ``overlap_*``
+    settings); ``budget`` overrides ``review_budget`` for one run."""
+    from labeling.routing import RoutingConfig
+
+    return RoutingConfig(
+        sensitive_confidence=settings.review_sensitive_confidence,
+        uncertainty_threshold=settings.review_uncertainty_threshold,
+        budget=settings.review_budget if budget is None else budget,
+        qa_sample_rate=settings.qa_sample_rate,
+        overlap_share=settings.overlap_share,
+        overlap_sensitive=settings.overlap_sensitive,
+        seed=settings.review_seed,
+        label_threshold=settings.review_label_threshold,
+        selection=settings.review_selection,
+        sensitive_share=settings.review_sensitive_share,
+        explore_share=settings.review_explore_share,
     )
 
 
