@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labelloop.cli_common import cli_progress
+from labelloop.cli_common import MultiValueCommand, cli_progress
 from labelloop.cli_common import cli_settings as _settings
 
 console = Console()
@@ -25,7 +25,8 @@ def train_cmd(
         list[Path] | None,
         typer.Option(
             "--from-records",
-            help="train on these record files (gold labels) instead of the label store",
+            help="train on these record files (gold labels) instead of the label store; "
+            "several paths after one flag or the flag repeated",
         ),
     ] = None,
     no_embeddings: Annotated[
@@ -65,13 +66,36 @@ def train_cmd(
             console.print(f"auto-approved: version {out.version} is now @production")
 
 
+def _version(positional: str | None, option: str | None) -> str:
+    """The model version given as ``VERSION`` or ``--version VERSION`` (either, not two different)."""
+    if positional is not None and option is not None and positional != option:
+        raise typer.BadParameter(
+            f"two different versions given ({positional!r} and --version {option!r})",
+            param_hint="VERSION / --version",
+        )
+    version = positional if positional is not None else option
+    if version is None:
+        raise typer.BadParameter(
+            "missing: give the model version as VERSION or --version VERSION",
+            param_hint="VERSION / --version",
+        )
+    return version
+
+
 def evaluate_cmd(
-    version: Annotated[str, typer.Option("--version", "-v", help="model version to gate")],
+    version_arg: Annotated[
+        str | None,
+        typer.Argument(metavar="VERSION", help="model version to gate (or --version)"),
+    ] = None,
+    version_opt: Annotated[
+        str | None, typer.Option("--version", "-v", help="model version to gate")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the verdict as JSON")] = False,
 ) -> None:
     """Gate VERSION against the @production champion on the frozen eval split (exit 1 if it fails)."""
     from labelloop.pipeline import evaluate_and_maybe_approve
 
+    version = _version(version_arg, version_opt)
     s = _settings()
     result, approved = evaluate_and_maybe_approve(s, version)
     if as_json:
@@ -92,7 +116,16 @@ def evaluate_cmd(
 
 
 def approve_cmd(
-    version: Annotated[str, typer.Argument(help="model version to promote to @production")],
+    version_arg: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="VERSION", help="model version to promote to @production (or --version)"
+        ),
+    ] = None,
+    version_opt: Annotated[
+        str | None,
+        typer.Option("--version", "-v", help="model version to promote to @production"),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="approve although the gate did not pass")
     ] = False,
@@ -104,6 +137,7 @@ def approve_cmd(
     from experiments.gate import GateError, approve
     from labelloop.runtime import filter_model_ref
 
+    version = _version(version_arg, version_opt)
     s = _settings()
     try:
         r = approve(
@@ -156,7 +190,7 @@ def models_list() -> None:
 
 def register(app: typer.Typer, models_app: typer.Typer) -> None:
     """Add train/evaluate/approve/rollback, and `list` to the main CLI's `models` group."""
-    app.command("train")(train_cmd)
+    app.command("train", cls=MultiValueCommand)(train_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("approve")(approve_cmd)
     app.command("rollback")(rollback_cmd)
