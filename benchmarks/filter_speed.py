@@ -14,7 +14,7 @@ Never the keyword toy model. In one run:
    path: validation, gate, segments, model, audit, output) in records/s, and raw
    ``MiniLMEmbedder.embed`` texts/s on the same conversation texts (``Conversation.text()``, the
    model's token limit) -- the ceiling for an embedding model. Target: ratio >= 0.5 on short.
-2. **HTTP**: the real service (``uvicorn targeting.service:app``, ``--workers``) in its own process
+2. **HTTP**: the real service (``uvicorn labelloop.serving:app``, ``--workers``) in its own process
    group, a closed-loop load generator in its own process (raw keep-alive HTTP/1.1 on asyncio)
    with 1, 10 and 50 clients sending single-record requests (a round-robin mix of every dev file)
    for ``--seconds`` each. Reports p50/p90/p99/max, requests/s, errors, 429s, the micro-batch
@@ -102,7 +102,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def filter_service(
     state: Path, model_dir: Path, *, workers: int = 1, extra_env: dict[str, str] | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``uvicorn targeting.service:app`` serving ``model_dir`` (a local pyfunc directory)."""
+    """``uvicorn labelloop.serving:app`` serving ``model_dir`` (a local pyfunc directory)."""
     port = _free_port()
     state.mkdir(parents=True, exist_ok=True)
     log = (state / "uvicorn.log").open("wb")
@@ -116,7 +116,7 @@ def filter_service(
         LABELLOOP_FILTER_POLL_S="0",
         **(extra_env or {}),
     )
-    cmd = [str(Path(sys.executable).parent / "uvicorn"), "targeting.service:app",
+    cmd = [str(Path(sys.executable).parent / "uvicorn"), "labelloop.serving:app",
            "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
            "--app-dir", str(REPO)]  # fmt: skip
     if workers > 1:

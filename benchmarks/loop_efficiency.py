@@ -676,9 +676,10 @@ def _run_seed(cfg: Config, shared: dict[str, Any]) -> tuple[list[dict[str, Any]]
     from experiments.registry import default_prototypes
     from experiments.training import TrainConfig, train_filter
     from labeling.policy import load_policy
-    from labeling.proposals import ProposalInput, ProposeStats, build_proposer
+    from labeling.proposals import ProposalInput, ProposeStats
     from labeling.taxonomy import load_taxonomy
-    from labeling.vectorstore import GoldExample, load_seed_examples
+    from labeling.vectorstore import IndexedExample, load_seed_examples
+    from labelloop.runtime import build_proposer, routing_config
     from labelloop.settings import get_settings
 
     unknown = [a for a in cfg.arms if a not in ARMS]
@@ -723,7 +724,7 @@ def _run_seed(cfg: Config, shared: dict[str, Any]) -> tuple[list[dict[str, Any]]
 
     settings = get_settings()
     rcfg = replace(
-        RoutingConfig.from_settings(settings),
+        routing_config(settings),
         budget=cfg.budget,
         qa_sample_rate=cfg.qa_rate,
         overlap_share=cfg.overlap_share,
@@ -826,7 +827,7 @@ def _run_seed(cfg: Config, shared: dict[str, Any]) -> tuple[list[dict[str, Any]]
                 new = [g for c, g in st.gold.items() if c in st.reviewed]
                 st.proposer.index.upsert(
                     [
-                        GoldExample(g.conversation_id, g.text, g.interests, g.sensitive, "human")
+                        IndexedExample(g.conversation_id, g.text, g.interests, g.sensitive, "human")
                         for g in new
                     ]
                 )

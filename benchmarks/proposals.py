@@ -31,11 +31,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from labeling.policy import load_policy
-from labeling.proposals import Proposal, ProposalInput, ProposeStats, build_proposer
+from labeling.proposals import Proposal, ProposalInput, ProposeStats
 from labeling.records import Conversation, read_records
 from labeling.sampling import to_row
 from labeling.taxonomy import load_taxonomy
-from labeling.vectorstore import GoldExample
+from labeling.vectorstore import IndexedExample
+from labelloop.runtime import build_proposer
 from labelloop.settings import Settings
 from labelloop.store import LabelStore
 from labelloop.store.models import Base
@@ -177,7 +178,7 @@ def main() -> None:
             else tuple(taxonomy.name_to_id(n) for n in c.gold.interests)
         )
         examples.append(
-            GoldExample(c.conversation_id, text_of(c), ints, tuple(c.gold.sensitive), "dev")
+            IndexedExample(c.conversation_id, text_of(c), ints, tuple(c.gold.sensitive), "dev")
         )
     knn_only.index.upsert(examples)
     print(

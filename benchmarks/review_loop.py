@@ -35,6 +35,7 @@ from labeling.routing import RoutingConfig  # noqa: E402
 from labeling.sampling import sample_into_store  # noqa: E402
 from labeling.studio import StudioClient, push  # noqa: E402
 from labeling.taxonomy import load_taxonomy  # noqa: E402
+from labelloop.runtime import studio_client  # noqa: E402
 from labelloop.store import LabelStore  # noqa: E402
 from labelloop.store.models import Base, ConversationRow, ProposalRow  # noqa: E402
 
@@ -150,7 +151,7 @@ def main() -> None:
         client = StudioClient(args.ls_url, args.ls_token)
     else:
         stack, settings = start_ls(tmp)
-        client = StudioClient.from_settings(settings)
+        client = studio_client(settings)
     try:
         policy = load_policy()
         taxonomy = load_taxonomy(categories=policy.categories)

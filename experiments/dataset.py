@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from labeling.records import Conversation
-from labeling.segments import turn_texts
+from labeling.segments import scored_texts, turn_texts
 from labeling.taxonomy import Taxonomy
 
 if TYPE_CHECKING:
@@ -241,7 +241,7 @@ def example_from_record(
         raise ValueError(f"{where}: field 'gold.sensitive': {unknown} are not policy categories")
     return Example(
         conversation_id=conv.conversation_id,
-        turns=turn_texts(t.model_dump() for t in conv.turns),
+        turns=scored_texts(conv),
         sensitive=tuple(sorted(set(conv.gold.sensitive))),
         interests=interests_to_ids(conv.gold.interests, taxonomy, where=where),
         origin="records",

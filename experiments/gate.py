@@ -40,9 +40,9 @@ from experiments.evaluation import (
     evaluate_long_dialogues,
 )
 from experiments.registry import configure, load_eval_set
-from targeting.model import MODEL_NAME, TargetingFilterModel, load_filter
+from targeting.model import TargetingFilterModel, load_filter
+from targeting.model_ref import FilterModelRef
 
-ALIAS_PRODUCTION = "production"
 ALIAS_PREVIOUS = "previous"
 ALIAS_CHALLENGER = "challenger"
 
@@ -202,12 +202,13 @@ def _client(tracking_uri: str) -> Any:
     return MlflowClient()
 
 
-def alias_version(tracking_uri: str, alias: str) -> str | None:
+def alias_version(tracking_uri: str, name: str, alias: str) -> str | None:
+    """The version of registered model ``name`` that ``alias`` points at (None: no such alias)."""
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
     try:
-        return str(client.get_model_version_by_alias(MODEL_NAME, alias).version)
+        return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
@@ -227,29 +228,31 @@ def evaluate(
     version: str,
     *,
     tracking_uri: str,
+    model: FilterModelRef,
     rules: GateRules = GateRules(),
     eval_examples: Sequence[Example] | None = None,
     experiment: str = "labelloop-targeting-filter",
 ) -> GateResult:
-    """Run the gate for ``version``; log verdict + table; alias ``challenger`` on pass."""
+    """Run the gate for ``version`` of ``model.name`` against the version at ``model.alias``;
+    log verdict + table; alias ``challenger`` on pass."""
     import mlflow
 
     client = _client(tracking_uri)
-    mv = client.get_model_version(MODEL_NAME, str(version))
+    mv = client.get_model_version(model.name, str(version))
     notes: list[str] = []
     examples = list(eval_examples) if eval_examples is not None else load_eval_set(mv.run_id)
     if not examples:
         raise GateError(f"version {version}: the eval split is empty; nothing to gate on")
-    challenger_model = load_filter(f"models:/{MODEL_NAME}/{version}")
+    challenger_model = load_filter(model.version_uri(version))
     challenger = _score(challenger_model, examples)
     long_dialogues = _long_dialogues(challenger_model, examples)
-    champ_version = alias_version(tracking_uri, ALIAS_PRODUCTION)
+    champ_version = alias_version(tracking_uri, model.name, model.alias)
     champion: EvalReport | None = None
     if champ_version == str(version):
         notes.append("the version is the current production model; only absolute rules apply")
         champ_version = None
     elif champ_version is not None:
-        champion = _score(load_filter(f"models:/{MODEL_NAME}/{champ_version}"), examples)
+        champion = _score(load_filter(model.version_uri(champ_version)), examples)
     else:
         notes.append("no production champion; only absolute rules apply")
     passed, checks = apply_rules(challenger, champion, rules, long_dialogues)
@@ -286,22 +289,27 @@ def evaluate(
             }, indent=2, default=str), encoding="utf-8")  # fmt: skip
             mlflow.log_artifacts(tmp, artifact_path="gate")
         result.gate_run_id = run.info.run_id
-    client.set_model_version_tag(MODEL_NAME, str(version), "gate", "passed" if passed else "failed")
-    client.set_model_version_tag(MODEL_NAME, str(version), "gate_run_id", result.gate_run_id)
-    client.set_model_version_tag(MODEL_NAME, str(version), "gate_champion", champ_version or "none")
-    client.set_model_version_tag(MODEL_NAME, str(version), "gate_summary", result.summary()[:4000])
-    client.set_model_version_tag(MODEL_NAME, str(version), "gate_at", str(int(time.time())))
+    client.set_model_version_tag(model.name, str(version), "gate", "passed" if passed else "failed")
+    client.set_model_version_tag(model.name, str(version), "gate_run_id", result.gate_run_id)
+    client.set_model_version_tag(model.name, str(version), "gate_champion", champ_version or "none")
+    client.set_model_version_tag(model.name, str(version), "gate_summary", result.summary()[:4000])
+    client.set_model_version_tag(model.name, str(version), "gate_at", str(int(time.time())))
     if passed:
-        client.set_registered_model_alias(MODEL_NAME, ALIAS_CHALLENGER, str(version))
+        client.set_registered_model_alias(model.name, ALIAS_CHALLENGER, str(version))
     return result
 
 
 def approve(
-    version: str, *, tracking_uri: str, force: bool = False, reason: str | None = None
+    version: str,
+    *,
+    tracking_uri: str,
+    model: FilterModelRef,
+    force: bool = False,
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    """Move ``production`` to ``version``; the old production becomes ``previous``."""
+    """Move ``model.alias`` (``production``) to ``version``; the old one becomes ``previous``."""
     client = _client(tracking_uri)
-    mv = client.get_model_version(MODEL_NAME, str(version))
+    mv = client.get_model_version(model.name, str(version))
     gate = (mv.tags or {}).get("gate", "not_evaluated")
     if gate != "passed":
         if not force:
@@ -311,24 +319,24 @@ def approve(
             )
         if not reason or not reason.strip():
             raise GateError("--force needs a --reason (it is recorded on the version)")
-    current = alias_version(tracking_uri, ALIAS_PRODUCTION)
+    current = alias_version(tracking_uri, model.name, model.alias)
     if current == str(version):
         return {
             "version": str(version),
-            "previous": alias_version(tracking_uri, ALIAS_PREVIOUS),
+            "previous": alias_version(tracking_uri, model.name, ALIAS_PREVIOUS),
             "changed": False,
         }
     if force and gate != "passed":
-        client.set_model_version_tag(MODEL_NAME, str(version), "approval_forced", "true")
+        client.set_model_version_tag(model.name, str(version), "approval_forced", "true")
         client.set_model_version_tag(
-            MODEL_NAME, str(version), "approval_reason", (reason or "").strip()[:4000]
+            model.name, str(version), "approval_reason", (reason or "").strip()[:4000]
         )
     if current is not None:
-        client.set_registered_model_alias(MODEL_NAME, ALIAS_PREVIOUS, current)
-    client.set_registered_model_alias(MODEL_NAME, ALIAS_PRODUCTION, str(version))
-    client.set_model_version_tag(MODEL_NAME, str(version), "approved_at", str(int(time.time())))
-    if alias_version(tracking_uri, ALIAS_CHALLENGER) == str(version):
-        client.delete_registered_model_alias(MODEL_NAME, ALIAS_CHALLENGER)
+        client.set_registered_model_alias(model.name, ALIAS_PREVIOUS, current)
+    client.set_registered_model_alias(model.name, model.alias, str(version))
+    client.set_model_version_tag(model.name, str(version), "approved_at", str(int(time.time())))
+    if alias_version(tracking_uri, model.name, ALIAS_CHALLENGER) == str(version):
+        client.delete_registered_model_alias(model.name, ALIAS_CHALLENGER)
     return {
         "version": str(version),
         "previous": current,
@@ -337,15 +345,15 @@ def approve(
     }
 
 
-def rollback(*, tracking_uri: str) -> dict[str, Any]:
-    """Point ``production`` back at ``previous`` (then ``previous`` is cleared)."""
+def rollback(*, tracking_uri: str, model: FilterModelRef) -> dict[str, Any]:
+    """Point ``model.alias`` (``production``) back at ``previous`` (then ``previous`` is cleared)."""
     client = _client(tracking_uri)
-    prev = alias_version(tracking_uri, ALIAS_PREVIOUS)
+    prev = alias_version(tracking_uri, model.name, ALIAS_PREVIOUS)
     if prev is None:
         raise GateError("no @previous version to roll back to")
-    current = alias_version(tracking_uri, ALIAS_PRODUCTION)
-    client.set_registered_model_alias(MODEL_NAME, ALIAS_PRODUCTION, prev)
-    client.delete_registered_model_alias(MODEL_NAME, ALIAS_PREVIOUS)
+    current = alias_version(tracking_uri, model.name, model.alias)
+    client.set_registered_model_alias(model.name, model.alias, prev)
+    client.delete_registered_model_alias(model.name, ALIAS_PREVIOUS)
     if current is not None:
-        client.set_model_version_tag(MODEL_NAME, current, "rolled_back_at", str(int(time.time())))
+        client.set_model_version_tag(model.name, current, "rolled_back_at", str(int(time.time())))
     return {"production": prev, "rolled_back": current}

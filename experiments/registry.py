@@ -1,10 +1,10 @@
-"""Training runs in MLflow and the model registry (``labelloop-targeting-filter``).
+"""Training runs in MLflow and the model registry (registered name: ``filter_model_name``).
 
 :func:`train_and_register` trains on a snapshot, evaluates on its frozen eval split, and logs one
 MLflow run: params, metrics, the snapshot as dataset inputs (digest = snapshot content hash),
 lineage tags, artifacts (confusion matrices, PR curves, per-category table, calibration, the eval
 set used by the gate) and the pyfunc model with signature (outputs include the interests) and
-input example, registered as a new version of ``labelloop-targeting-filter``. The model carries its
+input example, registered as a new version of the filter model. The model carries its
 code (``labeling``, ``targeting``) and pip requirements: it loads outside this repository.
 
 The registry needs a database-backed tracking server (``labelloop stack up`` starts one).
@@ -26,7 +26,7 @@ from experiments.training import CachedEmbedder, Progress, TrainConfig, TrainRes
 from labeling.policy import Policy
 from labeling.taxonomy import Taxonomy
 from labelloop.safe_text import without_credentials
-from targeting.model import MODEL_NAME, TargetingFilterModel, model_artifacts, save_bundle
+from targeting.model import TargetingFilterModel, model_artifacts, save_bundle
 from targeting.scorer import TextEmbedder
 
 EVAL_SET_ARTIFACT = "eval/eval_set.jsonl"
@@ -134,6 +134,7 @@ def train_and_register(
     snapshot: Snapshot,
     *,
     tracking_uri: str,
+    model_name: str,
     policy: Policy,
     taxonomy: Taxonomy,
     embedder: TextEmbedder | None,
@@ -148,7 +149,7 @@ def train_and_register(
     prototype_texts: Mapping[str, Sequence[str]] | None = None,
     progress: Progress | None = None,
 ) -> TrainOutcome:
-    """Train, evaluate, log a run and (optionally) register a model version."""
+    """Train, evaluate, log a run and (optionally) register a version of ``model_name``."""
     config = config or TrainConfig()
     if config.use_embeddings and (embedder is None or onnx_path is None or tokenizer_path is None):
         raise ValueError(
@@ -160,9 +161,9 @@ def train_and_register(
                           embedding_model_id=embedding_model_id, encoder=encoder,
                           progress=progress)  # fmt: skip
     return log_and_register(
-        snapshot, result, tracking_uri=tracking_uri, policy=policy, taxonomy=taxonomy, embedder=cached,
-        onnx_path=onnx_path, tokenizer_path=tokenizer_path, config=config, experiment=experiment,
-        register=register, lineage=lineage,
+        snapshot, result, tracking_uri=tracking_uri, model_name=model_name, policy=policy,
+        taxonomy=taxonomy, embedder=cached, onnx_path=onnx_path, tokenizer_path=tokenizer_path,
+        config=config, experiment=experiment, register=register, lineage=lineage,
     )  # fmt: skip
 
 
@@ -171,6 +172,7 @@ def log_and_register(
     result: TrainResult,
     *,
     tracking_uri: str,
+    model_name: str,
     policy: Policy,
     taxonomy: Taxonomy,
     embedder: TextEmbedder | None,
@@ -181,7 +183,8 @@ def log_and_register(
     register: bool = True,
     lineage: Mapping[str, str] | None = None,
 ) -> TrainOutcome:
-    """Evaluate a trained bundle on the snapshot's eval split; log the run; register the model."""
+    """Evaluate a trained bundle on the snapshot's eval split; log the run; register it as a
+    version of ``model_name``."""
     config = config or TrainConfig()
     import mlflow
     import pandas as pd
@@ -257,7 +260,7 @@ def log_and_register(
                 artifacts=arts,
                 signature=_signature(),
                 input_example=INPUT_EXAMPLE,
-                registered_model_name=MODEL_NAME if register else None,
+                registered_model_name=model_name if register else None,
                 pip_requirements=_pip_requirements(),
                 code_paths=model_code_paths(),
             )
@@ -275,13 +278,13 @@ def log_and_register(
             "prompt_hash",
             "label_store_revision",
         ):
-            client.set_model_version_tag(MODEL_NAME, version, k, tags[k])
-        client.set_model_version_tag(MODEL_NAME, version, "run_id", run_id)
-        client.set_model_version_tag(MODEL_NAME, version, "gate", "not_evaluated")
+            client.set_model_version_tag(model_name, version, k, tags[k])
+        client.set_model_version_tag(model_name, version, "run_id", run_id)
+        client.set_model_version_tag(model_name, version, "gate", "not_evaluated")
     return TrainOutcome(
         run_id=run_id,
         run_url=run_url(tracking_uri, exp.experiment_id, run_id),
-        model_uri=f"models:/{MODEL_NAME}/{version}" if version else info.model_uri,
+        model_uri=f"models:/{model_name}/{version}" if version else info.model_uri,
         version=version,
         snapshot_hash=snap_hash,
         metrics=_finite(metrics),
@@ -342,15 +345,16 @@ def load_eval_set(run_id: str) -> list[Example]:
         return examples_from_jsonl(Path(p).read_text(encoding="utf-8"))
 
 
-def list_versions(tracking_uri: str) -> list[dict[str, Any]]:
-    """Every version of the filter with its aliases and gate tags (newest first)."""
+def list_versions(tracking_uri: str, model_name: str) -> list[dict[str, Any]]:
+    """Every version of the registered filter ``model_name`` with its aliases and gate tags
+    (newest first)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     configure(tracking_uri)
     client = MlflowClient()
     try:
-        rm = client.get_registered_model(MODEL_NAME)
+        rm = client.get_registered_model(model_name)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return []
@@ -359,7 +363,7 @@ def list_versions(tracking_uri: str) -> list[dict[str, Any]]:
     for alias, v in (rm.aliases or {}).items():
         aliases.setdefault(str(v), []).append(alias)
     out = []
-    for mv in client.search_model_versions(f"name='{MODEL_NAME}'"):
+    for mv in client.search_model_versions(f"name='{model_name}'"):
         out.append({
             "version": str(mv.version), "aliases": sorted(aliases.get(str(mv.version), [])),
             "run_id": mv.run_id, "created": mv.creation_timestamp, "gate": (mv.tags or {}).get("gate", ""),

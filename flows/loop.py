@@ -28,7 +28,13 @@ from flows.common import (
     task_runner,
 )
 from flows.progress import StepProgress, step_progress
-from labelloop.runtime import Runtime, gold_indexer, review_embedder, review_turn_scorer
+from labelloop.runtime import (
+    Runtime,
+    gold_indexer,
+    review_embedder,
+    review_turn_scorer,
+    routing_config,
+)
 from labelloop.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -79,7 +85,7 @@ _PROPOSERS: dict[str, Any] = {}
 
 def _proposer(settings: Settings, rt: Runtime) -> Any:
     """One proposer per process (loading the LLM and the index is the expensive part)."""
-    from labeling.proposals import build_proposer
+    from labelloop.runtime import build_proposer
 
     key = settings.model_dump_json()
     if key not in _PROPOSERS:
@@ -135,7 +141,6 @@ def propose_batch_task(
 @task(name="route-and-push", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def push_task(settings: Settings, run_id: str) -> dict[str, Any]:
     """Route proposals (silver vs review) and import review tasks into Label Studio."""
-    from labeling.routing import RoutingConfig
     from labeling.studio import push
 
     rt = Runtime(settings)
@@ -144,7 +149,7 @@ def push_task(settings: Settings, run_id: str) -> dict[str, Any]:
         rt.studio,
         taxonomy=rt.taxonomy,
         policy=rt.policy,
-        cfg=RoutingConfig.from_settings(settings),
+        cfg=routing_config(settings),
         run_id=run_id,
         silver_weight=settings.silver_weight,
         batch_size=settings.review_import_batch,
@@ -181,7 +186,7 @@ def pull_task(settings: Settings, run_id: str) -> dict[str, Any]:
 
 @task(name="train-register", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def train_task(settings: Settings) -> dict[str, Any]:
-    from experiments.pipeline import train
+    from labelloop.pipeline import train
 
     outcome = train(settings)
     return {
@@ -237,11 +242,13 @@ def queue_label_errors_from(
 @task(name="gate", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def gate_task(settings: Settings, version: str) -> dict[str, Any]:
     from experiments.gate import evaluate
-    from experiments.pipeline import gate_rules
+    from labelloop.pipeline import gate_rules
+    from labelloop.runtime import filter_model_ref
 
     result = evaluate(
         version,
         tracking_uri=settings.mlflow_uri,
+        model=filter_model_ref(settings),
         rules=gate_rules(settings),
         experiment=settings.mlflow_experiment,
     )
@@ -269,8 +276,9 @@ def gate_task(settings: Settings, version: str) -> dict[str, Any]:
 @task(name="approve", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def approve_task(settings: Settings, version: str) -> dict[str, Any]:
     from experiments.gate import approve
+    from labelloop.runtime import filter_model_ref
 
-    approve(version, tracking_uri=settings.mlflow_uri)
+    approve(version, tracking_uri=settings.mlflow_uri, model=filter_model_ref(settings))
     return {"approved": version}
 
 
@@ -486,8 +494,8 @@ def promote(version: str, approve: bool | None = None, reload: bool = True) -> d
 def score_file_task(settings: Settings, path: str, run_id: str) -> dict[str, Any]:
     """Production filter over one file; interest signals (eligible only) for the ad side."""
 
+    from labelloop.runtime import engine_from_settings
     from targeting.batch import filter_file, resumable_run
-    from targeting.engine import engine_from_settings
 
     engine = engine_from_settings(settings)
     src = Path(path)

@@ -380,7 +380,7 @@ def verify_label_studio_token(settings: Settings, base_url: str) -> None:
 # ---- filter ----
 def _filter_command(s: Settings) -> list[str]:
     return [
-        str(app_bin("uvicorn")), "targeting.service:app",
+        str(app_bin("uvicorn")), "labelloop.serving:app",
         "--host", s.host, "--port", str(s.filter_port),
     ]  # fmt: skip
 
@@ -445,7 +445,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ),
     ServiceSpec(
         name="filter",
-        description="targeting filter service (uvicorn targeting.service:app)",
+        description="targeting filter service (uvicorn labelloop.serving:app)",
         port=lambda s: s.filter_port,
         # /livez: the process serves HTTP. /healthz is readiness (503 until a model is
         # loaded from MLflow), so `up` must not wait for it; `status` reports it as `ready`.

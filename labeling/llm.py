@@ -75,7 +75,6 @@ from sqlalchemy import select
 
 from labeling.assets import LLM_MODELS, ensure_llm_model
 from labeling.prompts import RenderedPrompt
-from labelloop.settings import Settings
 from labelloop.store import LabelStore
 from labelloop.store.models import LLMCacheRow
 
@@ -386,70 +385,86 @@ def _server_token_counter(base_url: str) -> Callable[[str], int]:
     return count
 
 
-def local_llm_base_url(settings: Settings, path: Path) -> str:
+@dataclass(frozen=True)
+class LLMConfig:
+    """How to reach or load the labeling LLM (built from the ``llm*`` settings by the runtime)."""
+
+    spec: str
+    """``llamacpp:default|llamacpp:/path.gguf|hf:repo/file|openai:model|ollama:model``."""
+    models_dir: Path
+    server_url: str
+    """The stack's llm service (OpenAI-compatible base URL) for local GGUF models."""
+    base_url: str | None
+    timeout_s: float
+    runtime: str
+    structured_output: str
+    max_tokens: int
+    n_ctx: int
+    threads: int | None
+    retries: int
+    backoff_s: float
+
+
+def local_llm_base_url(config: LLMConfig, path: Path) -> str:
     """Where a local GGUF is served: the stack's llm service when it serves this file, else a
     server embedded in this process (:mod:`labeling.llm_server`)."""
     from labeling.llm_server import embedded_server, serves_model
 
-    if serves_model(settings.llm_server_url, path):
-        return settings.llm_server_url
-    return embedded_server(path, n_ctx=settings.llm_n_ctx, threads=settings.llm_threads).base_url
+    if serves_model(config.server_url, path):
+        return config.server_url
+    return embedded_server(path, n_ctx=config.n_ctx, threads=config.threads).base_url
 
 
 def build_chat_llm(
-    settings: Settings,
+    config: LLMConfig,
     *,
     interest_names: Sequence[str],
     categories: Sequence[str],
     spec: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ChatLLM:
-    """Build the :class:`ChatLLM` for ``spec`` (default ``settings.llm``). Loads local models."""
-    parsed = parse_llm_spec(spec or settings.llm)
-    params: dict[str, Any] = {"temperature": 0.0, "max_tokens": settings.llm_max_tokens}
+    """Build the :class:`ChatLLM` for ``spec`` (default ``config.spec``). Loads local models."""
+    parsed = parse_llm_spec(spec or config.spec)
+    params: dict[str, Any] = {"temperature": 0.0, "max_tokens": config.max_tokens}
     common = {
-        "max_retries": settings.llm_retries,
-        "backoff_s": settings.llm_backoff_s,
+        "max_retries": config.retries,
+        "backoff_s": config.backoff_s,
         "sleep": sleep,
     }
     schema = _label_schema(interest_names, categories)
     if parsed.provider in ("llamacpp", "hf"):
         target = parsed.target if parsed.provider == "llamacpp" else "hf:" + parsed.target
-        path = ensure_llm_model(settings.models_dir, target)
+        path = ensure_llm_model(config.models_dir, target)
         key = (
             parsed.target if parsed.provider == "llamacpp" and parsed.target in LLM_MODELS else None
         )
-        params.update(
-            {"n_ctx": settings.llm_n_ctx, "grammar": "json_schema", "repeat_penalty": 1.0}
-        )
-        if settings.llm_runtime == "server":
-            return _llamacpp_server_llm(settings, path, key, schema, params, common)
-        return _llamacpp_inprocess_llm(settings, path, key, schema, params, common)
+        params.update({"n_ctx": config.n_ctx, "grammar": "json_schema", "repeat_penalty": 1.0})
+        if config.runtime == "server":
+            return _llamacpp_server_llm(config, path, key, schema, params, common)
+        return _llamacpp_inprocess_llm(config, path, key, schema, params, common)
     if parsed.provider == "openai":
         from langchain_openai import ChatOpenAI
 
         kwargs: dict[str, Any] = {
             "model": parsed.target,
             "temperature": 0.0,
-            "max_tokens": settings.llm_max_tokens,
-            "timeout": settings.llm_timeout_s,
+            "max_tokens": config.max_tokens,
+            "timeout": config.timeout_s,
             "max_retries": 0,  # ChatLLM retries with backoff
             "logprobs": True,
             "top_logprobs": 5,
         }
-        if settings.llm_base_url:
-            kwargs["base_url"] = settings.llm_base_url
+        if config.base_url:
+            kwargs["base_url"] = config.base_url
         chat_o = ChatOpenAI(**kwargs)
-        mid = f"openai:{parsed.target}" + (
-            f"@{settings.llm_base_url}" if settings.llm_base_url else ""
-        )
-        params["structured_output"] = settings.llm_structured_output
+        mid = f"openai:{parsed.target}" + (f"@{config.base_url}" if config.base_url else "")
+        params["structured_output"] = config.structured_output
         return ChatLLM(
             chat_o,
             model_id=mid,
             params=params,
             invoke_kwargs={
-                "response_format": openai_response_format(schema, settings.llm_structured_output)
+                "response_format": openai_response_format(schema, config.structured_output)
             },
             **common,  # type: ignore[arg-type]
         )
@@ -458,23 +473,23 @@ def build_chat_llm(
     okw: dict[str, Any] = {
         "model": parsed.target,
         "temperature": 0.0,
-        "num_predict": settings.llm_max_tokens,
+        "num_predict": config.max_tokens,
         # a JSON schema constrains Ollama's output to it; "json" only to some JSON object
-        "format": schema if settings.llm_structured_output == "json_schema" else "json",
+        "format": schema if config.structured_output == "json_schema" else "json",
         "logprobs": True,
         "top_logprobs": 5,
-        "client_kwargs": {"timeout": settings.llm_timeout_s},
+        "client_kwargs": {"timeout": config.timeout_s},
     }
-    if settings.llm_base_url:
-        okw["base_url"] = settings.llm_base_url
+    if config.base_url:
+        okw["base_url"] = config.base_url
     chat_l = ChatOllama(**okw)
-    mid = f"ollama:{parsed.target}" + (f"@{settings.llm_base_url}" if settings.llm_base_url else "")
-    params["structured_output"] = settings.llm_structured_output
+    mid = f"ollama:{parsed.target}" + (f"@{config.base_url}" if config.base_url else "")
+    params["structured_output"] = config.structured_output
     return ChatLLM(chat_l, model_id=mid, params=params, **common)  # type: ignore[arg-type]
 
 
 def _llamacpp_server_llm(
-    settings: Settings,
+    config: LLMConfig,
     path: Path,
     key: str | None,
     schema: Mapping[str, Any],
@@ -484,14 +499,14 @@ def _llamacpp_server_llm(
     """A local GGUF behind llama.cpp's OpenAI-compatible server (xllamacpp, prebuilt)."""
     from langchain_openai import ChatOpenAI
 
-    base = local_llm_base_url(settings, path)
+    base = local_llm_base_url(config, path)
     chat = ChatOpenAI(
         model=path.name,
         base_url=base,
         api_key="local",  # type: ignore[arg-type]  # the local server checks none
         temperature=0.0,
-        max_tokens=settings.llm_max_tokens,  # type: ignore[call-arg]
-        timeout=max(settings.llm_timeout_s, 300.0),  # a loaded 2-core machine is slow
+        max_tokens=config.max_tokens,  # type: ignore[call-arg]
+        timeout=max(config.timeout_s, 300.0),  # a loaded 2-core machine is slow
         max_retries=0,
         logprobs=True,
         top_logprobs=8,
@@ -507,7 +522,7 @@ def _llamacpp_server_llm(
 
 
 def _llamacpp_inprocess_llm(
-    settings: Settings,
+    config: LLMConfig,
     path: Path,
     key: str | None,
     schema: Mapping[str, Any],
@@ -527,14 +542,14 @@ def _llamacpp_inprocess_llm(
 
     chat = ChatLlamaCpp(
         model_path=str(path),
-        n_ctx=settings.llm_n_ctx,
+        n_ctx=config.n_ctx,
         n_batch=512,
-        n_threads=settings.llm_threads,
+        n_threads=config.threads,
         rope_freq_base=0,
         temperature=0.0,
         top_k=1,
         repeat_penalty=1.0,
-        max_tokens=settings.llm_max_tokens,
+        max_tokens=config.max_tokens,
         verbose=False,
     )
     client = chat.client

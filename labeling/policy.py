@@ -351,7 +351,7 @@ class PolicyDoc(BaseModel):
 
 
 @dataclass(frozen=True)
-class GateResult:
+class PolicyCheck:
     eligible: bool
     reason: ExclusionReason | None
     detail: str = ""
@@ -387,7 +387,7 @@ class Policy:
     def describe_categories(self) -> dict[str, str]:
         return {k: v.description for k, v in self.doc.sensitive_categories.items()}
 
-    def check(self, record: Conversation | Mapping[str, Any]) -> GateResult:
+    def check(self, record: Conversation | Mapping[str, Any]) -> PolicyCheck:
         """The eligibility gate. Fails closed on anything missing, unknown or unparseable."""
         if isinstance(record, Conversation):
             country: Any = record.country
@@ -400,42 +400,42 @@ class Policy:
             started = record.get("started_at")
             surface = record.get("surface")
         else:
-            return GateResult(False, ExclusionReason.INVALID_RECORD, "record is not an object")
+            return PolicyCheck(False, ExclusionReason.INVALID_RECORD, "record is not an object")
 
         # Region first: an excluded person's data is never used, whatever else holds.
         if not isinstance(country, str) or country.strip().upper() not in ISO_COUNTRIES:
-            return GateResult(
+            return PolicyCheck(
                 False, ExclusionReason.REGION, f"unknown or missing country {country!r}"
             )
         if country.strip().upper() in self.excluded_countries:
-            return GateResult(
+            return PolicyCheck(
                 False, ExclusionReason.REGION, f"country {country.strip().upper()} is excluded"
             )
         if self.doc.require_linked_account and linked is not True:
-            return GateResult(False, ExclusionReason.UNLINKED_ACCOUNT, "account is not linked")
+            return PolicyCheck(False, ExclusionReason.UNLINKED_ACCOUNT, "account is not linked")
         ts = _parse_ts(started)
         if ts is None:
-            return GateResult(
+            return PolicyCheck(
                 False,
                 ExclusionReason.INVALID_RECORD,
                 f"started_at {started!r} is not a tz-aware timestamp",
             )
         if ts < self.effective_from:
-            return GateResult(
+            return PolicyCheck(
                 False,
                 ExclusionReason.BEFORE_POLICY_DATE,
                 f"started {ts.isoformat()} before {self.doc.effective_date.isoformat()}",
             )
         enabled = {s.value for s in self.doc.enabled_surfaces}
         if not isinstance(surface, str) or surface not in {s.value for s in Surface}:
-            return GateResult(
+            return PolicyCheck(
                 False, ExclusionReason.SURFACE_DISABLED, f"unknown surface {surface!r}"
             )
         if surface not in enabled:
-            return GateResult(
+            return PolicyCheck(
                 False, ExclusionReason.SURFACE_DISABLED, f"surface {surface} is disabled"
             )
-        return GateResult(True, None)
+        return PolicyCheck(True, None)
 
 
 def _parse_ts(v: Any) -> datetime | None:

@@ -47,6 +47,7 @@ from labeling.llm import LLMLabeler, LLMOutcome
 from labeling.policy import Policy
 from labeling.prompts import PromptTemplate, label_prompt_variables, offered_interests
 from labeling.records import render_turns
+from labeling.routing import FLAG_DISAGREE, FLAG_INVALID, FLAG_POSSIBLE_SENSITIVE
 from labeling.taxonomy import Taxonomy
 from labeling.vectorstore import (
     GoldIndex,
@@ -66,8 +67,8 @@ __all__ = [
     "FLAG_POSSIBLE_SENSITIVE",
     "PROPOSER_VERSION",
     "CascadeConfig",
-    "Classifier",
     "Proposal",
+    "ProposalClassifier",
     "ProposeStats",
     "Proposer",
     "combine",
@@ -76,15 +77,12 @@ __all__ = [
 ]
 
 PROPOSER_VERSION: Final = "v1"
-FLAG_DISAGREE: Final = "llm_knn_disagree"
-FLAG_POSSIBLE_SENSITIVE: Final = "possible_sensitive"
-FLAG_INVALID: Final = "llm_invalid_output"
 SOURCE_WEIGHTS: Final = {"llm": 0.5, "knn": 0.3, "classifier": 0.2, "lexicon": 0.2}
 LEXICON_SIGNAL: Final = 0.35
 
 
 @runtime_checkable
-class Classifier(Protocol):
+class ProposalClassifier(Protocol):
     """A production classifier (built by the training step).
 
     ``predict_proba(texts)`` returns ``(interest_probs, sensitive_probs)``: two lists with one dict
@@ -314,7 +312,7 @@ class Proposer:
         prompt: the label prompt (:func:`labeling.prompts.load_prompt`).
         index: the gold-example index (None: no kNN).
         labeler: the LLM labeler (None: no LLM, e.g. kNN-only evaluation).
-        classifier: an optional production :class:`Classifier`.
+        classifier: an optional production :class:`ProposalClassifier`.
         lexicon: sensitive cue words (from the seed file).
         embedding_model_id: id of the index's vector space.
     """
@@ -327,7 +325,7 @@ class Proposer:
         prompt: PromptTemplate,
         index: GoldIndex | None,
         labeler: LLMLabeler | None,
-        classifier: Classifier | None = None,
+        classifier: ProposalClassifier | None = None,
         lexicon: Lexicon | None = None,
         embedding_model_id: str | None = None,
         cascade: CascadeConfig = CascadeConfig(),
@@ -597,78 +595,3 @@ def record_run(
         else:
             row.stats = payload
             row.finished_at = utcnow()
-
-
-def build_proposer(
-    settings: Any,
-    *,
-    store: LabelStore | None,
-    classifier: Classifier | None = None,
-    with_llm: bool = True,
-    with_knn: bool = True,
-    embedding_function: Any = None,
-    chroma_client: Any = None,
-) -> Proposer:
-    """Wire a :class:`Proposer` from ``Settings`` (loads the models it needs; seeds an empty index).
-
-    ``embedding_function`` / ``chroma_client`` override the MiniLM function and the client from
-    settings (tests use an ephemeral client and a fake embedding).
-    """
-    from labeling.llm import LLMLabeler, build_chat_llm
-    from labeling.policy import load_policy
-    from labeling.prompts import load_prompt
-    from labeling.taxonomy import load_taxonomy
-    from labeling.vectorstore import load_seed_examples, open_chroma_client
-
-    policy = load_policy(settings.policy_path)
-    taxonomy = load_taxonomy(settings.taxonomy_path, settings.sensitive_map_path, policy.categories)
-    prompt = load_prompt()
-    seeds, lexicon = load_seed_examples(taxonomy, policy.categories)
-    index: GoldIndex | None = None
-    emb_id: str | None = None
-    if with_knn:
-        ef = embedding_function
-        if ef is None:
-            from labeling.embeddings import MiniLMEmbedder
-
-            ef = MiniLMEmbedder.from_models_dir(settings.models_dir).as_chroma()
-        emb_id = str(getattr(getattr(ef, "embedder", None), "model_id", None) or ef.name())
-        client = chroma_client if chroma_client is not None else open_chroma_client(settings)
-        index = GoldIndex(client, ef, settings.chroma_collection)
-        index.ensure_seeded(seeds)
-    labeler: LLMLabeler | None = None
-    if with_llm:
-        offered = dict(offered_interests(taxonomy))
-        chat = build_chat_llm(
-            settings, interest_names=list(offered.values()), categories=policy.categories
-        )
-        labeler = LLMLabeler(
-            chat,
-            interests=offered,
-            categories=policy.categories,
-            store=store,
-            nologprob_conf=settings.llm_nologprob_conf,
-        )
-    return Proposer(
-        policy=policy,
-        taxonomy=taxonomy,
-        prompt=prompt,
-        index=index,
-        labeler=labeler,
-        classifier=classifier,
-        lexicon=lexicon,
-        embedding_model_id=emb_id,
-        cascade=CascadeConfig(
-            enabled=settings.cascade_enabled,
-            skip_confidence=settings.cascade_skip_confidence,
-            min_similarity=settings.cascade_min_similarity,
-            sensitive_suspect=settings.sensitive_suspect_threshold,
-            sensitive_flag=settings.sensitive_flag_threshold,
-        ),
-        knn_k=settings.knn_k,
-        knn_temperature=settings.knn_temperature,
-        knn_seed_weight=settings.knn_seed_weight,
-        fewshot_k=settings.fewshot_k,
-        fewshot_token_budget=settings.fewshot_token_budget,
-        conversation_tokens=settings.prompt_conversation_tokens,
-    )

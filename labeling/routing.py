@@ -39,14 +39,15 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-FLAG_DISAGREE = "llm_knn_disagree"
-FLAG_SENSITIVE = "possible_sensitive"
-FLAG_INVALID = "llm_invalid_output"
+# Review flags: set on a proposal by labeling.proposals, read here to route it to a reviewer.
+FLAG_DISAGREE: Final = "llm_knn_disagree"
+FLAG_POSSIBLE_SENSITIVE: Final = "possible_sensitive"
+FLAG_INVALID: Final = "llm_invalid_output"
 SELECTIONS: tuple[str, ...] = ("uncertainty", "diverse")
 
 
@@ -171,26 +172,9 @@ class RoutingConfig:
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"routing {name} {v} is not in [0, 1]")
 
-    @classmethod
-    def from_settings(cls, s: Any) -> RoutingConfig:
-        """From ``labelloop.settings.Settings`` (review_* fields)."""
-        return cls(
-            sensitive_confidence=s.review_sensitive_confidence,
-            uncertainty_threshold=s.review_uncertainty_threshold,
-            budget=s.review_budget,
-            qa_sample_rate=s.qa_sample_rate,
-            overlap_share=s.overlap_share,
-            overlap_sensitive=s.overlap_sensitive,
-            seed=s.review_seed,
-            label_threshold=s.review_label_threshold,
-            selection=s.review_selection,
-            sensitive_share=s.review_sensitive_share,
-            explore_share=s.review_explore_share,
-        )
-
 
 @dataclass(frozen=True)
-class Decision:
+class RoutingDecision:
     conversation_id: str
     route: Route
     reasons: tuple[Reason, ...]
@@ -208,25 +192,25 @@ class Decision:
 
 @dataclass
 class RoutingResult:
-    decisions: list[Decision]
+    decisions: list[RoutingDecision]
     counts: dict[str, int] = field(default_factory=dict)
 
-    def with_dispatch(self, dispatch: Dispatch) -> list[Decision]:
+    def with_dispatch(self, dispatch: Dispatch) -> list[RoutingDecision]:
         return [d for d in self.decisions if d.dispatch == dispatch]
 
     @property
-    def to_send(self) -> list[Decision]:
+    def to_send(self) -> list[RoutingDecision]:
         return self.with_dispatch(Dispatch.SEND)
 
     @property
-    def queued(self) -> list[Decision]:
+    def queued(self) -> list[RoutingDecision]:
         return self.with_dispatch(Dispatch.QUEUED)
 
     @property
-    def auto_accepted(self) -> list[Decision]:
+    def auto_accepted(self) -> list[RoutingDecision]:
         return [d for d in self.decisions if d.route == Route.AUTO_ACCEPTED]
 
-    def by_id(self) -> dict[str, Decision]:
+    def by_id(self) -> dict[str, RoutingDecision]:
         return {d.conversation_id: d for d in self.decisions}
 
 
@@ -239,7 +223,7 @@ def is_sensitive_suspect(p: ProposalView, cfg: RoutingConfig) -> bool:
     ``sensitive_confidence``. (Flag + every signal confident = a confident sensitive call.)
     """
     signals = [v for v in p.sensitive.values() if v >= cfg.sensitive_floor]
-    if FLAG_SENSITIVE in p.flags and not signals:
+    if FLAG_POSSIBLE_SENSITIVE in p.flags and not signals:
         return True
     return any(v < cfg.sensitive_confidence for v in signals)
 
@@ -360,7 +344,7 @@ def route(proposals: Iterable[ProposalView], cfg: RoutingConfig) -> RoutingResul
     tier = {x[0].conversation_id: _tier(x[2]) for x in prelim if x[2]}
     sent, dup_of = _select(candidates, tier, items, cfg)
 
-    decisions: list[Decision] = []
+    decisions: list[RoutingDecision] = []
     for p, r, reasons, suspect in prelim:
         if not reasons:
             dispatch = Dispatch.AUTO
@@ -369,7 +353,7 @@ def route(proposals: Iterable[ProposalView], cfg: RoutingConfig) -> RoutingResul
         else:
             dispatch = Dispatch.QUEUED
         decisions.append(
-            Decision(
+            RoutingDecision(
                 conversation_id=p.conversation_id,
                 route=r,
                 reasons=reasons,
@@ -524,7 +508,7 @@ def diverse_order(
     return out
 
 
-def _counts(decisions: Sequence[Decision]) -> dict[str, int]:
+def _counts(decisions: Sequence[RoutingDecision]) -> dict[str, int]:
     c: Counter[str] = Counter()
     c["total"] = len(decisions)
     for d in decisions:

@@ -26,7 +26,7 @@ from labeling.records import (
     read_records,
     split_valid,
 )
-from labeling.redaction import redact
+from labeling.segments import redact_turns
 from labelloop.store import LabelStore
 
 
@@ -112,12 +112,7 @@ def to_row(conv: Conversation, policy: Policy, source: str, run_id: str | None) 
         langs = turn_languages((t.text for t in conv.turns), supported=policy.supported_languages)
         row["languages"] = list(langs)
         row["language"] = primary_language(langs)
-        counts: Counter[str] = Counter()
-        turns = []
-        for t in conv.turns:
-            r = redact(t.text)
-            counts.update(r.counts)
-            turns.append({"role": t.role, "modality": t.modality, "text": r.text})
+        turns, counts = redact_turns(t.model_dump() for t in conv.turns)
         row["redacted_turns"] = turns
         row["redaction_counts"] = dict(counts)
     return row

@@ -4,10 +4,16 @@ The targeting filter judges a conversation by its **segments**, so that one sens
 anywhere in a long dialogue is seen on its own instead of being averaged away (or truncated) in a
 whole-conversation embedding:
 
-* :func:`turn_texts` renders each turn (already redacted by the caller, or redacted here) as
-  ``"role: text"`` (``"role/modality: text"`` for voice, image and video turns). These strings are
-  what training and serving score; ``"\\n".join(turn_texts(...))`` is the conversation text
-  (:func:`labeling.records.render_turns`, one :func:`~labeling.records.render_turn` per line).
+* :func:`redact_turns` is the one redaction of a conversation's turns: what the label store keeps
+  (``ConversationRow.redacted_turns``) and what every rendering below starts from.
+* :func:`turn_texts` renders each turn (already redacted by the caller, or redacted here with
+  :func:`redact_turns`) as ``"role: text"`` (``"role/modality: text"`` for voice, image and video
+  turns). These strings are what training and serving score; ``"\\n".join(turn_texts(...))`` is
+  the conversation text (:func:`labeling.records.render_turns`, one
+  :func:`~labeling.records.render_turn` per line).
+* :func:`scored_texts` is redact-then-render for one record: the serving filter
+  (``targeting.decide``), ``train --from-records`` (``experiments.dataset``) and, through the
+  stored :func:`redact_turns` output, training from the label store all score its text.
 * :func:`segment_turns` cuts every turn into segments of at most ``max_chars`` characters along
   sentence boundaries (a sentence longer than that is cut at whitespace, a run without whitespace
   at ``max_chars``). Every character of every turn lands in exactly one segment: nothing is
@@ -20,11 +26,12 @@ Pure functions, no I/O.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labeling.records import render_turn
+from labeling.records import Conversation, render_turn
 from labeling.redaction import redact
 
 DEFAULT_SEGMENT_CHARS = 400
@@ -40,14 +47,29 @@ class Segment:
     text: str  # "role: ..." as scored
 
 
+def redact_turns(turns: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """Every turn's text redacted, as ``{"role", "modality", "text"}`` dicts (the shape the label
+    store keeps), and the redaction counts by kind over all turns."""
+    out: list[dict[str, Any]] = []
+    counts: Counter[str] = Counter()
+    for t in turns:
+        r = redact(str(t.get("text", "")))
+        counts.update(r.counts)
+        out.append({"role": t["role"], "modality": t.get("modality"), "text": r.text})
+    return out, counts
+
+
 def turn_texts(turns: Iterable[Mapping[str, Any]], *, redacted: bool = False) -> tuple[str, ...]:
     """The rendered turns the filter scores. ``redacted=True``: the turns' text is already redacted
     (e.g. ``ConversationRow.redacted_turns``); otherwise every turn is redacted here."""
-    out = []
-    for t in turns:
-        text = str(t.get("text", ""))
-        out.append(render_turn({**t, "text": text if redacted else redact(text).text}))
-    return tuple(out)
+    if not redacted:
+        turns, _ = redact_turns(turns)
+    return tuple(render_turn(t) for t in turns)
+
+
+def scored_texts(conv: Conversation) -> tuple[str, ...]:
+    """The rendered, redacted turns the filter scores for ``conv`` (serving and training alike)."""
+    return turn_texts(t.model_dump() for t in conv.turns)
 
 
 def _split_long(sentence: str, max_chars: int) -> list[str]:

@@ -417,6 +417,14 @@ def _interest_name(taxonomy: Taxonomy | None, interest_id: str) -> str:
 
 
 # ---- Label Studio client -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class StudioConfig:
+    """Where Label Studio is and the API token to use there."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+
+
 class StudioClient:
     """The few Label Studio calls labelloop needs, through label-studio-sdk 2.x."""
 
@@ -427,8 +435,8 @@ class StudioClient:
         self.ls = LabelStudio(base_url=base_url, api_key=api_key, timeout=timeout_s)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> StudioClient:
-        return cls(settings.label_studio, settings.label_studio_token.get_secret_value())
+    def from_config(cls, config: StudioConfig) -> StudioClient:
+        return cls(config.base_url, config.api_key)
 
     # projects
     def find_project(self, title: str) -> int | None:

@@ -40,18 +40,18 @@ if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
 
-    from labelloop.settings import Settings
 
 SEED_PATH: Final = Path(__file__).parent / "data" / "seed_examples.yaml"
 SEED_PREFIX: Final = "seed:"
 
 __all__ = [
     "SEED_PATH",
-    "GoldExample",
     "GoldIndex",
+    "IndexedExample",
     "KnnVote",
     "Lexicon",
     "Neighbor",
+    "VectorStoreConfig",
     "knn_vote",
     "load_seed_examples",
     "open_chroma_client",
@@ -60,7 +60,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class GoldExample:
+class IndexedExample:
     id: str
     text: str
     interests: tuple[str, ...] | None  # IAB ids; None = unknown
@@ -243,14 +243,14 @@ class Lexicon:
 
 def load_seed_examples(
     taxonomy: Taxonomy, categories: Sequence[str], path: Path | None = None
-) -> tuple[list[GoldExample], Lexicon]:
+) -> tuple[list[IndexedExample], Lexicon]:
     """The seed examples (interest names -> IAB ids) and the lexicon; validated against policy."""
     p = path or SEED_PATH
     doc = yaml.safe_load(p.read_text(encoding="utf-8"))
     if not isinstance(doc, dict) or not isinstance(doc.get("examples"), list):
         raise ValueError(f"{p}: expected a mapping with an 'examples' list")
     cats = set(categories)
-    out: list[GoldExample] = []
+    out: list[IndexedExample] = []
     for n, e in enumerate(doc["examples"]):
         where = f"{p}: examples[{n}]"
         if not isinstance(e, dict) or not isinstance(e.get("text"), str):
@@ -263,7 +263,7 @@ def load_seed_examples(
             ints = tuple(taxonomy.name_to_id(x) for x in e.get("interests") or [])
         except KeyError as exc:
             raise ValueError(f"{where}: {exc}") from exc
-        out.append(GoldExample(f"{SEED_PREFIX}{n:03d}", e["text"], ints, sens, "seed"))
+        out.append(IndexedExample(f"{SEED_PREFIX}{n:03d}", e["text"], ints, sens, "seed"))
     lex = doc.get("lexicon") or {}
     unknown_lex = [c for c in lex if c not in cats]
     if unknown_lex:
@@ -274,24 +274,32 @@ def load_seed_examples(
 # --------------------------------------------------------------------------- Chroma
 
 
-def open_chroma_client(settings: Settings) -> ClientAPI:
-    """PersistentClient in ``settings.chroma_dir``, or HttpClient for ``settings.chroma_url``."""
+@dataclass(frozen=True)
+class VectorStoreConfig:
+    """Where the gold index lives: a Chroma server at ``url``, else a local ``path``."""
+
+    path: Path
+    url: str | None = None
+
+
+def open_chroma_client(config: VectorStoreConfig) -> ClientAPI:
+    """PersistentClient in ``config.path``, or HttpClient for ``config.url``."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
-    if settings.chroma_url:
+    if config.url:
         from urllib.parse import urlsplit
 
-        u = urlsplit(settings.chroma_url)
+        u = urlsplit(config.url)
         return chromadb.HttpClient(
             host=u.hostname or "localhost",
             port=u.port or (443 if u.scheme == "https" else 8000),
             ssl=u.scheme == "https",
             settings=chroma_settings,
         )
-    settings.chroma_dir.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
+    config.path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(config.path), settings=chroma_settings)
 
 
 class GoldIndex:
@@ -312,7 +320,7 @@ class GoldIndex:
     def count(self) -> int:
         return int(self.collection.count())
 
-    def upsert(self, examples: Sequence[GoldExample], batch_size: int = 256) -> int:
+    def upsert(self, examples: Sequence[IndexedExample], batch_size: int = 256) -> int:
         """Insert or replace examples by id (conversation id): re-running is a no-op."""
         for i in range(0, len(examples), batch_size):
             chunk = examples[i : i + batch_size]
@@ -323,7 +331,7 @@ class GoldIndex:
             )
         return len(examples)
 
-    def ensure_seeded(self, seeds: Sequence[GoldExample]) -> int:
+    def ensure_seeded(self, seeds: Sequence[IndexedExample]) -> int:
         """Bring the seed examples in the collection in line with the seed file.
 
         On an empty collection this is the cold start; later it only upserts seeds whose text or

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperCommand
 
 from labelloop.settings import Settings, get_settings
 
@@ -57,3 +58,48 @@ def cli_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
             bar.update(tasks[phase], completed=done, total=total or None)
 
         yield update
+
+
+def spread_option_values(args: Sequence[str], options: Collection[str]) -> list[str]:
+    """``args`` with every extra value after one of ``options`` given its own flag:
+    ``--from-records a b --json`` -> ``--from-records a --from-records b --json``.
+
+    A token starting with ``-`` (another option) ends the run of values; ``--`` stops the rewrite.
+    The repeated form (``--from-records a --from-records b``) passes unchanged.
+    """
+    out: list[str] = []
+    current: str | None = None  # the multi-value option whose values are being read
+    has_value = False  # whether ``current`` got its first value already
+    for i, arg in enumerate(args):
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        name, eq, _ = arg.partition("=")
+        if arg.startswith("-") and arg != "-":
+            current = name if name in options else None
+            has_value = bool(eq)
+            out.append(arg)
+        elif current is not None and has_value:
+            out += [current, arg]
+        else:
+            has_value = True
+            out.append(arg)
+    return out
+
+
+class MultiValueCommand(TyperCommand):
+    """A command whose repeatable options (``list[...]`` options) also take several values after one
+    flag: ``--from-records a.jsonl b.jsonl`` is ``--from-records a.jsonl --from-records b.jsonl``.
+
+    Only for commands without positional arguments, where a bare value after such an option can
+    mean nothing else.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # typer ships its own click: compare parameter kinds by name, not by class
+        if any(p.param_type_name == "argument" for p in self.params):
+            raise TypeError(f"{self.name}: MultiValueCommand takes no positional arguments")
+        multi = {
+            o for p in self.params if p.param_type_name == "option" and p.multiple for o in p.opts
+        }
+        return super().parse_args(ctx, spread_option_values(args, multi))

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labelloop.cli_common import cli_progress
+from labelloop.cli_common import MultiValueCommand, cli_progress
 from labelloop.cli_common import cli_settings as _settings
 
 console = Console()
@@ -25,7 +25,8 @@ def train_cmd(
         list[Path] | None,
         typer.Option(
             "--from-records",
-            help="train on these record files (gold labels) instead of the label store",
+            help="train on these record files (gold labels) instead of the label store; "
+            "several paths after one flag or the flag repeated",
         ),
     ] = None,
     no_embeddings: Annotated[
@@ -36,7 +37,7 @@ def train_cmd(
     ] = False,
 ) -> None:
     """Train the targeting filter, log an MLflow run, register a version; prints the run URL."""
-    from experiments.pipeline import evaluate_and_maybe_approve, train
+    from labelloop.pipeline import evaluate_and_maybe_approve, train
 
     s = _settings()
     for p in from_records or []:
@@ -65,13 +66,36 @@ def train_cmd(
             console.print(f"auto-approved: version {out.version} is now @production")
 
 
+def _version(positional: str | None, option: str | None) -> str:
+    """The model version given as ``VERSION`` or ``--version VERSION`` (either, not two different)."""
+    if positional is not None and option is not None and positional != option:
+        raise typer.BadParameter(
+            f"two different versions given ({positional!r} and --version {option!r})",
+            param_hint="VERSION / --version",
+        )
+    version = positional if positional is not None else option
+    if version is None:
+        raise typer.BadParameter(
+            "missing: give the model version as VERSION or --version VERSION",
+            param_hint="VERSION / --version",
+        )
+    return version
+
+
 def evaluate_cmd(
-    version: Annotated[str, typer.Option("--version", "-v", help="model version to gate")],
+    version_arg: Annotated[
+        str | None,
+        typer.Argument(metavar="VERSION", help="model version to gate (or --version)"),
+    ] = None,
+    version_opt: Annotated[
+        str | None, typer.Option("--version", "-v", help="model version to gate")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the verdict as JSON")] = False,
 ) -> None:
     """Gate VERSION against the @production champion on the frozen eval split (exit 1 if it fails)."""
-    from experiments.pipeline import evaluate_and_maybe_approve
+    from labelloop.pipeline import evaluate_and_maybe_approve
 
+    version = _version(version_arg, version_opt)
     s = _settings()
     result, approved = evaluate_and_maybe_approve(s, version)
     if as_json:
@@ -92,7 +116,16 @@ def evaluate_cmd(
 
 
 def approve_cmd(
-    version: Annotated[str, typer.Argument(help="model version to promote to @production")],
+    version_arg: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="VERSION", help="model version to promote to @production (or --version)"
+        ),
+    ] = None,
+    version_opt: Annotated[
+        str | None,
+        typer.Option("--version", "-v", help="model version to promote to @production"),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="approve although the gate did not pass")
     ] = False,
@@ -102,10 +135,18 @@ def approve_cmd(
 ) -> None:
     """Move @production to VERSION (the old production keeps @previous)."""
     from experiments.gate import GateError, approve
+    from labelloop.runtime import filter_model_ref
 
+    version = _version(version_arg, version_opt)
     s = _settings()
     try:
-        r = approve(version, tracking_uri=s.mlflow_uri, force=force, reason=reason)
+        r = approve(
+            version,
+            tracking_uri=s.mlflow_uri,
+            model=filter_model_ref(s),
+            force=force,
+            reason=reason,
+        )
     except GateError as exc:
         err.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -121,10 +162,11 @@ def approve_cmd(
 def rollback_cmd() -> None:
     """Point @production back at @previous."""
     from experiments.gate import GateError, rollback
+    from labelloop.runtime import filter_model_ref
 
     s = _settings()
     try:
-        r = rollback(tracking_uri=s.mlflow_uri)
+        r = rollback(tracking_uri=s.mlflow_uri, model=filter_model_ref(s))
     except GateError as exc:
         err.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -132,21 +174,23 @@ def rollback_cmd() -> None:
 
 
 def models_list() -> None:
-    """Versions of labelloop-targeting-filter with aliases and gate status."""
+    """Versions of the filter model (filter_model_name) with aliases and gate status."""
     from experiments.registry import list_versions
+    from labelloop.runtime import filter_model_ref
 
     s = _settings()
-    t = Table(title="labelloop-targeting-filter")
+    name = filter_model_ref(s).name
+    t = Table(title=name)
     for col in ("version", "aliases", "gate", "forced", "run_id"):
         t.add_column(col)
-    for r in list_versions(s.mlflow_uri):
+    for r in list_versions(s.mlflow_uri, name):
         t.add_row(r["version"], ",".join(r["aliases"]), r["gate"], r["forced"], r["run_id"] or "")
     console.print(t)
 
 
 def register(app: typer.Typer, models_app: typer.Typer) -> None:
     """Add train/evaluate/approve/rollback, and `list` to the main CLI's `models` group."""
-    app.command("train")(train_cmd)
+    app.command("train", cls=MultiValueCommand)(train_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("approve")(approve_cmd)
     app.command("rollback")(rollback_cmd)

@@ -78,13 +78,13 @@ def filter_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Decide every record of a JSONL file with the production filter model (fail closed, audited)."""
+    from labelloop.runtime import engine_from_settings, served_model_uri
     from targeting.audit import AuditError
     from targeting.batch import OutputBusyError, filter_file, resumable_run
-    from targeting.engine import engine_from_settings
 
     logging.getLogger("labelloop.targeting").setLevel(logging.WARNING)
     s = _settings()
-    uri = model_uri or s.filter_model_uri or f"models:/{s.filter_model_name}@{s.filter_model_alias}"
+    uri = model_uri or served_model_uri(s)
     with console.status(
         f"loading {without_credentials(uri)} from {without_credentials(s.mlflow_uri)} …"
     ):

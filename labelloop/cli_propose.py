@@ -78,10 +78,10 @@ def propose(
     from labeling.proposals import (
         ProposalInput,
         ProposeStats,
-        build_proposer,
         record_run,
         write_proposals,
     )
+    from labelloop.runtime import build_proposer
 
     s = _settings()
     if not input.exists():

@@ -18,7 +18,7 @@ from rich.table import Table
 from labelloop.cli_common import cli_progress as _progress
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.cli_common import cli_store as _store
-from labelloop.runtime import gold_indexer, review_embedder, review_turn_scorer
+from labelloop.runtime import gold_indexer, review_embedder, review_turn_scorer, routing_config
 from labelloop.safe_text import without_credentials
 from labelloop.settings import Settings
 
@@ -52,9 +52,9 @@ def _domain(s: Settings) -> tuple[Taxonomy, Policy]:
 
 
 def _client(s: Settings) -> StudioClient:
-    from labeling.studio import StudioClient
+    from labelloop.runtime import studio_client
 
-    return StudioClient.from_settings(s)
+    return studio_client(s)
 
 
 def _run_id(kind: str) -> str:
@@ -84,13 +84,10 @@ def push_cmd(
 ) -> None:
     """Route new proposals (auto-accept as silver, or review) and import review tasks with
     pre-annotations into Label Studio. Resumable: re-running never duplicates a task."""
-    from labeling.routing import RoutingConfig
     from labeling.studio import push
 
     s = _settings()
-    cfg = RoutingConfig.from_settings(s)
-    if budget is not None:
-        cfg = RoutingConfig(**{**cfg.__dict__, "budget": budget})
+    cfg = routing_config(s, budget=budget)
     taxonomy, policy = _domain(s)
     store = _store(s)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from labelloop.settings import Settings, get_settings
 
@@ -16,11 +16,18 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from labeling.collection import GoldExample
+    from labeling.llm import LLMConfig
     from labeling.policy import Policy
-    from labeling.studio import StudioClient, TurnScorer
+    from labeling.proposals import ProposalClassifier, Proposer
+    from labeling.routing import RoutingConfig
+    from labeling.studio import StudioClient, StudioConfig, TurnScorer
     from labeling.taxonomy import Taxonomy
+    from labeling.vectorstore import VectorStoreConfig
     from labelloop.store import LabelStore
+    from targeting.engine import FilterEngine
+    from targeting.model_ref import FilterModelRef
     from targeting.partitions import ScoringSpec
+    from targeting.service import ServiceConfig
 
 
 class Runtime:
@@ -57,9 +64,218 @@ class Runtime:
 
     @cached_property
     def studio(self) -> StudioClient:
-        from labeling.studio import StudioClient
+        return studio_client(self.settings)
 
-        return StudioClient.from_settings(self.settings)
+
+def studio_config(settings: Settings) -> StudioConfig:
+    """Label Studio's URL and API token."""
+    from labeling.studio import StudioConfig
+
+    return StudioConfig(settings.label_studio, settings.label_studio_token.get_secret_value())
+
+
+def studio_client(settings: Settings) -> StudioClient:
+    """A Label Studio client (connects on its first call)."""
+    from labeling.studio import StudioClient
+
+    return StudioClient.from_config(studio_config(settings))
+
+
+def vectorstore_config(settings: Settings) -> VectorStoreConfig:
+    """The Chroma server (``chroma_url``) or local directory (``chroma_dir``) of the gold index."""
+    from labeling.vectorstore import VectorStoreConfig
+
+    return VectorStoreConfig(path=settings.chroma_dir, url=settings.chroma_url)
+
+
+def llm_config(settings: Settings) -> LLMConfig:
+    """The labeling LLM: provider spec, where it is served or stored, and call limits."""
+    from labeling.llm import LLMConfig
+
+    return LLMConfig(
+        spec=settings.llm,
+        models_dir=settings.models_dir,
+        server_url=settings.llm_server_url,
+        base_url=settings.llm_base_url,
+        timeout_s=settings.llm_timeout_s,
+        runtime=settings.llm_runtime,
+        structured_output=settings.llm_structured_output,
+        max_tokens=settings.llm_max_tokens,
+        n_ctx=settings.llm_n_ctx,
+        threads=settings.llm_threads,
+        retries=settings.llm_retries,
+        backoff_s=settings.llm_backoff_s,
+    )
+
+
+def build_proposer(
+    settings: Settings,
+    *,
+    store: LabelStore | None,
+    classifier: ProposalClassifier | None = None,
+    with_llm: bool = True,
+    with_knn: bool = True,
+    embedding_function: Any = None,
+    chroma_client: Any = None,
+) -> Proposer:
+    """Wire a :class:`Proposer` from ``Settings`` (loads the models it needs; seeds an empty index).
+
+    ``embedding_function`` / ``chroma_client`` override the MiniLM function and the client from
+    settings (tests use an ephemeral client and a fake embedding).
+    """
+    from labeling.llm import LLMLabeler, build_chat_llm
+    from labeling.policy import load_policy
+    from labeling.prompts import load_prompt, offered_interests
+    from labeling.proposals import CascadeConfig, Proposer
+    from labeling.taxonomy import load_taxonomy
+    from labeling.vectorstore import GoldIndex, load_seed_examples, open_chroma_client
+
+    policy = load_policy(settings.policy_path)
+    taxonomy = load_taxonomy(settings.taxonomy_path, settings.sensitive_map_path, policy.categories)
+    prompt = load_prompt()
+    seeds, lexicon = load_seed_examples(taxonomy, policy.categories)
+    index: GoldIndex | None = None
+    emb_id: str | None = None
+    if with_knn:
+        ef = embedding_function
+        if ef is None:
+            from labeling.embeddings import MiniLMEmbedder
+
+            ef = MiniLMEmbedder.from_models_dir(settings.models_dir).as_chroma()
+        emb_id = str(getattr(getattr(ef, "embedder", None), "model_id", None) or ef.name())
+        client = (
+            chroma_client
+            if chroma_client is not None
+            else open_chroma_client(vectorstore_config(settings))
+        )
+        index = GoldIndex(client, ef, settings.chroma_collection)
+        index.ensure_seeded(seeds)
+    labeler: LLMLabeler | None = None
+    if with_llm:
+        offered = dict(offered_interests(taxonomy))
+        chat = build_chat_llm(
+            llm_config(settings),
+            interest_names=list(offered.values()),
+            categories=policy.categories,
+        )
+        labeler = LLMLabeler(
+            chat,
+            interests=offered,
+            categories=policy.categories,
+            store=store,
+            nologprob_conf=settings.llm_nologprob_conf,
+        )
+    return Proposer(
+        policy=policy,
+        taxonomy=taxonomy,
+        prompt=prompt,
+        index=index,
+        labeler=labeler,
+        classifier=classifier,
+        lexicon=lexicon,
+        embedding_model_id=emb_id,
+        cascade=CascadeConfig(
+            enabled=settings.cascade_enabled,
+            skip_confidence=settings.cascade_skip_confidence,
+            min_similarity=settings.cascade_min_similarity,
+            sensitive_suspect=settings.sensitive_suspect_threshold,
+            sensitive_flag=settings.sensitive_flag_threshold,
+        ),
+        knn_k=settings.knn_k,
+        knn_temperature=settings.knn_temperature,
+        knn_seed_weight=settings.knn_seed_weight,
+        fewshot_k=settings.fewshot_k,
+        fewshot_token_budget=settings.fewshot_token_budget,
+        conversation_tokens=settings.prompt_conversation_tokens,
+    )
+
+
+def routing_config(settings: Settings, *, budget: int | None = None) -> RoutingConfig:
+    """How proposals are routed to review (the ``review_*``, ``qa_sample_rate`` and ``overlap_*``
+    settings); ``budget`` overrides ``review_budget`` for one run."""
+    from labeling.routing import RoutingConfig
+
+    return RoutingConfig(
+        sensitive_confidence=settings.review_sensitive_confidence,
+        uncertainty_threshold=settings.review_uncertainty_threshold,
+        budget=settings.review_budget if budget is None else budget,
+        qa_sample_rate=settings.qa_sample_rate,
+        overlap_share=settings.overlap_share,
+        overlap_sensitive=settings.overlap_sensitive,
+        seed=settings.review_seed,
+        label_threshold=settings.review_label_threshold,
+        selection=settings.review_selection,
+        sensitive_share=settings.review_sensitive_share,
+        explore_share=settings.review_explore_share,
+    )
+
+
+def filter_model_ref(settings: Settings) -> FilterModelRef:
+    """The registered filter model (``filter_model_name``) and the alias it follows
+    (``filter_model_alias``): what training registers, the gate moves and serving loads."""
+    from targeting.model_ref import FilterModelRef
+
+    return FilterModelRef(name=settings.filter_model_name, alias=settings.filter_model_alias)
+
+
+def served_model_uri(settings: Settings) -> str:
+    """What the filter serves: ``filter_model_uri`` when set, else ``models:/<name>@<alias>``."""
+    return settings.filter_model_uri or filter_model_ref(settings).alias_uri
+
+
+def engine_from_settings(
+    settings: Settings, *, model_uri: str | None = None, poll_s: float = 0.0, load: bool = True
+) -> FilterEngine:
+    """The engine every caller uses (batch CLI, score_batch flow): model holder, policy, audit.
+
+    ``model_uri`` defaults to :func:`served_model_uri`. With ``load`` the model is loaded now; if
+    that fails the engine still works and fails closed.
+    """
+    from labeling.policy import load_policy
+    from labeling.records import Limits
+    from targeting.audit import AuditLog
+    from targeting.engine import FilterEngine
+    from targeting.holder import ModelHolder
+
+    holder = ModelHolder.for_uri(
+        model_uri or served_model_uri(settings),
+        settings.mlflow_uri,
+        poll_s=poll_s,
+        cache_dir=settings.state / "filter" / "models",
+    )
+    if load:
+        holder.refresh()
+    return FilterEngine(
+        holder,
+        load_policy(settings.policy_path),
+        AuditLog(settings.decisions_audit_path, fsync=settings.filter_audit_fsync),
+        limits=Limits(max_text_chars=settings.max_text_chars, max_turns=settings.max_turns),
+    )
+
+
+def service_config(settings: Settings) -> ServiceConfig:
+    """The filter service: keys, the model it serves, limits and the decision log."""
+    from targeting.service import ServiceConfig
+
+    return ServiceConfig(
+        api_key=settings.filter_api_key,
+        admin_key=settings.filter_admin_key,
+        model=filter_model_ref(settings),
+        model_uri=settings.filter_model_uri,
+        tracking_uri=settings.mlflow_uri,
+        poll_s=settings.filter_poll_s,
+        model_cache_dir=settings.state / "filter" / "models",
+        onnx_threads=settings.filter_onnx_threads,
+        embed_cache=settings.filter_embed_cache,
+        audit_path=settings.decisions_audit_path,
+        audit_fsync=settings.filter_audit_fsync,
+        policy_path=settings.policy_path,
+        max_text_chars=settings.max_text_chars,
+        max_turns=settings.max_turns,
+        max_batch=settings.filter_max_batch,
+        max_queue=settings.filter_max_queue,
+        max_body_bytes=settings.filter_max_body_bytes,
+    )
 
 
 def ensure_label_store_server(settings: Settings) -> str | None:
@@ -78,8 +294,7 @@ def scoring_spec(settings: Settings, *, onnx_threads: int | None = 1) -> Scoring
     from targeting.partitions import ScoringSpec
 
     return ScoringSpec(
-        model_uri=settings.filter_model_uri
-        or f"models:/{settings.filter_model_name}@{settings.filter_model_alias}",
+        model_uri=served_model_uri(settings),
         tracking_uri=settings.mlflow_uri,
         model_cache_dir=str(settings.state / "filter" / "models"),
         policy_path=str(settings.policy_path) if settings.policy_path else None,
@@ -116,10 +331,7 @@ def review_turn_scorer(settings: Settings) -> TurnScorer:
     try:
         from targeting.model import load_filter
 
-        model = load_filter(
-            f"models:/{settings.filter_model_name}@{settings.filter_model_alias}",
-            tracking_uri=settings.mlflow_uri,
-        )
+        model = load_filter(filter_model_ref(settings).alias_uri, tracking_uri=settings.mlflow_uri)
         if model.bundle is not None:
             return FilterTurnScorer(model.bundle, model.embedder, str(model.model_version))
     except Exception as exc:  # no production model yet, or MLflow unreachable
@@ -133,12 +345,13 @@ def gold_indexer(settings: Settings) -> Callable[[Sequence[GoldExample]], object
 
     def index(examples: Sequence[GoldExample]) -> object:
         from labeling.embeddings import MiniLMEmbedder
-        from labeling.vectorstore import GoldExample as IndexedExample
-        from labeling.vectorstore import GoldIndex, open_chroma_client
+        from labeling.vectorstore import GoldIndex, IndexedExample, open_chroma_client
 
         embedder = MiniLMEmbedder.from_models_dir(settings.models_dir)
         gold_index = GoldIndex(
-            open_chroma_client(settings), embedder.as_chroma(), settings.chroma_collection
+            open_chroma_client(vectorstore_config(settings)),
+            embedder.as_chroma(),
+            settings.chroma_collection,
         )
         return gold_index.upsert(
             [

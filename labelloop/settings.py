@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     filter_port: int = Field(8000, description="targeting filter service (OpenAPI at /docs)")
     chroma_url: str | None = Field(default=None, description="Chroma server URL; default embedded")
     stack_filter_enabled: bool = Field(
-        False, description="`stack up` also starts the filter (uvicorn targeting.service:app)"
+        False, description="`stack up` also starts the filter (uvicorn labelloop.serving:app)"
     )
     stack_start_timeout_s: float = Field(180.0, description="`stack up`: max s to wait for health")
     stack_stop_timeout_s: float = Field(15.0, description="`stack down`: SIGTERM grace (s)")

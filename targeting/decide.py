@@ -8,8 +8,9 @@ Order of checks for every record:
 3. the language of every turn (``labeling.language``): a turn in a language the policy does not
    list in ``supported_languages`` -> ``unsupported_language`` (the filter refuses what its
    quality was not measured on);
-4. redaction of every turn, then the content scorer on every segment of every turn: one
-   sensitive segment anywhere -> ``sensitive_topic``; the category and the index of the turn that
+4. redaction and rendering of every turn (``labeling.segments.scored_texts``, the same text
+   training scores), then the content scorer on every segment of every turn: one sensitive
+   segment anywhere -> ``sensitive_topic``; the category and the index of the turn that
    triggered it are kept for the **audit log only** (callers that answer the ad side must drop
    them: :meth:`Decision.public`);
 5. interests above their per-label thresholds (only for eligible records).
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 from labeling.language import turn_languages, unsupported
 from labeling.policy import ExclusionReason, Policy
 from labeling.records import Conversation, Limits, parse_record
-from labeling.segments import turn_texts
+from labeling.segments import scored_texts
 from targeting.scorer import ContentVerdict
 
 log = logging.getLogger(__name__)
@@ -168,11 +169,6 @@ def _validate(raw: Any, limits: Limits) -> Conversation | str:
     return f"field {res.field!r}: {res.reason}" if res.field else res.reason
 
 
-def redacted_turns(conv: Conversation) -> tuple[str, ...]:
-    """The rendered, redacted turns the content scorer sees (the same function as training's)."""
-    return turn_texts(t.model_dump() for t in conv.turns)
-
-
 def decide_batch(
     records: Sequence[Any],
     *,
@@ -226,7 +222,7 @@ def decide_batch(
             decisions[i] = _unavailable(conv.conversation_id, model_version, pv, "no model loaded")
             continue
         try:
-            turns = redacted_turns(conv)
+            turns = scored_texts(conv)
         except Exception as exc:
             decisions[i] = _unavailable(
                 conv.conversation_id, model_version, pv, f"redaction failed: {exc}"

@@ -25,7 +25,7 @@ For a batch of raw records (decoded JSON values) :meth:`FilterEngine.decide`:
 Conversation ids that are not valid Unicode (a lone surrogate) are shown escaped (``\\ud800``)
 in decisions and in the log; such a record is ``invalid_record``.
 
-:meth:`Decision.public` is what leaves the process (API responses, batch output): it has no
+:meth:`FilterDecision.public` is what leaves the process (API responses, batch output): it has no
 sensitive category and no detail, by construction.
 """
 
@@ -42,7 +42,6 @@ from typing import Any
 from labeling.language import primary_language
 from labeling.policy import ExclusionReason, Policy
 from labeling.records import Conversation, Limits, QuarantinedRecord, parse_record, printable
-from labelloop.settings import Settings
 from targeting.audit import AuditLog, encodable
 from targeting.holder import LoadedModel, ModelHolder
 
@@ -68,7 +67,7 @@ class BadInput:
 
 
 @dataclass(frozen=True)
-class Decision:
+class FilterDecision:
     conversation_id: str | None
     eligible: bool
     interests: list[dict[str, Any]]
@@ -100,7 +99,7 @@ class BatchStats:
     # main language of the records whose turns were read (policy gate passed)
     by_language: dict[str, int] = field(default_factory=dict)
 
-    def add(self, decisions: Sequence[Decision]) -> None:
+    def add(self, decisions: Sequence[FilterDecision]) -> None:
         for d in decisions:
             self.records += 1
             if d.eligible:
@@ -176,7 +175,7 @@ class FilterEngine:
         source: str = "api",
         request_id: str | None = None,
         first_index: int = 0,
-    ) -> list[Decision]:
+    ) -> list[FilterDecision]:
         """One decision per item, in order, each in the audit log. Never raises for bad data or
         a bad model; raises :class:`~targeting.audit.AuditError` if the log cannot be written."""
         return self.decide_groups(
@@ -189,7 +188,7 @@ class FilterEngine:
         *,
         source: str = "api",
         first_index: int = 0,
-    ) -> list[list[Decision]]:
+    ) -> list[list[FilterDecision]]:
         """Decide several requests ``(items, request_id)`` with one model call and one audit
         append (the service's micro-batching); one decision list per group, in order."""
         loaded = self.holder.current  # one model for the whole batch
@@ -204,7 +203,7 @@ class FilterEngine:
             ]
         index = [(rid, first_index + n) for g, rid in groups for n in range(len(g))]
         decisions = self._audit(decisions, loaded, source, index)
-        out: list[list[Decision]] = []
+        out: list[list[FilterDecision]] = []
         pos = 0
         for g, _ in groups:
             out.append(decisions[pos : pos + len(g)])
@@ -214,8 +213,8 @@ class FilterEngine:
     # ---- steps ----
     def _decide(
         self, items: Sequence[Any], loaded: LoadedModel | None, source: str
-    ) -> list[Decision]:
-        out: list[Decision | None] = [None] * len(items)
+    ) -> list[FilterDecision]:
+        out: list[FilterDecision | None] = [None] * len(items)
         to_score: list[tuple[int, Conversation]] = []
         mv = loaded.version if loaded is not None else None
         for i, item in enumerate(items):
@@ -226,7 +225,7 @@ class FilterEngine:
                 early = self._unavailable(
                     _cid_of(item), loaded, f"check error: {type(exc).__name__}"
                 )
-            if isinstance(early, Decision):
+            if isinstance(early, FilterDecision):
                 out[i] = early
             else:
                 to_score.append((i, early))
@@ -242,7 +241,9 @@ class FilterEngine:
         assert all(d is not None for d in out)
         return [d for d in out if d is not None]
 
-    def _check(self, item: Any, i: int, mv: str | None, source: str) -> Decision | Conversation:
+    def _check(
+        self, item: Any, i: int, mv: str | None, source: str
+    ) -> FilterDecision | Conversation:
         """The record (to be scored) or its decision (invalid, or excluded by the gate)."""
         if isinstance(item, BadInput):
             return self._excluded(
@@ -261,7 +262,7 @@ class FilterEngine:
             return self._excluded(rec.conversation_id, reason, mv, gate.detail)
         return rec
 
-    def _score(self, recs: list[Conversation], loaded: LoadedModel) -> list[Decision]:
+    def _score(self, recs: list[Conversation], loaded: LoadedModel) -> list[FilterDecision]:
         payload = [r.model_dump(mode="json", exclude={"gold"}) for r in recs]
         try:
             answers = self._predict(loaded, payload)
@@ -294,7 +295,7 @@ class FilterEngine:
             )
         return list(answers)
 
-    def _sanitize(self, raw: Any, cid: str, loaded: LoadedModel) -> Decision:
+    def _sanitize(self, raw: Any, cid: str, loaded: LoadedModel) -> FilterDecision:
         try:
             if not isinstance(raw, Mapping):
                 raise ContractError("decision is not an object")
@@ -329,7 +330,7 @@ class FilterEngine:
             reason = ExclusionReason.SENSITIVE_TOPIC.value
         if not eligible and reason is None:
             reason = ExclusionReason.MODEL_UNAVAILABLE.value
-        return Decision(
+        return FilterDecision(
             conversation_id=cid,
             eligible=eligible,
             interests=interests if eligible else [],
@@ -345,13 +346,15 @@ class FilterEngine:
 
     def _excluded(
         self, cid: str | None, reason: ExclusionReason, model_version: str | None, detail: str
-    ) -> Decision:
-        return Decision(
+    ) -> FilterDecision:
+        return FilterDecision(
             cid, False, [], reason.value, model_version, self.policy.version, None, detail
         )
 
-    def _unavailable(self, cid: str | None, loaded: LoadedModel | None, detail: str) -> Decision:
-        return Decision(
+    def _unavailable(
+        self, cid: str | None, loaded: LoadedModel | None, detail: str
+    ) -> FilterDecision:
+        return FilterDecision(
             cid,
             False,
             [],
@@ -364,18 +367,18 @@ class FilterEngine:
 
     def _audit(
         self,
-        decisions: list[Decision],
+        decisions: list[FilterDecision],
         loaded: LoadedModel | None,
         source: str,
         index: list[tuple[str, int]],
-    ) -> list[Decision]:
+    ) -> list[FilterDecision]:
         """Log every decision; returns the decisions as logged (raises AuditError if the log
         cannot be written at all: then no decision may leave)."""
         if self.audit is None or not decisions:
             return decisions
         ts = datetime.now(UTC).isoformat()
         model_name = loaded.name if loaded is not None else None
-        out: list[Decision] = []
+        out: list[FilterDecision] = []
         entries: list[dict[str, Any]] = []
         for n, d in enumerate(decisions):
             entry = _entry(d, ts, source, index[n], model_name)
@@ -385,7 +388,7 @@ class FilterEngine:
                     index[n][0],
                     index[n][1],
                 )
-                d = Decision(
+                d = FilterDecision(
                     _opt_printable(d.conversation_id),
                     False,
                     [],
@@ -405,7 +408,7 @@ class FilterEngine:
 
 
 def _entry(
-    d: Decision, ts: str, source: str, where: tuple[str, int], model_name: str | None
+    d: FilterDecision, ts: str, source: str, where: tuple[str, int], model_name: str | None
 ) -> dict[str, Any]:
     return {
         "ts": ts,
@@ -437,31 +440,3 @@ def _cid_of(item: Any) -> str | None:
         cid = item.get("conversation_id")
         return printable(cid) if isinstance(cid, str) else None
     return None
-
-
-def engine_from_settings(
-    settings: Settings, *, model_uri: str | None = None, poll_s: float = 0.0, load: bool = True
-) -> FilterEngine:
-    """The engine every caller uses (batch CLI, score_batch flow): model holder, policy, audit.
-
-    ``model_uri`` defaults to ``LABELLOOP_FILTER_MODEL_URI`` or ``models:/<name>@<alias>``. With
-    ``load`` the model is loaded now; if that fails the engine still works and fails closed.
-    """
-    from labeling.policy import load_policy
-
-    uri = (
-        model_uri
-        or settings.filter_model_uri
-        or f"models:/{settings.filter_model_name}@{settings.filter_model_alias}"
-    )
-    holder = ModelHolder.for_uri(
-        uri, settings.mlflow_uri, poll_s=poll_s, cache_dir=settings.state / "filter" / "models"
-    )
-    if load:
-        holder.refresh()
-    return FilterEngine(
-        holder,
-        load_policy(settings.policy_path),
-        AuditLog(settings.decisions_audit_path, fsync=settings.filter_audit_fsync),
-        limits=Limits(max_text_chars=settings.max_text_chars, max_turns=settings.max_turns),
-    )

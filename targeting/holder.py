@@ -34,8 +34,6 @@ from labelloop.safe_text import without_credentials
 
 log = logging.getLogger("labelloop.targeting")
 
-DEFAULT_MODEL_NAME = "labelloop-targeting-filter"
-DEFAULT_ALIAS = "production"
 _ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)/?$")
 
 
@@ -274,8 +272,8 @@ class ModelHolder:
     def for_registry(
         cls,
         tracking_uri: str,
-        name: str = DEFAULT_MODEL_NAME,
-        alias: str = DEFAULT_ALIAS,
+        name: str,
+        alias: str,
         *,
         poll_s: float = 30.0,
         cache_dir: Path | None = None,

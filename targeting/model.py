@@ -1,4 +1,5 @@
-"""The deployable targeting filter: an MLflow pyfunc model (``labelloop-targeting-filter``).
+"""The deployable targeting filter: an MLflow pyfunc model (registered under
+``filter_model_name``, ``labelloop-targeting-filter`` by default).
 
 Self-contained artifacts: the policy file, both taxonomy files, the trained :class:`FilterBundle`
 (classifiers, thresholds, TF-IDF, lexicon, prototypes) and the MiniLM ONNX model + tokenizer.
@@ -28,7 +29,6 @@ from labeling.taxonomy import Taxonomy, load_taxonomy
 from targeting.decide import Decision, decide_batch, normalize_input
 from targeting.scorer import ContentVerdict, FilterBundle, TextEmbedder
 
-MODEL_NAME = "labelloop-targeting-filter"
 BUNDLE_FILE = "filter_bundle.pkl"
 
 

@@ -1,8 +1,8 @@
 """The production targeting filter: a FastAPI service over the approved MLflow model.
 
-Run it with ``uvicorn targeting.service:app`` (the module-level ``app`` is built on first access
-from :func:`labelloop.settings.get_settings`; importing this module connects to nothing, and the
-model loads in the background after startup) or build one with :func:`create_app`.
+Run it with ``uvicorn labelloop.serving:app`` (built from the settings on first access; importing
+this module connects to nothing, and the model loads in the background after startup) or build one
+with :func:`create_app` from a :class:`ServiceConfig`.
 
 Endpoints (``X-API-Key`` header; a missing key is 401, a wrong one 403, compared in constant
 time):
@@ -43,6 +43,8 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -56,12 +58,12 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 from labeling.policy import load_policy
 from labeling.records import InvalidJSONError, Limits, loads_json
 from labelloop.safe_text import install_log_redaction, opt_without_credentials
-from labelloop.settings import Settings, get_settings
 from targeting.audit import AuditLog
-from targeting.engine import Decision, FilterEngine
+from targeting.engine import FilterDecision, FilterEngine
 from targeting.holder import ModelHolder
 from targeting.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from targeting.metrics import FilterMetrics, embed_cache_stats, model_labels
+from targeting.model_ref import FilterModelRef
 
 log = logging.getLogger("labelloop.targeting")
 
@@ -174,7 +176,7 @@ class MicroBatcher:
         self.max_records = max_records
         self.max_queue = max(max_queue if max_queue is not None else 8 * max_records, max_records)
         self.on_batch = on_batch
-        self._pending: deque[tuple[list[Any], str, asyncio.Future[list[Decision]]]] = deque()
+        self._pending: deque[tuple[list[Any], str, asyncio.Future[list[FilterDecision]]]] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self.calls = 0
@@ -191,7 +193,7 @@ class MicroBatcher:
             return 1
         return max(1, min(60, math.ceil((self.queued_records + extra) / self.rate)))
 
-    async def submit(self, records: list[Any], request_id: str) -> list[Decision]:
+    async def submit(self, records: list[Any], request_id: str) -> list[FilterDecision]:
         n = len(records)
         if self.queued_records + n > self.max_queue:
             raise QueueFullError(self.queued_records, self.max_queue, self.retry_after(n))
@@ -199,14 +201,14 @@ class MicroBatcher:
             self._wakeup = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name="filter-micro-batcher")
         assert self._wakeup is not None
-        fut: asyncio.Future[list[Decision]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[list[FilterDecision]] = asyncio.get_running_loop().create_future()
         self._pending.append((records, request_id, fut))
         self.queued_records += n
         self._wakeup.set()
         return await fut
 
-    def _take(self) -> list[tuple[list[Any], str, asyncio.Future[list[Decision]]]]:
-        batch: list[tuple[list[Any], str, asyncio.Future[list[Decision]]]] = []
+    def _take(self) -> list[tuple[list[Any], str, asyncio.Future[list[FilterDecision]]]]:
+        batch: list[tuple[list[Any], str, asyncio.Future[list[FilterDecision]]]] = []
         n = 0
         while self._pending and (not batch or n + len(self._pending[0][0]) <= self.max_records):
             item = self._pending.popleft()
@@ -317,34 +319,58 @@ class _BodyTooLargeError(Exception):
         self.size = size
 
 
-def serving_configurer(settings: Settings) -> Callable[[Any], None]:
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything the filter service needs (built from the ``filter_*`` settings by the runtime)."""
+
+    api_key: SecretStr
+    admin_key: SecretStr
+    model: FilterModelRef
+    """The registered model and the alias the service follows."""
+    model_uri: str | None
+    """A fixed model to serve instead of ``model`` (no alias polling)."""
+    tracking_uri: str
+    poll_s: float
+    model_cache_dir: Path
+    onnx_threads: int | None
+    embed_cache: int
+    audit_path: Path
+    audit_fsync: bool
+    policy_path: Path | None
+    max_text_chars: int
+    max_turns: int
+    max_batch: int
+    max_queue: int
+    max_body_bytes: int
+
+
+def serving_configurer(config: ServiceConfig) -> Callable[[Any], None]:
     """What is done to every model the service loads: encoder threads and embedding cache."""
 
     def configure(python_model: Any) -> None:
         tune = getattr(python_model, "configure_serving", None)
         if callable(tune):
-            tune(onnx_threads=settings.filter_onnx_threads, embed_cache=settings.filter_embed_cache)
+            tune(onnx_threads=config.onnx_threads, embed_cache=config.embed_cache)
 
     return configure
 
 
-def make_holder(settings: Settings) -> ModelHolder:
-    cache = settings.state / "filter" / "models"
-    configure = serving_configurer(settings)
-    if settings.filter_model_uri:
+def make_holder(config: ServiceConfig) -> ModelHolder:
+    configure = serving_configurer(config)
+    if config.model_uri:
         return ModelHolder.for_uri(
-            settings.filter_model_uri,
-            settings.mlflow_uri,
-            poll_s=settings.filter_poll_s,
-            cache_dir=cache,
+            config.model_uri,
+            config.tracking_uri,
+            poll_s=config.poll_s,
+            cache_dir=config.model_cache_dir,
             configure=configure,
         )
     return ModelHolder.for_registry(
-        settings.mlflow_uri,
-        settings.filter_model_name,
-        settings.filter_model_alias,
-        poll_s=settings.filter_poll_s,
-        cache_dir=cache,
+        config.tracking_uri,
+        config.model.name,
+        config.model.alias,
+        poll_s=config.poll_s,
+        cache_dir=config.model_cache_dir,
         configure=configure,
     )
 
@@ -369,22 +395,20 @@ class _AuthError(Exception):
 
 
 def create_app(
-    settings: Settings | None = None,
+    config: ServiceConfig,
     *,
     holder: ModelHolder | None = None,
     audit: AuditLog | None = None,
     start_holder: bool = True,
 ) -> FastAPI:
-    """Build the service. ``holder``/``audit`` default to the settings' registry model and
-    ``settings.decisions_audit_path``; nothing connects until startup."""
+    """Build the service. ``holder``/``audit`` default to the configured registry model and
+    ``config.audit_path``; nothing connects until startup."""
     install_log_redaction()
-    s = settings or get_settings()
-    if s.filter_api_key.get_secret_value() == s.filter_admin_key.get_secret_value():
+    s = config
+    if s.api_key.get_secret_value() == s.admin_key.get_secret_value():
         raise ValueError("LABELLOOP_FILTER_API_KEY and LABELLOOP_FILTER_ADMIN_KEY must differ")
     the_holder = holder if holder is not None else make_holder(s)
-    the_audit = (
-        audit if audit is not None else AuditLog(s.decisions_audit_path, fsync=s.filter_audit_fsync)
-    )
+    the_audit = audit if audit is not None else AuditLog(s.audit_path, fsync=s.audit_fsync)
     policy = load_policy(s.policy_path)
     engine = FilterEngine(
         the_holder,
@@ -395,8 +419,8 @@ def create_app(
     metrics_box: list[FilterMetrics] = []
     batcher = MicroBatcher(
         engine,
-        s.filter_max_batch,
-        max_queue=s.filter_max_queue,
+        s.max_batch,
+        max_queue=s.max_queue,
         on_batch=lambda n, r: metrics_box[0].observe_batch(n, r),
     )
     metrics = FilterMetrics(
@@ -405,8 +429,8 @@ def create_app(
         cache=lambda: embed_cache_stats(the_holder.current),
     )
     metrics_box.append(metrics)
-    require_key = _key_checker(s.filter_api_key, "API")
-    require_admin = _key_checker(s.filter_admin_key, "admin")
+    require_key = _key_checker(s.api_key, "API")
+    require_admin = _key_checker(s.admin_key, "admin")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -428,8 +452,8 @@ def create_app(
         ),
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimit, limit=s.filter_max_body_bytes)
-    app.state.settings = s
+    app.add_middleware(BodyLimit, limit=s.max_body_bytes)
+    app.state.config = s
     app.state.holder = the_holder
     app.state.engine = engine
     app.state.batcher = batcher
@@ -492,10 +516,10 @@ def create_app(
         if isinstance(body, JSONResponse):
             return body
         n = len(body.records)
-        if n > s.filter_max_batch:
+        if n > s.max_batch:
             return JSONResponse(
                 {
-                    "detail": f"batch of {n} records exceeds the limit of {s.filter_max_batch} "
+                    "detail": f"batch of {n} records exceeds the limit of {s.max_batch} "
                     "(filter_max_batch); split it into smaller requests",
                     **FAIL_CLOSED_BODY,
                 },
@@ -629,17 +653,3 @@ def jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
         }
         for e in exc.errors()
     ]
-
-
-_app: FastAPI | None = None
-
-
-def __getattr__(name: str) -> Any:
-    """``targeting.service.app`` is built on first access (for ``uvicorn targeting.service:app``)."""
-    global _app
-    if name == "app":
-        if _app is None:
-            logging.basicConfig(level=logging.INFO)
-            _app = create_app(get_settings())
-        return _app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

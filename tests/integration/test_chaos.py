@@ -94,7 +94,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import mlflow
 
     from labeling.policy import DEFAULT_POLICY_PATH, load_policy
-    from targeting.reference_model import KeywordFilterModel
+    from tests.support.reference_model import KeywordFilterModel
 
     path = tmp_path_factory.mktemp("model") / "reference-filter"
     with warnings.catch_warnings():
@@ -270,7 +270,7 @@ class _Server:
     def start(self) -> None:
         uvicorn = Path(sys.executable).with_name("uvicorn")
         self.proc = subprocess.Popen(
-            [str(uvicorn), "targeting.service:app", "--host", "127.0.0.1", "--port",
+            [str(uvicorn), "labelloop.serving:app", "--host", "127.0.0.1", "--port",
              str(self.port), "--log-level", "warning"],
             env=self.env, cwd=REPO, start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

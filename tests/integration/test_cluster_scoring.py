@@ -36,7 +36,7 @@ def test_score_batch_on_dask_loads_the_model_once_per_worker_and_reruns_skip(
     from flows.loop import score_partitions_task
     from labeling.policy import DEFAULT_POLICY_PATH
     from labelloop.settings import Settings
-    from targeting.reference_model import KeywordFilterModel
+    from tests.support.reference_model import KeywordFilterModel
 
     lc, client = cluster
     model = tmp_path / "model"

@@ -1,7 +1,7 @@
 """The filter service against a real MLflow server and a real uvicorn process.
 
 A session-scoped MLflow server (sqlite + served artifacts in a tmp dir) holds the keyword
-reference model (targeting.reference_model) registered as ``labelloop-targeting-filter``; versions
+reference model (tests.support.reference_model) registered as ``labelloop-targeting-filter``; versions
 differ by the interest score they give (v1: 0.61, v2: 0.72), so a response shows which model
 object made it, not only the version label stamped on it.
 """
@@ -29,12 +29,13 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+from labelloop.runtime import service_config
 from labelloop.settings import Settings
 from targeting.audit import verify
 from targeting.holder import ModelHolder
-from targeting.reference_model import log_reference_model
 from targeting.service import create_app
 from tests.conftest import make_record
+from tests.support.reference_model import log_reference_model
 
 pytestmark = pytest.mark.integration
 
@@ -146,7 +147,7 @@ class Served:
 def served(
     mlflow_uri: str, versions: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
-    """The real service: ``uvicorn targeting.service:app`` in its own process."""
+    """The real service: ``uvicorn labelloop.serving:app`` in its own process."""
     state = tmp_path_factory.mktemp("filter-state")
     port = _free_port()
     env = _clean_env(
@@ -161,7 +162,7 @@ def served(
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "uvicorn"),
-            "targeting.service:app",
+            "labelloop.serving:app",
             "--host",
             "127.0.0.1",
             "--port",
@@ -290,7 +291,7 @@ def test_poller_follows_the_alias(
 ) -> None:
     _set_alias(mlflow_uri, "1")
     s = _settings(tmp_path, mlflow_uri, filter_poll_s=0.5)
-    app = create_app(s)
+    app = create_app(service_config(s))
     with TestClient(app) as c:
         holder: ModelHolder = app.state.holder
         assert holder.wait_loaded(60)
@@ -307,7 +308,7 @@ def test_poller_follows_the_alias(
 
 def test_unregistered_model_fails_closed(mlflow_uri: str, tmp_path: Path) -> None:
     s = _settings(tmp_path, mlflow_uri, filter_model_name="no-such-model", filter_poll_s=0)
-    app = create_app(s)
+    app = create_app(service_config(s))
     with TestClient(app) as c:
         holder: ModelHolder = app.state.holder
         deadline = time.monotonic() + 30

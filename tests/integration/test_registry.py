@@ -32,10 +32,12 @@ from labeling.records import Conversation
 from labeling.synth import generate
 from labeling.taxonomy import Taxonomy, load_taxonomy
 from labelloop.settings import Settings
+from targeting.model_ref import FilterModelRef
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 TFIDF_ONLY = TrainConfig(use_embeddings=False, use_tfidf=True)
+FILTER = FilterModelRef(name="labelloop-targeting-filter", alias="production")
 
 
 def _free_port() -> int:
@@ -86,8 +88,9 @@ def snapshot(policy: Policy, taxonomy: Taxonomy) -> Snapshot:
 @pytest.fixture(scope="module")
 def v1(uri: str, snapshot: Snapshot, policy: Policy, taxonomy: Taxonomy) -> TrainOutcome:
     return train_and_register(
-        snapshot, tracking_uri=uri, policy=policy, taxonomy=taxonomy, embedder=None,
-        onnx_path=None, tokenizer_path=None, config=TFIDF_ONLY, lineage={"prompt_hash": "p-test"},
+        snapshot, tracking_uri=uri, model_name=FILTER.name, policy=policy, taxonomy=taxonomy,
+        embedder=None, onnx_path=None, tokenizer_path=None, config=TFIDF_ONLY,
+        lineage={"prompt_hash": "p-test"},
     )  # fmt: skip
 
 
@@ -104,8 +107,9 @@ def _broken(uri: str, snapshot: Snapshot, policy: Policy, taxonomy: Taxonomy) ->
         lexicon=dict.fromkeys(res.bundle.categories, ()),
     )
     return log_and_register(
-        snapshot, replace(res, bundle=bundle), tracking_uri=uri, policy=policy, taxonomy=taxonomy,
-        embedder=None, onnx_path=None, tokenizer_path=None, config=TFIDF_ONLY,
+        snapshot, replace(res, bundle=bundle), tracking_uri=uri, model_name=FILTER.name,
+        policy=policy, taxonomy=taxonomy, embedder=None, onnx_path=None, tokenizer_path=None,
+        config=TFIDF_ONLY,
     )  # fmt: skip
 
 
@@ -261,51 +265,51 @@ def test_gate_approve_rollback(
         sensitive_recall_floor=0.5, max_false_block_rate=1.0, max_long_dialogue_leak_rate=1.0
     )
     # no champion: only absolute rules
-    r1 = evaluate("1", tracking_uri=uri, rules=lenient)
+    r1 = evaluate("1", tracking_uri=uri, model=FILTER, rules=lenient)
     assert r1.passed, r1.table_markdown()
     assert r1.champion_version is None
-    assert alias_version(uri, "challenger") == "1"
+    assert alias_version(uri, FILTER.name, "challenger") == "1"
     assert client.get_model_version("labelloop-targeting-filter", "1").tags["gate"] == "passed"
     assert r1.gate_run_id is not None
     assert client.get_run(r1.gate_run_id).data.tags["gate.verdict"] == "passed"
-    approve("1", tracking_uri=uri)
-    assert alias_version(uri, "production") == "1"
-    assert alias_version(uri, "challenger") is None
+    approve("1", tracking_uri=uri, model=FILTER)
+    assert alias_version(uri, FILTER.name, "production") == "1"
+    assert alias_version(uri, FILTER.name, "challenger") is None
 
     # a broken challenger fails the gate against the champion
     broken = _broken(uri, snapshot, policy, taxonomy)
     assert broken.version == "2"
-    r2 = evaluate("2", tracking_uri=uri, rules=lenient)
+    r2 = evaluate("2", tracking_uri=uri, model=FILTER, rules=lenient)
     assert not r2.passed
     assert r2.champion_version == "1"
     failed = {c.name for c in r2.checks if not c.passed}
     assert "leak_rate <= champion" in failed
     assert any(n.startswith("recall[") for n in failed)
     with pytest.raises(GateError):
-        approve("2", tracking_uri=uri)
+        approve("2", tracking_uri=uri, model=FILTER)
     with pytest.raises(GateError):
-        approve("2", tracking_uri=uri, force=True)
-    assert alias_version(uri, "production") == "1"
+        approve("2", tracking_uri=uri, model=FILTER, force=True)
+    assert alias_version(uri, FILTER.name, "production") == "1"
 
-    forced = approve("2", tracking_uri=uri, force=True, reason="incident drill")
+    forced = approve("2", tracking_uri=uri, model=FILTER, force=True, reason="incident drill")
     assert forced["forced"] is True
     tags = client.get_model_version("labelloop-targeting-filter", "2").tags
     assert tags["approval_forced"] == "true" and tags["approval_reason"] == "incident drill"
-    assert alias_version(uri, "production") == "2"
-    assert alias_version(uri, "previous") == "1"
+    assert alias_version(uri, FILTER.name, "production") == "2"
+    assert alias_version(uri, FILTER.name, "previous") == "1"
 
-    rb = rollback(tracking_uri=uri)
+    rb = rollback(tracking_uri=uri, model=FILTER)
     assert rb == {"production": "1", "rolled_back": "2"}
-    assert alias_version(uri, "production") == "1"
+    assert alias_version(uri, FILTER.name, "production") == "1"
     with pytest.raises(GateError):
-        rollback(tracking_uri=uri)
+        rollback(tracking_uri=uri, model=FILTER)
 
     # an equivalent retrain passes against the champion (same leak rate, same F1)
     v3 = train_and_register(
-        snapshot, tracking_uri=uri, policy=policy, taxonomy=taxonomy, embedder=None,
-        onnx_path=None, tokenizer_path=None, config=TFIDF_ONLY,
+        snapshot, tracking_uri=uri, model_name=FILTER.name, policy=policy, taxonomy=taxonomy,
+        embedder=None, onnx_path=None, tokenizer_path=None, config=TFIDF_ONLY,
     )  # fmt: skip
-    r3 = evaluate(str(v3.version), tracking_uri=uri, rules=lenient)
+    r3 = evaluate(str(v3.version), tracking_uri=uri, model=FILTER, rules=lenient)
     assert r3.passed, r3.table_markdown()
     assert r3.champion_version == "1"
 
@@ -353,7 +357,8 @@ def test_minilm_model_end_to_end(
         snapshot.train[:250], snapshot.eval[:60], snapshot.categories, snapshot.lineage
     )
     out = train_and_register(
-        small, tracking_uri=uri, policy=policy, taxonomy=taxonomy, embedder=MiniLMEmbedder(onnx, tok, max_length=128),
+        small, tracking_uri=uri, model_name=FILTER.name, policy=policy, taxonomy=taxonomy,
+        embedder=MiniLMEmbedder(onnx, tok, max_length=128),
         onnx_path=onnx, tokenizer_path=tok, embedding_model_id=EMBEDDING_MODEL_ID, register=True,
     )  # fmt: skip
     filt = load_filter(out.model_uri)

@@ -93,7 +93,9 @@ def ls_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @pytest.fixture(scope="module")
 def client(ls_settings: Settings) -> StudioClient:
-    return StudioClient.from_settings(ls_settings)
+    from labelloop.runtime import studio_client
+
+    return studio_client(ls_settings)
 
 
 def make_store(

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from labeling.assets import AssetError, ensure_embedding_model, ensure_llm_model
-from labeling.proposals import FLAG_INVALID, ProposalInput, Proposer, ProposeStats, build_proposer
-from labeling.vectorstore import GoldExample, GoldIndex, open_chroma_client
+from labeling.proposals import FLAG_INVALID, ProposalInput, Proposer, ProposeStats
+from labeling.vectorstore import GoldIndex, IndexedExample, open_chroma_client
+from labelloop.runtime import build_proposer, vectorstore_config
 from labelloop.settings import Settings
 from labelloop.store import LabelStore
 from labelloop.store.models import Base
@@ -104,11 +105,15 @@ def test_real_chroma_persists_and_reopens(tmp_path: Path, models_dir: Path) -> N
 
     s = _settings(tmp_path / "state", models_dir)
     ef = MiniLMEmbedder.from_models_dir(s.models_dir).as_chroma()
-    idx = GoldIndex(open_chroma_client(s), ef, "gold")
-    idx.upsert([GoldExample("g-1", "user: cheap flights to Lisbon in June", ("653",), (), "human")])
-    idx.upsert([GoldExample("g-1", "user: cheap flights to Lisbon in June", ("653",), (), "human")])
+    idx = GoldIndex(open_chroma_client(vectorstore_config(s)), ef, "gold")
+    idx.upsert(
+        [IndexedExample("g-1", "user: cheap flights to Lisbon in June", ("653",), (), "human")]
+    )
+    idx.upsert(
+        [IndexedExample("g-1", "user: cheap flights to Lisbon in June", ("653",), (), "human")]
+    )
     del idx
-    reopened = GoldIndex(open_chroma_client(s), ef, "gold")
+    reopened = GoldIndex(open_chroma_client(vectorstore_config(s)), ef, "gold")
     assert reopened.count() == 1
     [hits] = reopened.query(["user: flights to Lisbon"], 1)
     assert hits[0].id == "g-1" and hits[0].interests == ("653",) and hits[0].similarity > 0.6

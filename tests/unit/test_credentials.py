@@ -77,12 +77,13 @@ def captured_logs() -> Any:
 def test_service_never_shows_or_logs_the_tracking_credentials(
     tmp_path: Path, captured_logs: io.StringIO, monkeypatch: pytest.MonkeyPatch, capfd: Any
 ) -> None:
+    from labelloop.runtime import service_config
     from targeting.service import create_app
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
     s = _settings(tmp_path)
-    app = create_app(s, start_holder=False)
+    app = create_app(service_config(s), start_holder=False)
     app.state.holder.refresh()  # the load fails: last_error and the logs mention the server
     assert app.state.holder.last_error
     with TestClient(app) as c:

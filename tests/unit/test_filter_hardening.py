@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from labelloop.runtime import service_config
 from labelloop.settings import Settings
 from targeting.audit import AuditError, AuditLog, verify
 from targeting.engine import FilterEngine
@@ -100,8 +101,8 @@ def test_audit_log_unavailable_returns_no_decision(tmp_path: Path, settings_: Se
     with pytest.raises(AuditError):
         engine.decide([make_record()])
     app = create_app(
-        settings_, holder=holder_with(reference_loaded()), audit=AuditLog(blocker / "d.jsonl"),
-        start_holder=False,
+        service_config(settings_), holder=holder_with(reference_loaded()),
+        audit=AuditLog(blocker / "d.jsonl"), start_holder=False,
     )  # fmt: skip
     with TestClient(app, raise_server_exceptions=False) as c:
         r = _post_raw(c, [make_record()])
@@ -115,7 +116,9 @@ def test_service_surrogate_requests_do_not_knock_others_out_of_the_log(
     """60 requests with a lone surrogate in conversation_id among 300 normal ones, concurrently:
     every decision a client receives is in the audit log, and only the bad records are
     affected."""
-    app = create_app(settings_, holder=holder_with(reference_loaded()), start_holder=False)
+    app = create_app(
+        service_config(settings_), holder=holder_with(reference_loaded()), start_holder=False
+    )
 
     def one(i: int) -> tuple[int, Any]:
         cid = f"bad-{i}-\ud800" if i % 6 == 0 else f"ok-{i}"
@@ -383,6 +386,8 @@ def test_body_of_the_wrong_shape_is_422_fail_closed(settings_: Settings) -> None
 
 
 def _clients(settings_: Settings) -> Any:  # noqa: F811
-    app = create_app(settings_, holder=holder_with(reference_loaded()), start_holder=False)
+    app = create_app(
+        service_config(settings_), holder=holder_with(reference_loaded()), start_holder=False
+    )
     with TestClient(app) as c:
         yield c

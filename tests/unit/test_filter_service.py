@@ -18,14 +18,15 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from labeling.policy import DEFAULT_POLICY_PATH, load_policy
+from labelloop.runtime import service_config
 from labelloop.settings import Settings
 from targeting.audit import AuditLog, verify
 from targeting.batch import filter_file
 from targeting.engine import BadInput, FilterEngine
 from targeting.holder import LoadedModel, ModelHolder
-from targeting.reference_model import KeywordFilterModel
 from targeting.service import create_app
 from tests.conftest import make_record
+from tests.support.reference_model import KeywordFilterModel
 
 API = {"X-API-Key": "test-api-key-123"}
 ADMIN = {"X-API-Key": "test-admin-key-456"}
@@ -82,7 +83,7 @@ def settings_(tmp_path: Path) -> Settings:
 
 
 def client_for(settings_: Settings, loaded: LoadedModel | None) -> Iterator[TestClient]:
-    app = create_app(settings_, holder=holder_with(loaded), start_holder=False)
+    app = create_app(service_config(settings_), holder=holder_with(loaded), start_holder=False)
     with TestClient(app) as c:
         yield c
 
@@ -141,7 +142,7 @@ def test_equal_keys_are_refused(tmp_path: Path) -> None:
         filter_admin_key=SecretStr("same-key-1"),
     )
     with pytest.raises(ValueError, match="must differ"):
-        create_app(s, holder=ModelHolder.empty())
+        create_app(service_config(s), holder=ModelHolder.empty())
 
 
 def test_health_docs_need_no_key(client: TestClient) -> None:
@@ -260,7 +261,7 @@ def test_body_limit_is_413(tmp_path: Path) -> None:
         filter_admin_key=SecretStr(ADMIN["X-API-Key"]),
         filter_max_body_bytes=2048,
     )
-    app = create_app(s, holder=holder_with(reference_loaded()), start_holder=False)
+    app = create_app(service_config(s), holder=holder_with(reference_loaded()), start_holder=False)
     with TestClient(app) as c:
         big = make_record(turns=[{"role": "user", "text": "x" * 4000}])
         r = _post(c, [big])
@@ -280,7 +281,9 @@ def test_body_limit_is_413(tmp_path: Path) -> None:
 def test_concurrent_requests_are_coalesced(settings_: Settings) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    app = create_app(settings_, holder=holder_with(reference_loaded()), start_holder=False)
+    app = create_app(
+        service_config(settings_), holder=holder_with(reference_loaded()), start_holder=False
+    )
     with TestClient(app) as c, ThreadPoolExecutor(16) as pool:
 
         def one(i: int) -> Any:
@@ -312,7 +315,9 @@ def test_scoring_error_fails_closed_for_that_record_only(settings_: Settings) ->
 
 
 def test_unexpected_error_is_never_a_bare_500(settings_: Settings) -> None:
-    app = create_app(settings_, holder=holder_with(reference_loaded()), start_holder=False)
+    app = create_app(
+        service_config(settings_), holder=holder_with(reference_loaded()), start_holder=False
+    )
 
     def broken(*_: Any, **__: Any) -> Any:
         raise RuntimeError("boom")

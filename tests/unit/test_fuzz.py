@@ -23,6 +23,7 @@ from labeling.records import (
     parse_record,
     read_records,
 )
+from labelloop.runtime import service_config
 from labelloop.settings import Settings
 from targeting.audit import AuditLog, verify
 from targeting.batch import filter_file
@@ -177,7 +178,7 @@ def _client() -> TestClient:
         filter_max_batch=16,
         filter_poll_s=0,
     )
-    app = create_app(s, holder=holder_with(_loaded()), start_holder=False)
+    app = create_app(service_config(s), holder=holder_with(_loaded()), start_holder=False)
     client = TestClient(app, raise_server_exceptions=False)
     client.__enter__()  # lifespan started once for all examples (closed with the process)
     return client

@@ -35,7 +35,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import mlflow.pyfunc
 
     from labeling.policy import DEFAULT_POLICY_PATH
-    from targeting.reference_model import KeywordFilterModel
+    from tests.support.reference_model import KeywordFilterModel
 
     path = tmp_path_factory.mktemp("model") / "filter"
     with warnings.catch_warnings():

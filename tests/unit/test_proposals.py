@@ -25,6 +25,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from labeling import prompts as prompts_mod
 from labeling.llm import (
     ChatLLM,
+    LLMConfig,
     LLMError,
     LLMLabeler,
     LLMOutcome,
@@ -51,8 +52,8 @@ from labeling.proposals import (
 )
 from labeling.taxonomy import load_taxonomy
 from labeling.vectorstore import (
-    GoldExample,
     GoldIndex,
+    IndexedExample,
     KnnVote,
     Neighbor,
     knn_vote,
@@ -359,8 +360,10 @@ def test_parse_llm_spec() -> None:
             parse_llm_spec(bad)
 
 
-def _settings(tmp_path: Path, **kw: Any) -> Settings:
-    return Settings(state_dir=tmp_path / "state", **kw)
+def _settings(tmp_path: Path, **kw: Any) -> LLMConfig:
+    from labelloop.runtime import llm_config
+
+    return llm_config(Settings(state_dir=tmp_path / "state", **kw))
 
 
 def test_openai_provider_builds_with_base_url(
@@ -429,7 +432,7 @@ def test_local_gguf_uses_the_stack_server_when_it_serves_the_file(
 
     monkeypatch.setattr(llm_server, "embedded_server", embedded)
     s = _settings(tmp_path, llm=f"llamacpp:{gguf}", llm_port=8765)
-    monkeypatch.setattr(llm_server, "serves_model", lambda url, p: url == s.llm_server_url)
+    monkeypatch.setattr(llm_server, "serves_model", lambda url, p: url == s.server_url)
     c = build_chat_llm(s, interest_names=["Travel"], categories=["health"])
     assert isinstance(c.chat_model, ChatOpenAI)
     assert str(c.chat_model.openai_api_base) == "http://127.0.0.1:8765/v1" and not started
@@ -692,7 +695,7 @@ def index(tmp_path: Path) -> GoldIndex:
 
 def test_index_upsert_is_idempotent_and_queryable(index: GoldIndex) -> None:
     n0 = index.count()
-    ex = GoldExample("c-1", "user: flights to Rome in May", (TRAVEL,), (), "human")
+    ex = IndexedExample("c-1", "user: flights to Rome in May", (TRAVEL,), (), "human")
     index.upsert([ex])
     index.upsert([ex])
     assert index.count() == n0 + 1
@@ -773,7 +776,7 @@ def test_proposer_writes_idempotently_and_rerun_uses_cache(
 
 def test_cascade_skips_llm_for_confident_neighbours(index: GoldIndex, store: LabelStore) -> None:
     text = "user: Book a hotel in Lisbon for three nights near the old town."
-    index.upsert([GoldExample(f"g{i}", text, (TRAVEL,), ()) for i in range(3)])
+    index.upsert([IndexedExample(f"g{i}", text, (TRAVEL,), ()) for i in range(3)])
     chat = FakeListChatModel(responses=[answer([], ["Travel"])])
     stats = ProposeStats()
     [p] = _proposer(index, chat, store, cascade=True).propose(

@@ -7,11 +7,15 @@ capitalised places and brands) must come out unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from experiments.dataset import example_from_record
+from experiments.dataset import snapshot_from_records, snapshot_from_store
+from labeling.language import turn_languages
 from labeling.person_names import find_person_names
 from labeling.policy import load_policy
 from labeling.records import Conversation
@@ -25,10 +29,11 @@ from labeling.redaction import (
     verhoeff_valid,
     vin_check_valid,
 )
-from labeling.sampling import to_row
-from labeling.segments import turn_texts
+from labeling.sampling import sample_into_store
+from labeling.segments import scored_texts
 from labeling.taxonomy import load_taxonomy
-from targeting.decide import redacted_turns as serving_turns
+from targeting.decide import decide_batch
+from targeting.scorer import ContentVerdict
 
 # (text, the PII substring that must disappear, expected placeholder kind)
 CASES: list[tuple[str, str, str]] = [
@@ -223,8 +228,26 @@ def test_new_kinds_are_idempotent() -> None:
 
 
 # ------------------------------------------------------------------------------ drift guard
-def test_serving_and_training_render_the_same_text(record_factory: Any) -> None:
-    """The filter scores exactly the text it was trained on, for every path that renders it."""
+class _RecordingJudge:
+    """Keeps the texts the serving filter hands to the content scorer; says nothing is sensitive."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, ...]] = []
+
+    def judge_conversations(self, conversations: Sequence[Sequence[str]]) -> list[ContentVerdict]:
+        self.seen += [tuple(c) for c in conversations]
+        return [ContentVerdict((), {}, ()) for _ in conversations]
+
+
+def test_serving_and_training_render_the_same_text(
+    record_factory: Any, write_jsonl: Any, tmp_path: Path
+) -> None:
+    """The filter scores exactly the text it was trained on, for every path that renders it:
+    serving (``decide_batch``), ``train --from-records`` (``snapshot_from_records``) and training
+    from the label store (``sample_into_store`` then ``snapshot_from_store``)."""
+    from labelloop.store import LabelStore
+    from labelloop.store.models import Base, GoldLabelRow
+
     turns = [{"role": "user", "text": t, "modality": "text"} for t, _, _ in CASES[::3]] + [
         {
             "role": "assistant",
@@ -239,14 +262,41 @@ def test_serving_and_training_render_the_same_text(record_factory: Any) -> None:
     )
     conv = Conversation.model_validate(rec)
     policy = load_policy()
-    serving = serving_turns(conv)  # targeting.decide: the production filter
     tax = load_taxonomy(categories=policy.categories)
-    example = example_from_record(conv, tax, policy.categories)  # train --from-records
-    row = to_row(conv, policy, "test", None)  # the label store: retrain from the store
-    assert row["eligible"], row["exclusion_reason"]
-    from_store = turn_texts(row["redacted_turns"], redacted=True)
-    assert example is not None
-    assert serving == example.turns == from_store
-    text = "\n".join(serving)
+    expected = scored_texts(conv)
+
+    # serving: the production filter's decision path; the record mixes languages on purpose, so
+    # the serving policy here lists every language it contains (the gate is not under test)
+    langs = turn_languages((t.text for t in conv.turns), supported=policy.supported_languages)
+    all_langs = sorted({*policy.doc.supported_languages, *(c for c in langs if c != "und")})
+    serving_policy = replace(
+        policy, doc=policy.doc.model_copy(update={"supported_languages": all_langs})
+    )
+    judge = _RecordingJudge()
+    (decision,) = decide_batch([rec], policy=serving_policy, judge=judge, model_version="m")
+    assert decision.eligible, (decision.excluded_reason, decision.detail)
+    assert judge.seen == [expected]
+
+    # training from records (train --from-records)
+    snap = snapshot_from_records([conv], tax, policy.categories)
+    (from_records,) = [e for e in (*snap.train, *snap.eval) if e.conversation_id == "drift-1"]
+
+    # the label store: sample the record in, label it, build the training snapshot from the store
+    store = LabelStore(f"sqlite:///{tmp_path / 'ls.db'}")
+    Base.metadata.create_all(store.engine)
+    report = sample_into_store(
+        [write_jsonl([rec])], policy=policy, store=store, quarantine_path=tmp_path / "q.jsonl"
+    )
+    assert report.inserted == 1 and report.eligible == 1, report.as_dict()
+    with store.session() as s:
+        s.add(GoldLabelRow(conversation_id="drift-1", interests=[], sensitive=[], origin="human"))
+    store_snap = snapshot_from_store(store, policy.categories, persist_eval=False)
+    (from_store,) = [
+        e for e in (*store_snap.train, *store_snap.eval) if e.conversation_id == "drift-1"
+    ]
+    store.dispose()
+
+    assert from_records.turns == expected == from_store.turns
+    text = "\n".join(expected)
     for t, secret, _ in CASES[::3]:
         assert secret not in text, (t, text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -175,16 +176,19 @@ def test_from_row_validates_and_names_record_and_field() -> None:
 
 
 def test_config_from_settings() -> None:
+    from labelloop.runtime import routing_config
     from labelloop.settings import Settings
 
     s = Settings(_env_file=None, review_budget=7, qa_sample_rate=0.1, overlap_share=0.3)  # type: ignore[call-arg]
-    cfg = RoutingConfig.from_settings(s)
+    cfg = routing_config(s)
     assert (cfg.budget, cfg.qa_sample_rate, cfg.overlap_share, cfg.overlap_sensitive) == (
         7,
         0.1,
         0.3,
         True,
     )
+    # a one-run budget (``review push --budget``) overrides only the budget
+    assert routing_config(s, budget=3) == replace(cfg, budget=3)
 
 
 def test_shingles() -> None:

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from labeling.embedding_cache import LRUEmbedder
+from labelloop.runtime import service_config
 from labelloop.settings import Settings
 from targeting.engine import FilterEngine
 from targeting.metrics import FilterMetrics
@@ -165,7 +166,7 @@ def test_full_queue_answers_429_with_retry_after_and_the_queued_requests_still_f
 ) -> None:
     model = BlockingModel()
     s = _settings(tmp_path, filter_max_batch=2, filter_max_queue=2)
-    app = create_app(s, holder=holder_with(loaded_of(model)), start_holder=False)
+    app = create_app(service_config(s), holder=holder_with(loaded_of(model)), start_holder=False)
     batcher: MicroBatcher = app.state.batcher
 
     async def scenario() -> tuple[list[httpx.Response], httpx.Response, str]:
@@ -236,7 +237,9 @@ def test_metrics_endpoint_is_prometheus_text_with_every_family(tmp_path: Path) -
     from fastapi.testclient import TestClient
 
     s = _settings(tmp_path, filter_max_batch=8)
-    app = create_app(s, holder=holder_with(reference_loaded("7")), start_holder=False)
+    app = create_app(
+        service_config(s), holder=holder_with(reference_loaded("7")), start_holder=False
+    )
     sens = make_record(
         conversation_id="c-sens",
         turns=[{"role": "user", "text": "Which hiking boots are good after my knee surgery?"}],

@@ -1,6 +1,6 @@
 """A tiny keyword-based targeting-filter pyfunc that honours the decision contract.
 
-It stands in for the trained model (``experiments/``) in tests and benchmarks: it bundles the
+It stands in for the trained model (``experiments/``) in tests: it bundles the
 policy file as an artifact, applies the policy gate, flags a conversation as sensitive when a
 keyword of a policy category occurs (e.g. "surgery" -> health) and proposes tier-1 IAB interests
 from keywords. ``model_config["score"]`` is the score given to every interest (tests use it to tell
@@ -75,7 +75,7 @@ class KeywordFilterModel(PythonModel):
         ]
 
     # No type hints on predict: MLflow would turn them into input validation (and warn).
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # noqa: ARG002
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         from labeling.records import render_turns
 
         records = (

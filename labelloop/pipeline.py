@@ -118,9 +118,12 @@ def train(
             inner,
             settings.state_dir / "cache" / f"embeddings-{safe}-L{cfg.embed_max_length}.sqlite",
         )
+    from labelloop.runtime import filter_model_ref
+
     return train_and_register(
         snapshot,
         tracking_uri=settings.mlflow_uri,
+        model_name=filter_model_ref(settings).name,
         policy=policy,
         taxonomy=taxonomy,
         embedder=embedder,
@@ -136,10 +139,13 @@ def train(
 
 def evaluate_and_maybe_approve(settings: Settings, version: str) -> tuple[GateResult, bool]:
     """The gate; with ``gate_auto_approve`` a passing version goes to production."""
-    result = evaluate(version, tracking_uri=settings.mlflow_uri, rules=gate_rules(settings),
-                      experiment=settings.mlflow_experiment)  # fmt: skip
+    from labelloop.runtime import filter_model_ref
+
+    model = filter_model_ref(settings)
+    result = evaluate(version, tracking_uri=settings.mlflow_uri, model=model,
+                      rules=gate_rules(settings), experiment=settings.mlflow_experiment)  # fmt: skip
     approved = False
     if result.passed and settings.gate_auto_approve:
-        approve(version, tracking_uri=settings.mlflow_uri)
+        approve(version, tracking_uri=settings.mlflow_uri, model=model)
         approved = True
     return result, approved

@@ -1,0 +1,169 @@
+"""Command-line forms: several paths after one ``--from-records``, the model version given as
+``VERSION`` or ``--version VERSION`` on both ``evaluate`` and ``approve`` (old forms still work).
+
+The pipeline and gate calls are replaced by recorders: these tests check what the CLI parses and
+hands on, not training or MLflow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from labelloop.cli import app
+from labelloop.cli_common import spread_option_values
+
+
+# ---- the argv rewrite ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--from-records", "a", "b"], ["--from-records", "a", "--from-records", "b"]),
+        (["--from-records", "a", "--from-records", "b"], ["--from-records", "a", "--from-records", "b"]),
+        (["--from-records=a", "b"], ["--from-records=a", "--from-records", "b"]),
+        (["--from-records", "a", "b", "--json", "c"], ["--from-records", "a", "--from-records", "b", "--json", "c"]),
+        (["--seed", "1", "x"], ["--seed", "1", "x"]),
+        (["--from-records", "a", "--", "b"], ["--from-records", "a", "--", "b"]),
+        (["--from-records", "--json"], ["--from-records", "--json"]),
+    ],
+)  # fmt: skip
+def test_spread_option_values(args: list[str], expected: list[str]) -> None:
+    assert spread_option_values(args, {"--from-records"}) == expected
+
+
+# ---- train --from-records ------------------------------------------------------------------------
+@pytest.fixture
+def train_calls(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    from labelloop import pipeline
+
+    calls: list[dict[str, Any]] = []
+
+    def fake_train(settings: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return SimpleNamespace(
+            metrics={"leak_rate": 0.0, "false_block_rate": 0.0, "interest_micro_f1": 1.0},
+            run_url="http://mlflow/run/1",
+            model_uri="models:/filter/1",
+            version="1",
+            snapshot_hash="0" * 64,
+        )
+
+    monkeypatch.setattr(pipeline, "train", fake_train)
+    return calls
+
+
+def _files(tmp_path: Path, *names: str) -> list[Path]:
+    out = []
+    for n in names:
+        p = tmp_path / n
+        p.write_text("{}\n", encoding="utf-8")
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        lambda a, b, c: ["train", "--from-records", a, b, c],
+        lambda a, b, c: ["train", "--from-records", a, "--from-records", b, "--from-records", c],
+        lambda a, b, c: ["train", "--from-records", a, b, "--from-records", c],
+        lambda a, b, c: ["train", f"--from-records={a}", b, c],
+    ],
+    ids=["one-flag", "repeated", "mixed", "equals"],
+)
+def test_train_takes_several_record_files(
+    form: Any, train_calls: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    a, b, c = _files(tmp_path, "a.jsonl", "b.jsonl", "c.jsonl")
+    res = CliRunner().invoke(app, form(str(a), str(b), str(c)))
+    assert res.exit_code == 0, res.output
+    assert [call["from_records"] for call in train_calls] == [[a, b, c]]
+    assert train_calls[0]["use_embeddings"] is True
+
+
+def test_train_options_after_the_record_files(
+    train_calls: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    a, b = _files(tmp_path, "a.jsonl", "b.jsonl")
+    res = CliRunner().invoke(app, ["train", "--from-records", str(a), str(b), "--no-embeddings"])
+    assert res.exit_code == 0, res.output
+    assert train_calls == [
+        {"from_records": [a, b], "use_embeddings": False, "progress": train_calls[0]["progress"]}
+    ]
+
+
+def test_train_without_records_uses_the_store(train_calls: list[dict[str, Any]]) -> None:
+    res = CliRunner().invoke(app, ["train"])
+    assert res.exit_code == 0, res.output
+    assert train_calls[0]["from_records"] is None
+
+
+def test_train_names_a_missing_record_file(
+    train_calls: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    (a,) = _files(tmp_path, "a.jsonl")
+    missing = tmp_path / "nope.jsonl"
+    res = CliRunner().invoke(app, ["train", "--from-records", str(a), str(missing)])
+    assert res.exit_code == 2
+    assert "nope.jsonl" in res.output and train_calls == []
+
+
+def test_train_still_refuses_a_stray_argument(train_calls: list[dict[str, Any]]) -> None:
+    res = CliRunner().invoke(app, ["train", "--no-embeddings", "stray.jsonl"])
+    assert res.exit_code == 2 and train_calls == []
+
+
+# ---- the model version: VERSION or --version VERSION ---------------------------------------------
+@pytest.fixture
+def gate_calls(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    from experiments import gate
+    from labelloop import pipeline
+
+    calls: list[tuple[str, str]] = []
+
+    def fake_evaluate(settings: Any, version: str) -> tuple[Any, bool]:
+        calls.append(("evaluate", version))
+        result = SimpleNamespace(passed=True, notes=[], table_markdown=lambda: "| gate |")
+        return result, False
+
+    def fake_approve(version: str, **kwargs: Any) -> dict[str, Any]:
+        calls.append(("approve", version))
+        return {"changed": True, "version": version, "previous": "1"}
+
+    monkeypatch.setattr(pipeline, "evaluate_and_maybe_approve", fake_evaluate)
+    monkeypatch.setattr(gate, "approve", fake_approve)
+    return calls
+
+
+@pytest.mark.parametrize("command", ["evaluate", "approve"])
+@pytest.mark.parametrize(
+    "form",
+    [["7"], ["--version", "7"], ["-v", "7"], ["--version=7"], ["7", "--version", "7"]],
+    ids=["positional", "long", "short", "equals", "both-agree"],
+)
+def test_version_positional_or_option(
+    command: str, form: list[str], gate_calls: list[tuple[str, str]]
+) -> None:
+    res = CliRunner().invoke(app, [command, *form])
+    assert res.exit_code == 0, res.output
+    assert gate_calls == [(command, "7")]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "approve"])
+def test_version_missing_or_conflicting(command: str, gate_calls: list[tuple[str, str]]) -> None:
+    missing = CliRunner().invoke(app, [command])
+    assert missing.exit_code == 2 and "--version" in missing.output
+    both = CliRunner().invoke(app, [command, "7", "--version", "8"])
+    assert both.exit_code == 2 and "two different versions" in both.output
+    assert gate_calls == []
+
+
+def test_approve_force_keeps_working_with_either_form(gate_calls: list[tuple[str, str]]) -> None:
+    for form in (["approve", "3", "--force", "--reason", "x"], ["approve", "--force", "-v", "3"]):
+        res = CliRunner().invoke(app, form)
+        assert res.exit_code == 0, res.output
+    assert gate_calls == [("approve", "3"), ("approve", "3")]
