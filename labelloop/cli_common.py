@@ -38,9 +38,14 @@ def cli_store(settings: Settings) -> LabelStore:
 
 @contextmanager
 def cli_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """A progress callback (phase, done, total) drawn as rich progress bars."""
+    """A progress callback (phase, done, total) drawn as rich progress bars; when stderr is not
+    a terminal (a log file, CI), one plain line per phase at most every ``PLAIN_EVERY_S`` seconds
+    and when a phase completes."""
     if not enabled:
         yield lambda _phase, _done, _total: None
+        return
+    if not err.is_terminal:
+        yield _plain_progress()
         return
     with Progress(
         TextColumn("{task.description}"),
@@ -103,3 +108,25 @@ class MultiValueCommand(TyperCommand):
             o for p in self.params if p.param_type_name == "option" and p.multiple for o in p.opts
         }
         return super().parse_args(ctx, spread_option_values(args, multi))
+
+
+PLAIN_EVERY_S = 10.0
+
+
+def _plain_progress() -> Callable[[str, int, int], None]:
+    import sys
+    import time
+
+    start = time.monotonic()
+    last: dict[str, float] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        finished = bool(total) and done >= total
+        if not finished and now - last.get(phase, -PLAIN_EVERY_S) < PLAIN_EVERY_S:
+            return
+        last[phase] = now
+        of = f"/{total}" if total else ""
+        print(f"[{now - start:7.1f}s] {phase}: {done}{of}", file=sys.stderr, flush=True)
+
+    return update

@@ -199,8 +199,10 @@ def test_verify_while_a_writer_appends(tmp_path: Path) -> None:
     stop = threading.Event()
 
     def writer() -> None:
+        # bounded: each verify reads the whole log, so an unbounded writer makes the test
+        # quadratic on a busy machine
         i = 0
-        while not stop.is_set():
+        while not stop.is_set() and i < 2_000:
             log.append_many([{"i": i, "k": k} for k in range(5)])
             i += 1
 
