@@ -57,12 +57,15 @@ def test_llm_service_answers_with_schema_valid_labels_and_logprobs(
     from labeling.policy import load_policy
     from labeling.prompts import label_prompt_variables, load_prompt, offered_interests
     from labeling.taxonomy import load_taxonomy
+    from labelloop.runtime import llm_config
 
     assert serves_model(service, Path(ensure_llm_model(settings.models_dir, "default")))
     policy = load_policy()
     taxonomy = load_taxonomy(categories=policy.categories)
     offered = dict(offered_interests(taxonomy))
-    chat = build_chat_llm(settings, interest_names=list(offered.values()), categories=policy.categories)  # fmt: skip
+    chat = build_chat_llm(
+        llm_config(settings), interest_names=list(offered.values()), categories=policy.categories
+    )
     assert str(chat.chat_model.openai_api_base) == service  # type: ignore[attr-defined]
     labeler = LLMLabeler(chat, interests=offered, categories=policy.categories)
     text = "user: I want to book a hotel in Rome for three nights in May."
