@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--partition-kb", type=int, default=64)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    args.model_dir = args.model_dir.resolve()  # workers run with another working directory
 
     from filter_speed import load_sample
 

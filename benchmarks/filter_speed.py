@@ -491,6 +491,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     args = ap.parse_args(argv)
+    args.model_dir = args.model_dir.resolve()  # the service runs with another working directory
 
     if not (args.model_dir / "MLmodel").exists():
         from bench_model import train_model
