@@ -12,7 +12,17 @@ from labelloop.settings import Settings
 
 
 def deployments(settings: Settings) -> list[Any]:
-    """One deployment per flow; `promote` has no schedule (it runs after approval)."""
+    """One deployment per flow; `promote` has no schedule (it runs after approval).
+
+    Each deployment runs at most once at a time: a scheduled run that finds the previous one still
+    going is cancelled (Prefect's deployment concurrency limit, strategy CANCEL_NEW), so an hourly
+    sample never overlaps the last and two retrains never race for the registry.
+    """
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    one_at_a_time = ConcurrencyLimitConfig(
+        limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+    )
     runner = task_runner(settings)
     scheduled: list[tuple[Flow[..., Any], str]] = [
         (sample_and_propose, settings.schedule_sample_and_propose),
@@ -22,12 +32,14 @@ def deployments(settings: Settings) -> list[Any]:
     ]
     out = [
         f.with_options(task_runner=runner).to_deployment(
-            name="labelloop", cron=cron, tags=["labelloop"]
+            name="labelloop", cron=cron, tags=["labelloop"], concurrency_limit=one_at_a_time
         )
         for f, cron in scheduled
     ]
     out.append(
-        promote.with_options(task_runner=runner).to_deployment(name="labelloop", tags=["labelloop"])
+        promote.with_options(task_runner=runner).to_deployment(
+            name="labelloop", tags=["labelloop"], concurrency_limit=one_at_a_time
+        )
     )
     return out
 

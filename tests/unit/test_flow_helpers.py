@@ -65,6 +65,10 @@ def test_every_flow_is_registered_and_served(isolated_env):
     crons = {d.flow_name: [s.schedule.cron for s in d.schedules] for d in deps}
     assert crons["retrain"] == ["5 1 * * *"]
     assert crons["promote"] == []
+    # a run never overlaps the previous one of the same deployment
+    for d in deps:
+        assert d.concurrency_limit == 1, d.flow_name
+        assert d.concurrency_options.collision_strategy == "CANCEL_NEW", d.flow_name
 
 
 def test_label_error_check_never_fails_the_retrain_and_is_audited(isolated_env) -> None:
