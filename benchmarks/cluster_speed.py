@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     args.model_dir = args.model_dir.resolve()  # workers run with another working directory
 
-    from filter_speed import load_sample
+    from filter_speed import emit_report, load_sample
 
     if not (args.model_dir / "MLmodel").exists():
         from bench_model import train_model
@@ -105,11 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             lv["scaling_efficiency"] = round(
                 lv["records_per_s"] / (lv["workers"] * base["records_per_s"]), 3
             )
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_report(report, args.out)
     return report
 
 

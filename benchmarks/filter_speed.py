@@ -529,12 +529,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                             args.warmup, args.max_requests, args.workers)  # fmt: skip
                 report["http_target"] = "p99 <= 100 ms for single-record requests at 50 clients"
     report["machine"]["load_at_end"] = load_avg()
+    emit_report(report, args.out)
+    return report
+
+
+def emit_report(report: dict[str, Any], out: Path | None) -> None:
+    """Print the JSON report; with ``out`` also write it there."""
     text = json.dumps(report, indent=2)
     print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    return report
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -33,20 +33,22 @@ def reporting_to(api_url: str) -> Iterator[None]:
     the settings in force and turns ephemeral servers off, so a wrong URL fails loudly."""
     from prefect.settings import temporary_settings
 
-    # Prefect's concurrency-slot services are process-wide singletons holding a client bound to
-    # the server in force when they started: stop them on the way in and out, or a slot request
-    # goes to a server of an earlier context (gone by now) and fails to connect.
-    _stop_slot_services()
+    # Prefect's queue services (concurrency slots, logs, events) are process-wide singletons
+    # holding a client bound to the server in force when they started: stop them on the way in
+    # and out, or e.g. a slot request goes to a server of an earlier context (gone by now) and
+    # fails to connect. They restart on demand under the settings in force.
+    _stop_prefect_services()
     try:
         with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
             yield
     finally:
-        _stop_slot_services()
+        _stop_prefect_services()
 
 
-def _stop_slot_services() -> None:
+def _stop_prefect_services() -> None:
     from prefect.concurrency.services import ConcurrencySlotAcquisitionWithLeaseService
 
+    # drain_all works on the registry that every queue service shares, not one class's instances
     ConcurrencySlotAcquisitionWithLeaseService.drain_all(timeout=30, at_exit=False)
 
 

@@ -31,6 +31,7 @@ from flows.progress import StepProgress, step_progress
 from labelloop.runtime import (
     Runtime,
     gold_indexer,
+    record_limits,
     review_embedder,
     review_turn_scorer,
     routing_config,
@@ -56,7 +57,6 @@ def _run_id(kind: str) -> str:
 @task(name="ingest", cache_policy=NO_CACHE)
 def ingest_task(settings: Settings, files: list[str] | None, run_id: str) -> dict[str, Any]:
     """Read new files from the source, quarantine bad records, gate, redact, store."""
-    from labeling.records import Limits
     from labeling.sampling import sample_into_store
     from labeling.sources import FolderSource
 
@@ -70,7 +70,7 @@ def ingest_task(settings: Settings, files: list[str] | None, run_id: str) -> dic
         policy=rt.policy,
         store=rt.store,
         quarantine_path=settings.quarantine_dir / f"{run_id}.jsonl",
-        limits=Limits(max_text_chars=settings.max_text_chars, max_turns=settings.max_turns),
+        limits=record_limits(settings),
         cap_per_surface=settings.sample_cap_per_surface,
         seed=settings.review_seed,
         run_id=run_id,
@@ -242,8 +242,7 @@ def queue_label_errors_from(
 @task(name="gate", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def gate_task(settings: Settings, version: str) -> dict[str, Any]:
     from experiments.gate import evaluate
-    from labelloop.pipeline import gate_rules
-    from labelloop.runtime import filter_model_ref
+    from labelloop.runtime import filter_model_ref, gate_rules
 
     result = evaluate(
         version,

@@ -154,8 +154,6 @@ def sample(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Read conversations, quarantine bad records, apply the eligibility gate, redact, store."""
-    from labeling.policy import load_policy
-    from labeling.records import Limits
     from labeling.sampling import sample_into_store
 
     s = _settings()
@@ -164,14 +162,16 @@ def sample(
             err.print(f"[red]input not found:[/red] {p}")
             raise typer.Exit(2)
     store = _store(s)
-    policy = load_policy(s.policy_path)
+    from labelloop.runtime import load_policy_from, record_limits
+
+    policy = load_policy_from(s)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     report = sample_into_store(
         inputs,
         policy=policy,
         store=store,
         quarantine_path=s.quarantine_dir / f"{run_id}.jsonl",
-        limits=Limits(max_text_chars=s.max_text_chars, max_turns=s.max_turns),
+        limits=record_limits(s),
         cap_per_surface=cap_per_surface,
         seed=seed,
         run_id=run_id,

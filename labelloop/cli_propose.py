@@ -35,16 +35,16 @@ def _read_gated(
     """Read, quarantine, gate and redact (labeling.sampling.to_row). Returns rows and counts."""
     from collections import Counter
 
-    from labeling.policy import load_policy
-    from labeling.records import Limits, QuarantineWriter, ReadStats, read_records, split_valid
+    from labeling.records import QuarantineWriter, ReadStats, read_records, split_valid
     from labeling.sampling import to_row
+    from labelloop.runtime import load_policy_from, record_limits
 
-    policy = load_policy(s.policy_path)
+    policy = load_policy_from(s)
     stats = ReadStats()
     rows: list[dict[str, Any]] = []
     reasons: Counter[str] = Counter()
     qpath = s.quarantine_dir / f"propose-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
-    limits = Limits(max_text_chars=s.max_text_chars, max_turns=s.max_turns)
+    limits = record_limits(s)
     with QuarantineWriter(qpath) as qw:
         for conv in split_valid(read_records(inputs, limits=limits, stats=stats), qw):
             row = to_row(conv, policy, ",".join(map(str, inputs)), None)
@@ -157,10 +157,9 @@ def plan(
     ] = None,
 ) -> None:
     """Dry run: eligibility counts, one rendered prompt, estimated LLM calls, tokens and time."""
-    from labeling.policy import load_policy
     from labeling.prompts import label_prompt_variables, load_prompt
     from labeling.records import render_turns
-    from labeling.taxonomy import load_taxonomy
+    from labelloop.runtime import policy_and_taxonomy
 
     s = _settings()
     if not input.exists():
@@ -168,8 +167,7 @@ def plan(
         raise typer.Exit(2)
     rows, counts = _read_gated([input], s, limit)
     eligible = [r for r in rows if r["eligible"]]
-    policy = load_policy(s.policy_path)
-    taxonomy = load_taxonomy(s.taxonomy_path, s.sensitive_map_path, policy.categories)
+    policy, taxonomy = policy_and_taxonomy(s)
     prompt = load_prompt()
     console.print(f"read {counts['read']}, quarantined {counts['quarantined']}")
     t = Table(title="eligibility")

@@ -43,11 +43,9 @@ def register(app: typer.Typer) -> None:
 
 # ---- plumbing ----------------------------------------------------------------------------------
 def _domain(s: Settings) -> tuple[Taxonomy, Policy]:
-    from labeling.policy import load_policy
-    from labeling.taxonomy import load_taxonomy
+    from labelloop.runtime import policy_and_taxonomy
 
-    policy = load_policy(s.policy_path)
-    taxonomy = load_taxonomy(s.taxonomy_path, s.sensitive_map_path, categories=policy.categories)
+    policy, taxonomy = policy_and_taxonomy(s)
     return taxonomy, policy
 
 

@@ -11,35 +11,17 @@ from experiments.dataset import (
     snapshot_from_records,
     snapshot_from_store,
 )
-from experiments.gate import GateResult, GateRules, approve, evaluate
+from experiments.gate import GateResult, approve, evaluate
 from experiments.registry import TrainOutcome, train_and_register
 from experiments.training import Progress, TrainConfig
-from labeling.policy import Policy, load_policy
-from labeling.records import Conversation, Limits, read_records
-from labeling.taxonomy import Taxonomy, load_taxonomy
+from labeling.records import Conversation, read_records
+from labelloop.runtime import gate_rules, policy_and_taxonomy, record_limits
 from labelloop.settings import Settings
-
-
-def policy_and_taxonomy(settings: Settings) -> tuple[Policy, Taxonomy]:
-    policy = load_policy(settings.policy_path)
-    taxonomy = load_taxonomy(
-        settings.taxonomy_path, settings.sensitive_map_path, categories=policy.categories
-    )
-    return policy, taxonomy
-
-
-def gate_rules(settings: Settings) -> GateRules:
-    return GateRules(
-        sensitive_recall_floor=settings.gate_sensitive_recall_floor,
-        interest_f1_tolerance=settings.gate_interest_f1_tolerance,
-        max_false_block_rate=settings.gate_max_false_block_rate,
-        max_long_dialogue_leak_rate=settings.gate_max_long_dialogue_leak_rate,
-    )
 
 
 def read_gold_records(paths: Sequence[Path], settings: Settings) -> tuple[list[Conversation], int]:
     """Valid records from files (bad ones are counted and skipped, as everywhere)."""
-    limits = Limits(max_text_chars=settings.max_text_chars, max_turns=settings.max_turns)
+    limits = record_limits(settings)
     convs: list[Conversation] = []
     bad = 0
     for item in read_records(paths, limits=limits):

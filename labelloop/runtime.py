@@ -15,10 +15,12 @@ from labelloop.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from experiments.gate import GateRules
     from labeling.collection import GoldExample
     from labeling.llm import LLMConfig
     from labeling.policy import Policy
     from labeling.proposals import ProposalClassifier, Proposer
+    from labeling.records import Limits
     from labeling.routing import RoutingConfig
     from labeling.studio import StudioClient, StudioConfig, TurnScorer
     from labeling.taxonomy import Taxonomy
@@ -48,23 +50,55 @@ class Runtime:
 
     @cached_property
     def policy(self) -> Policy:
-        from labeling.policy import load_policy
-
-        return load_policy(self.settings.policy_path)
+        return load_policy_from(self.settings)
 
     @cached_property
     def taxonomy(self) -> Taxonomy:
-        from labeling.taxonomy import load_taxonomy
-
-        return load_taxonomy(
-            self.settings.taxonomy_path,
-            self.settings.sensitive_map_path,
-            categories=self.policy.categories,
-        )
+        return load_taxonomy_from(self.settings, self.policy)
 
     @cached_property
     def studio(self) -> StudioClient:
         return studio_client(self.settings)
+
+
+def load_policy_from(settings: Settings) -> Policy:
+    """The policy file the settings name (every caller loads it here)."""
+    from labeling.policy import load_policy
+
+    return load_policy(settings.policy_path)
+
+
+def load_taxonomy_from(settings: Settings, policy: Policy) -> Taxonomy:
+    """The taxonomy and sensitive map the settings name, for ``policy``'s categories."""
+    from labeling.taxonomy import load_taxonomy
+
+    return load_taxonomy(
+        settings.taxonomy_path, settings.sensitive_map_path, categories=policy.categories
+    )
+
+
+def policy_and_taxonomy(settings: Settings) -> tuple[Policy, Taxonomy]:
+    policy = load_policy_from(settings)
+    return policy, load_taxonomy_from(settings, policy)
+
+
+def record_limits(settings: Settings) -> Limits:
+    """Size limits of one input record (text per turn, turns)."""
+    from labeling.records import Limits
+
+    return Limits(max_text_chars=settings.max_text_chars, max_turns=settings.max_turns)
+
+
+def gate_rules(settings: Settings) -> GateRules:
+    """The champion/challenger rules the settings set."""
+    from experiments.gate import GateRules
+
+    return GateRules(
+        sensitive_recall_floor=settings.gate_sensitive_recall_floor,
+        interest_f1_tolerance=settings.gate_interest_f1_tolerance,
+        max_false_block_rate=settings.gate_max_false_block_rate,
+        max_long_dialogue_leak_rate=settings.gate_max_long_dialogue_leak_rate,
+    )
 
 
 def studio_config(settings: Settings) -> StudioConfig:
@@ -124,14 +158,11 @@ def build_proposer(
     settings (tests use an ephemeral client and a fake embedding).
     """
     from labeling.llm import LLMLabeler, build_chat_llm
-    from labeling.policy import load_policy
     from labeling.prompts import load_prompt, offered_interests
     from labeling.proposals import CascadeConfig, Proposer
-    from labeling.taxonomy import load_taxonomy
     from labeling.vectorstore import GoldIndex, load_seed_examples, open_chroma_client
 
-    policy = load_policy(settings.policy_path)
-    taxonomy = load_taxonomy(settings.taxonomy_path, settings.sensitive_map_path, policy.categories)
+    policy, taxonomy = policy_and_taxonomy(settings)
     prompt = load_prompt()
     seeds, lexicon = load_seed_examples(taxonomy, policy.categories)
     index: GoldIndex | None = None
@@ -231,8 +262,6 @@ def engine_from_settings(
     ``model_uri`` defaults to :func:`served_model_uri`. With ``load`` the model is loaded now; if
     that fails the engine still works and fails closed.
     """
-    from labeling.policy import load_policy
-    from labeling.records import Limits
     from targeting.audit import AuditLog
     from targeting.engine import FilterEngine
     from targeting.holder import ModelHolder
@@ -247,9 +276,9 @@ def engine_from_settings(
         holder.refresh()
     return FilterEngine(
         holder,
-        load_policy(settings.policy_path),
+        load_policy_from(settings),
         AuditLog(settings.decisions_audit_path, fsync=settings.filter_audit_fsync),
-        limits=Limits(max_text_chars=settings.max_text_chars, max_turns=settings.max_turns),
+        limits=record_limits(settings),
     )
 
 

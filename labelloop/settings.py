@@ -202,9 +202,6 @@ class Settings(BaseSettings):
         description="OpenAI-compatible servers and Ollama: constrain answers to the label JSON "
         "schema, or only to JSON (servers without schema support)",
     )
-    llm_trace: bool = Field(
-        True, description="trace LLM calls (prompts, latency, tokens) in MLflow during flow runs"
-    )
     # Label proposals (labeling.llm / labeling.vectorstore / labeling.proposals)
     llm_max_tokens: int = Field(96, description="max generated tokens per label answer")
     llm_n_ctx: int = Field(2048, description="llama.cpp context window")
