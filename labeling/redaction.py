@@ -1189,7 +1189,7 @@ class _Hints:
     def __contains__(self, family: str) -> bool:
         got = self._seen.get(family)
         if got is None:
-            got = self._seen[family] = any(w in self._low for w in _HINT_FAMILIES[family])
+            got = self._seen[family] = _HINT_RES[family].search(self._low) is not None
         return got
 
 
@@ -1207,6 +1207,12 @@ _HINT_FAMILIES: Final[Mapping[str, tuple[str, ...]]] = {
     "phone": _PHONE_WORDS,
     "unit": _UNIT_WORDS,
     "postcode": _POSTCODE_HINTS,
+}
+# one search per family instead of a substring test per keyword (same meaning: any keyword
+# occurs anywhere in the lower-cased text)
+_HINT_RES: Final[Mapping[str, re.Pattern[str]]] = {
+    family: re.compile("|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)))
+    for family, words in _HINT_FAMILIES.items()
 }
 
 
