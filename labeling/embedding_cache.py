@@ -84,7 +84,8 @@ class CachedTextEmbedder:
             found = self._get(list(dict.fromkeys(keys)))
             todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
             self.hits += len(keys) - sum(1 for k in keys if k in todo)
-            items = list(todo.items())
+            # by length: each chunk holds texts of similar length, so the encoder pads little
+            items = sorted(todo.items(), key=lambda kv: len(kv[1]))
             for start in range(0, len(items), self.chunk):
                 part = items[start : start + self.chunk]
                 vecs = np.asarray(self.inner.embed([t for _, t in part]), dtype=np.float32)
