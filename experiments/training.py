@@ -36,6 +36,10 @@ it, max over all its segments):
   fewer positives catch all of them within the same budget (``fallback_low``); categories without
   any are scored by similarity to prototypes (the policy's description and examples) at a
   ``prototype_false_block_budget`` (``prototype``), or by the lexicon alone (``lexicon_only``).
+  Both budgets hold for long dialogues too: a floor or prototype threshold is also capped on the
+  clean *segments* at ``budget / reference_turns``, so a clean dialogue of ``reference_turns``
+  turns is blocked by that rule at most about ``budget`` of the time (a conversation-level cap
+  alone lets a 20-turn dialogue cross it up to 20 times as often as a one-turn request).
 * Every rate is reported with its Wilson 95 % interval (``calibration["any"]``, per category).
 
 Interests (conversation level): one logistic regression per interest id with at least
@@ -108,6 +112,9 @@ class TrainConfig:
     folds: int = 3
     min_positives: int = 20
     prototype_false_block_budget: float = 0.005
+    # floors and prototype thresholds are also capped per clean segment at budget / this many
+    # turns (the length of a long dialogue they must not block); None = conversation level only
+    reference_turns: int | None = 20
     label_noise_quantile: float | None = 0.5
     label_noise_max_share: float = 0.1
     witness_ratio: float = 1.0
@@ -126,6 +133,10 @@ class TrainConfig:
     # reweighted to the full count); every segment is still scored for the calibration
     max_clean_segments: int | None = 40_000
     max_iter: int = 300
+    # independent fits (out-of-fold models, the final model, interest labels) run on this many
+    # threads; the fits release the GIL in their numeric kernels and the result does not depend
+    # on it
+    n_jobs: int = 2
     fold_salt: str = "labelloop-folds-v1"
 
     def as_params(self) -> dict[str, Any]:
@@ -256,10 +267,12 @@ def _capped_floor(
     neg_mask: npt.NDArray[np.bool_],
     target: float,
     budget: float,
+    segment_cap: float | None = None,
 ) -> tuple[float, bool]:
     """Highest threshold on ``cat_scores`` so that (already | score >= t) blocks >= target of the
     positives, raised when needed so that it blocks at most ``budget`` of the negatives that
-    ``already`` does not block. Returns (threshold, capped)."""
+    ``already`` does not block, and to at least ``segment_cap`` (the same budget per clean
+    segment, see :func:`segment_cap`). Returns (threshold, capped)."""
     missed = cat_scores[pos_mask & ~already]
     need = math.ceil(target * int(pos_mask.sum()) - 1e-9) - int((pos_mask & already).sum())
     if need <= 0 or missed.size == 0:
@@ -271,10 +284,37 @@ def _capped_floor(
         cap = float(np.quantile(free_neg, 1.0 - budget))
         if cap > thr:
             thr, capped = cap, True
+    if segment_cap is not None and segment_cap > thr:
+        thr, capped = segment_cap, True
     return thr, capped
 
 
+def segment_cap(
+    clean_segment_scores: npt.NDArray[np.float64], budget: float, reference_turns: int | None
+) -> float | None:
+    """The score that at most ``budget / reference_turns`` of the clean segments reach: a rule
+    thresholded there blocks a clean dialogue of ``reference_turns`` turns at most about
+    ``budget`` of the time. None without a reference length or with too few segments to tell."""
+    if reference_turns is None or reference_turns < 1:
+        return None
+    q = budget / reference_turns
+    if clean_segment_scores.size < math.ceil(1.0 / q):
+        return None
+    return float(np.quantile(clean_segment_scores, 1.0 - q))
+
+
 # ------------------------------------------------------------------------------------ fitting
+def _parallel_map(fn: Callable[[Any], Any], items: Sequence[Any] | range, n_jobs: int) -> list[Any]:
+    """``[fn(i) for i in items]`` on up to ``n_jobs`` threads, results in input order."""
+    items = list(items)
+    if n_jobs <= 1 or len(items) <= 1:
+        return [fn(i) for i in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        return list(pool.map(fn, items))
+
+
 def _segment_lr(cfg: TrainConfig, init: Any | None = None) -> Any:
     from sklearn.linear_model import LogisticRegression
 
@@ -554,27 +594,34 @@ def train_filter(
     n = len(train)
     oof_any = np.zeros(n)
     oof_cat = np.zeros((n, len(cats)))
+    oof_seg_cat = np.zeros((len(seg_texts), len(cats)))  # per segment, for the long-dialogue caps
     seg_fold = folds[seg_owner]
     row_fold = seg_fold[idx]
-    for f in range(config.folds):
-        say("out-of-fold", f, config.folds)
-        va = seg_fold == f
-        if not va.any():
-            continue
+
+    def fit_fold(f: int) -> Any | None:  # f == folds: the final model on every row
         keep = row_fold != f
-        m = _fit_segments(
+        if f < config.folds and not (seg_fold == f).any():
+            return None
+        return _fit_segments(
             x[idx[keep]], [cls[i] for i in np.flatnonzero(keep)], w[keep], config, init=m0
         )
+
+    say("out-of-fold", 0, config.folds)
+    fitted = _parallel_map(fit_fold, range(config.folds + 1), config.n_jobs)
+    for f in range(config.folds):
+        m = fitted[f]
+        va = seg_fold == f
         if m is None:
             continue
         probe = replace(bundle, segment_model=m, segment_classes=tuple(str(c) for c in m.classes_))
         p_any, p_cat = probe.segment_probabilities(x[va], int(va.sum()))
         owners = seg_owner[va]
+        oof_seg_cat[va] = p_cat
         np.maximum.at(oof_any, owners, p_any)
         for j in range(len(cats)):
             np.maximum.at(oof_cat[:, j], owners, p_cat[:, j])
     say("out-of-fold", config.folds, config.folds)
-    final = _fit_segments(x[idx], cls, w, config, init=m0)
+    final = fitted[config.folds]
     bundle.segment_model = final
     bundle.segment_classes = tuple(str(c) for c in final.classes_) if final is not None else ()
     timings["segment_model_s"] = time.perf_counter() - t0
@@ -590,6 +637,7 @@ def train_filter(
     lex_any: npt.NDArray[np.bool_] = np.asarray(lex_conv.any(axis=1), dtype=bool)
     neg_mask = ~y_any & is_gold
     pos_mask = y_any & is_gold
+    clean_seg = neg_mask[seg_owner]  # segments of clean gold conversations
     calib: dict[str, dict[str, Any]] = {}
     pos_scores = oof_any[pos_mask & ~lex_any]
     plausible, suspects = _plausible_positives(
@@ -619,15 +667,24 @@ def train_filter(
                     if neg.size
                     else 0.5
                 )
+                seg_sims = (embeddings[clean_seg] @ protos.T).max(axis=1).astype(np.float64)
+                cap = segment_cap(
+                    seg_sims, config.prototype_false_block_budget, config.reference_turns
+                )
+                if cap is not None and cap > thr:
+                    thr, info["capped_for_long_dialogues"] = cap, True
                 thresholds[cat], rules[cat] = thr, "prototype"
                 oof_cat[:, j] = sims
             else:
                 thresholds[cat], rules[cat] = 1.01, "lexicon_only"
         else:
             target = config.category_recall_floor if n_pos >= config.min_positives else 1.0
+            seg_already = blocked[seg_owner]
             thr, capped = _capped_floor(
-                oof_cat[:, j], blocked, cpos, neg_mask, target, config.floor_false_block_budget
-            )
+                oof_cat[:, j], blocked, cpos, neg_mask, target, config.floor_false_block_budget,
+                segment_cap(oof_seg_cat[clean_seg & ~seg_already, j],
+                            config.floor_false_block_budget, config.reference_turns),
+            )  # fmt: skip
             if thr > 1.0:
                 rule = "any_threshold"
             elif n_pos >= config.min_positives:
@@ -749,12 +806,12 @@ def _train_interests(
         xk = xk.tocsr()
     wk = np.array([train[i].weight for i in idx], dtype=np.float64)
     fk = folds[idx]
-    for iid in label_ids:
+
+    def fit_label(iid: str) -> tuple[str, int, Any | None, npt.NDArray[np.float64] | None]:
         y = np.array([int(iid in (train[i].interests or ())) for i in idx], dtype=np.int_)
         npos = int(y.sum())
         if npos < config.interest_min_positives or npos == y.size:
-            int_cal[iid] = {"n_pos": npos, "threshold": None, "rule": "too_few_positives"}
-            continue
+            return iid, npos, None, None
         oof = np.zeros(y.size)
         for f in range(config.folds):
             tr, va = fk != f, fk == f
@@ -765,10 +822,17 @@ def _train_interests(
                 continue
             m = _interest_lr(config).fit(xk[tr], y[tr], sample_weight=wk[tr])
             oof[va] = m.predict_proba(xk[va])[:, 1]
+        return iid, npos, _interest_lr(config).fit(xk, y, sample_weight=wk), oof
+
+    for iid, npos, model, oof in _parallel_map(fit_label, label_ids, config.n_jobs):
+        if model is None or oof is None:
+            int_cal[iid] = {"n_pos": npos, "threshold": None, "rule": "too_few_positives"}
+            continue
         for r, i in enumerate(idx):
             oof_int.setdefault(train[i].conversation_id, {})[iid] = float(oof[r])
+        y = np.array([int(iid in (train[i].interests or ())) for i in idx], dtype=np.int_)
         thr, f1 = tune_f1_threshold(oof, y)
-        bundle.interest_models[iid] = _interest_lr(config).fit(xk, y, sample_weight=wk)
+        bundle.interest_models[iid] = model
         bundle.interest_thresholds[iid] = thr
         int_cal[iid] = {"n_pos": npos, "threshold": thr, "val_f1": f1, "rule": "max_f1"}
     bundle.interest_ids = tuple(i for i in label_ids if i in bundle.interest_models)

@@ -17,6 +17,7 @@ from experiments.training import (
     _capped_floor,
     _plausible_positives,
     calibrate_recall_threshold,
+    segment_cap,
     train_filter,
     tune_f1_threshold,
     wilson_interval,
@@ -80,6 +81,27 @@ def test_floor_with_few_positives_is_capped_by_the_false_block_budget() -> None:
     # positives already blocked by the any-threshold need no floor
     already = pos_mask.copy()
     assert _capped_floor(scores, already, pos_mask, ~pos_mask, 1.0, 0.02) == (1.01, False)
+
+
+def test_floor_is_capped_per_clean_segment_for_long_dialogues() -> None:
+    rng = np.random.default_rng(0)
+    # conversation level a floor at 0.6 looks cheap; but clean segments score that high one in a
+    # hundred times, so a 20-turn clean dialogue would cross it ~18 % of the time
+    clean_segments = np.where(rng.uniform(size=20_000) < 0.01, 0.7, rng.uniform(0.0, 0.3, 20_000))
+    cap = segment_cap(clean_segments, 0.005, 20)
+    assert cap is not None and cap >= 0.7 - 1e-9
+    p_dialogue = 1 - (1 - (clean_segments >= cap + 1e-9).mean()) ** 20
+    assert p_dialogue <= 0.005
+    # no reference length, or too few segments to estimate a 1-in-4000 quantile: no cap
+    assert segment_cap(clean_segments, 0.005, None) is None
+    assert segment_cap(clean_segments[:1000], 0.005, 20) is None
+    scores = np.concatenate([np.array([0.9, 0.6, 0.65]), rng.uniform(0.0, 0.5, 200)])
+    pos_mask = np.zeros(scores.size, bool)
+    pos_mask[:3] = True
+    nothing = np.zeros(scores.size, bool)
+    assert _capped_floor(scores, nothing, pos_mask, ~pos_mask, 1.0, 0.02) == (0.6, False)
+    thr, capped = _capped_floor(scores, nothing, pos_mask, ~pos_mask, 1.0, 0.02, cap)
+    assert capped and thr == cap
 
 
 def test_calibration_sets_aside_positives_that_look_like_typical_negatives() -> None:
@@ -213,6 +235,15 @@ def test_multiple_instance_training_finds_the_sensitive_turn() -> None:
     assert set(b.interest_ids) <= {"422", "653"}
     known = {e.conversation_id for e in _examples() if e.interests is not None}
     assert set(res.oof_interests) == known
+
+
+def test_parallel_fits_give_the_same_model() -> None:
+    one, two = _train(_examples(), n_jobs=1), _train(_examples(), n_jobs=2)
+    assert one.bundle.any_threshold == two.bundle.any_threshold
+    assert one.bundle.sensitive_thresholds == two.bundle.sensitive_thresholds
+    np.testing.assert_array_equal(one.oof_any, two.oof_any)
+    np.testing.assert_array_equal(one.bundle.segment_model.coef_, two.bundle.segment_model.coef_)
+    assert one.bundle.interest_thresholds == two.bundle.interest_thresholds
 
 
 def test_composed_long_dialogues_block_late_turns_only() -> None:
