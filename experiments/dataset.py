@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -258,29 +259,61 @@ def snapshot_from_records(
     min_stratum_size: int = DEFAULT_MIN_STRATUM_SIZE,
     lineage: Mapping[str, str] | None = None,
     errors: list[str] | None = None,
+    workers: int = 1,
 ) -> Snapshot:
     """A snapshot straight from records with gold (benchmarks, tests, ``train --from-records``).
 
     Records without gold are skipped; a record with bad gold is skipped and described in
-    ``errors`` (when given) instead of failing the batch.
+    ``errors`` (when given) instead of failing the batch. ``workers`` > 1 redacts and renders
+    large inputs in that many processes (the same examples, in the same order).
     """
     cats = tuple(categories) if categories is not None else _default_categories()
     gold: list[Example] = []
-    for c in convs:
-        try:
-            ex = example_from_record(c, taxonomy, cats)
-        except ValueError as exc:
+    for item in _examples_of(convs, taxonomy, cats, workers):
+        if isinstance(item, str):
             if errors is None:
-                raise
-            errors.append(str(exc))
-            continue
-        if ex is not None:
-            gold.append(ex)
+                raise ValueError(item)
+            errors.append(item)
+        elif item is not None:
+            gold.append(item)
     ev = assign_eval(gold, fraction=eval_fraction, salt=salt, min_stratum_size=min_stratum_size)
     train, eval_ = split_examples(gold, [], ev)
     lin = {"source": "records", "n_gold": str(len(gold)), "taxonomy_version": taxonomy.version}
     lin.update(lineage or {})
     return Snapshot(train, eval_, cats, lin)
+
+
+PARALLEL_MIN_RECORDS = 4000  # below this, starting worker processes costs more than it saves
+
+
+def _examples_chunk(
+    convs: Sequence[Conversation], taxonomy: Taxonomy, categories: Sequence[str]
+) -> list[Example | str | None]:
+    """Each record's example (None without gold), or the error that names it."""
+    out: list[Example | str | None] = []
+    for c in convs:
+        try:
+            out.append(example_from_record(c, taxonomy, categories))
+        except ValueError as exc:
+            out.append(str(exc))
+    return out
+
+
+def _examples_of(
+    convs: Sequence[Conversation], taxonomy: Taxonomy, categories: Sequence[str], workers: int
+) -> list[Example | str | None]:
+    if workers <= 1 or len(convs) < PARALLEL_MIN_RECORDS:
+        return _examples_chunk(convs, taxonomy, categories)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = math.ceil(len(convs) / (workers * 4))
+    chunks = [list(convs[i : i + size]) for i in range(0, len(convs), size)]
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        parts = pool.map(_examples_chunk, chunks, [taxonomy] * len(chunks),
+                         [tuple(categories)] * len(chunks))  # fmt: skip
+        return [item for part in parts for item in part]
 
 
 def _default_categories() -> tuple[str, ...]:

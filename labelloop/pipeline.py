@@ -54,6 +54,7 @@ def build_snapshot(settings: Settings, from_records: Sequence[Path] | None = Non
             eval_fraction=settings.eval_fraction,
             lineage=lineage,
             errors=[],
+            workers=settings.train_workers,
         )
     from labelloop.runtime import Runtime
 
@@ -84,6 +85,7 @@ def train(
         leak_budget=settings.train_leak_budget,
         category_recall_floor=settings.train_category_recall_floor,
         max_clean_conversations=settings.train_max_clean_conversations,
+        n_jobs=settings.train_workers,
         use_embeddings=use_embeddings,
         use_tfidf=use_tfidf,
     )

@@ -152,6 +152,11 @@ class Settings(BaseSettings):
         15_000,
         description="train on at most this many clean conversations (a fixed hash sample; sensitive ones are always all used); empty = all",
     )
+    train_workers: int = Field(
+        2,
+        ge=1,
+        description="parallel workers in training: processes that redact the input records and threads that fit the classifiers (the model does not depend on it)",
+    )
     filter_encoder: Literal["minilm", "e5"] = Field(
         "minilm",
         description="sentence encoder of the targeting filter: minilm (English) or e5 (multilingual-e5-small)",

@@ -169,3 +169,31 @@ def test_snapshot_from_store_persists_eval_and_weights_silver(tmp_path: Path) ->
     assert snap2.content_hash != snap1.content_hash
     snap3 = snapshot_from_store(store, cats, config=StoreSnapshotConfig(eval_fraction=0.05))
     assert snap3.content_hash == snap2.content_hash
+
+
+def test_snapshot_from_records_in_worker_processes_is_the_same(
+    record_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import experiments.dataset as dataset
+
+    monkeypatch.setattr(dataset, "PARALLEL_MIN_RECORDS", 10)
+    policy = load_policy()
+    tax = load_taxonomy(categories=policy.categories)
+    recs = []
+    for i in range(60):
+        gold = {"sensitive": ["health"] if i % 5 == 0 else [], "interests": ["Travel"]}
+        if i == 7:
+            gold = {"sensitive": ["astrology"], "interests": None}  # not a policy category
+        text = f"call me on 415-555-01{i:02d} about trip {i}"
+        recs.append(Conversation.model_validate(record_factory(
+            conversation_id=f"r{i:03d}", gold=gold, turns=[{"role": "user", "text": text}],
+        )))  # fmt: skip
+    one_err: list[str] = []
+    two_err: list[str] = []
+    one = snapshot_from_records(recs, tax, policy.categories, errors=one_err, workers=1)
+    two = snapshot_from_records(recs, tax, policy.categories, errors=two_err, workers=2)
+    assert one.train == two.train and one.eval == two.eval and len(one.train) + len(one.eval) == 59
+    assert one_err == two_err and len(one_err) == 1 and "'r007'" in one_err[0]
+    assert all("555" not in t for e in two.train for t in e.turns)  # redacted in the workers
+    with pytest.raises(ValueError, match="r007"):
+        snapshot_from_records(recs, tax, policy.categories, workers=2)
