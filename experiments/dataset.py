@@ -309,7 +309,9 @@ def _examples_of(
 
     size = math.ceil(len(convs) / (workers * 4))
     chunks = [list(convs[i : i + size]) for i in range(0, len(convs), size)]
-    ctx = multiprocessing.get_context("forkserver")
+    # fork: the workers need no fresh interpreter and must not re-run the caller's main module
+    # (a script without a ``__main__`` guard would train again in every worker under spawn)
+    ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         parts = pool.map(_examples_chunk, chunks, [taxonomy] * len(chunks),
                          [tuple(categories)] * len(chunks))  # fmt: skip
