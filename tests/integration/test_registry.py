@@ -312,7 +312,8 @@ def test_registered_model_serves_with_mlflow_models_serve(
         assert by["sens"]["eligible"] is False
         assert by["sens"]["excluded_reason"] == "sensitive_topic" and by["sens"]["interests"] == []
         assert by["ok"]["policy_version"] == load_policy().version
-        for d in served:
+        for d in served:  # the ad side's view: never the category, the turn or the languages
+            assert not {"sensitive_category", "trigger_turn", "languages"} & set(d)
             assert isinstance(d["interests"], list)
             assert all(set(i) == {"id", "name", "score"} for i in d["interests"])
         # the same answers as the model loaded here (decisions, interests and scores)
