@@ -9,11 +9,19 @@ held out: ``--n-eval`` conversations spread evenly over the six files. kNN alone
 them; the combined proposer on the first ``--n-llm`` of them (stratified), the LLM alone on the
 first ``--n-llm-alone`` (it is slow here: one call per conversation on two shared cores).
 
-Metrics: per-category sensitive recall/precision (a category counts when its confidence >= 0.5),
-``any`` = the possible_sensitive flag as a detector of "has any sensitive label", interest
-micro-F1 on tier-1 ids (only where gold interests are known; predicted = confidence >= 0.5),
-expected calibration error (10 bins over every (conversation, label) pair: all tier-1 interests
-where gold is known plus every category), LLM call rate, conversations/s and LLM s/conversation.
+Metrics: per-category sensitive recall/precision/F1 (a category counts when its confidence >=
+0.5), ``any`` = the possible_sensitive flag as a detector of "has any sensitive label", interest
+micro precision/recall/F1 on tier-1 ids (only where gold interests are known; predicted =
+confidence >= 0.5), expected calibration error (10 bins over every (conversation, label) pair:
+all tier-1 interests where gold is known plus every category), LLM call rate, conversations/s,
+LLM calls/s, LLM s/conversation and, for the runs that propose one conversation at a time
+(combined, LLM alone), the p50/p95 latency of a proposal and of the LLM part of it.
+
+MLflow: the run is logged to the experiment ``labelloop-proposer-bench`` (parameters: prompt
+hash, model, provider, k; the metrics above per proposer; the JSON report as an artifact) at
+``--mlflow-uri``, by default the stack's MLflow server when it answers, else a SQLite file under
+the state dir (``<state_dir>/bench/mlflow.db``: ``uv run mlflow ui --backend-store-uri
+sqlite:///.labelloop/bench/mlflow.db``). ``--no-mlflow``: the JSON only.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from labeling.llm import parse_llm_spec
+from labeling.llm_traces import experiment_id, unreachable_reason
 from labeling.policy import load_policy
 from labeling.proposals import Proposal, ProposalInput, ProposeStats
 from labeling.records import Conversation, read_records
@@ -60,6 +70,60 @@ def load_split(
     for i in range(max(len(e) for e in evals)):
         held += [e[i] for e in evals if i < len(e)]
     return gold_part, held[:n_eval]
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+def _f1(tp: int, fp: int, fn: int) -> float | None:
+    return round(2 * tp / (2 * tp + fp + fn), 3) if tp + fp + fn else None
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q`` quantile (0..1) by linear interpolation; None without values."""
+    if not values:
+        return None
+    v = sorted(values)
+    pos = q * (len(v) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def latencies(per_item_s: list[float], llm_s: list[float]) -> dict[str, float | None]:
+    """p50/p95 seconds of one proposal (``per_item_s``) and of its LLM calls (``llm_s``: the
+    proposals that called the model)."""
+
+    def r(x: float | None) -> float | None:
+        return round(x, 4) if x is not None else None
+
+    return {
+        "latency_p50_s": r(percentile(per_item_s, 0.5)),
+        "latency_p95_s": r(percentile(per_item_s, 0.95)),
+        "llm_latency_p50_s": r(percentile(llm_s, 0.5)),
+        "llm_latency_p95_s": r(percentile(llm_s, 0.95)),
+    }
+
+
+def propose_one_at_a_time(
+    proposer: Any, items: list[ProposalInput], stats: ProposeStats, label: str
+) -> tuple[list[Proposal], dict[str, float | None]]:
+    """Proposals one conversation at a time (as the review loop meets them), with latencies."""
+    props: list[Proposal] = []
+    per_item: list[float] = []
+    llm_s: list[float] = []
+    for n, it in enumerate(items):
+        before = stats.llm_latency_s
+        t = time.perf_counter()
+        got = proposer.propose([it], stats=stats)
+        per_item.append(time.perf_counter() - t)
+        if stats.llm_latency_s > before:
+            llm_s.append(stats.llm_latency_s - before)
+        props += got
+        if n % 10 == 9:
+            print(f"{label} {n + 1}/{len(items)} llm {stats.llm_called}", file=sys.stderr)
+    return props, latencies(per_item, llm_s)
 
 
 def metrics(
@@ -102,13 +166,13 @@ def metrics(
             continue
         per_cat[c] = {
             "support": support,
-            "recall": round(tp[c] / support, 3) if support else None,
-            "precision": round(tp[c] / (tp[c] + fp[c]), 3) if tp[c] + fp[c] else None,
+            "recall": _ratio(tp[c], support),
+            "precision": _ratio(tp[c], tp[c] + fp[c]),
+            "f1": _f1(tp[c], fp[c], fn[c]),
         }
     stp = sum(tp[c] for c in categories)
     sfn = sum(fn[c] for c in categories)
     sfp = sum(fp[c] for c in categories)
-    f1 = 2 * itp / (2 * itp + ifp + ifn) if itp + ifp + ifn else None
     bins: list[list[tuple[float, int]]] = [[] for _ in range(10)]
     for conf, y in pairs:
         bins[min(9, int(conf * 10))].append((conf, y))
@@ -120,13 +184,18 @@ def metrics(
     d = stats.as_dict()
     return {
         "n": len(props),
-        "sensitive_recall": round(stp / (stp + sfn), 3) if stp + sfn else None,
-        "sensitive_precision": round(stp / (stp + sfp), 3) if stp + sfp else None,
+        "sensitive_recall": _ratio(stp, stp + sfn),
+        "sensitive_precision": _ratio(stp, stp + sfp),
+        "sensitive_f1": _f1(stp, sfp, sfn),
         "per_category": per_cat,
-        "interest_micro_f1": round(f1, 3) if f1 is not None else None,
+        "interest_precision": _ratio(itp, itp + ifp),
+        "interest_recall": _ratio(itp, itp + ifn),
+        "interest_micro_f1": _f1(itp, ifp, ifn),
         "ece": round(ece / max(1, len(pairs)), 4),
         "llm_call_rate": d["llm_call_rate"],
+        "llm_calls": d["llm_calls"],
         "conversations_per_s": d["conversations_per_s"],
+        "llm_calls_per_s": round(stats.llm_calls / stats.wall_s, 3) if stats.wall_s > 0 else None,
         "llm_s_per_conversation": round(stats.llm_latency_s / max(1, stats.n), 3),
         "invalid": stats.invalid,
         "cascade": d["cascade"],
@@ -147,13 +216,21 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--models-dir", default=None, help="default: <state_dir>/models")
     ap.add_argument("--out", default=None, help="write the results JSON here")
+    ap.add_argument(
+        "--mlflow-uri",
+        default=None,
+        help="log the run here (default: the stack's MLflow when it answers, else "
+        "sqlite:///<state_dir>/bench/mlflow.db)",
+    )
+    ap.add_argument("--no-mlflow", action="store_true", help="write the JSON only")
     args = ap.parse_args()
 
     rnd = random.Random(args.seed)
     policy = load_policy()
     taxonomy = load_taxonomy(categories=policy.categories)
     work = Path(tempfile.mkdtemp(prefix="bench-proposals-"))
-    s = Settings(state_dir=work)
+    # traces would add their own export work to every timed LLM call: off here
+    s = Settings(state_dir=work, llm_trace=False)  # type: ignore[call-arg]
     if args.models_dir:
         (work / "models").symlink_to(Path(args.models_dir).resolve())
     t0 = time.perf_counter()
@@ -197,12 +274,8 @@ def main() -> None:
     combined = build_proposer(s, store=store, with_llm=True)
     st = ProposeStats()
     sub = items[: args.n_llm]
-    props = []
-    for n, it in enumerate(sub):
-        props += combined.propose([it], stats=st)
-        if n % 10 == 9:
-            print(f"combined {n + 1}/{len(sub)} llm {st.llm_called}", file=sys.stderr)
-    results["combined"] = metrics(props, gold, taxonomy, policy.categories, st)
+    props, lat = propose_one_at_a_time(combined, sub, st, "combined")
+    results["combined"] = {**metrics(props, gold, taxonomy, policy.categories, st), **lat}
     results["combined_knn_same_subset"] = metrics(
         knn_only.propose(sub, stats=(st2 := ProposeStats())), gold, taxonomy, policy.categories, st2
     )
@@ -215,8 +288,8 @@ def main() -> None:
     assert llm_only.labeler is not None
     llm_only.labeler.store = None  # no cache: the combined run's answers had few-shot examples
     st = ProposeStats()
-    props = llm_only.propose(items[: args.n_llm_alone], stats=st)
-    results["llm"] = metrics(props, gold, taxonomy, policy.categories, st)
+    props, lat = propose_one_at_a_time(llm_only, items[: args.n_llm_alone], st, "llm alone")
+    results["llm"] = {**metrics(props, gold, taxonomy, policy.categories, st), **lat}
 
     results["setup"] = {
         "dev": args.dev,
@@ -225,12 +298,91 @@ def main() -> None:
         "n_llm": len(sub),
         "n_llm_alone": min(len(items), args.n_llm_alone),
         "model_id": combined.model_id,
+        "provider": parse_llm_spec(s.llm).provider,
         "prompt_hash": combined.prompt.sha256,
+        "knn_k": s.knn_k,
+        "fewshot_k": s.fewshot_k,
+        "cascade_enabled": s.cascade_enabled,
+        "seed_per_file": args.seed_per_file,
+        "seed": args.seed,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print_table(results)
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
+    out = Path(args.out) if args.out else work / "proposals.json"
+    out.write_text(json.dumps(results, indent=2))
+    if not args.no_mlflow:
+        uri = args.mlflow_uri or default_tracking_uri(Settings())
+        url = log_run(results, out, tracking_uri=uri)
+        print(f"MLflow run: {url}", file=sys.stderr)
+
+
+BENCH_EXPERIMENT = "labelloop-proposer-bench"
+PROPOSERS = ("llm", "knn", "combined_knn_same_subset", "combined")
+
+
+def default_tracking_uri(settings: Settings) -> str:
+    """The stack's MLflow server when it answers, else a SQLite file under the state dir."""
+    if unreachable_reason(settings.mlflow_uri, timeout_s=3.0) is None:
+        return settings.mlflow_uri
+    path = (settings.state / "bench" / "mlflow.db").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def run_params(results: dict[str, Any]) -> dict[str, Any]:
+    """The run's parameters: the setup (prompt hash, model, provider, k, sizes)."""
+    return {k: v for k, v in results["setup"].items() if k != "seconds"}
+
+
+def run_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """Every numeric metric as ``<proposer>.<metric>`` and
+    ``<proposer>.<category>.<precision|recall|f1|support>`` (None values left out)."""
+    out: dict[str, float] = {}
+    for name in PROPOSERS:
+        for k, v in results[name].items():
+            if k == "per_category":
+                for cat, m in v.items():
+                    for mk, mv in m.items():
+                        if isinstance(mv, int | float):
+                            out[f"{name}.{cat}.{mk}"] = float(mv)
+            elif isinstance(v, int | float) and not isinstance(v, bool):
+                out[f"{name}.{k}"] = float(v)
+    out["seconds"] = float(results["setup"]["seconds"])
+    return out
+
+
+def log_run(
+    results: dict[str, Any],
+    report: Path,
+    *,
+    tracking_uri: str,
+    experiment: str = BENCH_EXPERIMENT,
+) -> str:
+    """Log the benchmark as one MLflow run (params, metrics, the JSON report); its URL."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    from experiments.registry import run_url
+
+    client = MlflowClient(tracking_uri)
+    exp_id = experiment_id(tracking_uri, experiment)
+    setup = results["setup"]
+    run = client.create_run(
+        exp_id,
+        run_name=f"proposals-{setup['prompt_hash'][:8]}-{setup['model_id'].split('@')[0]}",
+        tags={"labelloop.kind": "proposer-bench", "prompt_hash": setup["prompt_hash"],
+              "model_id": setup["model_id"], "mlflow.source.name": "benchmarks/proposals.py"},
+    )  # fmt: skip
+    rid = run.info.run_id
+    now = int(time.time() * 1000)
+    client.log_batch(
+        rid,
+        metrics=[Metric(k, v, now, 0) for k, v in run_metrics(results).items()],
+        params=[Param(k, str(v)[:6000]) for k, v in run_params(results).items()],
+    )
+    client.log_artifact(rid, str(report))
+    client.set_terminated(rid)  # the client alone: no global tracking URI or active run
+    return run_url(tracking_uri, exp_id, rid)
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -245,11 +397,19 @@ def print_table(r: dict[str, Any]) -> None:
         "n",
         "sensitive_recall",
         "sensitive_precision",
+        "sensitive_f1",
+        "interest_precision",
+        "interest_recall",
         "interest_micro_f1",
         "ece",
         "llm_call_rate",
         "conversations_per_s",
+        "llm_calls_per_s",
         "llm_s_per_conversation",
+        "latency_p50_s",
+        "latency_p95_s",
+        "llm_latency_p50_s",
+        "llm_latency_p95_s",
         "invalid",
     ):
         rows.append([k, *(fmt(r[c].get(k)) for c in cols)])

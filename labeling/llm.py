@@ -238,6 +238,7 @@ class ChatLLM:
 
     ``invoke_kwargs`` are passed to every ``invoke`` (e.g. a llama.cpp ``response_format``).
     ``capture_logits`` (llama.cpp only) installs :class:`_LogitCapture` per call.
+    ``trace``: record each call in MLflow (:mod:`labeling.llm_traces`; enabled by the caller).
     """
 
     def __init__(
@@ -252,6 +253,7 @@ class ChatLLM:
         backoff_s: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
         token_counter: Callable[[str], int] | None = None,
+        trace: bool = False,
     ) -> None:
         self.chat_model = chat_model
         self.model_id = model_id
@@ -262,6 +264,7 @@ class ChatLLM:
         self.backoff_s = backoff_s
         self.sleep = sleep
         self._token_counter = token_counter
+        self.trace = trace
         self.calls = 0  # successful model invocations (retries included as separate calls)
 
     def count_tokens(self, text: str) -> int:
@@ -282,6 +285,10 @@ class ChatLLM:
 
             capture = _LogitCapture(detok)
             kwargs["logits_processor"] = LogitsProcessorList([capture])
+        if self.trace:
+            from labeling.llm_traces import langchain_callbacks
+
+            kwargs["config"] = {"callbacks": langchain_callbacks()}
         t0 = time.perf_counter()
         msg = self.chat_model.invoke(list(messages), **kwargs)
         latency = time.perf_counter() - t0
@@ -422,14 +429,17 @@ def build_chat_llm(
     categories: Sequence[str],
     spec: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    trace: bool = False,
 ) -> ChatLLM:
-    """Build the :class:`ChatLLM` for ``spec`` (default ``config.spec``). Loads local models."""
+    """Build the :class:`ChatLLM` for ``spec`` (default ``config.spec``). Loads local models.
+    ``trace``: record the calls in MLflow (after :func:`labeling.llm_traces.enable_llm_traces`)."""
     parsed = parse_llm_spec(spec or config.spec)
     params: dict[str, Any] = {"temperature": 0.0, "max_tokens": config.max_tokens}
     common = {
         "max_retries": config.retries,
         "backoff_s": config.backoff_s,
         "sleep": sleep,
+        "trace": trace,
     }
     schema = _label_schema(interest_names, categories)
     if parsed.provider in ("llamacpp", "hf"):
@@ -873,6 +883,24 @@ class LLMLabeler:
                 o.error = str(hit["error"])
             o.cached = True
             return o
+        if not self.llm.trace:
+            return self._ask(prompt, key)
+        from labeling.llm_traces import proposal_span
+
+        with proposal_span(prompt_hash=prompt.prompt_hash, model_id=self.llm.model_id,
+                           system=prompt.system, user=prompt.user) as span:  # fmt: skip
+            o = self._ask(prompt, key)
+            span.set_outputs({"valid": o.valid, "sensitive": o.sensitive, "interests": o.interests,
+                              "rationale": o.rationale, "error": o.error, "answer": o.text})  # fmt: skip
+            span.set_attributes({
+                "labelloop.valid": o.valid, "labelloop.calls": o.calls,
+                "labelloop.input_tokens": o.input_tokens, "labelloop.output_tokens": o.output_tokens,
+                "labelloop.latency_s": round(o.latency_s, 4), "labelloop.has_logprobs": o.has_logprobs,
+            })  # fmt: skip
+        return o
+
+    def _ask(self, prompt: RenderedPrompt, key: str) -> LLMOutcome:
+        """The LLM call (and one repair), cached under ``key`` unless the call failed."""
         messages: list[BaseMessage] = [SystemMessage(prompt.system), HumanMessage(prompt.user)]
         total = LLMOutcome(valid=False)
         resp: LLMResponse | None = None

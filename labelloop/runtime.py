@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from experiments.gate import GateRules
     from labeling.collection import GoldExample
     from labeling.llm import LLMConfig
+    from labeling.llm_traces import LLMTraceConfig
     from labeling.policy import Policy
     from labeling.proposals import ProposalClassifier, Proposer
     from labeling.records import Limits
@@ -142,6 +143,18 @@ def llm_config(settings: Settings) -> LLMConfig:
     )
 
 
+def llm_trace_config(settings: Settings) -> LLMTraceConfig | None:
+    """Where LLM proposal traces go (the MLflow server, ``llm_trace_experiment``); None when
+    ``llm_trace`` is off."""
+    from labeling.llm_traces import LLMTraceConfig
+
+    if not settings.llm_trace:
+        return None
+    return LLMTraceConfig(
+        tracking_uri=settings.mlflow_uri, experiment=settings.llm_trace_experiment
+    )
+
+
 def build_proposer(
     settings: Settings,
     *,
@@ -183,11 +196,15 @@ def build_proposer(
         index.ensure_seeded(seeds)
     labeler: LLMLabeler | None = None
     if with_llm:
+        from labeling.llm_traces import enable_llm_traces
+
         offered = dict(offered_interests(taxonomy))
+        trace = llm_trace_config(settings)
         chat = build_chat_llm(
             llm_config(settings),
             interest_names=list(offered.values()),
             categories=policy.categories,
+            trace=trace is not None and enable_llm_traces(trace),
         )
         labeler = LLMLabeler(
             chat,

@@ -207,6 +207,14 @@ class Settings(BaseSettings):
         description="OpenAI-compatible servers and Ollama: constrain answers to the label JSON "
         "schema, or only to JSON (servers without schema support)",
     )
+    llm_trace: bool = Field(
+        True,
+        description="trace LLM label proposals in MLflow (prompt, answer, latency, tokens; "
+        "skipped with a warning when the tracking server is unreachable)",
+    )
+    llm_trace_experiment: str = Field(
+        "labelloop-llm-proposals", description="MLflow experiment of the LLM traces"
+    )
     # Label proposals (labeling.llm / labeling.vectorstore / labeling.proposals)
     llm_max_tokens: int = Field(96, description="max generated tokens per label answer")
     llm_n_ctx: int = Field(2048, description="llama.cpp context window")

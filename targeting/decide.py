@@ -38,6 +38,9 @@ from targeting.scorer import ContentVerdict
 
 log = logging.getLogger(__name__)
 AUDIT_ONLY = ("sensitive_category", "trigger_turn", "languages")
+AUDIT_PARAM = "audit"
+"""The pyfunc's ``predict`` param that adds the :data:`AUDIT_ONLY` fields (the filter engine's
+direct call sets it; MLflow's scoring server does not pass params the signature lacks)."""
 
 
 class ContentJudge(Protocol):

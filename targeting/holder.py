@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from labelloop.safe_text import without_credentials
+from targeting.decide import AUDIT_PARAM
 
 log = logging.getLogger("labelloop.targeting")
 
@@ -114,7 +115,8 @@ class DirectPredictor:
         self.metadata = getattr(pyfunc, "metadata", None)
 
     def predict(self, data: Any) -> Any:
-        return self.python_model.predict(self.context, data)
+        # the full decisions: the engine writes the sensitive category to the decision log
+        return self.python_model.predict(self.context, data, {AUDIT_PARAM: True})
 
     @classmethod
     def wrap(cls, pyfunc: Any) -> Predictor:

@@ -26,7 +26,7 @@ from mlflow.pyfunc import PythonModel
 from labeling.policy import Policy, load_policy
 from labeling.records import Limits
 from labeling.taxonomy import Taxonomy, load_taxonomy
-from targeting.decide import Decision, decide_batch, normalize_input
+from targeting.decide import AUDIT_PARAM, Decision, decide_batch, normalize_input
 from targeting.scorer import ContentVerdict, FilterBundle, TextEmbedder
 
 BUNDLE_FILE = "filter_bundle.pkl"
@@ -152,8 +152,14 @@ class TargetingFilterModel(PythonModel):
     # MLflow inspects predict's type hints for its own input validation; leaving them off keeps
     # the DataFrame/list input untouched (our decide() validates each record, failing closed).
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # noqa: ARG002
+        """Public decisions (what ``mlflow models serve`` answers: never the sensitive category
+        or the triggering turn); with ``params={"audit": True}`` the full ones, for the engine's
+        decision log."""
         mv = str(params["model_version"]) if params and params.get("model_version") else None
-        return [d.to_dict() for d in self.decide(model_input, model_version=mv)]
+        decisions = self.decide(model_input, model_version=mv)
+        if params and params.get(AUDIT_PARAM):
+            return [d.to_dict() for d in decisions]
+        return [d.public() for d in decisions]
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -252,6 +252,93 @@ def test_registered_model_loads_outside_the_repository(
         shutil.rmtree(outside, ignore_errors=True)
 
 
+def test_registered_model_serves_with_mlflow_models_serve(
+    v1: TrainOutcome, uri: str, record_factory: Any
+) -> None:
+    """``mlflow models serve`` (the local env) answers /invocations in MLflow's documented input
+    format with the same decisions as the pyfunc loaded in this process."""
+    import contextlib
+    import json
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    import httpx
+    import mlflow.pyfunc
+
+    port = _free_port()
+    outside = Path(tempfile.mkdtemp(prefix="labelloop-serve-"))
+    # the scoring server is started as `uvicorn ...` from PATH: the venv's bin first
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = uri
+    log = (outside / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", v1.model_uri,
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=outside, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (outside / "serve.log").read_text()[-4000:]
+            try:
+                if httpx.get(f"{base}/ping", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (outside / "serve.log").read_text()[-4000:]
+            time.sleep(1)
+        recs = [
+            record_factory(conversation_id="ok"),
+            record_factory(conversation_id="de", country="DE"),
+            record_factory(
+                conversation_id="sens",
+                turns=[{"role": "user", "text": "Our union rep says the strike vote is Thursday."}],
+            ),
+        ]
+        for r in recs:
+            r.pop("gold")
+        res = httpx.post(f"{base}/invocations", json={"dataframe_records": recs}, timeout=120)
+        assert res.status_code == 200, res.text
+        served = res.json()["predictions"]
+        by = {d["conversation_id"]: d for d in served}
+        assert set(by) == {"ok", "de", "sens"}
+        assert by["de"]["eligible"] is False and by["de"]["excluded_reason"] == "region"
+        assert by["sens"]["eligible"] is False
+        assert by["sens"]["excluded_reason"] == "sensitive_topic" and by["sens"]["interests"] == []
+        assert by["ok"]["policy_version"] == load_policy().version
+        for d in served:  # the ad side's view: never the category, the turn or the languages
+            assert not {"sensitive_category", "trigger_turn", "languages"} & set(d)
+            assert isinstance(d["interests"], list)
+            assert all(set(i) == {"id", "name", "score"} for i in d["interests"])
+        # the same answers as the model loaded here (decisions, interests and scores)
+        local = mlflow.pyfunc.load_model(v1.model_uri).predict(recs)
+        assert served == json.loads(json.dumps(local))
+        # a record that breaks the signature is refused with 400, not answered
+        bad = httpx.post(
+            f"{base}/invocations",
+            json={"dataframe_records": [{"conversation_id": "x", "turns": "nonsense"}]},
+            timeout=60,
+        )
+        assert bad.status_code == 400
+    finally:
+        # the server's own process group: mlflow and the uvicorn it started
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        log.close()
+        shutil.rmtree(outside, ignore_errors=True)
+
+
 def test_gate_approve_rollback(
     v1: TrainOutcome, uri: str, snapshot: Snapshot, policy: Policy, taxonomy: Taxonomy
 ) -> None:

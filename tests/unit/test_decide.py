@@ -135,6 +135,27 @@ def test_dataframe_input(record_factory: Any) -> None:
     assert m.predict(None, df, params={"model_version": "9"})[0]["model_version"] == "9"
 
 
+def test_pyfunc_predict_is_public_unless_the_audit_param_is_set(record_factory: Any) -> None:
+    """``mlflow models serve`` calls predict without our params: never the sensitive category,
+    the triggering turn or the languages; the engine's direct predictor asks for them."""
+    from targeting.decide import AUDIT_ONLY, AUDIT_PARAM
+    from targeting.holder import DirectPredictor
+
+    m = TargetingFilterModel.from_parts(_bundle(), POLICY, None, HashingEmbedder(32), "3")
+    recs = [
+        _rec(record_factory, conversation_id="a"),
+        _rec(record_factory, conversation_id="s",
+             turns=[{"role": "user", "text": "My chemotherapy for cancer starts on Monday."}]),
+    ]  # fmt: skip
+    public = m.predict(None, recs)
+    full = m.predict(None, recs, params={AUDIT_PARAM: True})
+    assert all(not set(AUDIT_ONLY) & set(d) for d in public)
+    assert all(set(AUDIT_ONLY) <= set(d) for d in full)
+    assert [{k: v for k, v in d.items() if k not in AUDIT_ONLY} for d in full] == public
+    direct = DirectPredictor(m, None, None).predict(recs)
+    assert direct == full
+
+
 _BUNDLE: list[Any] = []
 
 
