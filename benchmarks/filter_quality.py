@@ -290,6 +290,45 @@ def part_long(res: TrainResult, snapshot: Snapshot, embedder: Any, n: int) -> di
         if nc
         else None,
         "trigger_is_inserted_turn": ld.trigger_is_inserted_turn,
+        "control_false_blocks": control_breakdown(res.bundle, list(snapshot.eval), embedder, n),
+    }
+
+
+def control_breakdown(
+    bundle: FilterBundle, eval_examples: Sequence[Example], embedder: Any, n: int
+) -> dict[str, Any]:
+    """Why the blocked controls of (c) are blocked: by their host dialogue alone (scored without
+    the inserted turn) or by the inserted turn, which rule decided, and a few deciding turns."""
+    from experiments.composition import compose_long_dialogues
+
+    comp = compose_long_dialogues(eval_examples, n=n, seed=0, max_donor_turns=1,
+                                  max_donor_chars=300, chain_hosts=True)  # fmt: skip
+    ctrl = list(comp.controls)
+    if not ctrl:
+        return {}
+    _, batch, verdicts = evaluate_bundle(bundle, ctrl, embedder)
+    hosts = []
+    for e in ctrl:
+        a, b = comp.spans[e.conversation_id]
+        hosts.append(Example(e.conversation_id, e.turns[:a] + e.turns[b:], (), None))
+    _, _, host_verdicts = evaluate_bundle(bundle, hosts, embedder)
+    blocked = [v.blocked for v in verdicts]
+    by_inserted = 0
+    examples: list[str] = []
+    for e, v in zip(ctrl, verdicts, strict=True):
+        if not v.blocked or v.trigger_turn is None:
+            continue
+        a, b = comp.spans[e.conversation_id]
+        by_inserted += a <= v.trigger_turn < b
+        if len(examples) < 12:
+            examples.append(e.turns[v.trigger_turn][:160])
+    return {
+        "n": len(ctrl),
+        "blocked": sum(blocked),
+        "host_alone_blocked": sum(v.blocked for v in host_verdicts),
+        "decided_by_inserted_turn": by_inserted,
+        "by_rule": blocked_by(bundle, batch, blocked),
+        "deciding_turns": examples,
     }
 
 
@@ -579,6 +618,13 @@ def print_variant(name: str, out: dict[str, Any]) -> None:
             f"(c) long dialogues: leak {_pct(lg['leak_rate'])} control false-block {_pct(lg['control_false_block_rate'])}"
             f" (n {lg['n_sensitive']}/{lg['n_controls']}; trigger = inserted turn {_pct(lg['trigger_is_inserted_turn'])})"
         )
+        cb = lg.get("control_false_blocks") or {}
+        if cb:
+            print(
+                f"    blocked controls: {cb['blocked']} of {cb['n']}; the host dialogue alone: "
+                f"{cb['host_alone_blocked']}; decided by the inserted turn: "
+                f"{cb['decided_by_inserted_turn']}; by rule: {cb['by_rule']}"
+            )
     if "loso" in out:
         lo = out["loso"]
         print(
