@@ -400,10 +400,20 @@ def _sum_stats(batches: list[dict[str, Any]]) -> dict[str, Any]:
 
 @flow(name="collect_reviews", log_prints=True, persist_result=True)
 def collect_reviews() -> dict[str, Any]:
-    """Pull annotations, resolve to gold, index gold, record agreement and QA precision."""
+    """Pull annotations, resolve to gold, index gold, record agreement and QA precision; announce
+    enough new gold for a retrain (flows.events)."""
+    from flows.events import announce_gold, label_store_resource
+
     settings = _flow_settings()
     run_id = _run_id("collect")
     pulled = pull_task(settings, run_id)
+    gold = announce_gold(
+        Runtime(settings).store,
+        new=int(pulled.get("gold_created", 0)),
+        threshold=settings.retrain_min_new_gold,
+        resource=label_store_resource(settings.db_url),
+        run_id=run_id,
+    )
     publish(
         "collect-reviews",
         f"collect_reviews {run_id}",
@@ -417,15 +427,21 @@ def collect_reviews() -> dict[str, Any]:
             "QA precision of auto-accepted labels": md_table(
                 pulled.get("qa", {}), ("metric", "value")
             ),
+            "Human gold since the last retrain (retrain runs on labelloop.gold.ready)": md_table(
+                gold, ("", "")
+            ),
         },
     )
-    return {"run_id": run_id, **pulled}
+    return {"run_id": run_id, **pulled, "gold_events": gold}
 
 
 @flow(name="retrain", log_prints=True, persist_result=True)
 def retrain(force: bool = False) -> dict[str, Any]:
-    """Snapshot -> train -> register -> gate (runs when enough new gold arrived, or forced)."""
+    """Snapshot -> train -> register -> gate (runs when enough new gold arrived, or forced); a
+    passing version is announced for promotion (flows.events)."""
+    from flows.events import announce_gate_passed
     from labeling.gold import human_gold_count
+    from labelloop.runtime import filter_model_ref
 
     settings = _flow_settings()
     rt = Runtime(settings)
@@ -439,6 +455,9 @@ def retrain(force: bool = False) -> dict[str, Any]:
     version = str(trained["version"])
     verdict = gate_task(settings, version)
     _record_retrain(rt, n_gold, version)
+    announce_gate_passed(
+        verdict, tracking_uri=settings.mlflow_uri, model=filter_model_ref(settings)
+    )
     publish(
         "retrain",
         f"retrain -> version {version}",
