@@ -177,9 +177,10 @@ def _promote(trained: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def review_url(settings: Settings, project_id: int) -> str:
-    from labelloop.safe_text import without_credentials
+    from flows.links import studio_project_url
+    from labelloop.runtime import studio_config
 
-    return without_credentials(f"{settings.label_studio}/projects/{project_id}/data")
+    return studio_project_url(studio_config(settings), project_id)
 
 
 def demo_password(settings: Settings) -> str:

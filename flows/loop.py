@@ -303,6 +303,9 @@ def sample_and_propose(
 
     ``push=False`` stops after the proposals (no routing / Label Studio), e.g. for dry runs.
     """
+    from flows.links import link_review_project
+    from labelloop.runtime import studio_config
+
     settings = _flow_settings()
     run_id = _run_id("sample")
     logger = get_run_logger()
@@ -330,6 +333,7 @@ def sample_and_propose(
     pushed: dict[str, Any] = (
         push_task(settings, run_id) if ids and push else {"routing": {}, "imported": 0}
     )
+    link_review_project(studio_config(settings), pushed.get("review_project"))
     logger.info(
         "ingested %s, proposed %s, imported %s",
         ingest.get("inserted"),
@@ -440,6 +444,7 @@ def retrain(force: bool = False) -> dict[str, Any]:
     """Snapshot -> train -> register -> gate (runs when enough new gold arrived, or forced); a
     passing version is announced for promotion (flows.events)."""
     from flows.events import announce_gate_passed
+    from flows.links import link_training
     from labeling.gold import human_gold_count
     from labelloop.runtime import filter_model_ref
 
@@ -458,6 +463,7 @@ def retrain(force: bool = False) -> dict[str, Any]:
     announce_gate_passed(
         verdict, tracking_uri=settings.mlflow_uri, model=filter_model_ref(settings)
     )
+    link_training(trained, tracking_uri=settings.mlflow_uri, model=filter_model_ref(settings))
     publish(
         "retrain",
         f"retrain -> version {version}",

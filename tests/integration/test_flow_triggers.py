@@ -1,7 +1,8 @@
 """Retrain and promote run on the loop's events, on a real Prefect server started by the project's
 stack: the deployments are registered with their triggers (as ``labelloop serve`` does), the
 events are emitted the way the flows emit them, and the server's automations create the runs.
-Below the new-gold threshold, or for another label store, nothing is created."""
+Below the new-gold threshold, or for another label store, nothing is created. Flow runs link to
+the MLflow run, the model version and the Label Studio project (link artifacts)."""
 
 from __future__ import annotations
 
@@ -168,3 +169,40 @@ def test_a_passed_gate_runs_promote_for_that_version(
     assert runs[0].parameters["version"] == "4"
     time.sleep(QUIET_S)
     assert len(_triggered_runs(promote_id)) == 1
+
+
+def test_flow_runs_link_to_mlflow_and_label_studio(settings: Any, deployment_ids: Any) -> None:
+    """The link artifacts the retrain and sample_and_propose flows create, on the real server."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.context import get_run_context
+
+    from flows.links import link_review_project, link_training
+    from labeling.studio import StudioConfig
+    from labelloop.runtime import filter_model_ref
+
+    model = filter_model_ref(settings)
+    trained = {"run_id": "abc123", "version": "5",
+               "run_url": "http://127.0.0.1:5000/#/experiments/1/runs/abc123"}  # fmt: skip
+
+    @flow(name="labelloop-link-check")
+    def linked() -> str:
+        made = link_training(trained, tracking_uri="http://127.0.0.1:5000", model=model)
+        assert made == {"mlflow-run": True, "mlflow-model-version": True}
+        assert link_review_project(StudioConfig("http://127.0.0.1:8080", "token"), 9)
+        return str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+
+    run_id = linked()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    # Prefect stores a link artifact as markdown: [text](url)
+    by_key = {a.key: str(a.data) for a in artifacts}
+    assert by_key == {
+        "mlflow-run": "[MLflow run abc123](http://127.0.0.1:5000/#/experiments/1/runs/abc123)",
+        "mlflow-model-version": f"[{model.name} version 5]"
+        f"(http://127.0.0.1:5000/#/models/{model.name}/versions/5)",
+        "label-studio-review": "[Label Studio project 9](http://127.0.0.1:8080/projects/9/data)",
+    }
