@@ -186,9 +186,10 @@ def pull_task(settings: Settings, run_id: str) -> dict[str, Any]:
 
 @task(name="train-register", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def train_task(settings: Settings) -> dict[str, Any]:
+    from flows.progress import stages_progress
     from labelloop.pipeline import train
 
-    outcome = train(settings)
+    outcome = train(settings, progress=stages_progress(_run_id("train"), "training"))
     return {
         "run_id": outcome.run_id,
         "run_url": outcome.run_url,
@@ -605,7 +606,14 @@ def score_batch(files: list[str] | None = None) -> dict[str, Any]:
         })  # fmt: skip
         return res
     futures = [score_file_task.submit(settings, p, run_id) for p in paths]
-    reports = [f.result() for f in futures]
+    progress = StepProgress(
+        run_id, "score files", len(paths), artifact_key="score-progress"
+    ).start()
+    reports = []
+    for f in futures:
+        reports.append(f.result())
+        progress.at_least(len(reports))
+    progress.finish()
     by_reason: Counter[str] = Counter()
     for r in reports:
         by_reason.update(r.get("by_reason", {}))

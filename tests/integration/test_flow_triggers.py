@@ -2,7 +2,8 @@
 stack: the deployments are registered with their triggers (as ``labelloop serve`` does), the
 events are emitted the way the flows emit them, and the server's automations create the runs.
 Below the new-gold threshold, or for another label store, nothing is created. Flow runs link to
-the MLflow run, the model version and the Label Studio project (link artifacts)."""
+the MLflow run, the model version and the Label Studio project (link artifacts), and long steps
+show their progress (progress artifacts)."""
 
 from __future__ import annotations
 
@@ -205,4 +206,37 @@ def test_flow_runs_link_to_mlflow_and_label_studio(settings: Any, deployment_ids
         "mlflow-model-version": f"[{model.name} version 5]"
         f"(http://127.0.0.1:5000/#/models/{model.name}/versions/5)",
         "label-studio-review": "[Label Studio project 9](http://127.0.0.1:8080/projects/9/data)",
+    }
+
+
+def test_long_steps_show_progress_on_the_run(deployment_ids: Any) -> None:
+    """The progress artifacts of flows.progress (proposals, scoring, training stages) on the
+    real server: created at 0 %, at 100 % when the step is done."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.context import get_run_context
+
+    from flows.progress import StepProgress, stages_progress
+
+    @flow(name="labelloop-progress-check")
+    def stepped() -> str:
+        p = StepProgress("progress-check", "score files", 3, artifact_key="score-progress").start()
+        for _ in range(3):
+            p.advance()
+        p.finish()
+        on = stages_progress("progress-check-train", "training")
+        on("embed", 0, 10)
+        on("embed", 10, 10)
+        return str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+
+    run_id = stepped()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    progress = {a.key: (a.type, a.data) for a in artifacts}
+    assert progress == {
+        "score-progress": ("progress", 100.0),
+        "training-embed": ("progress", 100.0),
     }
