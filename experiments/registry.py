@@ -68,6 +68,17 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     return f"{base} (experiment {experiment_id}, run {run_id})"
 
 
+def model_version_url(tracking_uri: str, model_name: str, version: str | int) -> str | None:
+    """A link to one registered model version in the MLflow UI (without the URI's credentials);
+    None when the registry is not an MLflow server (a local file store has no UI)."""
+    from urllib.parse import quote
+
+    base = without_credentials(tracking_uri).rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        return None
+    return f"{base}/#/models/{quote(model_name, safe='')}/versions/{quote(str(version), safe='')}"
+
+
 def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and not math.isnan(float(v))}
 

@@ -18,7 +18,11 @@ from labelloop.settings import Settings
 
 
 def point_prefect_at(settings: Settings) -> None:
-    """Flows report to the stack's Prefect server (set before prefect reads its settings)."""
+    """Flows report to the stack's Prefect server, and Prefect keeps its files (profiles, local
+    results of the flows) in ``<state>/prefect`` like the server does, not in ``~/.prefect``;
+    a ``PREFECT_*`` variable already set wins. Call it before prefect is imported: it reads its
+    settings once, at import."""
+    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
     os.environ.setdefault("PREFECT_API_URL", settings.prefect_api)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
@@ -177,9 +181,10 @@ def _promote(trained: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def review_url(settings: Settings, project_id: int) -> str:
-    from labelloop.safe_text import without_credentials
+    from flows.links import studio_project_url
+    from labelloop.runtime import studio_config
 
-    return without_credentials(f"{settings.label_studio}/projects/{project_id}/data")
+    return studio_project_url(studio_config(settings), project_id)
 
 
 def demo_password(settings: Settings) -> str:

@@ -186,9 +186,10 @@ def pull_task(settings: Settings, run_id: str) -> dict[str, Any]:
 
 @task(name="train-register", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def train_task(settings: Settings) -> dict[str, Any]:
+    from flows.progress import stages_progress
     from labelloop.pipeline import train
 
-    outcome = train(settings)
+    outcome = train(settings, progress=stages_progress(_run_id("train"), "training"))
     return {
         "run_id": outcome.run_id,
         "run_url": outcome.run_url,
@@ -303,6 +304,9 @@ def sample_and_propose(
 
     ``push=False`` stops after the proposals (no routing / Label Studio), e.g. for dry runs.
     """
+    from flows.links import link_review_project
+    from labelloop.runtime import studio_config
+
     settings = _flow_settings()
     run_id = _run_id("sample")
     logger = get_run_logger()
@@ -330,6 +334,7 @@ def sample_and_propose(
     pushed: dict[str, Any] = (
         push_task(settings, run_id) if ids and push else {"routing": {}, "imported": 0}
     )
+    link_review_project(studio_config(settings), pushed.get("review_project"))
     logger.info(
         "ingested %s, proposed %s, imported %s",
         ingest.get("inserted"),
@@ -400,10 +405,20 @@ def _sum_stats(batches: list[dict[str, Any]]) -> dict[str, Any]:
 
 @flow(name="collect_reviews", log_prints=True, persist_result=True)
 def collect_reviews() -> dict[str, Any]:
-    """Pull annotations, resolve to gold, index gold, record agreement and QA precision."""
+    """Pull annotations, resolve to gold, index gold, record agreement and QA precision; announce
+    enough new gold for a retrain (flows.events)."""
+    from flows.events import announce_gold, label_store_resource
+
     settings = _flow_settings()
     run_id = _run_id("collect")
     pulled = pull_task(settings, run_id)
+    gold = announce_gold(
+        Runtime(settings).store,
+        new=int(pulled.get("gold_created", 0)),
+        threshold=settings.retrain_min_new_gold,
+        resource=label_store_resource(settings.db_url),
+        run_id=run_id,
+    )
     publish(
         "collect-reviews",
         f"collect_reviews {run_id}",
@@ -417,15 +432,22 @@ def collect_reviews() -> dict[str, Any]:
             "QA precision of auto-accepted labels": md_table(
                 pulled.get("qa", {}), ("metric", "value")
             ),
+            "Human gold since the last retrain (retrain runs on labelloop.gold.ready)": md_table(
+                gold, ("", "")
+            ),
         },
     )
-    return {"run_id": run_id, **pulled}
+    return {"run_id": run_id, **pulled, "gold_events": gold}
 
 
 @flow(name="retrain", log_prints=True, persist_result=True)
 def retrain(force: bool = False) -> dict[str, Any]:
-    """Snapshot -> train -> register -> gate (runs when enough new gold arrived, or forced)."""
+    """Snapshot -> train -> register -> gate (runs when enough new gold arrived, or forced); a
+    passing version is announced for promotion (flows.events)."""
+    from flows.events import announce_gate_passed
+    from flows.links import link_training
     from labeling.gold import human_gold_count
+    from labelloop.runtime import filter_model_ref
 
     settings = _flow_settings()
     rt = Runtime(settings)
@@ -439,6 +461,10 @@ def retrain(force: bool = False) -> dict[str, Any]:
     version = str(trained["version"])
     verdict = gate_task(settings, version)
     _record_retrain(rt, n_gold, version)
+    announce_gate_passed(
+        verdict, tracking_uri=settings.mlflow_uri, model=filter_model_ref(settings)
+    )
+    link_training(trained, tracking_uri=settings.mlflow_uri, model=filter_model_ref(settings))
     publish(
         "retrain",
         f"retrain -> version {version}",
@@ -580,7 +606,14 @@ def score_batch(files: list[str] | None = None) -> dict[str, Any]:
         })  # fmt: skip
         return res
     futures = [score_file_task.submit(settings, p, run_id) for p in paths]
-    reports = [f.result() for f in futures]
+    progress = StepProgress(
+        run_id, "score files", len(paths), artifact_key="score-progress"
+    ).start()
+    reports = []
+    for f in futures:
+        reports.append(f.result())
+        progress.at_least(len(reports))
+    progress.finish()
     by_reason: Counter[str] = Counter()
     for r in reports:
         by_reason.update(r.get("by_reason", {}))

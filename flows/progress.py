@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -114,6 +115,29 @@ class StepProgress:
         ):
             self._last_artifact = now
             _update_artifact(self._artifact_id, self.percent)
+
+
+def stages_progress(key: str, artifact_prefix: str) -> Callable[[str, int, int], None]:
+    """A ``(stage, done, total)`` callback -- what training reports -- that opens one
+    :class:`StepProgress` per stage: a progress artifact ``<artifact_prefix>-<stage>`` on the run,
+    and the listeners see the stage as a step."""
+    steps: dict[str, StepProgress] = {}
+    lock = threading.Lock()
+
+    def on(stage: str, done: int, total: int) -> None:
+        with lock:
+            p = steps.get(stage)
+            if p is None or p.total != total:
+                slug = re.sub(r"[^a-z0-9]+", "-", f"{artifact_prefix}-{stage}".lower()).strip("-")
+                p = steps[stage] = StepProgress(
+                    f"{key}:{stage}", stage, total, artifact_key=slug
+                ).start()
+        if done >= total:
+            p.finish()
+        else:
+            p.at_least(done)
+
+    return on
 
 
 def step_progress(key: str) -> StepProgress | None:

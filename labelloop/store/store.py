@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from labelloop.store.models import AuditRow, ConversationRow, utcnow
+from labelloop.store.models import AuditRow, ConversationRow, RunRow, utcnow
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 GENESIS_HASH = "0" * 64
@@ -195,6 +195,20 @@ class LabelStore:
                 prev = row.hash
                 n += 1
         return n
+
+    # ---- runs ----
+    def latest_run_stats(self, kind: str) -> dict[str, Any] | None:
+        """The stats of the most recent run of this kind (e.g. ``retrain``), or None if none."""
+        with self.session() as s:
+            row = s.scalars(
+                select(RunRow).where(RunRow.kind == kind).order_by(RunRow.id.desc()).limit(1)
+            ).first()
+            return dict(row.stats or {}) if row else None
+
+    def record_run(self, kind: str, run_id: str, stats: dict[str, Any]) -> None:
+        """One finished run of this kind with its stats (``run_id`` is unique)."""
+        with self.session() as s:
+            s.add(RunRow(run_id=run_id, kind=kind, finished_at=utcnow(), stats=stats))
 
 
 _INSERT_CHUNK = 200  # rows per INSERT statement (SQLite allows 32,766 bound parameters)
