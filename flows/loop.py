@@ -288,25 +288,14 @@ def _mean_confidence(batches: list[dict[str, Any]], n: int) -> dict[str, float]:
 
 
 def _previous_confidence(settings: Settings) -> dict[str, float] | None:
-    from sqlalchemy import select
-
-    from labelloop.store.models import RunRow
-
-    with Runtime(settings).store.session() as s:
-        row = s.scalars(
-            select(RunRow).where(RunRow.kind == "sample_and_propose").order_by(RunRow.id.desc())
-        ).first()
-        return dict((row.stats or {}).get("confidence", {})) if row else None
+    stats = Runtime(settings).store.last_run_stats("sample_and_propose")
+    return dict(stats.get("confidence", {})) if stats is not None else None
 
 
 def _record_confidence(settings: Settings, run_id: str, confidence: dict[str, float]) -> None:
-    from labelloop.store.models import RunRow, utcnow
-
     if not confidence:
         return
-    with Runtime(settings).store.session() as s:
-        s.add(RunRow(run_id=run_id, kind="sample_and_propose", finished_at=utcnow(),
-                     stats={"confidence": confidence}))  # fmt: skip
+    Runtime(settings).store.record_run(run_id, "sample_and_propose", {"confidence": confidence})
 
 
 def _sum_stats(batches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -379,23 +368,12 @@ def retrain(force: bool = False) -> dict[str, Any]:
 
 
 def _last_retrain_gold(rt: Runtime) -> int:
-    from sqlalchemy import select
-
-    from labelloop.store.models import RunRow
-
-    with rt.store.session() as s:
-        row = s.scalars(
-            select(RunRow).where(RunRow.kind == "retrain").order_by(RunRow.id.desc())
-        ).first()
-        return int((row.stats or {}).get("gold", 0)) if row else 0
+    stats = rt.store.last_run_stats("retrain")
+    return int(stats.get("gold", 0)) if stats is not None else 0
 
 
 def _record_retrain(rt: Runtime, n_gold: int, version: str) -> None:
-    from labelloop.store.models import RunRow, utcnow
-
-    with rt.store.session() as s:
-        s.add(RunRow(run_id=_run_id("retrain"), kind="retrain", finished_at=utcnow(),
-                     stats={"gold": n_gold, "version": version}))  # fmt: skip
+    rt.store.record_run(_run_id("retrain"), "retrain", {"gold": n_gold, "version": version})
 
 
 @flow(name="promote", log_prints=True, persist_result=True)

@@ -191,23 +191,17 @@ def plan(
 
 def _measured_seconds_per_call(s: Settings) -> float | None:
     """Mean latency of past LLM calls recorded in the label store's cache (read only)."""
+    from labelloop.store import LabelStore
+
+    if s.db_url.startswith("sqlite:///") and not Path(s.db_url.removeprefix("sqlite:///")).exists():
+        return None
+    store = LabelStore(s.db_url)  # not migrated: nothing is written
     try:
-        from sqlalchemy import create_engine, func, select
-
-        from labelloop.store.models import LLMCacheRow
-
-        if (
-            s.db_url.startswith("sqlite:///")
-            and not Path(s.db_url.removeprefix("sqlite:///")).exists()
-        ):
-            return None
-        eng = create_engine(s.db_url)
-        with eng.connect() as c:
-            n, lat = c.execute(select(func.count(), func.sum(LLMCacheRow.latency_s))).one()
-        eng.dispose()
+        return store.llm_seconds_per_call()
     except Exception:
         return None
-    return float(lat) / n if n and lat and n >= 3 else None
+    finally:
+        store.dispose()
 
 
 def _hms(sec: float) -> str:

@@ -154,11 +154,8 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
 ) -> None:
     """Queue sizes (review, adjudication), gold by origin, last agreement and QA precision."""
-    from sqlalchemy import select
-
     from labeling.collection import queue_counts
     from labeling.studio import label_config, project_title, remembered_projects, schema_version
-    from labelloop.store.models import RunRow
 
     s = _settings()
     taxonomy, policy = _domain(s)
@@ -166,13 +163,9 @@ def status_cmd(
     version = schema_version(label_config(taxonomy, policy))
     out: dict[str, Any] = {"project": project_title(version)}
     projects = remembered_projects(store, version)
-    with store.session() as sess:
-        last = sess.scalars(
-            select(RunRow).where(RunRow.kind == "review_pull").order_by(RunRow.id.desc()).limit(1)
-        ).first()
-        stats = (last.stats or {}) if last else {}
-        if projects is not None:
-            out["queues"] = queue_counts(sess, projects)
+    stats = store.last_run_stats("review_pull") or {}
+    if projects is not None:
+        out["queues"] = queue_counts(store, projects)
     out["last_pull"] = {
         "run_id": stats.get("run_id"),
         "agreement": stats.get("agreement", {}),

@@ -148,11 +148,7 @@ class PendingProposals:
 
 
 def pending_proposals(rt: Runtime, proposer: Proposer, limit: int | None) -> PendingProposals:
-    from labeling.sampling import conversations_needing_proposals
-
-    ids = conversations_needing_proposals(
-        rt.store, proposer.prompt.sha256, proposer.model_id, limit
-    )
+    ids = rt.store.conversations_without_proposal(proposer.prompt.sha256, proposer.model_id, limit)
     return PendingProposals(tuple(ids), proposer.prompt.sha256, proposer.model_id)
 
 
@@ -195,12 +191,11 @@ def propose_pending(
     store); ``stats`` accumulates over several calls; ``write_each`` proposes and writes one
     conversation at a time (``on_item`` then follows the store), else the batch is written once."""
     from labeling.proposals import ProposalInput, ProposeStats, write_proposals
-    from labeling.sampling import redacted_texts
 
     if ids is None:
         ids = pending_proposals(rt, proposer, limit).ids
     if turns is None:
-        turns = redacted_texts(rt.store, list(ids))
+        turns = rt.store.redacted_turns(list(ids))
     items = [ProposalInput.from_turns(cid, turns[cid]) for cid in ids if cid in turns]
     stats = stats if stats is not None else ProposeStats()
     proposals: list[Proposal] = []
