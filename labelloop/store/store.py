@@ -14,6 +14,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from labelloop.store.models import (
     AuditRow,
     ConversationRow,
+    EvalSplitRow,
     GoldLabelRow,
     LLMCacheRow,
     ProposalRow,
@@ -59,6 +61,19 @@ def audit_hash(
         }
     )
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a training snapshot reads from the store, in one transaction."""
+
+    gold: list[tuple[GoldLabelRow, list[dict[str, Any]] | None]]  # with the redacted turns
+    # the latest auto-accepted proposal of each conversation, with its redacted turns
+    silver: list[tuple[ProposalRow, list[dict[str, Any]] | None]]
+    eval_ids: set[str]  # the frozen evaluation split so far
+    gold_max_id: int | None
+    gold_revisions: int | None
+    gold_last_resolved: datetime | None
 
 
 class LabelStore:
@@ -250,6 +265,63 @@ class LabelStore:
                     setattr(row, k, v)
                 updated += 1
         return inserted, updated
+
+    # ---- training data ----
+    def training_data(self, *, include_silver: bool = True) -> TrainingData:
+        """Gold labels (by conversation id) and, with ``include_silver``, the latest
+        auto-accepted proposal of each conversation, each with its redacted turns; the
+        evaluation split so far and where the gold labels stand (for the snapshot's lineage)."""
+        with self.session() as s:
+            gold = s.execute(
+                select(GoldLabelRow, ConversationRow.redacted_turns)
+                .join(
+                    ConversationRow, ConversationRow.conversation_id == GoldLabelRow.conversation_id
+                )
+                .order_by(GoldLabelRow.conversation_id)
+            ).all()
+            silver: list[Any] = []
+            if include_silver:
+                latest = (
+                    select(ProposalRow.conversation_id, func.max(ProposalRow.id).label("pid"))
+                    .where(ProposalRow.route == "auto_accepted")
+                    .group_by(ProposalRow.conversation_id)
+                    .subquery()
+                )
+                silver = list(
+                    s.execute(
+                        select(ProposalRow, ConversationRow.redacted_turns)
+                        .join(latest, latest.c.pid == ProposalRow.id)
+                        .join(
+                            ConversationRow,
+                            ConversationRow.conversation_id == ProposalRow.conversation_id,
+                        )
+                    ).all()
+                )
+            eval_ids = set(s.scalars(select(EvalSplitRow.conversation_id)))
+            max_id, revisions, last = s.execute(
+                select(
+                    func.max(GoldLabelRow.id),
+                    func.sum(GoldLabelRow.revision),
+                    func.max(GoldLabelRow.resolved_at),
+                )
+            ).one()
+        return TrainingData(
+            gold=[(g, turns) for g, turns in gold],
+            silver=[(p, turns) for p, turns in silver],
+            eval_ids=eval_ids,
+            gold_max_id=max_id,
+            gold_revisions=revisions,
+            gold_last_resolved=last,
+        )
+
+    def add_eval_split(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Add items (``conversation_id``, ``stratum``, ``rule``) to the frozen evaluation split;
+        items already in it stay as they are. Returns how many were added."""
+        with self.session() as s:
+            return sum(
+                insert_ignore(s, EvalSplitRow, rows[i : i + _INSERT_CHUNK], ["conversation_id"])
+                for i in range(0, len(rows), _INSERT_CHUNK)
+            )
 
     # ---- LLM answer cache ----
     def llm_cache_get(self, key: str) -> dict[str, Any] | None:
