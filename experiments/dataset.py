@@ -344,88 +344,62 @@ def snapshot_from_store(
     persist_eval: bool = True,
 ) -> Snapshot:
     """Build a snapshot from the label store; grows (and persists) the frozen eval split."""
-    from sqlalchemy import func, select
-
-    from labelloop.store.models import ConversationRow, EvalSplitRow, GoldLabelRow, ProposalRow
-
     cats = tuple(categories)
-    with store.session() as s:
-        rows = s.execute(
-            select(GoldLabelRow, ConversationRow.redacted_turns)
-            .join(ConversationRow, ConversationRow.conversation_id == GoldLabelRow.conversation_id)
-            .order_by(GoldLabelRow.conversation_id)
-        ).all()
-        gold: list[Example] = []
-        for g, turns in rows:
-            if not turns:
-                continue
-            gold.append(
-                Example(
-                    conversation_id=g.conversation_id,
-                    turns=turn_texts(turns, redacted=True),
-                    sensitive=tuple(sorted({c for c in g.sensitive if c in cats})),
-                    interests=tuple(sorted(set(g.interests))),
-                    weight=float(g.weight if g.weight is not None else 1.0),
-                    origin=g.origin,
-                )
+    use_silver = config.include_silver and config.silver_precision > 0
+    data = store.training_data(include_silver=use_silver)
+    gold: list[Example] = []
+    for g, turns in data.gold:
+        if not turns:
+            continue
+        gold.append(
+            Example(
+                conversation_id=g.conversation_id,
+                turns=turn_texts(turns, redacted=True),
+                sensitive=tuple(sorted({c for c in g.sensitive if c in cats})),
+                interests=tuple(sorted(set(g.interests))),
+                weight=float(g.weight if g.weight is not None else 1.0),
+                origin=g.origin,
             )
-        gold_ids = {e.conversation_id for e in gold}
-        silver: list[Example] = []
-        if config.include_silver and config.silver_precision > 0:
-            latest = (
-                select(ProposalRow.conversation_id, func.max(ProposalRow.id).label("pid"))
-                .where(ProposalRow.route == "auto_accepted")
-                .group_by(ProposalRow.conversation_id)
-                .subquery()
-            )
-            prow = s.execute(
-                select(ProposalRow, ConversationRow.redacted_turns)
-                .join(latest, latest.c.pid == ProposalRow.id)
-                .join(
-                    ConversationRow, ConversationRow.conversation_id == ProposalRow.conversation_id
-                )
-            ).all()
-            for p, turns in prow:
-                if p.conversation_id in gold_ids or not turns:
-                    continue
-                thr = config.silver_min_confidence
-                silver.append(
-                    Example(
-                        conversation_id=p.conversation_id,
-                        turns=turn_texts(turns, redacted=True),
-                        sensitive=tuple(
-                            sorted(
-                                c
-                                for c, v in (p.sensitive or {}).items()
-                                if c in cats and float(v) >= thr
-                            )
-                        ),
-                        interests=tuple(
-                            sorted(i for i, v in (p.interests or {}).items() if float(v) >= thr)
-                        ),
-                        weight=float(config.silver_precision),
-                        origin="silver",
-                    )
-                )
-        existing = {r for (r,) in s.execute(select(EvalSplitRow.conversation_id)).all()}
-        new = assign_eval(
-            gold,
-            existing,
-            fraction=config.eval_fraction,
-            salt=config.salt,
-            min_stratum_size=config.min_stratum_size,
         )
-        if persist_eval:
-            strata = {e.conversation_id: e.stratum for e in gold}
-            for cid, rule in sorted(new.items()):
-                s.add(EvalSplitRow(conversation_id=cid, stratum=strata[cid], rule=rule))
-        max_id, max_rev, last = s.execute(
-            select(
-                func.max(GoldLabelRow.id),
-                func.sum(GoldLabelRow.revision),
-                func.max(GoldLabelRow.resolved_at),
+    gold_ids = {e.conversation_id for e in gold}
+    silver: list[Example] = []
+    for p, turns in data.silver:
+        if p.conversation_id in gold_ids or not turns:
+            continue
+        thr = config.silver_min_confidence
+        silver.append(
+            Example(
+                conversation_id=p.conversation_id,
+                turns=turn_texts(turns, redacted=True),
+                sensitive=tuple(
+                    sorted(
+                        c for c, v in (p.sensitive or {}).items() if c in cats and float(v) >= thr
+                    )
+                ),
+                interests=tuple(
+                    sorted(i for i, v in (p.interests or {}).items() if float(v) >= thr)
+                ),
+                weight=float(config.silver_precision),
+                origin="silver",
             )
-        ).one()
+        )
+    existing = data.eval_ids
+    new = assign_eval(
+        gold,
+        existing,
+        fraction=config.eval_fraction,
+        salt=config.salt,
+        min_stratum_size=config.min_stratum_size,
+    )
+    if persist_eval and new:
+        strata = {e.conversation_id: e.stratum for e in gold}
+        store.add_eval_split(
+            [
+                {"conversation_id": cid, "stratum": strata[cid], "rule": rule}
+                for cid, rule in sorted(new.items())
+            ]
+        )
+    max_id, max_rev, last = data.gold_max_id, data.gold_revisions, data.gold_last_resolved
     eval_ids = existing | set(new)
     train, eval_ = split_examples(gold, silver, eval_ids)
     lin = {

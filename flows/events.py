@@ -122,8 +122,8 @@ def gold_progress(store: LabelStore, *, new: int, threshold: int) -> GoldProgres
     """Counts from the store: human gold now, at the last retrain, at the last announcement."""
     from labeling.gold import human_gold_count
 
-    retrain = store.latest_run_stats(RETRAIN_RUN) or {}
-    ready = store.latest_run_stats(GOLD_READY_RUN)
+    retrain = store.last_run_stats(RETRAIN_RUN) or {}
+    ready = store.last_run_stats(GOLD_READY_RUN)
     return GoldProgress(
         total=human_gold_count(store),
         at_last_retrain=int(retrain.get("gold", 0)),
@@ -145,7 +145,7 @@ def announce_gold(
             continue
         emitted.append(name)
         if name == GOLD_READY:
-            store.record_run(GOLD_READY_RUN, f"{run_id}-gold-ready", {"gold": progress.total})
+            store.record_run(f"{run_id}-gold-ready", GOLD_READY_RUN, {"gold": progress.total})
     return {**progress.payload(), "retrain_due": progress.due, "events": emitted}
 
 

@@ -8,8 +8,6 @@ label store, so caching would only hide new data).
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,14 +26,8 @@ from flows.common import (
     task_runner,
 )
 from flows.progress import StepProgress, step_progress
-from labelloop.runtime import (
-    Runtime,
-    gold_indexer,
-    record_limits,
-    review_embedder,
-    review_turn_scorer,
-    routing_config,
-)
+from labelloop import stages
+from labelloop.runtime import Runtime
 from labelloop.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -50,34 +42,21 @@ def _flow_settings() -> Settings:
 
 
 def _run_id(kind: str) -> str:
-    return f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    return stages.new_run_id(kind)
 
 
 # ----------------------------------------------------------------------------- tasks
 @task(name="ingest", cache_policy=NO_CACHE)
 def ingest_task(settings: Settings, files: list[str] | None, run_id: str) -> dict[str, Any]:
     """Read new files from the source, quarantine bad records, gate, redact, store."""
-    from labeling.sampling import sample_into_store
-    from labeling.sources import FolderSource
-
-    rt = Runtime(settings)
-    source = FolderSource(settings.source_dir)
-    paths = [Path(f) for f in files] if files else source.pending(rt.store)
-    if not paths:
-        return {"files": 0, "inserted": 0, "eligible": 0, "by_surface": {}, "by_reason": {}}
-    report = sample_into_store(
-        paths,
-        policy=rt.policy,
-        store=rt.store,
-        quarantine_path=settings.quarantine_dir / f"{run_id}.jsonl",
-        limits=record_limits(settings),
+    report = stages.ingest(
+        Runtime(settings),
+        [Path(f) for f in files] if files else None,
+        run_id=run_id,
         cap_per_surface=settings.sample_cap_per_surface,
         seed=settings.review_seed,
-        run_id=run_id,
     )
-    if not files:
-        source.mark_done(rt.store, paths)
-    return {"files": len(paths), **report.as_dict()}
+    return report.as_dict()
 
 
 _PROPOSERS: dict[str, Any] = {}
@@ -95,14 +74,8 @@ def _proposer(settings: Settings, rt: Runtime) -> Any:
 
 @task(name="pending-proposals", cache_policy=NO_CACHE)
 def pending_task(settings: Settings, limit: int | None) -> dict[str, Any]:
-    from labeling.sampling import conversations_needing_proposals
-
     rt = Runtime(settings)
-    proposer = _proposer(settings, rt)
-    ids = conversations_needing_proposals(
-        rt.store, proposer.prompt.sha256, proposer.model_id, limit
-    )
-    return {"ids": ids, "prompt_hash": proposer.prompt.sha256, "model_id": proposer.model_id}
+    return stages.pending_proposals(rt, _proposer(settings, rt), limit).as_dict()
 
 
 @task(name="propose-batch", cache_policy=NO_CACHE, **SERVICE_RETRIES)
@@ -110,78 +83,30 @@ def propose_batch_task(
     settings: Settings, ids: list[str], run_id: str, limited: bool
 ) -> dict[str, Any]:
     """LLM + kNN proposals for one batch, written to the label store (idempotent upsert)."""
-    from labeling.proposals import ProposalInput, ProposeStats, write_proposals
-    from labeling.sampling import redacted_texts
-
     rt = Runtime(settings)
     proposer = _proposer(settings, rt)
-    turns = redacted_texts(rt.store, ids)
-    items = [ProposalInput.from_turns(cid, turns[cid]) for cid in ids if cid in turns]
-    stats = ProposeStats()
     progress = step_progress(run_id)
     with llm_slot(limited):
-        proposals = proposer.propose(
-            items, stats=stats, on_item=(lambda _p: progress.advance()) if progress else None
+        report = stages.propose_pending(
+            rt,
+            proposer,
+            ids,
+            run_id=run_id,
+            on_item=(lambda _p: progress.advance()) if progress else None,
         )
-    inserted, updated = write_proposals(rt.store, proposals, run_id=run_id)
-    conf: Counter[str] = Counter()
-    for p in proposals:
-        for k, v in p.sensitive.items():
-            conf[f"sensitive:{k}"] += v
-        for k, v in p.interests.items():
-            conf[f"interest:{k}"] += v
-    return {
-        **stats.as_dict(),
-        "inserted": inserted,
-        "updated": updated,
-        "confidence_sum": dict(conf),
-    }
+    return report.as_dict()
 
 
 @task(name="route-and-push", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def push_task(settings: Settings, run_id: str) -> dict[str, Any]:
     """Route proposals (silver vs review) and import review tasks into Label Studio."""
-    from labeling.studio import push
-
-    rt = Runtime(settings)
-    report = push(
-        rt.store,
-        rt.studio,
-        taxonomy=rt.taxonomy,
-        policy=rt.policy,
-        cfg=routing_config(settings),
-        run_id=run_id,
-        silver_weight=settings.silver_weight,
-        batch_size=settings.review_import_batch,
-        embed=review_embedder(settings),
-        turn_scorer=review_turn_scorer(settings),
-    )
-    rt.store.append_audit("review_push", run_id, report.as_dict())
-    return report.as_dict()
+    return stages.push_reviews(Runtime(settings), run_id=run_id).as_dict()
 
 
 @task(name="pull-reviews", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def pull_task(settings: Settings, run_id: str) -> dict[str, Any]:
     """Collect annotations, resolve gold (overlap/adjudication), index gold in Chroma."""
-    from labeling.collection import pull
-    from labeling.studio import bootstrap, remember_projects
-
-    rt = Runtime(settings)
-    projects = bootstrap(rt.studio, rt.taxonomy, rt.policy)
-    remember_projects(rt.store, projects)
-    report = pull(
-        rt.store,
-        rt.studio,
-        projects,
-        run_id=run_id,
-        label_sets={"interests": list(rt.taxonomy.ids()), "sensitive": list(rt.policy.categories)},
-        min_jaccard=settings.adjudication_min_jaccard,
-        index_gold=gold_indexer(settings),
-        taxonomy=rt.taxonomy,
-    )
-    out = report.as_dict()
-    rt.store.append_audit("review_pull", run_id, {k: v for k, v in out.items() if k != "agreement"})
-    return out
+    return stages.pull_reviews(Runtime(settings), run_id=run_id).as_dict()
 
 
 @task(name="train-register", cache_policy=NO_CACHE, **SERVICE_RETRIES)
@@ -368,25 +293,14 @@ def _mean_confidence(batches: list[dict[str, Any]], n: int) -> dict[str, float]:
 
 
 def _previous_confidence(settings: Settings) -> dict[str, float] | None:
-    from sqlalchemy import select
-
-    from labelloop.store.models import RunRow
-
-    with Runtime(settings).store.session() as s:
-        row = s.scalars(
-            select(RunRow).where(RunRow.kind == "sample_and_propose").order_by(RunRow.id.desc())
-        ).first()
-        return dict((row.stats or {}).get("confidence", {})) if row else None
+    stats = Runtime(settings).store.last_run_stats("sample_and_propose")
+    return dict(stats.get("confidence", {})) if stats is not None else None
 
 
 def _record_confidence(settings: Settings, run_id: str, confidence: dict[str, float]) -> None:
-    from labelloop.store.models import RunRow, utcnow
-
     if not confidence:
         return
-    with Runtime(settings).store.session() as s:
-        s.add(RunRow(run_id=run_id, kind="sample_and_propose", finished_at=utcnow(),
-                     stats={"confidence": confidence}))  # fmt: skip
+    Runtime(settings).store.record_run(run_id, "sample_and_propose", {"confidence": confidence})
 
 
 def _sum_stats(batches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -480,23 +394,12 @@ def retrain(force: bool = False) -> dict[str, Any]:
 
 
 def _last_retrain_gold(rt: Runtime) -> int:
-    from sqlalchemy import select
-
-    from labelloop.store.models import RunRow
-
-    with rt.store.session() as s:
-        row = s.scalars(
-            select(RunRow).where(RunRow.kind == "retrain").order_by(RunRow.id.desc())
-        ).first()
-        return int((row.stats or {}).get("gold", 0)) if row else 0
+    stats = rt.store.last_run_stats("retrain")
+    return int(stats.get("gold", 0)) if stats is not None else 0
 
 
 def _record_retrain(rt: Runtime, n_gold: int, version: str) -> None:
-    from labelloop.store.models import RunRow, utcnow
-
-    with rt.store.session() as s:
-        s.add(RunRow(run_id=_run_id("retrain"), kind="retrain", finished_at=utcnow(),
-                     stats={"gold": n_gold, "version": version}))  # fmt: skip
+    rt.store.record_run(_run_id("retrain"), "retrain", {"gold": n_gold, "version": version})
 
 
 @flow(name="promote", log_prints=True, persist_result=True)
@@ -518,45 +421,7 @@ def promote(version: str, approve: bool | None = None, reload: bool = True) -> d
 @task(name="score-file", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def score_file_task(settings: Settings, path: str, run_id: str) -> dict[str, Any]:
     """Production filter over one file; interest signals (eligible only) for the ad side."""
-
-    from labelloop.runtime import engine_from_settings
-    from targeting.batch import filter_file, resumable_run
-
-    engine = engine_from_settings(settings)
-    src = Path(path)
-    decisions = settings.signals / "decisions" / f"{src.stem}.{run_id}.jsonl"
-    for partial in sorted((settings.signals / "decisions").glob(f"{src.stem}.*.jsonl.partial")):
-        earlier = partial.with_name(partial.name.removesuffix(".partial"))
-        prior = resumable_run(src, earlier)
-        if prior is not None:  # an interrupted score_batch run on the same file: finish it
-            decisions, run_id = earlier, prior.run_id
-            break
-    report = filter_file(engine, src, decisions, quarantine_path=settings.quarantine_dir / f"score-{run_id}.jsonl",
-                         run_id=run_id)  # fmt: skip
-    if engine.audit is not None:
-        engine.audit.close()
-    signals = settings.signals / f"{src.stem}.{run_id}.signals.jsonl"
-    n_signals = write_signals(decisions, signals)
-    return {**report.as_dict(), "signals": n_signals, "signals_path": str(signals)}
-
-
-def write_signals(decisions: Path, signals: Path) -> int:
-    """Interest signals (eligible decisions with interests) of a decisions file; renamed into
-    place when complete. Returns how many."""
-    import json
-
-    partial = signals.with_name(signals.name + ".partial")
-    n = 0
-    with decisions.open(encoding="utf-8") as fin, partial.open("w", encoding="utf-8") as fout:
-        for line in fin:
-            d = json.loads(line)
-            if d.get("eligible") and d.get("interests"):
-                fout.write(json.dumps({"conversation_id": d["conversation_id"], "interests": d["interests"],
-                                       "model_version": d.get("model_version"),
-                                       "policy_version": d.get("policy_version")}) + "\n")  # fmt: skip
-                n += 1
-    partial.replace(signals)
-    return n
+    return stages.score_file_to_signals(Runtime(settings), Path(path), run_id).as_dict()
 
 
 @task(name="score-partitions", cache_policy=NO_CACHE)
@@ -576,7 +441,7 @@ def score_partitions_task(settings: Settings, paths: list[str], run_id: str) -> 
         sig = signals_dir / f"{res.name}.signals.jsonl"
         files.append({"partition": res.name, "records": res.records, "by_reason": res.by_reason,
                       "model_versions": res.model_versions, "signals_path": str(sig),
-                      "signals": write_signals(Path(res.output), sig)})  # fmt: skip
+                      "signals": stages.write_signals(Path(res.output), sig)})  # fmt: skip
 
     client = dask_client(settings.dask_address, n_workers=settings.dask_workers)
     try:

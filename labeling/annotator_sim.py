@@ -19,10 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from labeling.studio import StudioClient, parse_result, result_for
-from labelloop.store.models import ConversationRow
 
 if TYPE_CHECKING:
     from labeling.studio import Projects
@@ -135,13 +132,7 @@ def simulate(
             (projects.adjudication, t) for t in client.iter_tasks(projects.adjudication, full=True)
         ]
     cids = {str((t.get("data") or {}).get("conversation_id")) for _, t in jobs}
-    with store.session() as s:
-        gold = {
-            c.conversation_id: c.source_gold
-            for c in s.scalars(
-                select(ConversationRow).where(ConversationRow.conversation_id.in_(cids))
-            )
-        }
+    gold = store.source_gold(cids)
     total = len(jobs)
     for n, (pid, task) in enumerate(jobs, start=1):
         report.tasks_seen += 1

@@ -457,20 +457,13 @@ def qa_precision(s: Session, projects: Projects) -> dict[str, Any]:
     }
 
 
-def queue_counts(s: Session, projects: Projects) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {"review": {}, "adjudication": {}}
-    for name, pid in (("review", projects.review), ("adjudication", projects.adjudication)):
-        counts: dict[str, int] = defaultdict(int)
-        for status in s.scalars(
-            select(ReviewTaskRow.status).where(ReviewTaskRow.ls_project_id == pid)
-        ):
-            counts[status] += 1
-        out[name] = dict(counts)
-    gold: dict[str, int] = defaultdict(int)
-    for origin in s.scalars(select(GoldLabelRow.origin)):
-        gold[origin] += 1
-    out["gold"] = dict(gold)
-    return out
+def queue_counts(store: LabelStore, projects: Projects) -> dict[str, dict[str, int]]:
+    """Review tasks by status in the review and adjudication projects, gold labels by origin."""
+    return {
+        "review": store.review_task_statuses(projects.review),
+        "adjudication": store.review_task_statuses(projects.adjudication),
+        "gold": store.gold_by_origin(),
+    }
 
 
 # ---- pull --------------------------------------------------------------------------------------

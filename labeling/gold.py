@@ -96,14 +96,4 @@ def upsert_gold(
 
 def human_gold_count(store: LabelStore) -> int:
     """Gold labels that came from people (human or adjudicated): the retrain trigger counts these."""
-    from sqlalchemy import func
-
-    with store.session() as s:
-        return int(
-            s.scalar(
-                select(func.count())
-                .select_from(GoldLabelRow)
-                .where(GoldLabelRow.origin.in_(HUMAN_ORIGINS))
-            )
-            or 0
-        )
+    return store.gold_count(HUMAN_ORIGINS)

@@ -71,12 +71,10 @@ import numpy.typing as npt
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
 
 from labeling.assets import LLM_MODELS, ensure_llm_model
 from labeling.prompts import RenderedPrompt
 from labelloop.store import LabelStore
-from labelloop.store.models import LLMCacheRow
 
 __all__ = [
     "ChatLLM",
@@ -816,17 +814,13 @@ class LLMLabeler:
     def _cache_get(self, key: str) -> dict[str, Any] | None:
         if self.store is None:
             return None
-        with self.store.session() as s:
-            row = s.scalars(select(LLMCacheRow).where(LLMCacheRow.cache_key == key)).first()
-            return dict(row.response) if row is not None else None
+        return self.store.llm_cache_get(key)
 
     def _cache_put(
         self, key: str, prompt_hash: str, response: dict[str, Any], o: LLMOutcome
     ) -> None:
         if self.store is None:
             return
-        from labelloop.store.store import insert_ignore
-
         row = {
             "cache_key": key,
             "prompt_hash": prompt_hash,
@@ -836,8 +830,7 @@ class LLMLabeler:
             "output_tokens": o.output_tokens,
             "latency_s": o.latency_s,
         }
-        with self.store.session() as s:  # the first writer of a key wins (concurrent runs)
-            insert_ignore(s, LLMCacheRow, [row], ["cache_key"])
+        self.store.llm_cache_put(row)  # the first writer of a key wins (concurrent runs)
 
     # ---- scoring ----
     def _score(self, text: str, logprobs: list[TokenLogprob] | None) -> LLMOutcome:

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from labeling.llm import LLMLabeler, LLMOutcome
 from labeling.policy import Policy
@@ -59,7 +58,6 @@ from labeling.vectorstore import (
     truncate_chars,
 )
 from labelloop.store import LabelStore
-from labelloop.store.models import ProposalRow, RunRow, utcnow
 
 __all__ = [
     "FLAG_DISAGREE",
@@ -541,46 +539,28 @@ def write_proposals(
 
     The conversations must already be in the store (foreign key).
     """
-    from labelloop.store.store import insert_ignore
-
-    key = ("conversation_id", "proposer_id", "prompt_hash", "model_id")
-    inserted = updated = 0
-    with store.session() as s:
-        for p in proposals:
-            detail = {
-                "llm_called": p.llm_called,
-                "rationale": p.rationale,
-                "sources": p.sources,
-            }
-            values = {
+    return store.upsert_proposals(
+        [
+            {
+                "conversation_id": p.conversation_id,
+                "proposer_id": p.proposer_id,
+                "prompt_hash": p.prompt_hash,
+                "model_id": p.model_id,
                 "embedding_model_id": p.embedding_model_id,
                 "interests": p.interests,
                 "sensitive": p.sensitive,
                 "uncertainty": p.uncertainty,
                 "flags": p.flags,
-                "detail": detail,
+                "detail": {
+                    "llm_called": p.llm_called,
+                    "rationale": p.rationale,
+                    "sources": p.sources,
+                },
                 "run_id": run_id,
             }
-            where = (
-                ProposalRow.conversation_id == p.conversation_id,
-                ProposalRow.proposer_id == p.proposer_id,
-                ProposalRow.prompt_hash == p.prompt_hash,
-                ProposalRow.model_id == p.model_id,
-            )
-            row = s.scalars(select(ProposalRow).where(*where)).first()
-            if row is None:
-                # ON CONFLICT DO NOTHING: a concurrent run that inserted the same key first
-                # makes this an update instead of an IntegrityError
-                ident = dict(zip(key, (p.conversation_id, p.proposer_id, p.prompt_hash,
-                                       p.model_id), strict=True))  # fmt: skip
-                if insert_ignore(s, ProposalRow, [{**ident, **values}], list(key)):
-                    inserted += 1
-                    continue
-                row = s.scalars(select(ProposalRow).where(*where)).one()
-            for k, v in values.items():
-                setattr(row, k, v)
-            updated += 1
-    return inserted, updated
+            for p in proposals
+        ]
+    )
 
 
 def record_run(
@@ -588,10 +568,4 @@ def record_run(
 ) -> None:
     """Roll the run's LLM usage (calls, tokens, latency, call rate) up into the ``runs`` table."""
     payload = {**stats.as_dict(), **(extra or {})}
-    with store.session() as s:
-        row = s.scalars(select(RunRow).where(RunRow.run_id == run_id)).first()
-        if row is None:
-            s.add(RunRow(run_id=run_id, kind="propose", stats=payload, finished_at=utcnow()))
-        else:
-            row.stats = payload
-            row.finished_at = utcnow()
+    store.record_run(run_id, "propose", payload)

@@ -175,46 +175,52 @@ def sample_into_store(
     return report
 
 
-def conversations_needing_proposals(
-    store: LabelStore, prompt_hash: str, model_id: str, limit: int | None = None
-) -> list[str]:
-    """Eligible conversations that have no proposal from this prompt + model yet (oldest first)."""
-    from sqlalchemy import and_, select
+@dataclass(frozen=True)
+class GatedRecords:
+    """Rows of records read, gated and redacted (not deduped or sampled), with the counts."""
 
-    from labelloop.store.models import ConversationRow, ProposalRow
+    rows: list[dict[str, Any]]
+    read: int
+    quarantined: int
+    quarantine_path: str | None  # None when nothing was quarantined
+    by_reason: dict[str, int]
 
-    q = (
-        select(ConversationRow.conversation_id)
-        .outerjoin(
-            ProposalRow,
-            and_(
-                ProposalRow.conversation_id == ConversationRow.conversation_id,
-                ProposalRow.prompt_hash == prompt_hash,
-                ProposalRow.model_id == model_id,
-            ),
-        )
-        .where(ConversationRow.eligible.is_(True), ProposalRow.id.is_(None))
-        .order_by(ConversationRow.id)
+    @property
+    def eligible(self) -> int:
+        return self.by_reason.get("eligible", 0)
+
+    @property
+    def eligible_rows(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["eligible"]]
+
+
+def gate_records(
+    paths: Sequence[Path],
+    policy: Policy,
+    *,
+    limits: Limits,
+    quarantine_path: Path,
+    limit: int | None = None,
+    run_id: str | None = None,
+) -> GatedRecords:
+    """Read, quarantine, gate and redact every record of ``paths`` (:func:`to_row`), up to the
+    ``limit``-th eligible one; nothing is stored."""
+    stats = ReadStats()
+    rows: list[dict[str, Any]] = []
+    reasons: Counter[str] = Counter()
+    source = ",".join(map(str, paths))
+    with QuarantineWriter(quarantine_path) as qw:
+        for conv in split_valid(read_records(paths, limits=limits, stats=stats), qw):
+            row = to_row(conv, policy, source, run_id)
+            reasons[row["exclusion_reason"] or "eligible"] += 1
+            rows.append(row)
+            if limit is not None and reasons["eligible"] >= limit:
+                break
+        quarantined = qw.count
+    return GatedRecords(
+        rows=rows,
+        read=stats.read,
+        quarantined=quarantined,
+        quarantine_path=str(quarantine_path) if quarantined else None,
+        by_reason=dict(reasons),
     )
-    if limit is not None:
-        q = q.limit(limit)
-    with store.session() as s:
-        return list(s.scalars(q))
-
-
-def redacted_texts(store: LabelStore, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    """conversation_id -> redacted turns, for eligible conversations."""
-    from sqlalchemy import select
-
-    from labelloop.store.models import ConversationRow
-
-    out: dict[str, list[dict[str, Any]]] = {}
-    with store.session() as s:
-        for i in range(0, len(ids), 500):
-            rows = s.execute(
-                select(ConversationRow.conversation_id, ConversationRow.redacted_turns).where(
-                    ConversationRow.conversation_id.in_(ids[i : i + 500])
-                )
-            )
-            out.update({cid: turns for cid, turns in rows if turns})
-    return out

@@ -11,10 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import select
-
 from labelloop.store import LabelStore
-from labelloop.store.models import SyncStateRow
 
 PATTERNS = ("*.jsonl", "*.parquet")
 
@@ -51,23 +48,8 @@ class FolderSource:
 
     def pending(self, store: LabelStore) -> list[Path]:
         files = self.files()
-        with store.session() as s:
-            seen = {
-                row.key: row.value
-                for row in s.scalars(
-                    select(SyncStateRow).where(SyncStateRow.key.like(f"source:{self.name}:%"))
-                )
-            }
+        seen = store.sync_values(f"source:{self.name}:")
         return [p for p in files if seen.get(self._key(p)) != self._fingerprint(p)]
 
     def mark_done(self, store: LabelStore, paths: list[Path]) -> None:
-        from labelloop.store.store import upsert
-
-        with store.session() as s:
-            for p in paths:
-                key, value = self._key(p), self._fingerprint(p)
-                row = s.get(SyncStateRow, key)
-                if row is None:  # an upsert: a concurrent run marking the same file never fails
-                    upsert(s, SyncStateRow, {"key": key, "value": value}, ["key"], ["value"])
-                else:
-                    row.value = value
+        store.set_sync_values({self._key(p): self._fingerprint(p) for p in paths})

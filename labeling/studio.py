@@ -1024,26 +1024,13 @@ def push(
 
 def remember_projects(store: LabelStore, projects: Projects) -> None:
     """Record the project ids of this schema version in ``sync_state`` (for ``review status``)."""
-    from labelloop.store.models import SyncStateRow
-
     value = json.dumps({"review": projects.review, "adjudication": projects.adjudication})
-    from labelloop.store.store import upsert
-
-    with store.session() as s:
-        key = f"ls:projects:{projects.schema_version}"
-        row = s.get(SyncStateRow, key)
-        if row is None:
-            upsert(s, SyncStateRow, {"key": key, "value": value}, ["key"], ["value"])
-        elif row.value != value:
-            row.value = value
+    store.set_sync_values({f"ls:projects:{projects.schema_version}": value})
 
 
 def remembered_projects(store: LabelStore, version: str) -> Projects | None:
-    from labelloop.store.models import SyncStateRow
-
-    with store.session() as s:
-        row = s.get(SyncStateRow, f"ls:projects:{version}")
-        if row is None:
-            return None
-        ids = json.loads(row.value)
+    value = store.sync_value(f"ls:projects:{version}")
+    if value is None:
+        return None
+    ids = json.loads(value)
     return Projects(int(ids["review"]), int(ids["adjudication"]), version, "")

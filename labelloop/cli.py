@@ -6,7 +6,6 @@ import contextlib
 import json
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -154,35 +153,25 @@ def sample(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Read conversations, quarantine bad records, apply the eligibility gate, redact, store."""
-    from labeling.sampling import sample_into_store
+    from labelloop.runtime import Runtime
+    from labelloop.stages import ingest
 
     s = _settings()
     for p in inputs:
         if not p.exists():
             err.print(f"[red]input not found:[/red] {p}")
             raise typer.Exit(2)
-    store = _store(s)
-    from labelloop.runtime import load_policy_from, record_limits
-
-    policy = load_policy_from(s)
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    report = sample_into_store(
-        inputs,
-        policy=policy,
-        store=store,
-        quarantine_path=s.quarantine_dir / f"{run_id}.jsonl",
-        limits=record_limits(s),
-        cap_per_surface=cap_per_surface,
-        seed=seed,
-        run_id=run_id,
-    )
+    rt = Runtime(s)
+    result = ingest(rt, inputs, cap_per_surface=cap_per_surface, seed=seed)
+    report, run_id = result.sample, result.run_id
+    assert report is not None  # files were given
     if as_json:
         console.print_json(json.dumps(report.as_dict()))
         return
     console.print(
         f"run {run_id}: read {report.read['read']}, quarantined {report.quarantined}, duplicates "
         f"{report.read['duplicates']}, already in store {report.already_known}, new {report.inserted} "
-        f"(policy {policy.short_version})"
+        f"(policy {rt.policy.short_version})"
     )
     if report.quarantined:
         console.print(f"quarantine: {report.quarantine_path}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -78,9 +77,10 @@ def filter_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Decide every record of a JSONL file with the production filter model (fail closed, audited)."""
-    from labelloop.runtime import engine_from_settings, served_model_uri
+    from labelloop.runtime import Runtime, engine_from_settings, served_model_uri
+    from labelloop.stages import score_file
     from targeting.audit import AuditError
-    from targeting.batch import OutputBusyError, filter_file, resumable_run
+    from targeting.batch import OutputBusyError, resumable_run
 
     logging.getLogger("labelloop.targeting").setLevel(logging.WARNING)
     s = _settings()
@@ -98,13 +98,9 @@ def filter_command(
         raise typer.Exit(2)
     prior = resumable_run(input_path, output)
     if prior is not None:
-        run_id = prior.run_id
         err.print(
-            f"resuming interrupted run {run_id}: {prior.records} decisions already in {output}.partial"
+            f"resuming interrupted run {prior.run_id}: {prior.records} decisions already in {output}.partial"
         )
-    else:
-        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    qpath = quarantine or s.quarantine_dir / f"filter-{run_id}.jsonl"
     size = input_path.stat().st_size
     columns = (
         TextColumn("[bold]filter[/bold]"),
@@ -123,13 +119,13 @@ def filter_command(
             progress.update(task, completed=done_bytes, records=records, rate=f"{rate:,.0f}")
 
         try:
-            report = filter_file(
-                engine,
+            scored = score_file(
+                Runtime(s),
                 input_path,
                 output,
+                engine=engine,
                 chunk_size=chunk_size,
-                quarantine_path=qpath,
-                run_id=run_id,
+                quarantine=quarantine,
                 on_progress=on_progress,
             )
         except OutputBusyError as exc:
@@ -142,8 +138,7 @@ def filter_command(
                 "same command again to resume"
             )
             raise typer.Exit(1) from exc
-    if engine.audit is not None:
-        engine.audit.close()
+    report, qpath = scored.filter, scored.quarantine_path
     if as_json:
         console.print_json(json.dumps(report.as_dict()))
         return

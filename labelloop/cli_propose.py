@@ -6,8 +6,6 @@ Mount with ``register(app)`` (adds the two top-level commands to the main Typer 
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,39 +27,6 @@ DEFAULT_PROMPT_TOKENS_PER_S = 60.0
 DEFAULT_OUTPUT_TOKENS_PER_S = 6.0
 
 
-def _read_gated(
-    inputs: list[Path], s: Settings, limit: int | None
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Read, quarantine, gate and redact (labeling.sampling.to_row). Returns rows and counts."""
-    from collections import Counter
-
-    from labeling.records import QuarantineWriter, ReadStats, read_records, split_valid
-    from labeling.sampling import to_row
-    from labelloop.runtime import load_policy_from, record_limits
-
-    policy = load_policy_from(s)
-    stats = ReadStats()
-    rows: list[dict[str, Any]] = []
-    reasons: Counter[str] = Counter()
-    qpath = s.quarantine_dir / f"propose-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
-    limits = record_limits(s)
-    with QuarantineWriter(qpath) as qw:
-        for conv in split_valid(read_records(inputs, limits=limits, stats=stats), qw):
-            row = to_row(conv, policy, ",".join(map(str, inputs)), None)
-            reasons[row["exclusion_reason"] or "eligible"] += 1
-            rows.append(row)
-            if limit is not None and reasons["eligible"] >= limit:
-                break
-        quarantined = qw.count
-    return rows, {
-        "read": stats.read,
-        "quarantined": quarantined,
-        "quarantine_path": str(qpath) if quarantined else None,
-        "by_reason": dict(reasons),
-        "eligible": reasons["eligible"],
-    }
-
-
 def propose(
     input: Annotated[
         Path, typer.Option("--input", "-i", help="JSONL/Parquet conversation records")
@@ -75,29 +40,23 @@ def propose(
     no_llm: Annotated[bool, typer.Option("--no-llm", help="kNN (+ lexicon) only")] = False,
 ) -> None:
     """Gate + redact records, propose labels (LLM + Chroma kNN), write JSONL and the label store."""
-    from labeling.proposals import (
-        ProposalInput,
-        ProposeStats,
-        record_run,
-        write_proposals,
-    )
+    from labeling.proposals import ProposeStats, record_run
     from labelloop.runtime import build_proposer
+    from labelloop.stages import ingest_records, new_run_id, propose_pending
 
     s = _settings()
     if not input.exists():
         err.print(f"[red]input not found:[/red] {input}")
         raise typer.Exit(2)
-    store = Runtime(s).store
-    rows, counts = _read_gated([input], s, limit)
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    for r in rows:
-        r["run_id"] = run_id
-    store.add_conversations(rows)
-    eligible = [r for r in rows if r["eligible"]]
-    excluded = {k: v for k, v in counts["by_reason"].items() if k != "eligible"}
+    rt = Runtime(s)
+    store = rt.store
+    run_id = new_run_id()
+    gated = ingest_records(rt, [input], limit=limit, run_id=run_id)
+    eligible = gated.eligible_rows
+    excluded = {k: v for k, v in gated.by_reason.items() if k != "eligible"}
     console.print(
-        f"read {counts['read']}, quarantined {counts['quarantined']}, eligible {len(eligible)}, "
-        f"excluded {len(rows) - len(eligible)} {excluded}"
+        f"read {gated.read}, quarantined {gated.quarantined}, eligible {len(eligible)}, "
+        f"excluded {len(gated.rows) - len(eligible)} {excluded}"
     )
     try:
         proposer = build_proposer(s, store=store, with_llm=not no_llm)
@@ -118,12 +77,21 @@ def propose(
         ) as bar,
     ):
         task = bar.add_task("propose", total=len(eligible), llm=0)
-        for r in eligible:
-            item = ProposalInput.from_turns(r["conversation_id"], r["redacted_turns"] or [])
-            [p] = proposer.propose([item], stats=stats)
-            write_proposals(store, [p], run_id)
+
+        def written(p: Any) -> None:
             fh.write(p.model_dump_json() + "\n")
             bar.update(task, advance=1, llm=stats.llm_called)
+
+        propose_pending(
+            rt,
+            proposer,
+            [r["conversation_id"] for r in eligible],
+            run_id=run_id,
+            turns={r["conversation_id"]: r["redacted_turns"] or [] for r in eligible},
+            stats=stats,
+            on_item=written,
+            write_each=True,
+        )
     record_run(store, run_id, stats, {"input": str(input), "model_id": proposer.model_id})
     d = stats.as_dict()
     t = Table(title=f"run {run_id}")
@@ -159,21 +127,22 @@ def plan(
     """Dry run: eligibility counts, one rendered prompt, estimated LLM calls, tokens and time."""
     from labeling.prompts import label_prompt_variables, load_prompt
     from labeling.records import render_turns
-    from labelloop.runtime import policy_and_taxonomy
+    from labelloop.stages import read_gated
 
     s = _settings()
     if not input.exists():
         err.print(f"[red]input not found:[/red] {input}")
         raise typer.Exit(2)
-    rows, counts = _read_gated([input], s, limit)
-    eligible = [r for r in rows if r["eligible"]]
-    policy, taxonomy = policy_and_taxonomy(s)
+    rt = Runtime(s)
+    gated = read_gated(rt, [input], limit=limit)
+    eligible = gated.eligible_rows
+    policy, taxonomy = rt.policy, rt.taxonomy
     prompt = load_prompt()
-    console.print(f"read {counts['read']}, quarantined {counts['quarantined']}")
+    console.print(f"read {gated.read}, quarantined {gated.quarantined}")
     t = Table(title="eligibility")
     t.add_column("outcome")
     t.add_column("conversations", justify="right")
-    for k, v in sorted(counts["by_reason"].items(), key=lambda kv: (kv[0] != "eligible", kv[0])):
+    for k, v in sorted(gated.by_reason.items(), key=lambda kv: (kv[0] != "eligible", kv[0])):
         t.add_row(k, str(v))
     console.print(t)
     if not eligible:
@@ -222,23 +191,17 @@ def plan(
 
 def _measured_seconds_per_call(s: Settings) -> float | None:
     """Mean latency of past LLM calls recorded in the label store's cache (read only)."""
+    from labelloop.store import LabelStore
+
+    if s.db_url.startswith("sqlite:///") and not Path(s.db_url.removeprefix("sqlite:///")).exists():
+        return None
+    store = LabelStore(s.db_url)  # not migrated: nothing is written
     try:
-        from sqlalchemy import create_engine, func, select
-
-        from labelloop.store.models import LLMCacheRow
-
-        if (
-            s.db_url.startswith("sqlite:///")
-            and not Path(s.db_url.removeprefix("sqlite:///")).exists()
-        ):
-            return None
-        eng = create_engine(s.db_url)
-        with eng.connect() as c:
-            n, lat = c.execute(select(func.count(), func.sum(LLMCacheRow.latency_s))).one()
-        eng.dispose()
+        return store.llm_seconds_per_call()
     except Exception:
         return None
-    return float(lat) / n if n and lat and n >= 3 else None
+    finally:
+        store.dispose()
 
 
 def _hms(sec: float) -> str:

@@ -7,8 +7,6 @@ top-level ``annotate-sim`` command).
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -18,7 +16,7 @@ from rich.table import Table
 from labelloop.cli_common import cli_progress as _progress
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.cli_common import cli_store as _store
-from labelloop.runtime import gold_indexer, review_embedder, review_turn_scorer, routing_config
+from labelloop.runtime import Runtime
 from labelloop.safe_text import without_credentials
 from labelloop.settings import Settings
 
@@ -55,10 +53,6 @@ def _client(s: Settings) -> StudioClient:
     return studio_client(s)
 
 
-def _run_id(kind: str) -> str:
-    return f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-
-
 def _fail(exc: Exception) -> typer.Exit:
     """One line for the error; a server that cannot be reached is named with how to start it."""
     from labelloop.unreachable import unreachable_service
@@ -82,30 +76,14 @@ def push_cmd(
 ) -> None:
     """Route new proposals (auto-accept as silver, or review) and import review tasks with
     pre-annotations into Label Studio. Resumable: re-running never duplicates a task."""
-    from labeling.studio import push
+    from labelloop.stages import push_reviews
 
-    s = _settings()
-    cfg = routing_config(s, budget=budget)
-    taxonomy, policy = _domain(s)
-    store = _store(s)
+    rt = Runtime(_settings())
     try:
         with _progress(not as_json) as progress:
-            report = push(
-                store,
-                _client(s),
-                taxonomy=taxonomy,
-                policy=policy,
-                cfg=cfg,
-                run_id=_run_id("review-push"),
-                silver_weight=s.silver_weight,
-                batch_size=batch_size or s.review_import_batch,
-                embed=review_embedder(s),
-                turn_scorer=review_turn_scorer(s),
-                progress=progress,
-            )
+            report = push_reviews(rt, budget=budget, batch_size=batch_size, progress=progress).push
     except Exception as exc:
         raise _fail(exc) from None
-    store.append_audit("review_push", report.run_id, report.as_dict())
     if as_json:
         console.print_json(json.dumps(report.as_dict()))
         return
@@ -133,39 +111,14 @@ def pull_cmd(
 ) -> None:
     """Collect new and edited annotations, resolve them to gold (overlap, adjudication), index gold
     in the vector store, record agreement and QA precision. Idempotent."""
-    from labeling.collection import pull
-    from labeling.studio import bootstrap, remember_projects
+    from labelloop.stages import pull_reviews
 
-    s = _settings()
-    taxonomy, policy = _domain(s)
-    store = _store(s)
+    rt = Runtime(_settings())
     try:
-        client = _client(s)
-        projects = bootstrap(client, taxonomy, policy)
-        remember_projects(store, projects)
         with _progress(not as_json) as progress:
-            report = pull(
-                store,
-                client,
-                projects,
-                run_id=_run_id("review-pull"),
-                label_sets={
-                    "interests": list(taxonomy.ids()),
-                    "sensitive": list(policy.categories),
-                },
-                min_jaccard=s.adjudication_min_jaccard,
-                index_gold=gold_indexer(s),
-                reindex=reindex,
-                progress=progress,
-                taxonomy=taxonomy,
-            )
+            report = pull_reviews(rt, reindex=reindex, progress=progress).pull
     except Exception as exc:
         raise _fail(exc) from None
-    store.append_audit(
-        "review_pull",
-        report.run_id,
-        {k: v for k, v in report.as_dict().items() if k != "agreement"},
-    )
     if as_json:
         console.print_json(json.dumps(report.as_dict(), default=str))
         return
@@ -201,11 +154,8 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
 ) -> None:
     """Queue sizes (review, adjudication), gold by origin, last agreement and QA precision."""
-    from sqlalchemy import select
-
     from labeling.collection import queue_counts
     from labeling.studio import label_config, project_title, remembered_projects, schema_version
-    from labelloop.store.models import RunRow
 
     s = _settings()
     taxonomy, policy = _domain(s)
@@ -213,13 +163,9 @@ def status_cmd(
     version = schema_version(label_config(taxonomy, policy))
     out: dict[str, Any] = {"project": project_title(version)}
     projects = remembered_projects(store, version)
-    with store.session() as sess:
-        last = sess.scalars(
-            select(RunRow).where(RunRow.kind == "review_pull").order_by(RunRow.id.desc()).limit(1)
-        ).first()
-        stats = (last.stats or {}) if last else {}
-        if projects is not None:
-            out["queues"] = queue_counts(sess, projects)
+    stats = store.last_run_stats("review_pull") or {}
+    if projects is not None:
+        out["queues"] = queue_counts(store, projects)
     out["last_pull"] = {
         "run_id": stats.get("run_id"),
         "agreement": stats.get("agreement", {}),

@@ -12,19 +12,32 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import Engine, and_, create_engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from labelloop.store.models import AuditRow, ConversationRow, RunRow, utcnow
+from labelloop.store.models import (
+    AuditRow,
+    ConversationRow,
+    EvalSplitRow,
+    GoldLabelRow,
+    LLMCacheRow,
+    ProposalRow,
+    ReviewTaskRow,
+    RunRow,
+    SyncStateRow,
+    utcnow,
+)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 GENESIS_HASH = "0" * 64
+PROPOSAL_KEY = ("conversation_id", "proposer_id", "prompt_hash", "model_id")  # one row per these
 
 
 class AuditBrokenError(RuntimeError):
@@ -48,6 +61,19 @@ def audit_hash(
         }
     )
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a training snapshot reads from the store, in one transaction."""
+
+    gold: list[tuple[GoldLabelRow, list[dict[str, Any]] | None]]  # with the redacted turns
+    # the latest auto-accepted proposal of each conversation, with its redacted turns
+    silver: list[tuple[ProposalRow, list[dict[str, Any]] | None]]
+    eval_ids: set[str]  # the frozen evaluation split so far
+    gold_max_id: int | None
+    gold_revisions: int | None
+    gold_last_resolved: datetime | None
 
 
 class LabelStore:
@@ -164,6 +190,225 @@ class LabelStore:
             "total": sum(by_surface.values()),
         }
 
+    def conversations_without_proposal(
+        self, prompt_hash: str, model_id: str, limit: int | None = None
+    ) -> list[str]:
+        """Eligible conversations with no proposal from this prompt + model yet (oldest first)."""
+        q = (
+            select(ConversationRow.conversation_id)
+            .outerjoin(
+                ProposalRow,
+                and_(
+                    ProposalRow.conversation_id == ConversationRow.conversation_id,
+                    ProposalRow.prompt_hash == prompt_hash,
+                    ProposalRow.model_id == model_id,
+                ),
+            )
+            .where(ConversationRow.eligible.is_(True), ProposalRow.id.is_(None))
+            .order_by(ConversationRow.id)
+        )
+        if limit is not None:
+            q = q.limit(limit)
+        with self.session() as s:
+            return list(s.scalars(q))
+
+    def redacted_turns(self, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """conversation_id -> redacted turns, for the conversations of ``ids`` that have them
+        (eligible ones: ineligible conversations are stored without text)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        with self.session() as s:
+            for chunk in _chunks(list(ids), 500):
+                rows = s.execute(
+                    select(ConversationRow.conversation_id, ConversationRow.redacted_turns).where(
+                        ConversationRow.conversation_id.in_(chunk)
+                    )
+                )
+                out.update({cid: turns for cid, turns in rows if turns})
+        return out
+
+    def source_gold(self, ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """conversation_id -> the gold labels its input record carried (None when it had none)."""
+        out: dict[str, dict[str, Any] | None] = {}
+        with self.session() as s:
+            for chunk in _chunks(list(ids), 500):
+                rows = s.execute(
+                    select(ConversationRow.conversation_id, ConversationRow.source_gold).where(
+                        ConversationRow.conversation_id.in_(chunk)
+                    )
+                )
+                for cid, gold in rows:
+                    out[cid] = gold
+        return out
+
+    # ---- proposals ----
+    def upsert_proposals(self, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+        """Insert proposal rows, or update the row of the same conversation, proposer, prompt and
+        model (every column of ``rows`` besides those four). Returns (inserted, updated).
+
+        Safe against a concurrent writer: a row it inserted first in the meantime is updated
+        instead of failing. The conversations must already be in the store (foreign key)."""
+        inserted = updated = 0
+        with self.session() as s:
+            for r in rows:
+                ident = {k: r[k] for k in PROPOSAL_KEY}
+                values = {k: v for k, v in r.items() if k not in PROPOSAL_KEY}
+                where = [getattr(ProposalRow, k) == v for k, v in ident.items()]
+                row = s.scalars(select(ProposalRow).where(*where)).first()
+                if row is None:
+                    # ON CONFLICT DO NOTHING: a concurrent run that inserted the same key first
+                    # makes this an update instead of an IntegrityError
+                    if insert_ignore(s, ProposalRow, [{**ident, **values}], list(PROPOSAL_KEY)):
+                        inserted += 1
+                        continue
+                    row = s.scalars(select(ProposalRow).where(*where)).one()
+                for k, v in values.items():
+                    setattr(row, k, v)
+                updated += 1
+        return inserted, updated
+
+    # ---- training data ----
+    def training_data(self, *, include_silver: bool = True) -> TrainingData:
+        """Gold labels (by conversation id) and, with ``include_silver``, the latest
+        auto-accepted proposal of each conversation, each with its redacted turns; the
+        evaluation split so far and where the gold labels stand (for the snapshot's lineage)."""
+        with self.session() as s:
+            gold = s.execute(
+                select(GoldLabelRow, ConversationRow.redacted_turns)
+                .join(
+                    ConversationRow, ConversationRow.conversation_id == GoldLabelRow.conversation_id
+                )
+                .order_by(GoldLabelRow.conversation_id)
+            ).all()
+            silver: list[Any] = []
+            if include_silver:
+                latest = (
+                    select(ProposalRow.conversation_id, func.max(ProposalRow.id).label("pid"))
+                    .where(ProposalRow.route == "auto_accepted")
+                    .group_by(ProposalRow.conversation_id)
+                    .subquery()
+                )
+                silver = list(
+                    s.execute(
+                        select(ProposalRow, ConversationRow.redacted_turns)
+                        .join(latest, latest.c.pid == ProposalRow.id)
+                        .join(
+                            ConversationRow,
+                            ConversationRow.conversation_id == ProposalRow.conversation_id,
+                        )
+                    ).all()
+                )
+            eval_ids = set(s.scalars(select(EvalSplitRow.conversation_id)))
+            max_id, revisions, last = s.execute(
+                select(
+                    func.max(GoldLabelRow.id),
+                    func.sum(GoldLabelRow.revision),
+                    func.max(GoldLabelRow.resolved_at),
+                )
+            ).one()
+        return TrainingData(
+            gold=[(g, turns) for g, turns in gold],
+            silver=[(p, turns) for p, turns in silver],
+            eval_ids=eval_ids,
+            gold_max_id=max_id,
+            gold_revisions=revisions,
+            gold_last_resolved=last,
+        )
+
+    def add_eval_split(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Add items (``conversation_id``, ``stratum``, ``rule``) to the frozen evaluation split;
+        items already in it stay as they are. Returns how many were added."""
+        with self.session() as s:
+            return sum(
+                insert_ignore(s, EvalSplitRow, rows[i : i + _INSERT_CHUNK], ["conversation_id"])
+                for i in range(0, len(rows), _INSERT_CHUNK)
+            )
+
+    # ---- LLM answer cache ----
+    def llm_cache_get(self, key: str) -> dict[str, Any] | None:
+        """The cached LLM answer of ``key``, or None."""
+        with self.session() as s:
+            row = s.scalars(select(LLMCacheRow).where(LLMCacheRow.cache_key == key)).first()
+            return dict(row.response) if row is not None else None
+
+    def llm_cache_put(self, row: dict[str, Any]) -> None:
+        """Cache one LLM answer (``cache_key``, ``prompt_hash``, ``model_id``, ``response``,
+        tokens, latency); the first writer of a key wins (concurrent runs)."""
+        with self.session() as s:
+            insert_ignore(s, LLMCacheRow, [row], ["cache_key"])
+
+    def llm_seconds_per_call(self, min_calls: int = 3) -> float | None:
+        """Mean latency of the LLM calls in the cache; None with fewer than ``min_calls``."""
+        with self.session() as s:
+            n, lat = s.execute(select(func.count(), func.sum(LLMCacheRow.latency_s))).one()
+        return float(lat) / n if n and lat and n >= min_calls else None
+
+    # ---- gold labels and review tasks ----
+    def gold_count(self, origins: Iterable[str]) -> int:
+        """Gold labels of these origins."""
+        with self.session() as s:
+            q = select(func.count()).select_from(GoldLabelRow)
+            return int(s.scalar(q.where(GoldLabelRow.origin.in_(list(origins)))) or 0)
+
+    def gold_by_origin(self) -> dict[str, int]:
+        """How many gold labels came from each origin."""
+        with self.session() as s:
+            rows = s.execute(
+                select(GoldLabelRow.origin, func.count()).group_by(GoldLabelRow.origin)
+            )
+            return {str(k): int(v) for k, v in rows}
+
+    def review_task_statuses(self, ls_project_id: int) -> dict[str, int]:
+        """How many review tasks of one Label Studio project are in each status."""
+        with self.session() as s:
+            rows = s.execute(
+                select(ReviewTaskRow.status, func.count())
+                .where(ReviewTaskRow.ls_project_id == ls_project_id)
+                .group_by(ReviewTaskRow.status)
+            )
+            return {str(k): int(v) for k, v in rows}
+
+    # ---- runs ----
+    def record_run(self, run_id: str, kind: str, stats: dict[str, Any]) -> None:
+        """Record a finished run and its stats; a run recorded before gets the new stats."""
+        with self.session() as s:
+            row = s.scalars(select(RunRow).where(RunRow.run_id == run_id)).first()
+            if row is None:
+                s.add(RunRow(run_id=run_id, kind=kind, stats=stats, finished_at=utcnow()))
+            else:
+                row.stats = stats
+                row.finished_at = utcnow()
+
+    def last_run_stats(self, kind: str) -> dict[str, Any] | None:
+        """The stats of the newest run of ``kind`` ({} when it has none), None when none ran."""
+        with self.session() as s:
+            row = s.scalars(
+                select(RunRow).where(RunRow.kind == kind).order_by(RunRow.id.desc()).limit(1)
+            ).first()
+            return dict(row.stats or {}) if row is not None else None
+
+    # ---- sync state (what was read from a source, ids of external projects) ----
+    def sync_value(self, key: str) -> str | None:
+        with self.session() as s:
+            row = s.get(SyncStateRow, key)
+            return row.value if row is not None else None
+
+    def sync_values(self, prefix: str) -> dict[str, str]:
+        """Every key starting with ``prefix`` and its value."""
+        with self.session() as s:
+            rows = s.scalars(select(SyncStateRow).where(SyncStateRow.key.startswith(prefix)))
+            return {row.key: row.value for row in rows}
+
+    def set_sync_values(self, values: Mapping[str, str]) -> None:
+        """Set keys to values in one transaction (a key another run set in the meantime is
+        overwritten, never an error); a key that already has its value is left alone."""
+        with self.session() as s:
+            for key, value in values.items():
+                row = s.get(SyncStateRow, key)
+                if row is None:
+                    upsert(s, SyncStateRow, {"key": key, "value": value}, ["key"], ["value"])
+                elif row.value != value:
+                    row.value = value
+
     # ---- audit log ----
     def append_audit(self, kind: str, subject: str | None, payload: dict[str, Any]) -> str:
         """Append one hash-chained entry; returns its hash.
@@ -195,20 +440,6 @@ class LabelStore:
                 prev = row.hash
                 n += 1
         return n
-
-    # ---- runs ----
-    def latest_run_stats(self, kind: str) -> dict[str, Any] | None:
-        """The stats of the most recent run of this kind (e.g. ``retrain``), or None if none."""
-        with self.session() as s:
-            row = s.scalars(
-                select(RunRow).where(RunRow.kind == kind).order_by(RunRow.id.desc()).limit(1)
-            ).first()
-            return dict(row.stats or {}) if row else None
-
-    def record_run(self, kind: str, run_id: str, stats: dict[str, Any]) -> None:
-        """One finished run of this kind with its stats (``run_id`` is unique)."""
-        with self.session() as s:
-            s.add(RunRow(run_id=run_id, kind=kind, finished_at=utcnow(), stats=stats))
 
 
 _INSERT_CHUNK = 200  # rows per INSERT statement (SQLite allows 32,766 bound parameters)

@@ -96,13 +96,13 @@ def test_announce_gold_reads_the_store_and_announces_each_crossing_once(
     out = announce_gold(store, new=1, threshold=4, resource=res, run_id="collect-2")
     assert out["events"] == [GOLD_ADDED, GOLD_READY] and out["retrain_due"]
     assert sent[-1] == (GOLD_READY, res, {"new": 1, "total": 4, "since_retrain": 4, "threshold": 4})
-    assert store.latest_run_stats("gold_ready") == {"gold": 4}
+    assert store.last_run_stats("gold_ready") == {"gold": 4}
     add_human_gold(store, ["g4"])
     assert announce_gold(store, new=1, threshold=4, resource=res, run_id="collect-3")["events"] == [
         GOLD_ADDED
     ]
     # the retrain flow records the gold it trained on; four more cross the threshold again
-    store.record_run("retrain", "retrain-1", {"gold": 5, "version": "1"})
+    store.record_run("retrain-1", "retrain", {"gold": 5, "version": "1"})
     add_human_gold(store, [f"h{i}" for i in range(3)])
     assert announce_gold(store, new=3, threshold=4, resource=res, run_id="collect-4")["events"] == [
         GOLD_ADDED
@@ -120,7 +120,7 @@ def test_a_ready_event_that_did_not_go_out_is_not_recorded(
     add_human_gold(store, ["g0", "g1"])
     out = announce_gold(store, new=2, threshold=2, resource={}, run_id="collect-1")
     assert out["retrain_due"] and out["events"] == []
-    assert store.latest_run_stats("gold_ready") is None  # the next run announces it
+    assert store.last_run_stats("gold_ready") is None  # the next run announces it
 
 
 def test_emit_without_a_prefect_server_is_false_not_an_error(

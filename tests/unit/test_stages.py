@@ -1,0 +1,223 @@
+"""The stage functions of ``labelloop.stages`` and their callers: every command and every Prefect
+task of a stage calls the one shared function (replaced here by a recorder), so the CLI and the
+flows cannot drift apart again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from labeling.collection import PullReport
+from labeling.sampling import SampleReport
+from labeling.studio import PushReport
+from labelloop import stages
+from labelloop.runtime import Runtime
+from labelloop.settings import Settings
+from tests.conftest import make_record
+
+runner = CliRunner()
+
+
+class Calls:
+    """Records the calls of one replaced stage function and answers with ``result``."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append((args, kwargs))
+        return self.result(*args, **kwargs) if callable(self.result) else self.result
+
+
+def _replace(monkeypatch: pytest.MonkeyPatch, name: str, result: Any) -> Calls:
+    calls = Calls(result)
+    monkeypatch.setattr(stages, name, calls)
+    return calls
+
+
+def _cli(*args: str) -> Any:
+    from labelloop.cli import app
+
+    res = runner.invoke(app, list(args))
+    assert res.exit_code == 0, res.output
+    return res
+
+
+# ----------------------------------------------------------------------------- the CLI
+def test_sample_calls_ingest(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(make_record()) + "\n", encoding="utf-8")
+    calls = _replace(
+        monkeypatch, "ingest", stages.IngestReport("r-1", 1, SampleReport(inserted=5, eligible=4))
+    )
+    res = _cli("sample", str(src), "--cap-per-surface", "3", "--seed", "9", "--json")
+    [(args, kwargs)] = calls.calls
+    assert isinstance(args[0], Runtime) and list(args[1]) == [src]
+    assert kwargs == {"cap_per_surface": 3, "seed": 9}
+    assert json.loads(res.stdout)["inserted"] == 5
+
+
+def test_review_push_calls_push_reviews(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = PushReport("review-push-1", imported=7)
+    calls = _replace(monkeypatch, "push_reviews", stages.PushReviewsReport(report.run_id, report))
+    res = _cli("review", "push", "--budget", "5", "--batch-size", "3", "--json")
+    [(args, kwargs)] = calls.calls
+    assert isinstance(args[0], Runtime)
+    assert (kwargs["budget"], kwargs["batch_size"]) == (5, 3)
+    assert json.loads(res.stdout)["imported"] == 7
+
+
+def test_review_pull_calls_pull_reviews(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = PullReport("review-pull-1", gold_created=4)
+    calls = _replace(monkeypatch, "pull_reviews", stages.PullReviewsReport(report.run_id, report))
+    res = _cli("review", "pull", "--reindex", "--json")
+    [(args, kwargs)] = calls.calls
+    assert isinstance(args[0], Runtime) and kwargs["reindex"] is True
+    assert json.loads(res.stdout)["gold_created"] == 4
+
+
+def test_filter_calls_score_file(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from labelloop import runtime
+    from targeting.batch import FilterReport
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps(make_record()) + "\n", encoding="utf-8")
+    engine = SimpleNamespace(holder=SimpleNamespace(current=object()), audit=None)
+    monkeypatch.setattr(runtime, "engine_from_settings", lambda *a, **k: engine)
+    done = stages.ScoreReport(FilterReport(src, out, "f-1"), tmp_path / "q.jsonl")
+    calls = _replace(monkeypatch, "score_file", done)
+    res = _cli("filter", "-i", str(src), "-o", str(out), "--chunk-size", "8", "--json")
+    [(args, kwargs)] = calls.calls
+    assert isinstance(args[0], Runtime) and args[1:] == (src, out)
+    assert kwargs["engine"] is engine and kwargs["chunk_size"] == 8
+    assert json.loads(res.stdout)["run_id"] == "f-1"
+
+
+def test_propose_ingests_then_calls_propose_pending(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from labeling.proposals import ProposeStats
+    from labeling.sampling import GatedRecords
+    from labelloop import runtime
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "proposals.jsonl"
+    src.write_text(json.dumps(make_record()) + "\n", encoding="utf-8")
+    row = {"conversation_id": "c-1", "eligible": True, "redacted_turns": [{"role": "user"}]}
+    ingested = _replace(
+        monkeypatch, "ingest_records", GatedRecords([row], 1, 0, None, {"eligible": 1})
+    )
+    proposer = SimpleNamespace(model_id="m")
+    monkeypatch.setattr(runtime, "build_proposer", lambda *a, **k: proposer)
+
+    def propose(*args: Any, **kwargs: Any) -> stages.ProposeReport:
+        return stages.ProposeReport(kwargs["run_id"], kwargs["stats"], 0, 0, {}, ())
+
+    proposed = _replace(monkeypatch, "propose_pending", propose)
+    _cli("propose", "-i", str(src), "-o", str(out), "--limit", "2", "--no-llm")
+    [(args, kwargs)] = ingested.calls
+    assert list(args[1]) == [src] and kwargs["limit"] == 2
+    [(args, kwargs)] = proposed.calls
+    assert args[1] is proposer and list(args[2]) == ["c-1"]
+    assert kwargs["turns"] == {"c-1": [{"role": "user"}]} and kwargs["write_each"] is True
+    assert isinstance(kwargs["stats"], ProposeStats)
+
+
+# ----------------------------------------------------------------------------- the flows
+def test_flow_tasks_call_the_stages(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import loop
+    from labeling.proposals import ProposeStats
+
+    settings = Settings()
+    ingest = _replace(
+        monkeypatch, "ingest", stages.IngestReport("sample-1", 1, SampleReport(inserted=2))
+    )
+    assert loop.ingest_task.fn(settings, ["a.jsonl"], "sample-1")["inserted"] == 2
+    assert ingest.calls[0][0][1] == [Path("a.jsonl")]
+    assert ingest.calls[0][1]["run_id"] == "sample-1"
+    assert loop.ingest_task.fn(settings, None, "sample-2")["inserted"] == 2
+    assert ingest.calls[1][0][1] is None  # the source folder's new files
+
+    proposer = SimpleNamespace(prompt=SimpleNamespace(sha256="p"), model_id="m")
+    monkeypatch.setattr(loop, "_proposer", lambda *_a: proposer)
+    pending = _replace(monkeypatch, "pending_proposals", stages.PendingProposals(("c",), "p", "m"))
+    assert loop.pending_task.fn(settings, 3)["ids"] == ["c"]
+    assert pending.calls[0][0][1:] == (proposer, 3)
+    proposed = _replace(
+        monkeypatch, "propose_pending", stages.ProposeReport("s", ProposeStats(n=1), 1, 0, {}, ())
+    )
+    assert loop.propose_batch_task.fn(settings, ["c"], "s", False)["inserted"] == 1
+    assert proposed.calls[0][0][1:] == (proposer, ["c"])
+
+    push = _replace(
+        monkeypatch, "push_reviews", stages.PushReviewsReport("s", PushReport("s", imported=3))
+    )
+    assert loop.push_task.fn(settings, "s")["imported"] == 3
+    assert push.calls[0][1] == {"run_id": "s"}
+    pull = _replace(
+        monkeypatch, "pull_reviews", stages.PullReviewsReport("c", PullReport("c", gold_created=2))
+    )
+    assert loop.pull_task.fn(settings, "c")["gold_created"] == 2
+    assert pull.calls[0][1] == {"run_id": "c"}
+
+
+def test_score_file_task_calls_score_file_and_writes_signals(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from flows import loop
+    from targeting.batch import FilterReport
+
+    settings = Settings()
+    src = tmp_path / "day.jsonl"
+    decisions = [
+        {"conversation_id": "a", "eligible": True, "interests": ["653"], "model_version": "3"},
+        {"conversation_id": "b", "eligible": False, "interests": []},
+    ]
+
+    def score(rt: Runtime, path: Path, output: Path, **kw: Any) -> stages.ScoreReport:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text("".join(json.dumps(d) + "\n" for d in decisions), encoding="utf-8")
+        return stages.ScoreReport(FilterReport(path, output, kw["run_id"]), tmp_path / "q")
+
+    calls = _replace(monkeypatch, "score_file", score)
+    out = loop.score_file_task.fn(settings, str(src), "score-1")
+    [(args, kwargs)] = calls.calls
+    assert args[1] == src and args[2].name == "day.score-1.jsonl"
+    assert kwargs["quarantine_prefix"] == "score"
+    assert out["signals"] == 1 and out["run_id"] == "score-1"
+    lines = Path(out["signals_path"]).read_text(encoding="utf-8").splitlines()
+    assert [json.loads(x)["conversation_id"] for x in lines] == ["a"]
+
+
+# ----------------------------------------------------------------------------- ingest itself
+def test_ingest_reads_the_source_folder_once(isolated_env: Path, tmp_path: Path) -> None:
+    src_dir = tmp_path / "incoming"
+    src_dir.mkdir()
+    recs = [make_record(conversation_id=f"c-{i}") for i in range(3)]
+    (src_dir / "a.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in recs) + "not json\n", encoding="utf-8"
+    )
+    rt = Runtime(Settings(source_dir=src_dir))
+    first = stages.ingest(rt, run_id="ingest-1")
+    assert (first.files, first.inserted, first.eligible) == (1, 3, 3)
+    assert first.sample is not None and first.sample.quarantined == 1
+    again = stages.ingest(rt, run_id="ingest-2")  # the file was marked read
+    assert again.as_dict() == {
+        "files": 0, "inserted": 0, "eligible": 0, "by_surface": {}, "by_reason": {},
+    }  # fmt: skip
+    explicit = stages.ingest(rt, [src_dir / "a.jsonl"], run_id="ingest-3")
+    assert explicit.files == 1 and explicit.inserted == 0  # known conversations are not re-added
+    assert explicit.sample is not None and explicit.sample.already_known == 3
