@@ -60,7 +60,6 @@ from labelloop.store.models import (
     ConversationRow,
     GoldLabelRow,
     ReviewTaskRow,
-    RunRow,
     SyncStateRow,
     utcnow,
 )
@@ -539,15 +538,9 @@ def pull(
         taxonomy=taxonomy,
     )
     to_index = {c.conversation_id for c in changes if c.origin in HUMAN_ORIGINS}
+    if reindex:
+        to_index |= store.gold_conversation_ids(HUMAN_ORIGINS)
     with store.session() as s:
-        if reindex:
-            to_index |= set(
-                s.scalars(
-                    select(GoldLabelRow.conversation_id).where(
-                        GoldLabelRow.origin.in_(sorted(HUMAN_ORIGINS))
-                    )
-                )
-            )
         examples = gold_examples(s, to_index) if to_index and index_gold else []
         report.agreement = agreement_metrics(s, projects, label_sets)
         report.qa = qa_precision(s, projects)
@@ -558,17 +551,7 @@ def pull(
         except Exception as exc:  # reported; `review pull --reindex` repairs
             report.index_error = f"{type(exc).__name__}: {exc}"
     report.seconds = time.perf_counter() - t0
-    with store.session() as s:
-        run = s.scalars(select(RunRow).where(RunRow.run_id == run_id)).first()
-        if run is None:
-            s.add(
-                RunRow(
-                    run_id=run_id, kind="review_pull", stats=report.as_dict(), finished_at=utcnow()
-                )
-            )
-        else:
-            run.stats = report.as_dict()
-            run.finished_at = utcnow()
+    store.record_run(run_id, "review_pull", report.as_dict())
     return report
 
 

@@ -349,6 +349,12 @@ class LabelStore:
             q = select(func.count()).select_from(GoldLabelRow)
             return int(s.scalar(q.where(GoldLabelRow.origin.in_(list(origins)))) or 0)
 
+    def gold_conversation_ids(self, origins: Iterable[str]) -> set[str]:
+        """The conversations with a gold label of one of these origins."""
+        with self.session() as s:
+            q = select(GoldLabelRow.conversation_id)
+            return set(s.scalars(q.where(GoldLabelRow.origin.in_(sorted(origins)))))
+
     def gold_by_origin(self) -> dict[str, int]:
         """How many gold labels came from each origin."""
         with self.session() as s:

@@ -132,6 +132,7 @@ def test_gold_and_review_task_counts(store: LabelStore) -> None:
             s.add(ReviewTaskRow(conversation_id=cid, ls_project_id=project, status=status))
     assert store.gold_count({"human", "adjudicated"}) == 3
     assert store.gold_count(["seed"]) == 0
+    assert store.gold_conversation_ids({"human", "adjudicated"}) == {"a", "b", "d"}
     assert store.gold_by_origin() == {"human": 2, "adjudicated": 1, "silver": 1}
     assert store.review_task_statuses(1) == {"open": 2, "done": 1}
     assert store.review_task_statuses(2) == {"adjudication": 1}
