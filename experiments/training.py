@@ -807,11 +807,13 @@ def _train_interests(
     wk = np.array([train[i].weight for i in idx], dtype=np.float64)
     fk = folds[idx]
 
-    def fit_label(iid: str) -> tuple[str, int, Any | None, npt.NDArray[np.float64] | None]:
+    def fit_label(
+        iid: str,
+    ) -> tuple[str, npt.NDArray[np.int_], Any | None, npt.NDArray[np.float64] | None]:
         y = np.array([int(iid in (train[i].interests or ())) for i in idx], dtype=np.int_)
         npos = int(y.sum())
         if npos < config.interest_min_positives or npos == y.size:
-            return iid, npos, None, None
+            return iid, y, None, None
         oof = np.zeros(y.size)
         for f in range(config.folds):
             tr, va = fk != f, fk == f
@@ -822,15 +824,15 @@ def _train_interests(
                 continue
             m = _interest_lr(config).fit(xk[tr], y[tr], sample_weight=wk[tr])
             oof[va] = m.predict_proba(xk[va])[:, 1]
-        return iid, npos, _interest_lr(config).fit(xk, y, sample_weight=wk), oof
+        return iid, y, _interest_lr(config).fit(xk, y, sample_weight=wk), oof
 
-    for iid, npos, model, oof in _parallel_map(fit_label, label_ids, config.n_jobs):
+    for iid, y, model, oof in _parallel_map(fit_label, label_ids, config.n_jobs):
+        npos = int(y.sum())
         if model is None or oof is None:
             int_cal[iid] = {"n_pos": npos, "threshold": None, "rule": "too_few_positives"}
             continue
         for r, i in enumerate(idx):
             oof_int.setdefault(train[i].conversation_id, {})[iid] = float(oof[r])
-        y = np.array([int(iid in (train[i].interests or ())) for i in idx], dtype=np.int_)
         thr, f1 = tune_f1_threshold(oof, y)
         bundle.interest_models[iid] = model
         bundle.interest_thresholds[iid] = thr

@@ -94,3 +94,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'db' / 'ls.db'}"
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Any]:
+    """A migrated label store on each backend of ``db_url`` (SQLite; PostgreSQL is an integration
+    test: ``make test`` starts the server itself)."""
+    from labelloop.store import LabelStore
+
+    s = LabelStore(db_url)
+    s.migrate()
+    try:
+        yield s
+    finally:
+        s.dispose()

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import func, inspect, select
@@ -11,18 +10,6 @@ from labeling.sampling import sample_into_store
 from labelloop.store import AuditBrokenError, LabelStore
 from labelloop.store.models import Base, ConversationRow
 from tests.conftest import make_record
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[LabelStore]:
-    """The store on SQLite and on a real PostgreSQL server (the latter is an integration test:
-    ``make test`` starts the server itself)."""
-    s = LabelStore(db_url)
-    s.migrate()
-    try:
-        yield s
-    finally:
-        s.dispose()
 
 
 def test_migration_creates_every_model_table_and_is_idempotent(store):

@@ -3,7 +3,6 @@ run on PostgreSQL with the integration tests)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,16 +11,6 @@ from labelloop.store import LabelStore
 from labelloop.store.models import GoldLabelRow, ReviewTaskRow
 
 TURNS = [{"role": "user", "text": "[NAME] asks about trails"}]
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[LabelStore]:
-    s = LabelStore(db_url)
-    s.migrate()
-    try:
-        yield s
-    finally:
-        s.dispose()
 
 
 def _conv(cid: str, *, eligible: bool = True, **kw: Any) -> dict[str, Any]:
