@@ -1,7 +1,7 @@
 """Speed of the targeting filter on a real trained model: batch vs raw MiniLM, HTTP under load.
 
     uv run --no-sync python benchmarks/filter_speed.py --data ../shared/data/dev \\
-        [--model-dir DIR] [--concurrency 1,10,50] [--workers 1] [--onnx-threads N] [--out OUT.json]
+        [--model-dir DIR] [--concurrency 1,10,50] [--workers 1] [--onnx-threads N] [--profile DIR] [--out OUT.json]
 
 The model is a filter trained on the dev data (``benchmarks/bench_model.py``: MiniLM,
 ``TrainConfig(c_segment=8.0)``, saved as a local MLflow pyfunc directory). ``--model-dir`` reuses
@@ -20,6 +20,10 @@ Never the keyword toy model. In one run:
    for ``--seconds`` each. Reports p50/p90/p99/max, requests/s, errors, 429s, the micro-batch
    sizes reached (from ``/metrics``), the embedding-cache hit rate, and the resident memory of
    every server process. Target: p99 <= 100 ms at 50 clients, no errors.
+   With ``--profile DIR`` (one worker; needs ``py-spy`` on PATH) the service is sampled by py-spy
+   during each level's measured window: the raw stacks go to ``DIR`` and the report gets the share
+   of the server's CPU samples per part of the serving path (encoder, scoring, language ID,
+   redaction, decision log, HTTP server, web framework, JSON, event loop).
 
 The machine's load average is recorded before and after every part (the 2 cores are shared).
 Prints a JSON report (and writes it with ``--out``). Benchmarks may read ../shared; tests never do.
@@ -33,6 +37,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -436,6 +441,66 @@ def batch_sizes(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     }
 
 
+# Where a server's CPU time goes, from py-spy's raw (collapsed) stacks. A sample is charged to
+# the first of the filter's own parts found from the innermost frame outwards; a sample in
+# none of them to the first web/serialisation part found the same way; else "other".
+PROFILE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("encoder: ONNX inference", ("onnxruntime",)),
+    ("encoder: tokenization", ("tokenizers", "encode_batch")),
+    ("encoder: other (cache, pooling)", ("labeling/embeddings.py", "labeling/embedding_cache.py")),
+    ("decision log (audit append)", ("targeting/audit.py",)),
+    ("language ID", ("labeling/language.py",)),
+    ("redaction", ("labeling/redaction.py", "labeling/person_names.py")),
+    ("scoring (segments, features, classifiers)",
+     ("targeting/scorer.py", "labeling/segments.py", "sklearn", "scipy")),
+    ("record parsing and policy", ("labeling/records.py", "labeling/policy.py")),
+    ("engine and model (other)", ("targeting/",)),
+)  # fmt: skip
+WEB_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("request/response models (pydantic)", ("pydantic",)),
+    ("JSON", ("json/", "orjson")),
+    ("web framework (FastAPI/Starlette)", ("fastapi", "starlette")),
+    ("HTTP server (uvicorn)", ("uvicorn", "h11", "httptools")),
+    ("metrics", ("prometheus_client",)),
+    ("event loop and threads (asyncio, anyio)", ("asyncio", "anyio", "threading.py")),
+    ("service code", ("labelloop/serving.py", "targeting/service.py")),
+)
+
+
+def profile_parts(raw: Path) -> dict[str, Any]:
+    """Share of CPU samples per part of the serving path, from ``py-spy record --format raw``."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, n_s = line.rpartition(" ")
+        if not stack or not n_s.isdigit():
+            continue
+        frames = stack.split(";")[::-1]  # innermost first
+        part = "other"
+        for table in (PROFILE_PARTS, WEB_PARTS):
+            hit = next(
+                (name for f in frames for name, keys in table if any(k in f for k in keys)), None
+            )
+            if hit is not None:
+                part = hit
+                break
+        counts[part] = counts.get(part, 0) + int(n_s)
+        total += int(n_s)
+    shares = {
+        k: round(100.0 * v / total, 1) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])
+    }
+    return {"samples": total, "percent": shares}
+
+
+def _py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    exe = shutil.which("py-spy")
+    if exe is None:
+        raise SystemExit("--profile needs py-spy on PATH (e.g. `uv tool install py-spy`)")
+    cmd = [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
+           "--rate", "200", "--format", "raw", "--nonblocking", "-o", str(out)]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def bench_http(
     records: list[dict[str, Any]],
     url: str,
@@ -445,6 +510,7 @@ def bench_http(
     warmup: float,
     max_requests: int,
     workers: int,
+    profile_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
     out = []
     ctx = get_context("spawn")
@@ -452,7 +518,16 @@ def bench_http(
         load_before = load_avg()
         before = scrape(url) if workers == 1 else {}
         with ctx.Pool(1) as pool:  # the load generator runs in its own process
-            res = pool.apply(_loadgen, (url, records, c, seconds, warmup, max_requests))
+            job = pool.apply_async(_loadgen, (url, records, c, seconds, warmup, max_requests))
+            spy = None
+            if profile_dir is not None and workers == 1:
+                time.sleep(warmup)  # profile the measured window only
+                raw = profile_dir / f"http-{c}-clients.txt"
+                spy = _py_spy(proc.pid, seconds, raw)
+            res = job.get()
+            if spy is not None:
+                spy.wait(timeout=seconds + 60)
+                res["profile"] = {"raw": str(raw), **profile_parts(raw)}
         if workers == 1:  # /metrics is per worker: only meaningful with one
             res.update(batch_sizes(before, scrape(url)))
         res["memory"] = tree_rss_mb(proc.pid)
@@ -490,6 +565,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--skip-batch", action="store_true")
     ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
+    ap.add_argument(
+        "--profile", type=Path, default=None,
+        help="sample the service with py-spy during each HTTP level (one worker) and write the "
+        "raw stacks and the share of CPU per part of the serving path here",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     args.model_dir = args.model_dir.resolve()  # the service runs with another working directory
 
@@ -525,8 +605,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with filter_service(work / "svc", args.model_dir, workers=args.workers,
                                 extra_env=extra) as (url, proc):  # fmt: skip
                 levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
+                if args.profile is not None:
+                    args.profile.mkdir(parents=True, exist_ok=True)
                 report["http"] = bench_http(pool[: 2 * args.n], url, proc, levels, args.seconds,
-                                            args.warmup, args.max_requests, args.workers)  # fmt: skip
+                                            args.warmup, args.max_requests, args.workers,
+                                            args.profile)  # fmt: skip
                 report["http_target"] = "p99 <= 100 ms for single-record requests at 50 clients"
     report["machine"]["load_at_end"] = load_avg()
     emit_report(report, args.out)
