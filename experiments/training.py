@@ -65,6 +65,7 @@ from labeling.segments import DEFAULT_SEGMENT_CHARS
 from labeling.taxonomy import Taxonomy
 from targeting.scorer import (
     CLEAN,
+    BlendedSegmentModel,
     FilterBundle,
     Lexicon,
     SegmentScores,
@@ -108,6 +109,12 @@ class TrainConfig:
     # class weights of the segment classifier: "balanced" (every class the same total weight),
     # "pooled" (all sensitive classes together as much as clean, split by their counts), "none"
     class_weight: str = "pooled"
+    # "linear": logistic regression on every feature; "blend": that, averaged with a one-hidden-
+    # layer network on the dense columns (embedding + cues), the network's share segment_net_weight
+    segment_head: str = "linear"
+    segment_net_hidden: int = 256
+    segment_net_weight: float = 0.5
+    segment_net_epochs: int = 30
     c_interest: float = 4.0
     folds: int = 3
     min_positives: int = 20
@@ -337,6 +344,7 @@ def _fit_segments(
     weights: npt.NDArray[np.float64],
     cfg: TrainConfig,
     init: Any | None = None,
+    dense_cols: npt.NDArray[np.int_] | None = None,
 ) -> Any | None:
     if len(set(classes)) < 2:
         return None
@@ -351,11 +359,35 @@ def _fit_segments(
             w = np.where(clean, w, w * (w_clean / w_sens))
     elif cfg.class_weight not in ("balanced", "none"):
         raise ValueError(f"unknown class_weight {cfg.class_weight!r}")
-    m = _segment_lr(cfg, init)
+    if cfg.segment_head not in ("linear", "blend"):
+        raise ValueError(f"unknown segment_head {cfg.segment_head!r}")
+    blend_init = init if isinstance(init, BlendedSegmentModel) else None
+    lin_init = blend_init.linear if blend_init is not None else init
+    m = _segment_lr(cfg, lin_init if hasattr(lin_init, "coef_") else None)
+    sw = w / max(1e-12, float(w.mean()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=ConvergenceWarning)
-        m.fit(x, y, sample_weight=w / max(1e-12, float(w.mean())))
-    return m
+        if cfg.segment_head == "linear" or dense_cols is None or not len(dense_cols):
+            m.fit(x, y, sample_weight=sw)
+            return m
+        if cfg.segment_net_weight < 1.0:
+            m.fit(x, y, sample_weight=sw)
+        else:  # the network alone: the linear part only carries the classes
+            m.classes_ = np.unique(y)
+        net = _segment_net(cfg)
+        part = x[:, dense_cols]
+        net.fit(part.toarray() if hasattr(part, "toarray") else part, y, sample_weight=sw)
+    return BlendedSegmentModel(m, net, dense_cols, cfg.segment_net_weight)
+
+
+def _segment_net(cfg: TrainConfig) -> Any:
+    from sklearn.neural_network import MLPClassifier
+
+    return MLPClassifier(
+        hidden_layer_sizes=(cfg.segment_net_hidden,), alpha=1e-4, batch_size=256,
+        learning_rate_init=1e-3, max_iter=cfg.segment_net_epochs, shuffle=True,
+        random_state=0, early_stopping=False, n_iter_no_change=cfg.segment_net_epochs,
+    )  # fmt: skip
 
 
 def _interest_lr(cfg: TrainConfig) -> Any:
@@ -555,6 +587,11 @@ def train_filter(
     if hasattr(x, "tocsr"):
         x = x.tocsr()
     timings["features_s"] = time.perf_counter() - t0
+    # the dense columns of x: the embedding first, the cue counts last (segment_features' order)
+    dense_l = list(range(embeddings.shape[1])) if embeddings is not None else []
+    if bundle.cue_weight > 0:
+        dense_l += list(range(x.shape[1] - len(cats), x.shape[1]))
+    dense_cols = np.asarray(dense_l, dtype=np.int_)
 
     # ---------------- multiple-instance training of the segment classifier
     t0 = time.perf_counter()
@@ -572,7 +609,7 @@ def train_filter(
         say("mil round 0", 0, 1)
         idx, cls, w = _rows(seg_owner, train, cats, None).arrays()
         idx, cls, w = _sample_clean_rows(idx, cls, w, seg_texts, config.max_clean_segments, salt)
-        m0 = _fit_segments(x[idx], cls, w, config)
+        m0 = _fit_segments(x[idx], cls, w, config, dense_cols=dense_cols)
         if m0 is not None:
             bundle.segment_model, bundle.segment_classes = m0, tuple(str(c) for c in m0.classes_)
             p_any0, _ = bundle.segment_probabilities(x, x.shape[0])
@@ -603,7 +640,12 @@ def train_filter(
         if f < config.folds and not (seg_fold == f).any():
             return None
         return _fit_segments(
-            x[idx[keep]], [cls[i] for i in np.flatnonzero(keep)], w[keep], config, init=m0
+            x[idx[keep]],
+            [cls[i] for i in np.flatnonzero(keep)],
+            w[keep],
+            config,
+            init=m0,
+            dense_cols=dense_cols,
         )
 
     say("out-of-fold", 0, config.folds)

@@ -269,6 +269,31 @@ class SegmentScores:
     embeddings: npt.NDArray[np.float32] | None  # (S, d)
 
 
+class BlendedSegmentModel:
+    """A linear model on every segment feature averaged with a small neural network on the dense
+    columns (sentence embedding and cue counts): the network can draw the curved boundaries the
+    linear model cannot, the linear model keeps the sparse lexical evidence. Both are fitted on
+    the same rows and classes; ``predict_proba`` is ``(1 - w) * linear + w * network``."""
+
+    def __init__(self, linear: Any, network: Any, dense_cols: npt.NDArray[np.int_], w: float):
+        if [str(c) for c in linear.classes_] != [str(c) for c in network.classes_]:
+            raise ValueError("the linear model and the network were fitted on different classes")
+        self.linear, self.network, self.w = linear, network, float(w)
+        self.dense_cols = np.asarray(dense_cols, dtype=np.int_)
+        self.classes_ = linear.classes_
+
+    def dense(self, x: Features) -> npt.NDArray[np.float64]:
+        part = x[:, self.dense_cols]
+        return np.asarray(part.toarray() if sparse.issparse(part) else part, dtype=np.float64)
+
+    def predict_proba(self, x: Features) -> npt.NDArray[np.float64]:
+        p_net = np.asarray(self.network.predict_proba(self.dense(x)), dtype=np.float64)
+        if self.w >= 1.0:
+            return p_net
+        p_lin = np.asarray(self.linear.predict_proba(x), dtype=np.float64)
+        return (1.0 - self.w) * p_lin + self.w * p_net
+
+
 # ------------------------------------------------------------------------------------ bundle
 @dataclass
 class FilterBundle:

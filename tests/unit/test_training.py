@@ -24,7 +24,7 @@ from experiments.training import (
 )
 from labeling.policy import load_policy
 from labeling.taxonomy import load_taxonomy
-from targeting.scorer import CLEAN, FilterBundle, HashingEmbedder, Lexicon
+from targeting.scorer import CLEAN, BlendedSegmentModel, FilterBundle, HashingEmbedder, Lexicon
 
 CATS = ("religion", "health", "union_membership")
 NO_LEXICON = Lexicon(dict.fromkeys(CATS, ()), dict.fromkeys(CATS, ()))
@@ -244,6 +244,33 @@ def test_parallel_fits_give_the_same_model() -> None:
     np.testing.assert_array_equal(one.oof_any, two.oof_any)
     np.testing.assert_array_equal(one.bundle.segment_model.coef_, two.bundle.segment_model.coef_)
     assert one.bundle.interest_thresholds == two.bundle.interest_thresholds
+
+
+def test_blended_segment_head_averages_the_linear_model_and_the_network() -> None:
+    res = _train(_examples(), segment_head="blend", segment_net_hidden=16, segment_net_epochs=50)
+    m = res.bundle.segment_model
+    assert isinstance(m, BlendedSegmentModel) and m.w == 0.5
+    # the network sees only the dense columns: the embedding (32) and the cue counts (3)
+    assert len(m.dense_cols) == 32 + len(CATS)
+    b = res.bundle
+    texts = ["user: where is the church and mosque for scripture prayer", "user: book a flight"]
+    x = b.segment_features(texts, HashingEmbedder(32).embed(texts))
+    want = 0.5 * m.linear.predict_proba(x) + 0.5 * m.network.predict_proba(m.dense(x))
+    np.testing.assert_allclose(m.predict_proba(x), want)
+    assert b.judge([("user: where is the church and mosque for scripture prayer",)],
+                   HashingEmbedder(32))[0].blocked  # fmt: skip
+    with pytest.raises(ValueError, match="segment_head"):
+        _train(_examples(), segment_head="forest")
+
+
+def test_blended_segment_head_refuses_models_fitted_on_different_classes() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.random.default_rng(0).normal(size=(12, 3))
+    a = LogisticRegression().fit(x, ["clean", "health"] * 6)
+    b = LogisticRegression().fit(x, ["clean", "religion"] * 6)
+    with pytest.raises(ValueError, match="different classes"):
+        BlendedSegmentModel(a, b, np.arange(3), 0.5)
 
 
 def test_composed_long_dialogues_block_late_turns_only() -> None:
