@@ -491,6 +491,34 @@ def test_inprocess_runtime_without_llama_cpp_says_how_to_install(
         build_chat_llm(s, interest_names=["Travel"], categories=["health"])
 
 
+def test_inprocess_runtime_without_langchain_community_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """langchain-community comes with the inprocess extra only: llama-cpp-python alone is not
+    enough, and the error says what is missing."""
+    import builtins
+    import sys
+    import types
+
+    from labeling import llm as llm_mod
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr(llm_mod, "ensure_llm_model", lambda _d, _t: gguf)
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.ModuleType("llama_cpp"))
+    real_import = builtins.__import__
+
+    def no_community(name: str, *a: Any, **kw: Any) -> Any:
+        if name.startswith("langchain_community"):
+            raise ModuleNotFoundError("No module named 'langchain_community'", name=name)
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_community)
+    s = _settings(tmp_path, llm=f"llamacpp:{gguf}", llm_runtime="inprocess")
+    with pytest.raises(LLMError, match=r"extra inprocess.*missing: langchain_community"):
+        build_chat_llm(s, interest_names=["Travel"], categories=["health"])
+
+
 def test_openai_logprobs_metadata_is_used() -> None:
     text = answer([], ["Travel"])
     content = [{"token": text, "logprob": math.log(0.5), "top_logprobs": []}]
