@@ -450,7 +450,8 @@ def score_file_task(settings: Settings, path: str, run_id: str) -> dict[str, Any
 def score_partitions_task(settings: Settings, paths: list[str], run_id: str) -> dict[str, Any]:
     """The production filter over partitioned input on the Dask cluster at
     ``LABELLOOP_DASK_ADDRESS`` (targeting.partitions): one model load per worker, output and
-    decision log per partition, a manifest so that a rerun skips finished partitions."""
+    decision log per partition, a manifest so that a rerun skips finished partitions. Progress:
+    the run's ``score-progress`` artifact counts finished partitions (done before included)."""
     from labelloop.runtime import scoring_spec
     from targeting.partitions import dask_client, plan_partitions, score_partitions
 
@@ -465,14 +466,28 @@ def score_partitions_task(settings: Settings, paths: list[str], run_id: str) -> 
                       "model_versions": res.model_versions, "signals_path": str(sig),
                       "signals": stages.write_signals(Path(res.output), sig)})  # fmt: skip
 
+    progress: list[StepProgress] = []  # opened when the number of partitions is known
+
+    def on_progress(finished: int, total: int) -> None:
+        if not progress:
+            progress.append(
+                StepProgress(
+                    run_id, "score partitions", total, artifact_key="score-progress"
+                ).start()
+            )
+        progress[0].at_least(finished)
+
     client = dask_client(settings.dask_address, n_workers=settings.dask_workers)
     try:
         parts = plan_partitions([Path(p) for p in paths],
                                 partition_bytes=settings.score_partition_bytes,
                                 partition_rows=settings.score_partition_rows)  # fmt: skip
-        report = score_partitions(client, parts, out, scoring_spec(settings), on_done=on_done)
+        report = score_partitions(client, parts, out, scoring_spec(settings), on_done=on_done,
+                                  on_progress=on_progress)  # fmt: skip
     finally:
         client.close()
+    for p in progress:
+        p.finish()
     return {**report.as_dict(), "run_id": run_id, "files": files}
 
 
