@@ -16,9 +16,10 @@ from typing import Any
 
 from labelloop.settings import Settings
 
-# LLM answers in the demo's one proposal run: at ~6 s per answer on a 2-core CPU this keeps the
-# demo near five minutes; the conversations past it get kNN-only proposals and are all reviewed.
-DEMO_LLM_BUDGET = 24
+# LLM answers in the demo's one proposal run. One answer takes ~6.5 s on a quiet 2-core CPU and
+# 13-21 s (up to 47 s) when the cores are shared with other jobs: 24 answers took 12.5 min of demo
+# there, 12 keep it under ten. The conversations past it get kNN-only proposals, all reviewed.
+DEMO_LLM_BUDGET = 12
 
 _SOURCE_WORDS = {
     "llm": "by the LLM",
