@@ -85,6 +85,7 @@ bench: setup
 	$(UV) run --frozen python benchmarks/filter_speed.py --data $(DATA) --out $(BENCH_OUT)/filter_speed.json
 	$(UV) run --frozen python benchmarks/review_loop.py --data-dir $(DATA) --out $(BENCH_OUT)/review_loop.json
 	$(UV) run --frozen python benchmarks/loop_efficiency.py --data $(DATA) --out $(BENCH_OUT)/loop_efficiency
+	$(UV) run --frozen python benchmarks/demo_gold.py --n 120 300 800 1200 > $(BENCH_OUT)/demo_gold.md
 
 chaos: venv
 	$(UV) run --frozen pytest -q -rP -m integration tests/integration/test_chaos.py

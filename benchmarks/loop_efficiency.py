@@ -330,6 +330,7 @@ class SimulatedProposer:
                     model_id=f"simulated(coverage={self.coverage}, precision={self.precision})",
                     embedding_model_id=None,
                     llm_called=False,
+                    source="simulated",
                 )
             )
             if stats is not None:

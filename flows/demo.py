@@ -16,6 +16,28 @@ from typing import Any
 
 from labelloop.settings import Settings
 
+# LLM answers in the demo's one proposal run. One answer takes ~6.5 s on a quiet 2-core CPU and
+# 13-21 s (up to 47 s) when the cores are shared with other jobs: 24 answers took 12.5 min of demo
+# there, 12 keep it under ten. The conversations past it get kNN-only proposals, all reviewed.
+DEMO_LLM_BUDGET = 12
+
+_SOURCE_WORDS = {
+    "llm": "by the LLM",
+    "knn": "by kNN alone (sure)",
+    "knn_over_budget": "by kNN alone (over the LLM budget: to review)",
+    "knn_no_llm": "by kNN alone (no LLM)",
+}
+
+
+def proposal_sources(propose: Mapping[str, Any]) -> str:
+    """Where a run's proposals came from, in words (``propose``: the flow's proposal stats)."""
+    by_source = dict(propose.get("by_source") or {})
+    parts = [f"{by_source.pop(k)} {w}" for k, w in _SOURCE_WORDS.items() if by_source.get(k)]
+    parts += [f"{v} {k}" for k, v in sorted(by_source.items()) if v]
+    budget = propose.get("llm_budget")
+    tail = f" (LLM budget {budget})" if budget is not None else ""
+    return (", ".join(parts) or "none") + tail
+
 
 def point_prefect_at(settings: Settings) -> None:
     """Flows report to the stack's Prefect server, and Prefect keeps its files (profiles, local
@@ -103,8 +125,13 @@ def run_cycle(
     annotators: int = 3,
     say: Callable[[str], None] = print,
     human: HumanReview | None = None,
+    llm_budget: int | None = None,
 ) -> dict[str, Any]:
     """One full cycle; returns per-step results and timings (the e2e test asserts on them).
+
+    ``llm_budget``: at most this many conversations get an LLM answer (None: the
+    ``llm_budget_per_run`` setting); the others that need one get kNN-only proposals and go to
+    review.
 
     The first model is promoted only when it passes its gate; otherwise the result says why
     (``promote.reason``, the failed checks) and production stays as it was."""
@@ -131,7 +158,9 @@ def run_cycle(
     step("synth", lambda: {"path": str(data), "records": write_jsonl(generate(n, seed), data)})
     step(
         "sample_and_propose",
-        lambda: sample_and_propose.with_options(task_runner=runner)(files=[str(data)]),
+        lambda: sample_and_propose.with_options(task_runner=runner)(
+            files=[str(data)], llm_budget=llm_budget
+        ),
     )
     rt = Runtime(settings)
     if human is not None:

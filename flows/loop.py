@@ -80,9 +80,12 @@ def pending_task(settings: Settings, limit: int | None) -> dict[str, Any]:
 
 @task(name="propose-batch", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def propose_batch_task(
-    settings: Settings, ids: list[str], run_id: str, limited: bool
+    settings: Settings, ids: list[str], run_id: str, limited: bool, llm_budget: int | None = None
 ) -> dict[str, Any]:
-    """LLM + kNN proposals for one batch, written to the label store (idempotent upsert)."""
+    """LLM + kNN proposals for one batch, written to the label store (idempotent upsert);
+    ``llm_budget``: the batch's share of the run's LLM budget (None: no limit)."""
+    from labeling.proposals import LLMBudget
+
     rt = Runtime(settings)
     proposer = _proposer(settings, rt)
     progress = step_progress(run_id)
@@ -93,6 +96,7 @@ def propose_batch_task(
             ids,
             run_id=run_id,
             on_item=(lambda _p: progress.advance()) if progress else None,
+            budget=LLMBudget(llm_budget),
         )
     return report.as_dict()
 
@@ -223,13 +227,20 @@ def reload_filter_task(settings: Settings) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- flows
 @flow(name="sample_and_propose", log_prints=True, persist_result=True)
 def sample_and_propose(
-    files: list[str] | None = None, limit: int | None = None, push: bool = True
+    files: list[str] | None = None,
+    limit: int | None = None,
+    push: bool = True,
+    llm_budget: int | None = None,
 ) -> dict[str, Any]:
     """Sample new conversations -> gate -> redact -> propose (LLM + kNN) -> route -> Label Studio.
 
     ``push=False`` stops after the proposals (no routing / Label Studio), e.g. for dry runs.
+    ``llm_budget``: at most this many conversations get an LLM answer in this run (default: the
+    ``llm_budget_per_run`` setting); the others that need one get kNN-only proposals and go to
+    review.
     """
     from flows.links import link_review_project
+    from labeling.proposals import split_budget
     from labelloop.runtime import studio_config
 
     settings = _flow_settings()
@@ -240,19 +251,22 @@ def sample_and_propose(
     pending = pending_task(settings, limit)
     ids: list[str] = pending["ids"]
     size = settings.flow_batch_size
+    budget = llm_budget if llm_budget is not None else settings.llm_budget_per_run
+    chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
+    shares = split_budget(budget, [len(c) for c in chunks])
     progress = StepProgress(
         run_id, "label proposals (LLM + kNN)", len(ids), artifact_key="proposal-progress"
     ).start()
     futures = [
-        propose_batch_task.submit(settings, ids[i : i + size], run_id, limited)
-        for i in range(0, len(ids), size)
+        propose_batch_task.submit(settings, chunk, run_id, limited, share)
+        for chunk, share in zip(chunks, shares, strict=True)
     ]
     batches = []
     for f in futures:
         batches.append(f.result())
         progress.at_least(sum(int(b.get("n", 0)) for b in batches))
     progress.finish()
-    propose = _sum_stats(batches)
+    propose = {**_sum_stats(batches), "llm_budget": budget}
     confidence = _mean_confidence(batches, propose["n"])
     previous = _previous_confidence(settings)
     _record_confidence(settings, run_id, confidence)
@@ -308,12 +322,20 @@ def _sum_stats(batches: list[dict[str, Any]]) -> dict[str, Any]:
                              "input_tokens": 0, "output_tokens": 0, "llm_latency_s": 0.0,
                              "inserted": 0, "updated": 0}  # fmt: skip
     flags: Counter[str] = Counter()
+    by_source: Counter[str] = Counter()
+    cascade: Counter[str] = Counter()
     for b in batches:
         for k in total:
             total[k] += b.get(k, 0)
         flags.update(b.get("flags", {}))
+        by_source.update(b.get("by_source", {}))
+        cascade.update(b.get("cascade", {}))
     total["llm_call_rate"] = round(total["llm_called"] / total["n"], 4) if total["n"] else 0.0
+    answered = total["llm_calls"] - total["cache_hits"]
+    total["llm_s_per_call"] = round(total["llm_latency_s"] / answered, 3) if answered > 0 else 0.0
     total["flags"] = dict(flags)
+    total["by_source"] = dict(by_source)
+    total["cascade"] = dict(cascade)
     return total
 
 
@@ -428,7 +450,8 @@ def score_file_task(settings: Settings, path: str, run_id: str) -> dict[str, Any
 def score_partitions_task(settings: Settings, paths: list[str], run_id: str) -> dict[str, Any]:
     """The production filter over partitioned input on the Dask cluster at
     ``LABELLOOP_DASK_ADDRESS`` (targeting.partitions): one model load per worker, output and
-    decision log per partition, a manifest so that a rerun skips finished partitions."""
+    decision log per partition, a manifest so that a rerun skips finished partitions. Progress:
+    the run's ``score-progress`` artifact counts finished partitions (done before included)."""
     from labelloop.runtime import scoring_spec
     from targeting.partitions import dask_client, plan_partitions, score_partitions
 
@@ -443,14 +466,28 @@ def score_partitions_task(settings: Settings, paths: list[str], run_id: str) -> 
                       "model_versions": res.model_versions, "signals_path": str(sig),
                       "signals": stages.write_signals(Path(res.output), sig)})  # fmt: skip
 
+    progress: list[StepProgress] = []  # opened when the number of partitions is known
+
+    def on_progress(finished: int, total: int) -> None:
+        if not progress:
+            progress.append(
+                StepProgress(
+                    run_id, "score partitions", total, artifact_key="score-progress"
+                ).start()
+            )
+        progress[0].at_least(finished)
+
     client = dask_client(settings.dask_address, n_workers=settings.dask_workers)
     try:
         parts = plan_partitions([Path(p) for p in paths],
                                 partition_bytes=settings.score_partition_bytes,
                                 partition_rows=settings.score_partition_rows)  # fmt: skip
-        report = score_partitions(client, parts, out, scoring_spec(settings), on_done=on_done)
+        report = score_partitions(client, parts, out, scoring_spec(settings), on_done=on_done,
+                                  on_progress=on_progress)  # fmt: skip
     finally:
         client.close()
+    for p in progress:
+        p.finish()
     return {**report.as_dict(), "run_id": run_id, "files": files}
 
 

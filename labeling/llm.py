@@ -540,13 +540,13 @@ def _llamacpp_inprocess_llm(
     """A local GGUF run in this process by llama-cpp-python (the ``inprocess`` extra)."""
     try:
         import llama_cpp  # noqa: F401
+        from langchain_community.chat_models import ChatLlamaCpp
     except ImportError as exc:
         raise LLMError(
-            "LABELLOOP_LLM_RUNTIME=inprocess needs llama-cpp-python, compiled from source: "
-            "`uv sync --extra inprocess` (a C++ compiler and CMake; several minutes), or use "
-            "LABELLOOP_LLM_RUNTIME=server (prebuilt)"
+            "LABELLOOP_LLM_RUNTIME=inprocess needs llama-cpp-python, compiled from source, and "
+            "langchain-community: `uv sync --extra inprocess` (a C++ compiler and CMake; several "
+            f"minutes), or use LABELLOOP_LLM_RUNTIME=server (prebuilt); missing: {exc.name or exc}"
         ) from exc
-    from langchain_community.chat_models import ChatLlamaCpp
 
     chat = ChatLlamaCpp(
         model_path=str(path),

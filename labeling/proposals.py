@@ -11,7 +11,10 @@ For each eligible, redacted conversation the :class:`Proposer`
    interest decision is clear-cut (p >= ``cascade_skip_confidence`` or p <= 1 - it) and, when a
    classifier is given, the classifier's decisions are as clear-cut and the same;
 3. otherwise renders the prompt (few-shot examples chosen among the neighbours) and calls the LLM
-   (:class:`labeling.llm.LLMLabeler`: validated, repaired once, cached);
+   (:class:`labeling.llm.LLMLabeler`: validated, repaired once, cached) -- while the run's
+   :class:`LLMBudget` lasts (``Settings.llm_budget_per_run``): a conversation that needs the LLM
+   after the budget is spent gets a proposal from kNN (+ classifier, lexicon) alone with
+   uncertainty 1.0, so routing sends it to human review and it is never auto-accepted;
 4. combines the sources (:func:`combine`) into ``interests {tier-1 iab id: conf}``,
    ``sensitive {category: conf}``, one ``uncertainty`` in [0, 1] and flags.
 
@@ -23,7 +26,12 @@ Combination rule (documented, simple, measured by ``benchmarks/proposals.py``):
   source (0.35 on a hit): recall first -- one confident source is enough to keep a category;
 * uncertainty: the largest binary entropy (bits) of any candidate label's confidence, raised to
   0.6 when the LLM and kNN disagree, to ``1 - nearest similarity`` when the LLM was skipped, and
-  1.0 when the LLM output was invalid.
+  1.0 when the LLM output was invalid or the LLM was needed but over the run's budget.
+
+Every proposal records its ``source`` (:data:`PROPOSAL_SOURCES`): ``llm`` (the LLM answered, with
+kNN as a second source), ``knn`` (the cascade found kNN (+ classifier) sure: no LLM call),
+``knn_over_budget`` (the LLM was needed, the run's LLM budget was spent) or ``knn_no_llm`` (the
+LLM was needed and the proposer has none, e.g. ``--no-llm``).
 
 Flags: ``llm_knn_disagree`` (the LLM's sensitive set differs from kNN's p>=0.5 set, or the interest
 sets' Jaccard < 0.5), ``possible_sensitive`` (any sensitive signal from any source >=
@@ -63,20 +71,29 @@ __all__ = [
     "FLAG_DISAGREE",
     "FLAG_INVALID",
     "FLAG_POSSIBLE_SENSITIVE",
+    "PROPOSAL_SOURCES",
     "PROPOSER_VERSION",
     "CascadeConfig",
+    "LLMBudget",
     "Proposal",
     "ProposalClassifier",
     "ProposeStats",
     "Proposer",
     "combine",
     "needs_llm",
+    "split_budget",
     "write_proposals",
 ]
 
 PROPOSER_VERSION: Final = "v1"
 SOURCE_WEIGHTS: Final = {"llm": 0.5, "knn": 0.3, "classifier": 0.2, "lexicon": 0.2}
 LEXICON_SIGNAL: Final = 0.35
+# where a proposal's labels came from (see the module docstring)
+SOURCE_LLM: Final = "llm"
+SOURCE_KNN: Final = "knn"
+SOURCE_KNN_OVER_BUDGET: Final = "knn_over_budget"
+SOURCE_KNN_NO_LLM: Final = "knn_no_llm"
+PROPOSAL_SOURCES: Final = (SOURCE_LLM, SOURCE_KNN, SOURCE_KNN_OVER_BUDGET, SOURCE_KNN_NO_LLM)
 
 
 @runtime_checkable
@@ -108,6 +125,7 @@ class Proposal(BaseModel):
     model_id: str
     embedding_model_id: str | None
     llm_called: bool
+    source: str  # one of PROPOSAL_SOURCES (a simulated proposer in a benchmark names itself)
     rationale: str = ""
     sources: dict[str, Any] = Field(default_factory=dict)  # llm / knn / classifier / lexicon raw
 
@@ -128,6 +146,47 @@ class CascadeConfig:
 
 
 @dataclass
+class LLMBudget:
+    """How many conversations of one run may get an LLM answer (``limit`` None: no limit).
+
+    One object per run, shared by every :meth:`Proposer.propose` call of that run (the proposer
+    itself lives longer than a run). Cache hits count too: the budget bounds answers, not time."""
+
+    limit: int | None = None
+    used: int = 0
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 0:
+            raise ValueError(f"LLM budget {self.limit} is negative")
+
+    def take(self) -> bool:
+        """Use one unit of the budget; False (and nothing used) when it is spent."""
+        if self.limit is not None and self.used >= self.limit:
+            return False
+        self.used += 1
+        return True
+
+
+def split_budget(limit: int | None, sizes: Sequence[int]) -> list[int | None]:
+    """Split a run's LLM budget over its batches in proportion to their sizes (largest
+    remainders first, ties to the earlier batch); never more than a batch's size. ``None``: no
+    limit for any batch."""
+    if limit is None:
+        return [None] * len(sizes)
+    if limit < 0 or any(n < 0 for n in sizes):
+        raise ValueError("budget and batch sizes must be >= 0")
+    total = sum(sizes)
+    if total <= limit:
+        return list(sizes)
+    shares = [limit * n / total for n in sizes]
+    out = [math.floor(x) for x in shares]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: (-(shares[i] - out[i]), i))
+    for i in by_remainder[: limit - sum(out)]:
+        out[i] += 1
+    return list(out)
+
+
+@dataclass
 class ProposeStats:
     n: int = 0
     llm_called: int = 0
@@ -140,6 +199,7 @@ class ProposeStats:
     wall_s: float = 0.0
     flags: Counter[str] = field(default_factory=Counter)
     skip_reasons: Counter[str] = field(default_factory=Counter)
+    by_source: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -159,6 +219,7 @@ class ProposeStats:
             "conversations_per_s": round(self.n / self.wall_s, 3) if self.wall_s > 0 else None,
             "flags": dict(self.flags),
             "cascade": dict(self.skip_reasons),
+            "by_source": dict(self.by_source),
         }
 
 
@@ -217,8 +278,12 @@ def combine(
     clf: tuple[dict[str, float], dict[str, float]] | None,
     lexicon_hits: Mapping[str, Any],
     sensitive_flag: float,
+    llm_over_budget: bool = False,
 ) -> tuple[dict[str, float], dict[str, float], float, list[str]]:
-    """``(interests, sensitive, uncertainty, flags)`` from the sources (see module docstring)."""
+    """``(interests, sensitive, uncertainty, flags)`` from the sources (see module docstring).
+
+    ``llm_over_budget``: the cascade wanted the LLM and the run's budget was spent; the
+    uncertainty is then 1.0 (human review, never auto-accepted)."""
     llm_ok = llm is not None and llm.valid
     sources_i: dict[str, Mapping[str, float]] = {}
     sources_s: dict[str, Mapping[str, float]] = {}
@@ -284,7 +349,7 @@ def combine(
         u = max(u, 1.0 - vote.max_similarity)
     if llm is None and (vote is None or vote.n == 0):
         u = 1.0
-    if FLAG_INVALID in flags:
+    if FLAG_INVALID in flags or llm_over_budget:
         u = 1.0
     return interests, sensitive, round(min(1.0, max(0.0, u)), 4), flags
 
@@ -412,9 +477,14 @@ class Proposer:
         *,
         stats: ProposeStats | None = None,
         on_item: Callable[[Proposal], None] | None = None,
+        budget: LLMBudget | None = None,
     ) -> list[Proposal]:
-        """Propose for a batch; never raises for one bad item (it is flagged instead)."""
+        """Propose for a batch; never raises for one bad item (it is flagged instead).
+
+        ``budget``: the run's LLM budget (shared by the run's calls; default: no limit). Items
+        that need the LLM get it in the order given, while the budget lasts."""
         stats = stats if stats is not None else ProposeStats()
+        budget = budget if budget is not None else LLMBudget()
         t0 = time.perf_counter()
         texts = [it.text for it in items]
         neighbours = (
@@ -426,7 +496,7 @@ class Proposer:
             clf_out = [(self._tier1_probs(a), dict(b)) for a, b in zip(ip, sp, strict=True)]
         out: list[Proposal] = []
         for n, it in enumerate(items):
-            p = self._propose_one(it, neighbours[n], clf_out[n] if clf_out else None, stats)
+            p = self._propose_one(it, neighbours[n], clf_out[n] if clf_out else None, stats, budget)
             out.append(p)
             if on_item is not None:
                 on_item(p)
@@ -447,6 +517,7 @@ class Proposer:
         neighbors: Sequence[Neighbor],
         clf: tuple[dict[str, float], dict[str, float]] | None,
         stats: ProposeStats,
+        budget: LLMBudget,
     ) -> Proposal:
         vote = (
             knn_vote(
@@ -462,7 +533,16 @@ class Proposer:
         call, reason = needs_llm(vote, clf, lex, self.cascade)
         llm: LLMOutcome | None = None
         shot_ids: list[str] = []
-        if self.labeler is not None and call:
+        if not call:
+            source = SOURCE_KNN
+        elif self.labeler is None:
+            source = SOURCE_KNN_NO_LLM
+        elif not budget.take():
+            source = SOURCE_KNN_OVER_BUDGET
+        else:
+            source = SOURCE_LLM
+        if source == SOURCE_LLM:
+            assert self.labeler is not None
             try:
                 rendered, shot_ids = self.render_prompt(it.text, neighbors)
                 llm = self.labeler.label(rendered, it.text)
@@ -470,6 +550,7 @@ class Proposer:
                 llm = LLMOutcome(valid=False, error=f"{type(exc).__name__}: {exc}")
         stats.n += 1
         stats.skip_reasons[reason if call else "skipped_confident"] += 1
+        stats.by_source[source] += 1
         if llm is not None:
             stats.llm_called += 1
             stats.llm_calls += llm.calls
@@ -484,6 +565,7 @@ class Proposer:
             clf=clf,
             lexicon_hits=lex,
             sensitive_flag=self.cascade.sensitive_flag,
+            llm_over_budget=source == SOURCE_KNN_OVER_BUDGET,
         )
         stats.flags.update(flags)
         sources: dict[str, Any] = {"cascade": reason}
@@ -524,6 +606,7 @@ class Proposer:
             model_id=self.model_id,
             embedding_model_id=self.embedding_model_id,
             llm_called=llm is not None,
+            source=source,
             rationale=llm.rationale if llm is not None else "",
             sources=sources,
         )
@@ -553,6 +636,7 @@ def write_proposals(
                 "flags": p.flags,
                 "detail": {
                     "llm_called": p.llm_called,
+                    "source": p.source,
                     "rationale": p.rationale,
                     "sources": p.sources,
                 },

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from flows.demo import DEMO_LLM_BUDGET, proposal_sources
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.cli_common import cli_store as _store
 from labelloop.safe_text import without_credentials
@@ -278,6 +279,15 @@ def demo(
     human_timeout: Annotated[
         float, typer.Option(min=0, help="--human: go on after this many minutes anyway")
     ] = 30.0,
+    llm_budget: Annotated[
+        int,
+        typer.Option(
+            "--llm-budget",
+            min=0,
+            help="LLM answers in the demo's proposal run (each takes seconds on a CPU); the "
+            "other conversations that need one get kNN-only proposals and go to review",
+        ),
+    ] = DEMO_LLM_BUDGET,
 ) -> None:
     """Bring the stack up and run one full cycle of the loop on synthetic data (SIMULATED
     annotators, or you with --human)."""
@@ -304,7 +314,9 @@ def demo(
 
     review = HumanReview(labels=human_labels, timeout_s=human_timeout * 60) if human else None
     with _progress_bars() as on_progress, listen(on_progress):
-        out = run_cycle(s, n=n, seed=seed, say=lambda m: console.print(m), human=review)
+        out = run_cycle(
+            s, n=n, seed=seed, say=lambda m: console.print(m), human=review, llm_budget=llm_budget
+        )
     _demo_summary(s, out, time.perf_counter() - t0)
 
 
@@ -357,8 +369,8 @@ def _demo_summary(s: Settings, out: dict[str, Any], wall_s: float) -> None:
         ("synth", f"{out['synth']['records']} conversations"),
         (
             "sample_and_propose",
-            f"{ingest.get('eligible')} eligible, {prop['n']} proposed, LLM call rate "
-            f"{prop['llm_call_rate']:.0%} ({prop.get('llm_s_per_call', 0):.1f} s per call), "
+            f"{ingest.get('eligible')} eligible, {prop['n']} proposed: "
+            f"{proposal_sources(prop)}; {prop.get('llm_s_per_call', 0):.1f} s per LLM answer, "
             f"{prop['input_tokens']}+{prop['output_tokens']} tokens; "
             f"{push.get('imported', 0)} review tasks imported",
         ),

@@ -38,9 +38,18 @@ def propose(
         int | None, typer.Option("--limit", min=1, help="first N eligible only")
     ] = None,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="kNN (+ lexicon) only")] = False,
+    llm_budget: Annotated[
+        int | None,
+        typer.Option(
+            "--llm-budget",
+            min=0,
+            help="at most this many LLM answers; the rest get kNN-only proposals for review "
+            "(default: LABELLOOP_LLM_BUDGET_PER_RUN)",
+        ),
+    ] = None,
 ) -> None:
     """Gate + redact records, propose labels (LLM + Chroma kNN), write JSONL and the label store."""
-    from labeling.proposals import ProposeStats, record_run
+    from labeling.proposals import LLMBudget, ProposeStats, record_run
     from labelloop.runtime import build_proposer
     from labelloop.stages import ingest_records, new_run_id, propose_pending
 
@@ -91,6 +100,7 @@ def propose(
             stats=stats,
             on_item=written,
             write_each=True,
+            budget=LLMBudget(llm_budget if llm_budget is not None else s.llm_budget_per_run),
         )
     record_run(store, run_id, stats, {"input": str(input), "model_id": proposer.model_id})
     d = stats.as_dict()
@@ -111,6 +121,7 @@ def propose(
         "conversations_per_s",
     ):
         t.add_row(k, str(d[k]))
+    t.add_row("by_source", json.dumps(d["by_source"]))
     t.add_row("flags", json.dumps(d["flags"]))
     console.print(t)
     console.print(f"wrote {len(eligible)} proposals to {output} (model {proposer.model_id})")

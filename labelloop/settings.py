@@ -236,6 +236,13 @@ class Settings(BaseSettings):
     fewshot_token_budget: int = Field(260, description="token budget of all few-shot examples")
     knn_seed_weight: float = Field(0.5, description="vote weight of a cold-start seed example")
     cascade_enabled: bool = Field(True, description="skip the LLM when kNN (+classifier) are sure")
+    llm_budget_per_run: int | None = Field(
+        None,
+        ge=0,
+        description="at most this many conversations per proposal run get an LLM answer; the "
+        "others that need one get a kNN-only proposal and go to human review (empty = no limit; "
+        "on a CPU each answer takes seconds)",
+    )
     cascade_skip_confidence: float = Field(0.8, description="label decisions this sure (p or 1-p)")
     cascade_min_similarity: float = Field(
         0.55, description="nearest gold example at least this close"

@@ -29,7 +29,7 @@ from labelloop.runtime import (
 
 if TYPE_CHECKING:
     from labeling.collection import PullReport
-    from labeling.proposals import Proposal, Proposer, ProposeStats
+    from labeling.proposals import LLMBudget, Proposal, Proposer, ProposeStats
     from labeling.sampling import GatedRecords, SampleReport
     from labeling.studio import PushReport
     from targeting.batch import FilterReport
@@ -183,14 +183,16 @@ def propose_pending(
     stats: ProposeStats | None = None,
     on_item: Callable[[Proposal], None] | None = None,
     write_each: bool = False,
+    budget: LLMBudget | None = None,
 ) -> ProposeReport:
     """LLM + kNN proposals for ``ids`` (default: the pending ones, up to ``limit``), written to the
     label store (idempotent upsert).
 
     ``turns`` gives the redacted turns when the caller has them (else they are read from the
     store); ``stats`` accumulates over several calls; ``write_each`` proposes and writes one
-    conversation at a time (``on_item`` then follows the store), else the batch is written once."""
-    from labeling.proposals import ProposalInput, ProposeStats, write_proposals
+    conversation at a time (``on_item`` then follows the store), else the batch is written once.
+    ``budget`` is the run's LLM budget (default: no limit; see ``labeling.proposals``)."""
+    from labeling.proposals import LLMBudget, ProposalInput, ProposeStats, write_proposals
 
     if ids is None:
         ids = pending_proposals(rt, proposer, limit).ids
@@ -198,18 +200,19 @@ def propose_pending(
         turns = rt.store.redacted_turns(list(ids))
     items = [ProposalInput.from_turns(cid, turns[cid]) for cid in ids if cid in turns]
     stats = stats if stats is not None else ProposeStats()
+    budget = budget if budget is not None else LLMBudget()
     proposals: list[Proposal] = []
     inserted = updated = 0
     if write_each:
         for item in items:
-            [p] = proposer.propose([item], stats=stats)
+            [p] = proposer.propose([item], stats=stats, budget=budget)
             ins, upd = write_proposals(rt.store, [p], run_id)
             inserted, updated = inserted + ins, updated + upd
             proposals.append(p)
             if on_item is not None:
                 on_item(p)
     else:
-        proposals = proposer.propose(items, stats=stats, on_item=on_item)
+        proposals = proposer.propose(items, stats=stats, on_item=on_item, budget=budget)
         inserted, updated = write_proposals(rt.store, proposals, run_id=run_id)
     conf: defaultdict[str, float] = defaultdict(float)
     for p in proposals:

@@ -365,9 +365,13 @@ def score_partitions(
     spec: ScoringSpec,
     *,
     on_done: Callable[[PartitionResult], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> ClusterReport:
     """Score every partition not already done (see the manifest) on ``client`` (a
-    ``distributed.Client``); the manifest is updated as each one finishes."""
+    ``distributed.Client``); the manifest is updated as each one finishes.
+
+    ``on_progress(finished, total)`` (partitions): once at the start, where the partitions done
+    before count as finished, then after each partition, scored or failed."""
     from distributed import as_completed
 
     out_dir = Path(out_dir)
@@ -379,6 +383,9 @@ def score_partitions(
     report.workers = len(client.scheduler_info().get("workers", {}))
     todo = [p for p in parts if not is_done(p, done.get(p.name))]
     report.skipped = len(parts) - len(todo)
+    finished = report.skipped
+    if on_progress is not None:
+        on_progress(finished, len(parts))
     t0 = time.perf_counter()
     futures = {
         client.submit(score_partition, p, str(out_dir), spec, key=f"score-{p.name}-{p.fingerprint}",
@@ -387,10 +394,13 @@ def score_partitions(
     }  # fmt: skip
     for fut in as_completed(futures):
         part = futures[fut]
+        finished += 1
         try:
             res: PartitionResult = fut.result()
         except Exception as exc:  # one bad partition does not stop the others; rerun retries it
             report.failed[part.name] = f"{type(exc).__name__}: {exc}"[:500]
+            if on_progress is not None:
+                on_progress(finished, len(parts))
             continue
         done[part.name] = asdict(res)
         write_manifest(out_dir, manifest)
@@ -400,6 +410,8 @@ def score_partitions(
         report.model_versions.update(res.model_versions)
         if on_done is not None:
             on_done(res)
+        if on_progress is not None:
+            on_progress(finished, len(parts))
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -55,8 +55,16 @@ def test_score_batch_on_dask_loads_the_model_once_per_worker_and_reruns_skip(
     n_parts = len(partitions.plan_partitions([a, b], partition_bytes=4000, partition_rows=20))
     assert n_parts >= 8
 
-    out = score_partitions_task.fn(settings, [str(a), str(b)], "run-1")
+    from flows.progress import listen
+
+    seen: list[tuple[str, int, int]] = []
+    with listen(lambda step, done, total: seen.append((step, done, total))):
+        out = score_partitions_task.fn(settings, [str(a), str(b)], "run-1")
     assert out["failed"] == {} and out["scored"] == n_parts and out["workers"] == 2
+    # the flow's progress (the score-progress artifact on a run) counts finished partitions
+    assert seen[0] == ("score partitions", 0, n_parts)
+    assert seen[-1] == ("score partitions", n_parts, n_parts)
+    assert [d for _, d, _ in seen] == sorted(d for _, d, _ in seen)
     assert out["records_scored"] == 301
     assert out["by_reason"] == {"eligible": 240, "sensitive_topic": 60, "invalid_record": 1}
     # one model load in each worker process, not one per partition
@@ -74,5 +82,10 @@ def test_score_batch_on_dask_loads_the_model_once_per_worker_and_reruns_skip(
     ]
     assert len(signals) == 240 and all(s["interests"] for s in signals)
 
-    again = score_partitions_task.fn(settings, [str(a), str(b)], "run-2")
+    seen.clear()
+    with listen(lambda step, done, total: seen.append((step, done, total))):
+        again = score_partitions_task.fn(settings, [str(a), str(b)], "run-2")
     assert (again["scored"], again["skipped"], again["records_scored"]) == (0, n_parts, 0)
+    # nothing left to score: the step opens and is complete at once
+    assert seen[-1] == ("score partitions", n_parts, n_parts)
+    assert {d for _, d, _ in seen} <= {0, n_parts}

@@ -31,6 +31,7 @@ def proposal(cid: str, sensitive: dict[str, float], interests: dict[str, float])
     return Proposal(
         conversation_id=cid, interests=interests, sensitive=sensitive, uncertainty=0.1,
         proposer_id="p", prompt_hash="ph", model_id="m", embedding_model_id=None, llm_called=True,
+        source="llm",
     )  # fmt: skip
 
 

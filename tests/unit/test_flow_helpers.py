@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from flows.common import drift, md_table, task_runner
+from flows.demo import proposal_sources
 from flows.loop import _mean_confidence, _sum_stats, all_flows
 from labelloop.settings import Settings
 
@@ -37,6 +38,21 @@ def test_batch_stats_roll_up():
     assert total["flags"] == {"possible_sensitive": 3}
     assert _mean_confidence(batches, 4) == {"interest:653": 0.25, "sensitive:health": 0.5}
     assert _sum_stats([])["llm_call_rate"] == 0.0
+
+
+def test_batch_stats_roll_up_sources_and_seconds_per_answer():
+    batches = [
+        {"n": 64, "llm_called": 10, "llm_calls": 11, "cache_hits": 1, "llm_latency_s": 60.0,
+         "by_source": {"llm": 10, "knn_over_budget": 50, "knn": 4},
+         "cascade": {"far_from_gold": 60, "skipped_confident": 4}},
+        {"n": 18, "llm_called": 3, "llm_calls": 3, "cache_hits": 0, "llm_latency_s": 20.0,
+         "by_source": {"llm": 3, "knn_over_budget": 15}, "cascade": {"far_from_gold": 18}},
+    ]  # fmt: skip
+    total = _sum_stats(batches)
+    assert total["by_source"] == {"llm": 13, "knn_over_budget": 65, "knn": 4}
+    assert total["cascade"] == {"far_from_gold": 78, "skipped_confident": 4}
+    assert total["llm_s_per_call"] == round(80.0 / 13, 3)  # cache hits are not answers
+    assert _sum_stats([])["llm_s_per_call"] == 0.0
 
 
 def test_task_runner_by_setting(isolated_env):
@@ -204,3 +220,13 @@ def test_publish_outside_a_flow_run_returns_the_body_without_a_server(monkeypatc
     monkeypatch.setattr(common, "create_markdown_artifact", lambda **kw: calls.append(kw))
     assert common.publish("k", "T", {"A": "x"}) == "# T\n\n## A\n\nx"
     assert calls == []  # (it used to try, which made prefect start a temporary server)
+
+
+def test_proposal_sources_in_words():
+    prop = {"by_source": {"llm": 24, "knn_over_budget": 57, "knn": 1}, "llm_budget": 24}
+    assert proposal_sources(prop) == (
+        "24 by the LLM, 1 by kNN alone (sure), 57 by kNN alone (over the LLM budget: to review)"
+        " (LLM budget 24)"
+    )
+    assert proposal_sources({"by_source": {"llm": 3, "other": 2}}) == "3 by the LLM, 2 other"
+    assert proposal_sources({}) == "none"

@@ -50,6 +50,7 @@ def prop(cid: str, *, unc: float, sens: dict[str, float] | None = None, flags: l
         model_id="none",
         embedding_model_id=None,
         llm_called=False,
+        source="knn",
     )
 
 

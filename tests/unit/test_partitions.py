@@ -144,7 +144,11 @@ def test_rerun_skips_finished_partitions_and_rescores_changed_or_missing_ones(
     spec = _spec(model_dir, tmp_path)
     parts = plan_partitions([a, b], partition_bytes=1500, partition_rows=10)
     loads_before = LOADS[spec.model_uri]
-    first = score_partitions(client, parts, out, spec)
+    ticks: list[tuple[int, int]] = []
+    first = score_partitions(
+        client, parts, out, spec, on_progress=lambda d, t: ticks.append((d, t))
+    )
+    assert ticks == [(i, len(parts)) for i in range(len(parts) + 1)]
     assert first.failed == {}
     assert (first.scored, first.skipped, first.records) == (len(parts), 0, 50)
     assert first.by_reason == {"eligible": 40, "sensitive_topic": 10}
@@ -156,9 +160,12 @@ def test_rerun_skips_finished_partitions_and_rescores_changed_or_missing_ones(
         entry = manifest["partitions"][p.name]
         assert tuple(verify(Path(entry["audit"]))) == (True, entry["records"], None)
 
+    ticks.clear()
     again = score_partitions(client, plan_partitions([a, b], partition_bytes=1500,
-                                                     partition_rows=10), out, spec)  # fmt: skip
+                                                     partition_rows=10), out, spec,
+                             on_progress=lambda d, t: ticks.append((d, t)))  # fmt: skip
     assert (again.scored, again.skipped, again.records) == (0, len(parts), 0)
+    assert ticks == [(len(parts), len(parts))]  # partitions done before count as finished
 
     # an output that went missing, and an input that changed: only those are scored again
     lost = parts[0]
@@ -184,7 +191,10 @@ def test_a_partition_that_fails_is_reported_and_the_others_finish(
     _write_jsonl(gone, _records(3, "g"))
     parts += plan_partitions([gone])
     gone.unlink()  # vanished between planning and scoring
-    rep = score_partitions(client, parts, tmp_path / "out", _spec(model_dir, tmp_path))
+    ticks: list[tuple[int, int]] = []
+    rep = score_partitions(client, parts, tmp_path / "out", _spec(model_dir, tmp_path),
+                           on_progress=lambda d, t: ticks.append((d, t)))  # fmt: skip
+    assert ticks == [(0, 2), (1, 2), (2, 2)]  # the failed partition counts as finished
     assert rep.scored == 1 and rep.records == 5
     assert list(rep.failed) == [parts[1].name] and "FileNotFoundError" in rep.failed[parts[1].name]
     assert list(read_manifest(tmp_path / "out")["partitions"]) == [parts[0].name]

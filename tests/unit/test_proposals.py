@@ -42,12 +42,15 @@ from labeling.proposals import (
     FLAG_DISAGREE,
     FLAG_INVALID,
     FLAG_POSSIBLE_SENSITIVE,
+    PROPOSAL_SOURCES,
     CascadeConfig,
+    LLMBudget,
     ProposalInput,
     Proposer,
     ProposeStats,
     combine,
     needs_llm,
+    split_budget,
     write_proposals,
 )
 from labeling.taxonomy import load_taxonomy
@@ -488,6 +491,34 @@ def test_inprocess_runtime_without_llama_cpp_says_how_to_install(
         build_chat_llm(s, interest_names=["Travel"], categories=["health"])
 
 
+def test_inprocess_runtime_without_langchain_community_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """langchain-community comes with the inprocess extra only: llama-cpp-python alone is not
+    enough, and the error says what is missing."""
+    import builtins
+    import sys
+    import types
+
+    from labeling import llm as llm_mod
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr(llm_mod, "ensure_llm_model", lambda _d, _t: gguf)
+    monkeypatch.setitem(sys.modules, "llama_cpp", types.ModuleType("llama_cpp"))
+    real_import = builtins.__import__
+
+    def no_community(name: str, *a: Any, **kw: Any) -> Any:
+        if name.startswith("langchain_community"):
+            raise ModuleNotFoundError("No module named 'langchain_community'", name=name)
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_community)
+    s = _settings(tmp_path, llm=f"llamacpp:{gguf}", llm_runtime="inprocess")
+    with pytest.raises(LLMError, match=r"extra inprocess.*missing: langchain_community"):
+        build_chat_llm(s, interest_names=["Travel"], categories=["health"])
+
+
 def test_openai_logprobs_metadata_is_used() -> None:
     text = answer([], ["Travel"])
     content = [{"token": text, "logprob": math.log(0.5), "top_logprobs": []}]
@@ -789,3 +820,98 @@ def test_cascade_skips_llm_for_confident_neighbours(index: GoldIndex, store: Lab
         [ProposalInput("d", text + " I'm going to pray at the cathedral.")]
     )
     assert q.llm_called and q.sources["cascade"] == "sensitive_suspect"
+
+
+# --------------------------------------------------------------------------- LLM budget per run
+
+
+def test_llm_budget_counts_and_refuses_when_spent() -> None:
+    b = LLMBudget(2)
+    assert [b.take(), b.take(), b.take(), b.take()] == [True, True, False, False]
+    assert b.used == 2
+    assert LLMBudget(0).take() is False
+    unlimited = LLMBudget()
+    assert all(unlimited.take() for _ in range(1000))
+    with pytest.raises(ValueError, match="negative"):
+        LLMBudget(-1)
+
+
+def test_split_budget_over_batches() -> None:
+    assert split_budget(None, [64, 18]) == [None, None]
+    assert split_budget(24, [64, 18]) == [19, 5]  # 18.73 + 5.27: the larger remainder first
+    assert sum(split_budget(24, [64, 18])) == 24
+    assert split_budget(100, [64, 18]) == [64, 18]  # never more than a batch holds
+    assert split_budget(0, [5, 5]) == [0, 0]
+    assert split_budget(3, [2, 2, 2]) == [1, 1, 1]
+    assert split_budget(1, [2, 2]) == [1, 0]  # ties go to the earlier batch
+    assert split_budget(5, []) == []
+    with pytest.raises(ValueError):
+        split_budget(-1, [1])
+
+
+def test_over_budget_items_get_knn_proposals_that_go_to_review(
+    index: GoldIndex, store: LabelStore
+) -> None:
+    from labeling.routing import ProposalView, Reason, RoutingConfig, review_reasons
+
+    sure = "user: Book a hotel in Lisbon for three nights near the old town."
+    index.upsert([IndexedExample(f"g{i}", sure, (TRAVEL,), ()) for i in range(3)])
+    items = [
+        ProposalInput("c-1", "user: which trail running shoes for muddy winter hills?"),
+        ProposalInput("c-2", sure),  # kNN is sure: no LLM, no budget used
+        ProposalInput("c-3", "user: quick pasta recipe with tomatoes and basil tonight"),
+        ProposalInput("c-4", "user: best budget laptop for photo editing this year"),
+    ]
+    _add_conversations(store, [i.conversation_id for i in items])
+    chat = FakeListChatModel(responses=[answer([], ["Sports"]), answer([], ["Food & Drink"])])
+    proposer = _proposer(index, chat, store, cascade=True)
+    budget = LLMBudget(1)
+    stats = ProposeStats()
+    first = proposer.propose(items[:2], stats=stats, budget=budget)
+    rest = proposer.propose(items[2:], stats=stats, budget=budget)  # the same run's budget
+    props = {p.conversation_id: p for p in first + rest}
+    assert {cid: p.source for cid, p in props.items()} == {
+        "c-1": "llm", "c-2": "knn", "c-3": "knn_over_budget", "c-4": "knn_over_budget",
+    }  # fmt: skip
+    assert set(PROPOSAL_SOURCES) >= {p.source for p in props.values()}
+    assert [props[c].llm_called for c in ("c-1", "c-2", "c-3", "c-4")] == [
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert budget.used == 1
+    assert stats.llm_called == 1 and stats.llm_calls == 1 and stats.cache_hits == 0
+    assert stats.as_dict()["by_source"] == {"llm": 1, "knn": 1, "knn_over_budget": 2}
+    # the LLM was needed for c-3 / c-4: they are never auto-accepted
+    cfg = RoutingConfig()
+    for cid in ("c-3", "c-4"):
+        p = props[cid]
+        assert p.sources["cascade"] not in ("confident", "skipped_confident")
+        assert p.uncertainty == 1.0
+        assert Reason.HIGH_UNCERTAINTY in review_reasons(ProposalView.from_row(p), cfg)
+    assert props["c-2"].uncertainty < 1.0
+    # the source is stored with the proposal
+    write_proposals(store, list(props.values()), "run-b")
+    with store.session() as s:
+        stored = {r.conversation_id: r.detail["source"] for r in s.query(ProposalRow)}
+    assert stored == {cid: p.source for cid, p in props.items()}
+
+
+def test_no_budget_means_every_item_that_needs_it_gets_the_llm(
+    index: GoldIndex, store: LabelStore
+) -> None:
+    items = [
+        ProposalInput(f"c-{i}", f"user: plan a {w} trip") for i, w in enumerate(("ski", "beach"))
+    ]
+    _add_conversations(store, [i.conversation_id for i in items])
+    chat = FakeListChatModel(responses=[answer([], ["Travel"]), answer([], ["Travel"])])
+    stats = ProposeStats()
+    props = _proposer(index, chat, store, cascade=True).propose(items, stats=stats)
+    assert [p.source for p in props] == ["llm", "llm"]
+    assert stats.by_source == {"llm": 2}
+    zero = ProposeStats()
+    [p] = _proposer(index, chat, store, cascade=True).propose(
+        [ProposalInput("c-9", "user: plan a city trip")], stats=zero, budget=LLMBudget(0)
+    )
+    assert p.source == "knn_over_budget" and not p.llm_called and zero.llm_calls == 0

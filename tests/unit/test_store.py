@@ -222,7 +222,7 @@ def test_concurrent_proposal_and_sync_writes_neither_fail_nor_duplicate(store):
     props = [
         Proposal(conversation_id=f"p-{i}", interests={"IAB-1": 0.9}, sensitive={},
                  uncertainty=0.1, proposer_id="llm", prompt_hash="ph", model_id="m",
-                 embedding_model_id=None, llm_called=True)
+                 embedding_model_id=None, llm_called=True, source="llm")
         for i in range(20)
     ]  # fmt: skip
     stores = [LabelStore(store.url) for _ in range(3)]
