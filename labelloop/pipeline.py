@@ -79,7 +79,7 @@ def train(
     the same or overlapping data embeds only the new texts."""
     policy, taxonomy = policy_and_taxonomy(settings)
     snapshot = build_snapshot(settings, from_records)
-    embedder = onnx = tok = inner = None
+    embedder = onnx = tok = None
     model_id = "none"
     cfg = TrainConfig(
         leak_budget=settings.train_leak_budget,
@@ -91,13 +91,11 @@ def train(
     )
     if use_embeddings:
         from labeling.embedding_cache import CachedTextEmbedder
-        from labeling.encoders import ParallelEmbedder, encoder_files
+        from labeling.encoders import encoder_files, load_encoder
 
         settings.models_dir.mkdir(parents=True, exist_ok=True)
         onnx, tok = encoder_files(settings.filter_encoder, settings.models_dir)
-        inner = ParallelEmbedder(settings.filter_encoder, onnx, tok,
-                                 max_length=cfg.embed_max_length,
-                                 processes=settings.train_workers)  # fmt: skip
+        inner = load_encoder(settings.filter_encoder, onnx, tok, max_length=cfg.embed_max_length)
         model_id = str(inner.model_id)
         safe = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in model_id)
         embedder = CachedTextEmbedder(
@@ -106,25 +104,21 @@ def train(
         )
     from labelloop.runtime import filter_model_ref
 
-    try:
-        return train_and_register(
-            snapshot,
-            tracking_uri=settings.mlflow_uri,
-            model_name=filter_model_ref(settings).name,
-            policy=policy,
-            taxonomy=taxonomy,
-            embedder=embedder,
-            onnx_path=onnx,
-            tokenizer_path=tok,
-            config=cfg,
-            experiment=settings.mlflow_experiment,
-            embedding_model_id=model_id,
-            encoder=settings.filter_encoder,
-            progress=progress,
-        )
-    finally:
-        if inner is not None:
-            inner.close()
+    return train_and_register(
+        snapshot,
+        tracking_uri=settings.mlflow_uri,
+        model_name=filter_model_ref(settings).name,
+        policy=policy,
+        taxonomy=taxonomy,
+        embedder=embedder,
+        onnx_path=onnx,
+        tokenizer_path=tok,
+        config=cfg,
+        experiment=settings.mlflow_experiment,
+        embedding_model_id=model_id,
+        encoder=settings.filter_encoder,
+        progress=progress,
+    )
 
 
 def evaluate_and_maybe_approve(settings: Settings, version: str) -> tuple[GateResult, bool]:

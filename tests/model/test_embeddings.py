@@ -128,25 +128,3 @@ def test_chroma_config_round_trip(models_dir: Path, embedder: MiniLMEmbedder) ->
     assert rebuilt.get_config() == cfg
     with pytest.raises(ValueError, match="re-embed"):
         MiniLMChromaEmbeddingFunction.build_from_config({**cfg, "model_id": "other@123"})
-
-
-def test_parallel_embedder_gives_the_same_vectors_in_order(
-    embedder: MiniLMEmbedder, models_dir: Path
-) -> None:
-    from labeling.encoders import ParallelEmbedder
-
-    texts = [f"sentence {i} " + "about hiking boots and trails " * (i % 9) for i in range(300)]
-    want = embedder.embed(texts)
-    with ParallelEmbedder("minilm", embedder.onnx_path, embedder.tokenizer_path,
-                          max_length=embedder.max_length, processes=2,
-                          min_parallel=100) as par:  # fmt: skip
-        assert par.model_id == embedder.model_id
-        small = par.embed(texts[:10])  # under min_parallel: in this process, no workers
-        assert par._pool is None
-        got = par.embed(texts)
-        assert par._pool is not None
-    assert par._pool is None  # the workers stopped with the block
-    np.testing.assert_allclose(small, want[:10], atol=1e-5)
-    # the same rows in the same order (int8 kernels: equal up to rounding, not bit for bit)
-    np.testing.assert_allclose(got, want, atol=1e-4)
-    assert (np.einsum("ij,ij->i", got, want) > 0.9999).all()
