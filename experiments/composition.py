@@ -71,6 +71,7 @@ class ComposedSet:
     sensitive: tuple[Example, ...]  # a sensitive turn inserted: must block
     controls: tuple[Example, ...]  # a neutral turn inserted: must not block
     spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> inserted turns [a, b)
+    donors: dict[str, str] = field(default_factory=dict)  # id -> the donor's conversation id
 
     @property
     def examples(self) -> tuple[Example, ...]:
@@ -104,6 +105,7 @@ def compose_long_dialogues(
     if not hosts:
         return ComposedSet((), ())
     spans: dict[str, tuple[int, int]] = {}
+    donor_of: dict[str, str] = {}
 
     def build(pool: list[tuple[Example, tuple[str, ...]]], kind: str) -> tuple[Example, ...]:
         out: list[Example] = []
@@ -123,6 +125,7 @@ def compose_long_dialogues(
             turns = host.turns[:pos] + block + host.turns[pos:]
             cid = f"aug-{kind}:{host.conversation_id}+{donor.conversation_id}@{pos}"
             spans[cid] = (pos, pos + len(block))
+            donor_of[cid] = donor.conversation_id
             out.append(
                 Example(
                     conversation_id=cid,
@@ -137,4 +140,4 @@ def compose_long_dialogues(
 
     sensitive = build(sens_donors, "sensitive")
     controls = build(clean_donors, "control")
-    return ComposedSet(sensitive, controls, spans)
+    return ComposedSet(sensitive, controls, spans, donor_of)

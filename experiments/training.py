@@ -60,6 +60,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.exceptions import ConvergenceWarning
 
+from experiments.composition import ComposedSet, compose_long_dialogues
 from experiments.dataset import Example, Snapshot, unit_hash
 from labeling.segments import DEFAULT_SEGMENT_CHARS
 from labeling.taxonomy import Taxonomy
@@ -129,6 +130,11 @@ class TrainConfig:
     # never a witness (dialogue templates, greetings); None = no such filter
     witness_max_clean_similarity: float | None = None
     mil: bool = True
+    # this many composed long dialogues (a short sensitive training conversation inserted into
+    # the last third of a long clean one from another source, ``experiments.composition``) are
+    # added as sensitive training conversations; the inserted turns are their witnesses, they
+    # share their donor's fold and take no part in calibration (origin "augmented"); 0 = none
+    composed_training: int = 0
     interest_min_positives: int = 5
     embed_max_length: int = 128
     segment_chars: int = DEFAULT_SEGMENT_CHARS
@@ -511,6 +517,25 @@ def _select_witnesses(
     return np.asarray(seg_sensitive & (is_best | strong), dtype=bool)
 
 
+def _composed_witnesses(
+    witness: npt.NDArray[np.bool_],
+    seg_owner: npt.NDArray[np.int_],
+    seg_turn: Sequence[int],
+    ids: Sequence[str],
+    composed: ComposedSet,
+) -> npt.NDArray[np.bool_]:
+    """``witness`` with the segments of composed conversations replaced by what is known: the
+    segments of the inserted turns are witnesses, the host's segments are not."""
+    if not composed.spans:
+        return witness
+    out = witness.copy()
+    for k, owner in enumerate(seg_owner.tolist()):
+        span = composed.spans.get(ids[owner])
+        if span is not None:
+            out[k] = span[0] <= seg_turn[k] < span[1]
+    return out
+
+
 # ------------------------------------------------------------------------------------ training
 def train_filter(
     snapshot: Snapshot,
@@ -533,6 +558,12 @@ def train_filter(
     timings: dict[str, float] = {}
     cats = tuple(snapshot.categories)
     train, n_skipped = _subsample_clean(list(snapshot.train), config)
+    composed = (
+        compose_long_dialogues(train, n=config.composed_training, seed=0)
+        if config.composed_training > 0
+        else ComposedSet((), ())
+    )
+    train = train + list(composed.sensitive)
     emb_obj = embedder if config.use_embeddings else None
 
     # ---------------- segments and their features
@@ -596,7 +627,9 @@ def train_filter(
     # ---------------- multiple-instance training of the segment classifier
     t0 = time.perf_counter()
     ids = [e.conversation_id for e in train]
-    folds = _fold_ids(ids, config)
+    # a composed conversation shares its donor's fold: the donor's out-of-fold score must not
+    # come from a model that saw its text inside a composed copy
+    folds = _fold_ids([composed.donors.get(i, i) for i in ids], config)
     is_gold = np.array([e.origin not in ("silver", "augmented") for e in train], dtype=bool)
     labels = np.array([[c in e.sensitive for c in cats] for e in train], dtype=bool).reshape(
         len(train), len(cats)
@@ -618,6 +651,7 @@ def train_filter(
                 sim = _max_similarity_to_clean(embeddings, seg_owner, y_any)
                 p_any0 = np.where(sim >= config.witness_max_clean_similarity, 0.0, p_any0)
             witness = _select_witnesses(p_any0, seg_owner, train, config.witness_ratio)
+            witness = _composed_witnesses(witness, seg_owner, seg_turn, ids, composed)
         say("mil round 0", 1, 1)
     rows = _rows(seg_owner, train, cats, witness)
     idx, cls, w = rows.arrays()
@@ -777,6 +811,7 @@ def train_filter(
         "uses_embeddings": emb_obj is not None,
         "n_segments": len(seg_texts),
         "n_clean_skipped": n_skipped,
+        "n_composed": len(composed.sensitive),
     }
     return TrainResult(
         bundle, calib, int_cal, val_fb, val_leak, timings, tuple(ids), oof_any, oof_cat,

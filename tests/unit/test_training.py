@@ -290,6 +290,41 @@ def test_composed_long_dialogues_block_late_turns_only() -> None:
         assert b == a + 1 and v.trigger_turn == a >= 14 - 14 // 3
 
 
+def test_composed_training_dialogues_have_their_inserted_turn_as_witness() -> None:
+    hosts = [Example(f"sgd-{i}", tuple(f"user: book a cheap flight and hotel number {j}" for j in range(14)), (), None)
+             for i in range(12)]  # fmt: skip
+    donors = [Example(f"hb-{i}", (f"user: where is the church and mosque for scripture prayer {i}",), ("religion",), None)
+              for i in range(8)]  # fmt: skip
+    exs = _examples() + hosts + donors
+    plain = _train(exs)
+    res = _train(exs, composed_training=5)
+    assert plain.bundle.meta["n_composed"] == 0 and res.bundle.meta["n_composed"] == 5
+    composed = [i for i in res.example_ids if i.startswith("aug-")]
+    assert len(composed) == 5 and not any(i.startswith("aug-") for i in plain.example_ids)
+    for cid in composed:
+        pos = int(cid.rsplit("@", 1)[1])
+        assert res.witnesses[cid] == (pos,)  # the inserted turn, never a host turn
+        k = res.example_ids.index(cid)
+        # augmented: no part in the calibration
+        assert res.val_is_gold is not None and not res.val_is_gold[k]
+    assert res.bundle.judge([hosts[0].turns[:10] + donors[0].turns + hosts[0].turns[10:]],
+                            HashingEmbedder(32))[0].blocked  # fmt: skip
+
+
+def test_composed_witnesses_are_the_inserted_turns_whatever_round_zero_chose() -> None:
+    from experiments.composition import ComposedSet
+    from experiments.training import _composed_witnesses
+
+    ids = ["r1", "aug-sensitive:sgd-1+hb-1@3"]
+    comp = ComposedSet((), (), {ids[1]: (3, 4)}, {ids[1]: "hb-1"})
+    seg_owner = np.array([0, 0, 1, 1, 1, 1, 1])
+    seg_turn = [0, 1, 0, 1, 2, 3, 4]
+    round0 = np.array([False, True, True, False, False, False, False])  # a host turn chosen
+    got = _composed_witnesses(round0, seg_owner, seg_turn, ids, comp)
+    assert got.tolist() == [False, True, False, False, False, True, False]
+    assert round0[2]  # the input is not modified
+
+
 def test_category_without_positives_uses_prototypes_or_lexicon() -> None:
     tax = load_taxonomy(categories=load_policy().categories)
     snap = Snapshot(tuple(_examples()), (), CATS)
