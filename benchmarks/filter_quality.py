@@ -521,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
             save_bundle(res.bundle, args.save_bundles / f"{name}.pkl")
         out: dict[str, Any] = {"encoder": enc, "config": cfg.as_params(), "train_s": round(secs, 1),
                                "train_seconds": {k: round(v, 1) for k, v in res.seconds.items()},
-                               "n_segments": res.n_segments}  # fmt: skip
+                               "n_segments": res.n_segments,
+                               "n_composed": res.bundle.meta.get("n_composed", 0)}  # fmt: skip
         if "split" in parts:
             out["split"] = part_split(res, snapshot, embedder, policy)
         if "long" in parts:
@@ -590,7 +591,10 @@ def _pct(v: Any) -> str:
 
 def print_variant(name: str, out: dict[str, Any]) -> None:
     s = out.get("split", {})
-    print(f"\n=== {name}: train {out['train_s']} s, {out['n_segments']} segments")
+    print(
+        f"\n=== {name}: train {out['train_s']} s, {out['n_segments']} segments, "
+        f"{out.get('n_composed', 0)} composed training dialogues"
+    )
     if s:
         print(f"(a) leak {_pct(s['leak_rate'])} false-block {_pct(s['false_block_rate'])} "
               f"interest micro-F1 {s['interest_micro_f1']:.3f}")  # fmt: skip
