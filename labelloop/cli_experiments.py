@@ -37,32 +37,37 @@ def train_cmd(
     ] = False,
 ) -> None:
     """Train the targeting filter, log an MLflow run, register a version; prints the run URL."""
-    from labelloop.pipeline import evaluate_and_maybe_approve, train
+    from labelloop import stages
+    from labelloop.runtime import Runtime
 
     s = _settings()
     for p in from_records or []:
         if not p.exists():
             err.print(f"[red]input not found:[/red] {p}")
             raise typer.Exit(2)
+    rt = Runtime(s)
     try:
         with cli_progress(True) as progress:
-            out = train(
-                s, from_records=from_records, use_embeddings=not no_embeddings, progress=progress
+            out = stages.train(
+                rt, from_records=from_records, use_embeddings=not no_embeddings, progress=progress
             )
     except ValueError as exc:
         err.print(f"[red]training failed:[/red] {exc}")
         raise typer.Exit(1) from exc
-    m = out.metrics
-    typer.echo(f"run: {out.run_url}")
-    typer.echo(f"model: {out.model_uri} (version {out.version}) snapshot {out.snapshot_hash[:12]}")
+    m = out.outcome.metrics
+    typer.echo(f"run: {out.outcome.run_url}")
+    typer.echo(
+        f"model: {out.outcome.model_uri} (version {out.version}) "
+        f"snapshot {out.outcome.snapshot_hash[:12]}"
+    )
     typer.echo(
         f"eval: leak_rate={m.get('leak_rate', float('nan')):.4f} false_block_rate={m.get('false_block_rate', float('nan')):.4f} "
         f"interest_micro_f1={m.get('interest_micro_f1', float('nan')):.4f} (n={int(m.get('n_eval', 0))})"
     )
     if evaluate_after and out.version is not None:
-        result, approved = evaluate_and_maybe_approve(s, out.version)
-        console.print(result.table_markdown())
-        if approved:
+        gated = stages.gate(rt, out.version)
+        console.print(gated.result.table_markdown())
+        if gated.approved:
             console.print(f"auto-approved: version {out.version} is now @production")
 
 
@@ -93,11 +98,12 @@ def evaluate_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print the verdict as JSON")] = False,
 ) -> None:
     """Gate VERSION against the @production champion on the frozen eval split (exit 1 if it fails)."""
-    from labelloop.pipeline import evaluate_and_maybe_approve
+    from labelloop import stages
+    from labelloop.runtime import Runtime
 
     version = _version(version_arg, version_opt)
-    s = _settings()
-    result, approved = evaluate_and_maybe_approve(s, version)
+    gated = stages.gate(Runtime(_settings()), version)
+    result, approved = gated.result, gated.approved
     if as_json:
         console.print_json(json.dumps({"version": result.version, "champion": result.champion_version,
                                        "passed": result.passed, "summary": result.summary(),
@@ -134,29 +140,23 @@ def approve_cmd(
     ] = None,
 ) -> None:
     """Move @production to VERSION (the old production keeps @previous)."""
-    from experiments.gate import GateError, approve
-    from labelloop.runtime import filter_model_ref
+    from experiments.gate import GateError
+    from labelloop import stages
+    from labelloop.runtime import Runtime
 
     version = _version(version_arg, version_opt)
-    s = _settings()
     try:
-        r = approve(
-            version,
-            tracking_uri=s.mlflow_uri,
-            model=filter_model_ref(s),
-            force=force,
-            reason=reason,
-        )
+        r = stages.promote(Runtime(_settings()), version, force=force, reason=reason)
     except GateError as exc:
         err.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(1) from exc
-    if r["changed"]:
+    if r.changed:
         console.print(
-            f"@production -> version {r['version']} (previous: {r['previous']})"
-            + (" [forced]" if r.get("forced") else "")
+            f"@production -> version {r.version} (previous: {r.previous})"
+            + (" [forced]" if r.forced else "")
         )
     else:
-        console.print(f"version {r['version']} is already @production")
+        console.print(f"version {r.version} is already @production")
 
 
 def rollback_cmd() -> None:

@@ -1,7 +1,7 @@
 """Command-line forms: several paths after one ``--from-records``, the model version given as
 ``VERSION`` or ``--version VERSION`` on both ``evaluate`` and ``approve`` (old forms still work).
 
-The pipeline and gate calls are replaced by recorders: these tests check what the CLI parses and
+The stage functions (train, gate, promote) are replaced by recorders: these tests check what the CLI parses and
 hands on, not training or MLflow.
 """
 
@@ -38,21 +38,22 @@ def test_spread_option_values(args: list[str], expected: list[str]) -> None:
 # ---- train --from-records ------------------------------------------------------------------------
 @pytest.fixture
 def train_calls(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    from labelloop import pipeline
+    from labelloop import stages
 
     calls: list[dict[str, Any]] = []
 
-    def fake_train(settings: Any, **kwargs: Any) -> Any:
+    def fake_train(rt: Any, **kwargs: Any) -> Any:
         calls.append(kwargs)
-        return SimpleNamespace(
+        outcome = SimpleNamespace(
             metrics={"leak_rate": 0.0, "false_block_rate": 0.0, "interest_micro_f1": 1.0},
             run_url="http://mlflow/run/1",
             model_uri="models:/filter/1",
             version="1",
             snapshot_hash="0" * 64,
         )
+        return stages.TrainReport(outcome)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline, "train", fake_train)
+    monkeypatch.setattr(stages, "train", fake_train)
     return calls
 
 
@@ -120,22 +121,21 @@ def test_train_still_refuses_a_stray_argument(train_calls: list[dict[str, Any]])
 # ---- the model version: VERSION or --version VERSION ---------------------------------------------
 @pytest.fixture
 def gate_calls(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    from experiments import gate
-    from labelloop import pipeline
+    from labelloop import stages
 
     calls: list[tuple[str, str]] = []
 
-    def fake_evaluate(settings: Any, version: str) -> tuple[Any, bool]:
+    def fake_gate(rt: Any, version: str) -> Any:
         calls.append(("evaluate", version))
         result = SimpleNamespace(passed=True, notes=[], table_markdown=lambda: "| gate |")
-        return result, False
+        return stages.GateReport(result)  # type: ignore[arg-type]
 
-    def fake_approve(version: str, **kwargs: Any) -> dict[str, Any]:
+    def fake_promote(rt: Any, version: str, **kwargs: Any) -> stages.PromoteReport:
         calls.append(("approve", version))
-        return {"changed": True, "version": version, "previous": "1"}
+        return stages.PromoteReport(version, "1", changed=True)
 
-    monkeypatch.setattr(pipeline, "evaluate_and_maybe_approve", fake_evaluate)
-    monkeypatch.setattr(gate, "approve", fake_approve)
+    monkeypatch.setattr(stages, "gate", fake_gate)
+    monkeypatch.setattr(stages, "promote", fake_promote)
     return calls
 
 
