@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labelloop.cli_common import MultiValueCommand, cli_progress
+from labelloop.cli_common import PANEL_MODEL, MultiValueCommand, cli_progress, deprecated
 from labelloop.cli_common import cli_settings as _settings
 
 console = Console()
@@ -66,34 +66,39 @@ def train_cmd(
     )
     if evaluate_after and out.version is not None:
         gated = stages.gate(rt, out.version)
-        console.print(gated.result.table_markdown())
+        _print_plain(gated.result.table_markdown())
         if gated.approved:
             console.print(f"auto-approved: version {out.version} is now @production")
 
 
-def _version(positional: str | None, option: str | None) -> str:
-    """The model version given as ``VERSION`` or ``--version VERSION`` (either, not two different)."""
+def _print_plain(text: str) -> None:
+    """``text`` as it is: ``recall[health]`` and ``[forced]`` are not rich markup."""
+    console.print(text, markup=False)
+
+
+def _version(command: str, positional: str | None, option: str | None) -> str:
+    """The model version given as ``VERSION`` (or, deprecated, ``--version VERSION``; not two
+    different ones)."""
+    if option is not None:
+        deprecated(f"labelloop {command} --version V", f"labelloop {command} V")
     if positional is not None and option is not None and positional != option:
         raise typer.BadParameter(
             f"two different versions given ({positional!r} and --version {option!r})",
-            param_hint="VERSION / --version",
+            param_hint="VERSION",
         )
     version = positional if positional is not None else option
     if version is None:
-        raise typer.BadParameter(
-            "missing: give the model version as VERSION or --version VERSION",
-            param_hint="VERSION / --version",
-        )
+        raise typer.BadParameter("missing: give the model version as VERSION", param_hint="VERSION")
     return version
 
 
 def evaluate_cmd(
     version_arg: Annotated[
-        str | None,
-        typer.Argument(metavar="VERSION", help="model version to gate (or --version)"),
+        str | None, typer.Argument(metavar="VERSION", help="model version to gate")
     ] = None,
     version_opt: Annotated[
-        str | None, typer.Option("--version", "-v", help="model version to gate")
+        str | None,
+        typer.Option("--version", "-v", hidden=True, help="deprecated: give VERSION instead"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the verdict as JSON")] = False,
 ) -> None:
@@ -101,7 +106,7 @@ def evaluate_cmd(
     from labelloop import stages
     from labelloop.runtime import Runtime
 
-    version = _version(version_arg, version_opt)
+    version = _version("evaluate", version_arg, version_opt)
     gated = stages.gate(Runtime(_settings()), version)
     result, approved = gated.result, gated.approved
     if as_json:
@@ -109,9 +114,9 @@ def evaluate_cmd(
                                        "passed": result.passed, "summary": result.summary(),
                                        "gate_run_id": result.gate_run_id, "approved": approved}))  # fmt: skip
     else:
-        console.print(result.table_markdown())
+        _print_plain(result.table_markdown())
         for n in result.notes:
-            console.print(f"note: {n}")
+            _print_plain(f"note: {n}")
         if result.passed:
             console.print(
                 f"version {version} passed: alias @challenger"
@@ -124,13 +129,11 @@ def evaluate_cmd(
 def approve_cmd(
     version_arg: Annotated[
         str | None,
-        typer.Argument(
-            metavar="VERSION", help="model version to promote to @production (or --version)"
-        ),
+        typer.Argument(metavar="VERSION", help="model version to promote to @production"),
     ] = None,
     version_opt: Annotated[
         str | None,
-        typer.Option("--version", "-v", help="model version to promote to @production"),
+        typer.Option("--version", "-v", hidden=True, help="deprecated: give VERSION instead"),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="approve although the gate did not pass")
@@ -144,14 +147,14 @@ def approve_cmd(
     from labelloop import stages
     from labelloop.runtime import Runtime
 
-    version = _version(version_arg, version_opt)
+    version = _version("approve", version_arg, version_opt)
     try:
         r = stages.promote(Runtime(_settings()), version, force=force, reason=reason)
     except GateError as exc:
         err.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(1) from exc
     if r.changed:
-        console.print(
+        _print_plain(
             f"@production -> version {r.version} (previous: {r.previous})"
             + (" [forced]" if r.forced else "")
         )
@@ -190,8 +193,8 @@ def models_list() -> None:
 
 def register(app: typer.Typer, models_app: typer.Typer) -> None:
     """Add train/evaluate/approve/rollback, and `list` to the main CLI's `models` group."""
-    app.command("train", cls=MultiValueCommand)(train_cmd)
-    app.command("evaluate")(evaluate_cmd)
-    app.command("approve")(approve_cmd)
-    app.command("rollback")(rollback_cmd)
+    app.command("train", cls=MultiValueCommand, rich_help_panel=PANEL_MODEL)(train_cmd)
+    app.command("evaluate", rich_help_panel=PANEL_MODEL)(evaluate_cmd)
+    app.command("approve", rich_help_panel=PANEL_MODEL)(approve_cmd)
+    app.command("rollback", rich_help_panel=PANEL_MODEL)(rollback_cmd)
     models_app.command("list")(models_list)

@@ -58,7 +58,7 @@ def test_sample_calls_ingest(
     calls = _replace(
         monkeypatch, "ingest", stages.IngestReport("r-1", 1, SampleReport(inserted=5, eligible=4))
     )
-    res = _cli("sample", str(src), "--cap-per-surface", "3", "--seed", "9", "--json")
+    res = _cli("sample", "-i", str(src), "--cap-per-surface", "3", "--seed", "9", "--json")
     [(args, kwargs)] = calls.calls
     assert isinstance(args[0], Runtime) and list(args[1]) == [src]
     assert kwargs == {"cap_per_surface": 3, "seed": 9}
@@ -148,8 +148,9 @@ def _outcome(version: str = "4") -> Any:
 def _gate_result(version: str, passed: bool) -> Any:
     from experiments.gate import Check, GateResult
 
-    check = Check("leak_rate <= champion", passed, 0.01, 0.02, 0.02, "")
-    return GateResult(version, "3", passed, [check], {"leak_rate": 0.01}, {"leak_rate": 0.02}, 50,
+    checks = [Check("recall[health]", True, 1.0, 1.0, 0.98, "4 items"),
+              Check("leak_rate <= champion", passed, 0.01, 0.02, 0.02, "")]  # fmt: skip
+    return GateResult(version, "3", passed, checks, {"leak_rate": 0.01}, {"leak_rate": 0.02}, 50,
                       gate_run_id="gate-run-1")  # fmt: skip
 
 
@@ -179,6 +180,7 @@ def test_train_evaluate_calls_train_then_gate(
     [(args, kwargs)] = gated.calls
     assert isinstance(args[0], Runtime) and args[1] == "5" and kwargs == {}
     assert "PASSED" in res.stdout and "auto-approved: version 5 is now @production" in res.stdout
+    assert "| recall[health] |" in res.stdout  # the table is printed as it is, not as markup
 
 
 @pytest.mark.parametrize("passed", [True, False])
@@ -212,6 +214,7 @@ def test_approve_calls_promote(
     expected = {"force": True, "reason": "drill"} if forced else {"force": False, "reason": None}
     assert kwargs == expected
     assert "@production -> version 7 (previous: 6)" in res.stdout
+    assert ("[forced]" in res.stdout) is forced
 
 
 def test_approve_refused_by_the_gate_exits_1(
