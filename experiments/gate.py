@@ -314,7 +314,7 @@ def approve(
     if gate != "passed":
         if not force:
             raise GateError(
-                f"version {version} has gate status {gate!r}; run `labelloop evaluate --version {version}` "
+                f"version {version} has gate status {gate!r}; run `labelloop evaluate {version}` "
                 "or approve with --force and --reason"
             )
         if not reason or not reason.strip():

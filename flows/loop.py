@@ -7,9 +7,7 @@ label store, so caching would only hide new data).
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +27,6 @@ from flows.progress import StepProgress, step_progress
 from labelloop import stages
 from labelloop.runtime import Runtime
 from labelloop.settings import Settings, get_settings
-
-log = logging.getLogger(__name__)
 
 
 def _flow_settings() -> Settings:
@@ -115,100 +111,23 @@ def pull_task(settings: Settings, run_id: str) -> dict[str, Any]:
 
 @task(name="train-register", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def train_task(settings: Settings) -> dict[str, Any]:
+    """Snapshot -> train -> register; gold labels the new model contradicts go to adjudication."""
     from flows.progress import stages_progress
-    from labelloop.pipeline import train
 
-    outcome = train(settings, progress=stages_progress(_run_id("train"), "training"))
-    return {
-        "run_id": outcome.run_id,
-        "run_url": outcome.run_url,
-        "model_uri": outcome.model_uri,
-        "version": outcome.version,
-        "snapshot_hash": outcome.snapshot_hash,
-        "metrics": dict(outcome.metrics),
-        "label_errors": queue_label_errors_from(
-            settings,
-            outcome.train.oof_interests,
-            outcome.train.bundle.interest_ids,
-            run_id=f"label-errors-{outcome.run_id}",
-        ),
-    }
-
-
-def queue_label_errors_from(
-    settings: Settings,
-    probs: Mapping[str, Mapping[str, float]],
-    labels: Sequence[str],
-    *,
-    run_id: str,
-) -> dict[str, Any]:
-    """Gold interest labels that the new model's out-of-fold probabilities confidently contradict
-    (>= ``label_error_threshold``) go back to Label Studio as adjudication tasks.
-
-    A failure here (Label Studio down) does not fail the retrain: it is reported in the result and
-    the audit log, and the next retrain finds the same issues again.
-    """
-    from labeling.collection import queue_label_errors
-    from labeling.studio import bootstrap, remember_projects
-
-    if not probs or not labels:
-        return {"issues": 0, "conversations": 0, "queued": 0}
-    rt = Runtime(settings)
-    try:
-        projects = bootstrap(rt.studio, rt.taxonomy, rt.policy)
-        remember_projects(rt.store, projects)
-        out = queue_label_errors(
-            rt.store, rt.studio, projects, probs, list(labels), run_id=run_id,
-            min_confidence=settings.label_error_threshold, group="interests",
-            taxonomy=rt.taxonomy,
-        )  # fmt: skip
-    except Exception as exc:  # reported, never fatal for the model
-        out = {"error": f"{type(exc).__name__}: {exc}"}
-        log.warning("label-error check skipped: %s", out["error"])
-    rt.store.append_audit("label_errors", run_id, out)
-    return out
+    progress = stages_progress(_run_id("train"), "training")
+    return stages.train(Runtime(settings), progress=progress, label_errors=True).as_dict()
 
 
 @task(name="gate", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def gate_task(settings: Settings, version: str) -> dict[str, Any]:
-    from experiments.gate import evaluate
-    from labelloop.runtime import filter_model_ref, gate_rules
-
-    result = evaluate(
-        version,
-        tracking_uri=settings.mlflow_uri,
-        model=filter_model_ref(settings),
-        rules=gate_rules(settings),
-        experiment=settings.mlflow_experiment,
-    )
-    return {
-        "version": result.version,
-        "champion_version": result.champion_version,
-        "passed": result.passed,
-        "summary": result.summary(),
-        "table": result.table_markdown(),
-        "n_eval": result.n_eval,
-        "gate_run_id": result.gate_run_id,
-        "failed_checks": [
-            {
-                "check": c.name,
-                "value": c.challenger,
-                "threshold": c.threshold,
-                "detail": c.detail,
-            }
-            for c in result.checks
-            if not c.passed
-        ],
-    }
+    """The champion/challenger gate (promotion follows on ``labelloop.gate.passed``)."""
+    return stages.gate(Runtime(settings), version, auto_approve=False).as_dict()
 
 
 @task(name="approve", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def approve_task(settings: Settings, version: str) -> dict[str, Any]:
-    from experiments.gate import approve
-    from labelloop.runtime import filter_model_ref
-
-    approve(version, tracking_uri=settings.mlflow_uri, model=filter_model_ref(settings))
-    return {"approved": version}
+    """Move @production to the version (the old one keeps @previous)."""
+    return stages.promote(Runtime(settings), version).as_dict()
 
 
 @task(name="reload-filter", cache_policy=NO_CACHE, **SERVICE_RETRIES)

@@ -17,6 +17,14 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from flows.demo import DEMO_LLM_BUDGET, proposal_sources
+from labelloop.cli_common import (
+    PANEL_LOOP,
+    PANEL_MODEL,
+    PANEL_SERVING,
+    PANEL_STACK,
+    MultiValueCommand,
+    deprecated,
+)
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.cli_common import cli_store as _store
 from labelloop.safe_text import without_credentials
@@ -77,11 +85,11 @@ config_app = typer.Typer(
     help="The configuration: effective values and their source, .env.example.",
     no_args_is_help=True,
 )
-app.add_typer(config_app, name="config")
-app.add_typer(data_app, name="data")
-app.add_typer(store_app, name="store")
-app.add_typer(audit_app, name="audit")
-app.add_typer(models_app, name="models")
+app.add_typer(config_app, name="config", rich_help_panel=PANEL_STACK)
+app.add_typer(data_app, name="data", rich_help_panel=PANEL_LOOP)
+app.add_typer(store_app, name="store", rich_help_panel=PANEL_STACK)
+app.add_typer(audit_app, name="audit", rich_help_panel=PANEL_SERVING)
+app.add_typer(models_app, name="models", rich_help_panel=PANEL_MODEL)
 
 console = Console(stderr=False)
 err = Console(stderr=True)
@@ -142,11 +150,21 @@ def _print_counts(by_surface: dict[str, int], by_reason: dict[str, int], title: 
     console.print(t)
 
 
-@app.command("sample")
+@app.command("sample", cls=MultiValueCommand, rich_help_panel=PANEL_LOOP)
 def sample(
     inputs: Annotated[
-        list[Path], typer.Argument(help="JSONL or Parquet files of conversation records")
-    ],
+        list[Path] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="JSONL or Parquet files of conversation records; several paths after one flag "
+            "or the flag repeated",
+        ),
+    ] = None,
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(hidden=True, help="deprecated: the files given without --input"),
+    ] = None,
     cap_per_surface: Annotated[
         int | None, typer.Option(help="max new conversations per surface")
     ] = None,
@@ -157,13 +175,20 @@ def sample(
     from labelloop.runtime import Runtime
     from labelloop.stages import ingest
 
+    if files:
+        deprecated("labelloop sample FILES", "labelloop sample --input FILES")
+    paths = [*(files or []), *(inputs or [])]
+    if not paths:
+        raise typer.BadParameter(
+            "missing: give the record files with --input/-i", param_hint="--input"
+        )
     s = _settings()
-    for p in inputs:
+    for p in paths:
         if not p.exists():
             err.print(f"[red]input not found:[/red] {p}")
             raise typer.Exit(2)
     rt = Runtime(s)
-    result = ingest(rt, inputs, cap_per_surface=cap_per_surface, seed=seed)
+    result = ingest(rt, paths, cap_per_surface=cap_per_surface, seed=seed)
     report, run_id = result.sample, result.run_id
     assert report is not None  # files were given
     if as_json:
@@ -213,7 +238,7 @@ def models_install(
         raise typer.Exit(1) from exc
 
 
-@app.command("run")
+@app.command("run", rich_help_panel=PANEL_LOOP)
 def run_flow(
     name: Annotated[
         str,
@@ -248,7 +273,7 @@ def run_flow(
     console.print_json(json.dumps(result, default=str))
 
 
-@app.command("serve")
+@app.command("serve", rich_help_panel=PANEL_LOOP)
 def serve() -> None:
     """Register every flow with its cron schedule on the Prefect server and run them (blocks)."""
     from flows.demo import point_prefect_at
@@ -260,7 +285,7 @@ def serve() -> None:
     serve_all(s)
 
 
-@app.command("demo")
+@app.command("demo", rich_help_panel=PANEL_LOOP)
 def demo(
     n: Annotated[int, typer.Option(help="synthetic conversations")] = 120,
     seed: Annotated[
@@ -522,7 +547,7 @@ def _mount_subcommands() -> None:
     from labelloop.cli_review import register as register_review
     from labelloop.cli_stack import stack_app
 
-    app.add_typer(stack_app, name="stack")
+    app.add_typer(stack_app, name="stack", rich_help_panel=PANEL_STACK)
     register_propose(app)
     register_review(app)
     register_experiments(app, models_app)

@@ -19,6 +19,13 @@ if TYPE_CHECKING:
 console = Console()
 err = Console(stderr=True)
 
+# the sections of ``labelloop --help``
+PANEL_LOOP = "Loop"
+PANEL_REVIEW = "Review"
+PANEL_MODEL = "Model"
+PANEL_SERVING = "Serving"
+PANEL_STACK = "Stack"
+
 
 def cli_settings() -> Settings:
     """Settings from env/.env; a configuration error exits 2 with the message (no traceback)."""
@@ -34,6 +41,11 @@ def cli_store(settings: Settings) -> LabelStore:
     from labelloop.runtime import Runtime
 
     return Runtime(settings).store
+
+
+def deprecated(old: str, new: str) -> None:
+    """One line on stderr: the spelling ``old`` still works but ``new`` is the one to use."""
+    err.print(f"deprecated: {old}; use {new}", markup=False, highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -96,18 +108,29 @@ class MultiValueCommand(TyperCommand):
     """A command whose repeatable options (``list[...]`` options) also take several values after one
     flag: ``--from-records a.jsonl b.jsonl`` is ``--from-records a.jsonl --from-records b.jsonl``.
 
-    Only for commands without positional arguments, where a bare value after such an option can
-    mean nothing else.
+    Only for commands without visible positional arguments, where a bare value after such an
+    option can mean nothing else (a hidden one, the deprecated positional form of the same values,
+    may stay: ``sample a.jsonl`` and ``sample --input a.jsonl``).
     """
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         # typer ships its own click: compare parameter kinds by name, not by class
-        if any(p.param_type_name == "argument" for p in self.params):
+        if any(
+            p.param_type_name == "argument" and not getattr(p, "hidden", False) for p in self.params
+        ):
             raise TypeError(f"{self.name}: MultiValueCommand takes no positional arguments")
         multi = {
             o for p in self.params if p.param_type_name == "option" and p.multiple for o in p.opts
         }
         return super().parse_args(ctx, spread_option_values(args, multi))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """The usage line without hidden (deprecated) positional arguments."""
+        rv = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if not getattr(param, "hidden", False):
+                rv.extend(param.get_usage_pieces(ctx))
+        return rv
 
 
 PLAIN_EVERY_S = 10.0

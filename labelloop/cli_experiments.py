@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labelloop.cli_common import MultiValueCommand, cli_progress
+from labelloop.cli_common import PANEL_MODEL, MultiValueCommand, cli_progress, deprecated
 from labelloop.cli_common import cli_settings as _settings
 
 console = Console()
@@ -37,75 +37,86 @@ def train_cmd(
     ] = False,
 ) -> None:
     """Train the targeting filter, log an MLflow run, register a version; prints the run URL."""
-    from labelloop.pipeline import evaluate_and_maybe_approve, train
+    from labelloop import stages
+    from labelloop.runtime import Runtime
 
     s = _settings()
     for p in from_records or []:
         if not p.exists():
             err.print(f"[red]input not found:[/red] {p}")
             raise typer.Exit(2)
+    rt = Runtime(s)
     try:
         with cli_progress(True) as progress:
-            out = train(
-                s, from_records=from_records, use_embeddings=not no_embeddings, progress=progress
+            out = stages.train(
+                rt, from_records=from_records, use_embeddings=not no_embeddings, progress=progress
             )
     except ValueError as exc:
         err.print(f"[red]training failed:[/red] {exc}")
         raise typer.Exit(1) from exc
-    m = out.metrics
-    typer.echo(f"run: {out.run_url}")
-    typer.echo(f"model: {out.model_uri} (version {out.version}) snapshot {out.snapshot_hash[:12]}")
+    m = out.outcome.metrics
+    typer.echo(f"run: {out.outcome.run_url}")
+    typer.echo(
+        f"model: {out.outcome.model_uri} (version {out.version}) "
+        f"snapshot {out.outcome.snapshot_hash[:12]}"
+    )
     typer.echo(
         f"eval: leak_rate={m.get('leak_rate', float('nan')):.4f} false_block_rate={m.get('false_block_rate', float('nan')):.4f} "
         f"interest_micro_f1={m.get('interest_micro_f1', float('nan')):.4f} (n={int(m.get('n_eval', 0))})"
     )
     if evaluate_after and out.version is not None:
-        result, approved = evaluate_and_maybe_approve(s, out.version)
-        console.print(result.table_markdown())
-        if approved:
+        gated = stages.gate(rt, out.version)
+        _print_plain(gated.result.table_markdown())
+        if gated.approved:
             console.print(f"auto-approved: version {out.version} is now @production")
 
 
-def _version(positional: str | None, option: str | None) -> str:
-    """The model version given as ``VERSION`` or ``--version VERSION`` (either, not two different)."""
+def _print_plain(text: str) -> None:
+    """``text`` as it is: ``recall[health]`` and ``[forced]`` are not rich markup."""
+    console.print(text, markup=False)
+
+
+def _version(command: str, positional: str | None, option: str | None) -> str:
+    """The model version given as ``VERSION`` (or, deprecated, ``--version VERSION``; not two
+    different ones)."""
+    if option is not None:
+        deprecated(f"labelloop {command} --version V", f"labelloop {command} V")
     if positional is not None and option is not None and positional != option:
         raise typer.BadParameter(
             f"two different versions given ({positional!r} and --version {option!r})",
-            param_hint="VERSION / --version",
+            param_hint="VERSION",
         )
     version = positional if positional is not None else option
     if version is None:
-        raise typer.BadParameter(
-            "missing: give the model version as VERSION or --version VERSION",
-            param_hint="VERSION / --version",
-        )
+        raise typer.BadParameter("missing: give the model version as VERSION", param_hint="VERSION")
     return version
 
 
 def evaluate_cmd(
     version_arg: Annotated[
-        str | None,
-        typer.Argument(metavar="VERSION", help="model version to gate (or --version)"),
+        str | None, typer.Argument(metavar="VERSION", help="model version to gate")
     ] = None,
     version_opt: Annotated[
-        str | None, typer.Option("--version", "-v", help="model version to gate")
+        str | None,
+        typer.Option("--version", "-v", hidden=True, help="deprecated: give VERSION instead"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the verdict as JSON")] = False,
 ) -> None:
     """Gate VERSION against the @production champion on the frozen eval split (exit 1 if it fails)."""
-    from labelloop.pipeline import evaluate_and_maybe_approve
+    from labelloop import stages
+    from labelloop.runtime import Runtime
 
-    version = _version(version_arg, version_opt)
-    s = _settings()
-    result, approved = evaluate_and_maybe_approve(s, version)
+    version = _version("evaluate", version_arg, version_opt)
+    gated = stages.gate(Runtime(_settings()), version)
+    result, approved = gated.result, gated.approved
     if as_json:
         console.print_json(json.dumps({"version": result.version, "champion": result.champion_version,
                                        "passed": result.passed, "summary": result.summary(),
                                        "gate_run_id": result.gate_run_id, "approved": approved}))  # fmt: skip
     else:
-        console.print(result.table_markdown())
+        _print_plain(result.table_markdown())
         for n in result.notes:
-            console.print(f"note: {n}")
+            _print_plain(f"note: {n}")
         if result.passed:
             console.print(
                 f"version {version} passed: alias @challenger"
@@ -118,13 +129,11 @@ def evaluate_cmd(
 def approve_cmd(
     version_arg: Annotated[
         str | None,
-        typer.Argument(
-            metavar="VERSION", help="model version to promote to @production (or --version)"
-        ),
+        typer.Argument(metavar="VERSION", help="model version to promote to @production"),
     ] = None,
     version_opt: Annotated[
         str | None,
-        typer.Option("--version", "-v", help="model version to promote to @production"),
+        typer.Option("--version", "-v", hidden=True, help="deprecated: give VERSION instead"),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="approve although the gate did not pass")
@@ -134,29 +143,23 @@ def approve_cmd(
     ] = None,
 ) -> None:
     """Move @production to VERSION (the old production keeps @previous)."""
-    from experiments.gate import GateError, approve
-    from labelloop.runtime import filter_model_ref
+    from experiments.gate import GateError
+    from labelloop import stages
+    from labelloop.runtime import Runtime
 
-    version = _version(version_arg, version_opt)
-    s = _settings()
+    version = _version("approve", version_arg, version_opt)
     try:
-        r = approve(
-            version,
-            tracking_uri=s.mlflow_uri,
-            model=filter_model_ref(s),
-            force=force,
-            reason=reason,
-        )
+        r = stages.promote(Runtime(_settings()), version, force=force, reason=reason)
     except GateError as exc:
         err.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(1) from exc
-    if r["changed"]:
-        console.print(
-            f"@production -> version {r['version']} (previous: {r['previous']})"
-            + (" [forced]" if r.get("forced") else "")
+    if r.changed:
+        _print_plain(
+            f"@production -> version {r.version} (previous: {r.previous})"
+            + (" [forced]" if r.forced else "")
         )
     else:
-        console.print(f"version {r['version']} is already @production")
+        console.print(f"version {r.version} is already @production")
 
 
 def rollback_cmd() -> None:
@@ -190,8 +193,8 @@ def models_list() -> None:
 
 def register(app: typer.Typer, models_app: typer.Typer) -> None:
     """Add train/evaluate/approve/rollback, and `list` to the main CLI's `models` group."""
-    app.command("train", cls=MultiValueCommand)(train_cmd)
-    app.command("evaluate")(evaluate_cmd)
-    app.command("approve")(approve_cmd)
-    app.command("rollback")(rollback_cmd)
+    app.command("train", cls=MultiValueCommand, rich_help_panel=PANEL_MODEL)(train_cmd)
+    app.command("evaluate", rich_help_panel=PANEL_MODEL)(evaluate_cmd)
+    app.command("approve", rich_help_panel=PANEL_MODEL)(approve_cmd)
+    app.command("rollback", rich_help_panel=PANEL_MODEL)(rollback_cmd)
     models_app.command("list")(models_list)

@@ -28,6 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from labelloop.cli_common import PANEL_SERVING
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.safe_text import without_credentials
 from targeting.audit import VerifyResult, verify
@@ -189,6 +190,6 @@ def verify_decisions_command(
 
 def register(app: typer.Typer, audit_app: typer.Typer | None = None) -> None:
     """Add ``filter`` to ``app`` and ``verify-decisions`` to the ``audit`` group."""
-    app.command("filter")(filter_command)
+    app.command("filter", rich_help_panel=PANEL_SERVING)(filter_command)
     if audit_app is not None:
         audit_app.command("verify-decisions")(verify_decisions_command)

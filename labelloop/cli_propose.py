@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from labelloop.cli_common import PANEL_LOOP
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.runtime import Runtime
 from labelloop.settings import Settings
@@ -222,5 +223,5 @@ def _hms(sec: float) -> str:
 
 def register(app: typer.Typer) -> None:
     """Mount ``propose`` and ``plan`` on the main app."""
-    app.command("propose")(propose)
-    app.command("plan")(plan)
+    app.command("propose", rich_help_panel=PANEL_LOOP)(propose)
+    app.command("plan", rich_help_panel=PANEL_LOOP)(plan)

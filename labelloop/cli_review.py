@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from labelloop.cli_common import PANEL_REVIEW
 from labelloop.cli_common import cli_progress as _progress
 from labelloop.cli_common import cli_settings as _settings
 from labelloop.cli_common import cli_store as _store
@@ -35,8 +36,8 @@ err = Console(stderr=True)
 
 def register(app: typer.Typer) -> None:
     """Mount on the main app: ``labelloop review ...`` and ``labelloop annotate-sim``."""
-    app.add_typer(review_app, name="review")
-    app.command("annotate-sim")(annotate_sim)
+    app.add_typer(review_app, name="review", rich_help_panel=PANEL_REVIEW)
+    app.command("annotate-sim", rich_help_panel=PANEL_REVIEW)(annotate_sim)
 
 
 # ---- plumbing ----------------------------------------------------------------------------------

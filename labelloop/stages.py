@@ -9,6 +9,7 @@ the tasks in ``flows/`` call the same function and publish the report.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections import defaultdict
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from labelloop.runtime import (
     Runtime,
     engine_from_settings,
+    filter_model_ref,
+    gate_rules,
     gold_indexer,
     record_limits,
     review_embedder,
@@ -28,12 +31,18 @@ from labelloop.runtime import (
 )
 
 if TYPE_CHECKING:
+    from experiments.dataset import Snapshot
+    from experiments.gate import GateResult
+    from experiments.registry import TrainOutcome
     from labeling.collection import PullReport
     from labeling.proposals import LLMBudget, Proposal, Proposer, ProposeStats
+    from labeling.records import Conversation
     from labeling.sampling import GatedRecords, SampleReport
     from labeling.studio import PushReport
     from targeting.batch import FilterReport
     from targeting.engine import FilterEngine
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 
@@ -316,6 +325,297 @@ def pull_reviews(
     out = report.as_dict()
     rt.store.append_audit("review_pull", run_id, {k: v for k, v in out.items() if k != "agreement"})
     return PullReviewsReport(run_id, report)
+
+
+# ----------------------------------------------------------------------------- training
+def read_gold_records(rt: Runtime, paths: Sequence[Path]) -> tuple[list[Conversation], int]:
+    """Valid records from files, and how many bad ones were counted and skipped (as everywhere)."""
+    from labeling.records import Conversation, read_records
+
+    convs: list[Conversation] = []
+    bad = 0
+    for item in read_records(paths, limits=record_limits(rt.settings)):
+        if isinstance(item, Conversation):
+            convs.append(item)
+        else:
+            bad += 1
+    return convs, bad
+
+
+def build_snapshot(rt: Runtime, from_records: Sequence[Path] | None = None) -> Snapshot:
+    """The training snapshot: gold (and silver) labels from the label store, or from record files
+    with gold labels (``from_records``; the store is then not opened), with its lineage."""
+    from experiments.dataset import StoreSnapshotConfig, snapshot_from_records, snapshot_from_store
+    from labeling.prompts import load_prompt
+    from labeling.studio import label_config, project_title, schema_version
+
+    settings, policy, taxonomy = rt.settings, rt.policy, rt.taxonomy
+    lineage = {
+        "policy_version": policy.version,
+        "taxonomy_version": taxonomy.version,
+        # the prompt that proposed the silver labels / pre-annotations of this snapshot
+        "prompt_hash": load_prompt().sha256,
+        # the Label Studio project (one per label-schema version) the gold labels came from
+        "label_studio_project": project_title(schema_version(label_config(taxonomy, policy))),
+    }
+    if from_records:
+        convs, _ = read_gold_records(rt, from_records)
+        return snapshot_from_records(
+            convs,
+            taxonomy,
+            policy.categories,
+            eval_fraction=settings.eval_fraction,
+            lineage=lineage,
+            errors=[],
+            workers=settings.train_workers,
+        )
+    cfg = StoreSnapshotConfig(
+        eval_fraction=settings.eval_fraction, silver_precision=settings.train_silver_precision
+    )
+    return snapshot_from_store(rt.store, policy.categories, config=cfg, lineage=lineage)
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """A trained and registered version: its MLflow run, model URI, snapshot and eval metrics
+    (and, when asked for, the gold labels it contradicts that went back to review)."""
+
+    outcome: TrainOutcome = field(repr=False)
+    label_errors: Mapping[str, Any] | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.outcome.run_id
+
+    @property
+    def version(self) -> str | None:
+        return self.outcome.version
+
+    def as_dict(self) -> dict[str, Any]:
+        o = self.outcome
+        out: dict[str, Any] = {
+            "run_id": o.run_id,
+            "run_url": o.run_url,
+            "model_uri": o.model_uri,
+            "version": o.version,
+            "snapshot_hash": o.snapshot_hash,
+            "metrics": dict(o.metrics),
+        }
+        if self.label_errors is not None:
+            out["label_errors"] = dict(self.label_errors)
+        return out
+
+
+def train(
+    rt: Runtime,
+    *,
+    from_records: Sequence[Path] | None = None,
+    use_embeddings: bool = True,
+    use_tfidf: bool = True,
+    progress: Progress | None = None,
+    label_errors: bool = False,
+) -> TrainReport:
+    """Snapshot -> train -> MLflow run -> registered version of the filter model.
+
+    Sentence embeddings are cached on disk by text hash (``<state>/cache``), so training again on
+    the same or overlapping data embeds only the new texts. ``label_errors`` sends the gold
+    labels that the new model's out-of-fold probabilities confidently contradict back to Label
+    Studio (:func:`queue_label_errors`)."""
+    from experiments.registry import train_and_register
+    from experiments.training import TrainConfig
+
+    settings = rt.settings
+    snapshot = build_snapshot(rt, from_records)
+    embedder = onnx = tok = None
+    model_id = "none"
+    cfg = TrainConfig(
+        leak_budget=settings.train_leak_budget,
+        category_recall_floor=settings.train_category_recall_floor,
+        max_clean_conversations=settings.train_max_clean_conversations,
+        n_jobs=settings.train_workers,
+        use_embeddings=use_embeddings,
+        use_tfidf=use_tfidf,
+    )
+    if use_embeddings:
+        from labeling.embedding_cache import CachedTextEmbedder
+        from labeling.encoders import encoder_files, load_encoder
+
+        settings.models_dir.mkdir(parents=True, exist_ok=True)
+        onnx, tok = encoder_files(settings.filter_encoder, settings.models_dir)
+        inner = load_encoder(settings.filter_encoder, onnx, tok, max_length=cfg.embed_max_length)
+        model_id = str(inner.model_id)
+        safe = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in model_id)
+        embedder = CachedTextEmbedder(
+            inner,
+            settings.state_dir / "cache" / f"embeddings-{safe}-L{cfg.embed_max_length}.sqlite",
+        )
+    outcome = train_and_register(
+        snapshot,
+        tracking_uri=settings.mlflow_uri,
+        model_name=filter_model_ref(settings).name,
+        policy=rt.policy,
+        taxonomy=rt.taxonomy,
+        embedder=embedder,
+        onnx_path=onnx,
+        tokenizer_path=tok,
+        config=cfg,
+        experiment=settings.mlflow_experiment,
+        embedding_model_id=model_id,
+        encoder=settings.filter_encoder,
+        progress=progress,
+    )
+    if not label_errors:
+        return TrainReport(outcome)
+    errors = queue_label_errors(
+        rt,
+        outcome.train.oof_interests,
+        outcome.train.bundle.interest_ids,
+        run_id=f"label-errors-{outcome.run_id}",
+    )
+    return TrainReport(outcome, errors)
+
+
+def queue_label_errors(
+    rt: Runtime,
+    probs: Mapping[str, Mapping[str, float]],
+    labels: Sequence[str],
+    *,
+    run_id: str,
+) -> dict[str, Any]:
+    """Gold interest labels that a model's out-of-fold probabilities confidently contradict
+    (>= ``label_error_threshold``) go back to Label Studio as adjudication tasks.
+
+    A failure here (Label Studio down) does not fail the training: it is reported in the result
+    and the audit log, and the next training finds the same issues again.
+    """
+    from labeling.collection import queue_label_errors as queue
+    from labeling.studio import bootstrap, remember_projects
+
+    if not probs or not labels:
+        return {"issues": 0, "conversations": 0, "queued": 0}
+    try:
+        projects = bootstrap(rt.studio, rt.taxonomy, rt.policy)
+        remember_projects(rt.store, projects)
+        out = queue(
+            rt.store, rt.studio, projects, probs, list(labels), run_id=run_id,
+            min_confidence=rt.settings.label_error_threshold, group="interests",
+            taxonomy=rt.taxonomy,
+        )  # fmt: skip
+    except Exception as exc:  # reported, never fatal for the model
+        out = {"error": f"{type(exc).__name__}: {exc}"}
+        log.warning("label-error check skipped: %s", out["error"])
+    rt.store.append_audit("label_errors", run_id, out)
+    return out
+
+
+# ----------------------------------------------------------------------------- gate and promotion
+@dataclass(frozen=True)
+class PromoteReport:
+    """``@production`` moved to a version (the one before keeps ``@previous``), or already there."""
+
+    version: str
+    previous: str | None
+    changed: bool
+    forced: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "approved": self.version,
+            "previous": self.previous,
+            "changed": self.changed,
+            "forced": self.forced,
+        }
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """The champion/challenger verdict on one version (and its promotion when the gate
+    auto-approves)."""
+
+    result: GateResult
+    promoted: PromoteReport | None = None
+
+    @property
+    def version(self) -> str:
+        return self.result.version
+
+    @property
+    def passed(self) -> bool:
+        return self.result.passed
+
+    @property
+    def approved(self) -> bool:
+        return self.promoted is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "version": r.version,
+            "champion_version": r.champion_version,
+            "passed": r.passed,
+            "summary": r.summary(),
+            "table": r.table_markdown(),
+            "n_eval": r.n_eval,
+            "gate_run_id": r.gate_run_id,
+            "failed_checks": [
+                {
+                    "check": c.name,
+                    "value": c.challenger,
+                    "threshold": c.threshold,
+                    "detail": c.detail,
+                }
+                for c in r.checks
+                if not c.passed
+            ],
+            "approved": self.approved,
+        }
+
+
+def gate(rt: Runtime, version: str, *, auto_approve: bool | None = None) -> GateReport:
+    """Gate ``version`` against the current production champion on the frozen eval split
+    (verdict logged to MLflow, ``@challenger`` on pass).
+
+    A passing version is promoted at once when ``auto_approve`` (default: the
+    ``gate_auto_approve`` setting); the flows pass False and promote on the
+    ``labelloop.gate.passed`` event instead."""
+    from experiments.gate import evaluate
+
+    settings = rt.settings
+    result = evaluate(
+        version,
+        tracking_uri=settings.mlflow_uri,
+        model=filter_model_ref(settings),
+        rules=gate_rules(settings),
+        experiment=settings.mlflow_experiment,
+    )
+    auto = settings.gate_auto_approve if auto_approve is None else auto_approve
+    if not (result.passed and auto):
+        return GateReport(result)
+    return GateReport(result, promote(rt, version))
+
+
+def promote(
+    rt: Runtime, version: str, *, force: bool = False, reason: str | None = None
+) -> PromoteReport:
+    """Move ``@production`` (the ``filter_model_alias``) to ``version``; a version whose gate did
+    not pass needs ``force`` and a ``reason``, both recorded on the version. Raises
+    :class:`experiments.gate.GateError` when the rules refuse."""
+    from experiments.gate import approve
+
+    settings = rt.settings
+    r = approve(
+        version,
+        tracking_uri=settings.mlflow_uri,
+        model=filter_model_ref(settings),
+        force=force,
+        reason=reason,
+    )
+    return PromoteReport(
+        version=str(r["version"]),
+        previous=r.get("previous"),
+        changed=bool(r["changed"]),
+        forced=bool(r.get("forced", False)),
+    )
 
 
 # ----------------------------------------------------------------------------- scoring

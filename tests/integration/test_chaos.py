@@ -191,7 +191,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def reference_rows(synth: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The label store after one uninterrupted `labelloop sample`."""
     state = tmp_path_factory.mktemp("sample-reference")
-    done = subprocess.run(_labelloop("sample", str(synth), "--json"), env=_env(state), cwd=REPO,
+    done = subprocess.run(_labelloop("sample", "--input", str(synth), "--json"), env=_env(state), cwd=REPO,
                           capture_output=True, text=True, timeout=1200)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     return _store_rows(state)
@@ -202,7 +202,7 @@ def test_sample_killed_mid_run_then_rerun_equals_an_uninterrupted_run(
 ) -> None:
     state = tmp_path / "state"
     env = _env(state)
-    proc = subprocess.Popen(_labelloop("sample", str(synth)), env=env, cwd=REPO,
+    proc = subprocess.Popen(_labelloop("sample", "--input", str(synth)), env=env, cwd=REPO,
                             start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     db = state / "labelstore.db"
@@ -217,7 +217,7 @@ def test_sample_killed_mid_run_then_rerun_equals_an_uninterrupted_run(
     interrupted = _wait_until(some_rows, proc, 1200, "the first stored rows")
     _kill_group(proc)
     partial = len(_store_rows(state))
-    done = subprocess.run(_labelloop("sample", str(synth), "--json"), env=env, cwd=REPO,
+    done = subprocess.run(_labelloop("sample", "--input", str(synth), "--json"), env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=1200)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     rows = _store_rows(state)
@@ -241,7 +241,7 @@ def test_two_sample_runs_at_once_store_each_row_once(
                    capture_output=True)  # fmt: skip
     procs = [
         subprocess.Popen(
-            _labelloop("sample", str(synth)),
+            _labelloop("sample", "--input", str(synth)),
             env=env,
             cwd=REPO,
             stdout=subprocess.DEVNULL,

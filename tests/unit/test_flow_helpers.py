@@ -88,14 +88,14 @@ def test_every_flow_is_registered_and_served(isolated_env):
 
 
 def test_label_error_check_never_fails_the_retrain_and_is_audited(isolated_env) -> None:
-    from flows.loop import queue_label_errors_from
     from labelloop.runtime import Runtime
+    from labelloop.stages import queue_label_errors
 
     s = Settings(_env_file=None, label_studio_url="http://127.0.0.1:9")  # type: ignore[call-arg]
-    assert queue_label_errors_from(s, {}, ["653"], run_id="r0") == {
+    assert queue_label_errors(Runtime(s), {}, ["653"], run_id="r0") == {
         "issues": 0, "conversations": 0, "queued": 0,
     }  # fmt: skip
-    out = queue_label_errors_from(s, {"c1": {"653": 0.99}}, ["653"], run_id="r1")
+    out = queue_label_errors(Runtime(s), {"c1": {"653": 0.99}}, ["653"], run_id="r1")
     assert "error" in out and "Error" in out["error"]  # Label Studio is not running there
     store = Runtime(s).store
     assert store.verify_audit() >= 1

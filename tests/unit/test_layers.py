@@ -2,7 +2,7 @@
 
 Reads the source of every module under ``labeling/``, ``experiments/`` and ``targeting/`` (no
 import needed) and fails on any import, top-level or inside a function, of the settings or of the
-``labelloop`` modules that read them (the runtime, the pipeline and stage entry points, the CLI, serving).
+``labelloop`` modules that read them (the runtime, the stage functions, the CLI, serving).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ INNER = ("labeling", "experiments", "targeting")
 FORBIDDEN = (
     "labelloop.settings",
     "labelloop.runtime",
-    "labelloop.pipeline",
     "labelloop.stages",
     "labelloop.serving",
     "labelloop.config_report",

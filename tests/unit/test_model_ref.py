@@ -63,12 +63,14 @@ def test_runtime_builds_the_ref_from_the_settings(custom: Settings) -> None:
 def test_training_registers_under_the_configured_name(
     custom: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import labelloop.pipeline as pipeline
+    import experiments.registry as registry
+    from labelloop import stages
+    from labelloop.runtime import Runtime
 
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(pipeline, "build_snapshot", lambda settings, from_records=None: "snap")
-    monkeypatch.setattr(pipeline, "train_and_register", lambda snapshot, **kw: seen.update(kw))
-    pipeline.train(custom, use_embeddings=False)
+    monkeypatch.setattr(stages, "build_snapshot", lambda rt, from_records=None: "snap")
+    monkeypatch.setattr(registry, "train_and_register", lambda snapshot, **kw: seen.update(kw))
+    stages.train(Runtime(custom), use_embeddings=False)
     assert seen["model_name"] == NAME
 
 
@@ -76,7 +78,8 @@ def test_gate_and_approval_move_the_configured_alias_of_the_configured_name(
     custom: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import experiments.gate as gate
-    import labelloop.pipeline as pipeline
+    from labelloop import stages
+    from labelloop.runtime import Runtime
 
     registry = FakeRegistry()
     registry.tags[(NAME, "3")] = {"gate": "passed"}
@@ -88,9 +91,9 @@ def test_gate_and_approval_move_the_configured_alias_of_the_configured_name(
         evaluated.append(kw["model"])
         return SimpleNamespace(passed=True)
 
-    monkeypatch.setattr(pipeline, "evaluate", fake_evaluate)
-    _, approved = pipeline.evaluate_and_maybe_approve(custom, "3")
-    assert approved
+    monkeypatch.setattr(gate, "evaluate", fake_evaluate)
+    gated = stages.gate(Runtime(custom), "3")
+    assert gated.approved and gated.promoted == stages.PromoteReport("3", "2", changed=True)
     assert evaluated == [FilterModelRef(NAME, ALIAS)]
     assert registry.aliases == {(NAME, ALIAS): "3", (NAME, "previous"): "2"}
     assert gate.alias_version(custom.mlflow_uri, NAME, ALIAS) == "3"

@@ -58,7 +58,7 @@ def test_sample_calls_ingest(
     calls = _replace(
         monkeypatch, "ingest", stages.IngestReport("r-1", 1, SampleReport(inserted=5, eligible=4))
     )
-    res = _cli("sample", str(src), "--cap-per-surface", "3", "--seed", "9", "--json")
+    res = _cli("sample", "-i", str(src), "--cap-per-surface", "3", "--seed", "9", "--json")
     [(args, kwargs)] = calls.calls
     assert isinstance(args[0], Runtime) and list(args[1]) == [src]
     assert kwargs == {"cap_per_surface": 3, "seed": 9}
@@ -136,6 +136,102 @@ def test_propose_ingests_then_calls_propose_pending(
     assert isinstance(kwargs["stats"], ProposeStats)
 
 
+def _outcome(version: str = "4") -> Any:
+    """What ``experiments.registry.train_and_register`` returns, as far as the callers read it."""
+    return SimpleNamespace(
+        run_id="run-4", run_url="http://mlflow/run-4", model_uri=f"models:/filter/{version}",
+        version=version, snapshot_hash="ab" * 32,
+        metrics={"leak_rate": 0.01, "false_block_rate": 0.02, "interest_micro_f1": 0.9, "n_eval": 50},
+    )  # fmt: skip
+
+
+def _gate_result(version: str, passed: bool) -> Any:
+    from experiments.gate import Check, GateResult
+
+    checks = [Check("recall[health]", True, 1.0, 1.0, 0.98, "4 items"),
+              Check("leak_rate <= champion", passed, 0.01, 0.02, 0.02, "")]  # fmt: skip
+    return GateResult(version, "3", passed, checks, {"leak_rate": 0.01}, {"leak_rate": 0.02}, 50,
+                      gate_run_id="gate-run-1")  # fmt: skip
+
+
+def test_train_calls_train(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    src = tmp_path / "gold.jsonl"
+    src.write_text(json.dumps(make_record()) + "\n", encoding="utf-8")
+    trained = _replace(monkeypatch, "train", stages.TrainReport(_outcome()))
+    gated = _replace(monkeypatch, "gate", lambda *a, **k: pytest.fail("gate without --evaluate"))
+    res = _cli("train", "--from-records", str(src), "--no-embeddings")
+    [(args, kwargs)] = trained.calls
+    assert isinstance(args[0], Runtime) and kwargs["from_records"] == [src]
+    assert kwargs["use_embeddings"] is False and callable(kwargs["progress"])
+    assert gated.calls == []
+    assert "models:/filter/4 (version 4)" in res.stdout and "leak_rate=0.0100" in res.stdout
+
+
+def test_train_evaluate_calls_train_then_gate(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trained = _replace(monkeypatch, "train", stages.TrainReport(_outcome("5")))
+    promoted = stages.PromoteReport("5", "3", changed=True)
+    gated = _replace(monkeypatch, "gate", stages.GateReport(_gate_result("5", True), promoted))
+    res = _cli("train", "--evaluate")
+    assert len(trained.calls) == 1 and trained.calls[0][1]["from_records"] is None
+    [(args, kwargs)] = gated.calls
+    assert isinstance(args[0], Runtime) and args[1] == "5" and kwargs == {}
+    assert "PASSED" in res.stdout and "auto-approved: version 5 is now @production" in res.stdout
+    assert "| recall[health] |" in res.stdout  # the table is printed as it is, not as markup
+
+
+@pytest.mark.parametrize("passed", [True, False])
+def test_evaluate_calls_gate(
+    passed: bool, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labelloop.cli import app
+
+    calls = _replace(monkeypatch, "gate", stages.GateReport(_gate_result("7", passed)))
+    res = runner.invoke(app, ["evaluate", "7", "--json"])
+    assert res.exit_code == (0 if passed else 1), res.output
+    [(args, kwargs)] = calls.calls
+    assert isinstance(args[0], Runtime) and args[1] == "7"
+    assert kwargs == {}  # auto-approval follows the gate_auto_approve setting
+    assert json.loads(res.stdout) == {
+        "version": "7", "champion": "3", "passed": passed,
+        "summary": "passed" if passed else "failed: leak_rate <= champion",
+        "gate_run_id": "gate-run-1", "approved": False,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("forced", [False, True])
+def test_approve_calls_promote(
+    forced: bool, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _replace(monkeypatch, "promote", stages.PromoteReport("7", "6", True, forced=forced))
+    args_in = ["approve", "7"] + (["--force", "--reason", "drill"] if forced else [])
+    res = _cli(*args_in)
+    [(args, kwargs)] = calls.calls
+    assert isinstance(args[0], Runtime) and args[1] == "7"
+    expected = {"force": True, "reason": "drill"} if forced else {"force": False, "reason": None}
+    assert kwargs == expected
+    assert "@production -> version 7 (previous: 6)" in res.stdout
+    assert ("[forced]" in res.stdout) is forced
+
+
+def test_approve_refused_by_the_gate_exits_1(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from experiments.gate import GateError
+    from labelloop.cli import app
+
+    def refuse(*_a: Any, **_k: Any) -> stages.PromoteReport:
+        raise GateError("version 7 has gate status 'failed'")
+
+    calls = _replace(monkeypatch, "promote", refuse)
+    res = runner.invoke(app, ["approve", "7"])
+    assert res.exit_code == 1 and len(calls.calls) == 1
+    assert "refused" in res.output and "gate status" in res.output
+
+
 # ----------------------------------------------------------------------------- the flows
 def test_flow_tasks_call_the_stages(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows import loop
@@ -172,6 +268,58 @@ def test_flow_tasks_call_the_stages(isolated_env: Path, monkeypatch: pytest.Monk
     )
     assert loop.pull_task.fn(settings, "c")["gold_created"] == 2
     assert pull.calls[0][1] == {"run_id": "c"}
+
+
+def test_flow_model_tasks_call_the_stages(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows import loop
+
+    settings = Settings()
+    trained = _replace(
+        monkeypatch, "train", stages.TrainReport(_outcome("8"), {"issues": 0, "queued": 0})
+    )
+    out = loop.train_task.fn(settings)
+    [(args, kwargs)] = trained.calls
+    assert isinstance(args[0], Runtime) and kwargs["label_errors"] is True
+    assert callable(kwargs["progress"])  # the training progress artifacts
+    assert out["version"] == "8" and out["label_errors"] == {"issues": 0, "queued": 0}
+    assert out["metrics"]["n_eval"] == 50
+
+    gated = _replace(monkeypatch, "gate", stages.GateReport(_gate_result("8", False)))
+    verdict = loop.gate_task.fn(settings, "8")
+    [(args, kwargs)] = gated.calls
+    assert args[1] == "8" and kwargs == {"auto_approve": False}  # promotion runs on the event
+    assert verdict["passed"] is False and verdict["approved"] is False
+    assert verdict["failed_checks"] == [
+        {"check": "leak_rate <= champion", "value": 0.01, "threshold": 0.02, "detail": ""}
+    ]
+    assert verdict["table"].startswith("gate for v8 vs champion v3: **FAILED**")
+
+    promoted = _replace(monkeypatch, "promote", stages.PromoteReport("8", "7", changed=True))
+    assert loop.approve_task.fn(settings, "8") == {
+        "approved": "8", "previous": "7", "changed": True, "forced": False,
+    }  # fmt: skip
+    [(args, kwargs)] = promoted.calls
+    assert args[1] == "8" and kwargs == {}
+
+
+def test_promote_flow_approves_through_the_stage(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows import loop
+
+    promoted = _replace(monkeypatch, "promote", stages.PromoteReport("9", "8", changed=True))
+    monkeypatch.setattr(loop, "approve_task", loop.approve_task.fn)  # no Prefect server needed
+    published: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        loop, "publish", lambda key, title, _sections: published.append((key, title))
+    )
+    out = loop.promote.fn(version="9", approve=True, reload=False)
+    assert len(promoted.calls) == 1 and promoted.calls[0][0][1] == "9"
+    assert out["approved"] == "9" and published == [("promote", "promoted version 9")]
+    pending = loop.promote.fn(version="10", approve=False, reload=False)
+    assert pending["approved"] is None and len(promoted.calls) == 1
 
 
 def test_score_file_task_calls_score_file_and_writes_signals(
