@@ -53,7 +53,7 @@ from labeling.studio import (
     SKIPPED as TASK_SKIPPED,
 )
 from labelloop.store.models import AnnotationRow, utcnow
-from labelloop.store.review import AnnotationValues, as_utc
+from labelloop.store.review import AnnotationValues, TaskIntent, as_utc
 
 if TYPE_CHECKING:
     from labeling.studio import Projects
@@ -334,14 +334,16 @@ def request_adjudication(
     detail = {"why": why, "answers": list(answers)}
     if row is None:
         tx.add_task(
-            conversation_id=cid,
-            project_id=adjudication_project,
-            status=IMPORTING,
-            reason=reason,
-            priority=2.0 if reason == "disagreement" else 1.0,
-            overlap=1,
-            run_id=run_id,
-            detail=detail,
+            TaskIntent(
+                conversation_id=cid,
+                project_id=adjudication_project,
+                status=IMPORTING,
+                reason=reason,
+                priority=2.0 if reason == "disagreement" else 1.0,
+                overlap=1,
+                run_id=run_id,
+                detail=detail,
+            )
         )
         return True
     if row.status == DONE and reason == "label_error":

@@ -47,6 +47,7 @@ from labeling.routing import (
     route,
 )
 from labeling.segments import turn_texts
+from labelloop.store import TaskIntent
 from labelloop.store.models import ConversationRow, ProposalRow
 
 if TYPE_CHECKING:
@@ -713,20 +714,18 @@ def route_pending(
             if Reason.QA_SAMPLE in d.reasons:
                 detail["silver"] = {"interests": ints, "sensitive": sens}
             status = IMPORTING if d.dispatch == Dispatch.SEND else QUEUED
+            intent = TaskIntent(
+                conversation_id=d.conversation_id, project_id=review_project, status=status,
+                reason=d.reason, priority=d.priority, overlap=d.overlap, run_id=run_id,
+                detail=detail,
+            )  # fmt: skip
             task = existing.get(d.conversation_id)
             if task is None:
                 # ON CONFLICT DO NOTHING: a concurrent push that routed the same conversation
                 # first keeps its task; this run does not fail on it
-                tx.insert_task_if_absent(
-                    conversation_id=d.conversation_id, project_id=review_project, status=status,
-                    reason=d.reason, priority=d.priority, overlap=d.overlap, run_id=run_id,
-                    detail=detail,
-                )  # fmt: skip
+                tx.insert_task_if_absent(intent)
             elif task.status == QUEUED:
-                tx.reroute_task(
-                    task, status=status, reason=d.reason, priority=d.priority,
-                    overlap=d.overlap, run_id=run_id, detail=detail,
-                )  # fmt: skip
+                tx.reroute_task(task, intent)
     report.routing = result.counts
     return result
 

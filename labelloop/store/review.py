@@ -56,6 +56,20 @@ class AnnotationValues:
     ls_updated_at: datetime | None
 
 
+@dataclass(frozen=True)
+class TaskIntent:
+    """A review task to create in a Label Studio project (or a queued one routed again)."""
+
+    conversation_id: str
+    project_id: int
+    status: str
+    reason: str
+    priority: float
+    overlap: int
+    run_id: str
+    detail: dict[str, Any]
+
+
 class ReviewTransaction:
     """The review queries of one open transaction (see the module doc)."""
 
@@ -194,50 +208,27 @@ class ReviewTransaction:
         )
         return list(self._s.scalars(q))
 
-    def insert_task_if_absent(
-        self,
-        *,
-        conversation_id: str,
-        project_id: int,
-        status: str,
-        reason: str,
-        priority: float,
-        overlap: int,
-        run_id: str,
-        detail: dict[str, Any],
-    ) -> bool:
+    def insert_task_if_absent(self, intent: TaskIntent) -> bool:
         """Insert a task now (``INSERT ... ON CONFLICT DO NOTHING``: a task a concurrent run
         inserted first is kept); True if this one was inserted."""
-        row = {"conversation_id": conversation_id, "ls_project_id": project_id, "status": status,
-               "reason": reason, "priority": priority, "overlap": overlap, "run_id": run_id,
-               "detail": detail}  # fmt: skip
-        return bool(
-            insert_ignore(self._s, ReviewTaskRow, [row], ["conversation_id", "ls_project_id"])
-        )
+        row = {"conversation_id": intent.conversation_id, "ls_project_id": intent.project_id,
+               "status": intent.status, "reason": intent.reason, "priority": intent.priority,
+               "overlap": intent.overlap, "run_id": intent.run_id, "detail": intent.detail}  # fmt: skip
+        key = ["conversation_id", "ls_project_id"]
+        return bool(insert_ignore(self._s, ReviewTaskRow, [row], key))
 
-    def add_task(
-        self,
-        *,
-        conversation_id: str,
-        project_id: int,
-        status: str,
-        reason: str,
-        priority: float,
-        overlap: int,
-        run_id: str,
-        detail: dict[str, Any],
-    ) -> None:
+    def add_task(self, intent: TaskIntent) -> None:
         """Add a task, written when the transaction commits (or at its next query)."""
         self._s.add(
             ReviewTaskRow(
-                conversation_id=conversation_id,
-                ls_project_id=project_id,
-                status=status,
-                reason=reason,
-                priority=priority,
-                overlap=overlap,
-                run_id=run_id,
-                detail=detail,
+                conversation_id=intent.conversation_id,
+                ls_project_id=intent.project_id,
+                status=intent.status,
+                reason=intent.reason,
+                priority=intent.priority,
+                overlap=intent.overlap,
+                run_id=intent.run_id,
+                detail=intent.detail,
             )
         )
 
@@ -253,24 +244,15 @@ class ReviewTransaction:
         """Add (or replace) keys of the task's ``detail``."""
         task.detail = {**(task.detail or {}), **detail}
 
-    def reroute_task(
-        self,
-        task: ReviewTaskRow,
-        *,
-        status: str,
-        reason: str,
-        priority: float,
-        overlap: int,
-        run_id: str,
-        detail: Mapping[str, Any],
-    ) -> None:
-        """A queued task routed again by a later run (``detail`` merged into the old one)."""
-        task.status = status
-        task.reason = reason
-        task.priority = priority
-        task.overlap = overlap
-        task.run_id = run_id
-        self.merge_task_detail(task, detail)
+    def reroute_task(self, task: ReviewTaskRow, intent: TaskIntent) -> None:
+        """A queued task routed again by a later run: the intent's status, reason, priority,
+        overlap and run; its ``detail`` merged into the old one."""
+        task.status = intent.status
+        task.reason = intent.reason
+        task.priority = intent.priority
+        task.overlap = intent.overlap
+        task.run_id = intent.run_id
+        self.merge_task_detail(task, intent.detail)
 
     def reopen_task(
         self, task: ReviewTaskRow, *, status: str, reason: str, detail: Mapping[str, Any]

@@ -11,6 +11,7 @@ and ``ReviewTransaction`` methods).
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,11 @@ def _sql(name: str) -> bool:
     return any(name == f or name.startswith(f + ".") for f in SQL)
 
 
+def _offending(path: Path, bad: Callable[[str], bool]) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [f"line {n}: {name}" for n, name in _imported(tree) if bad(name)]
+
+
 def _modules() -> list[Path]:
     return sorted(p for pkg in INNER for p in (ROOT / pkg).rglob("*.py"))
 
@@ -68,8 +74,7 @@ def test_the_inner_packages_are_found() -> None:
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_inner_module_does_not_read_the_settings(path: Path) -> None:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    bad = [f"line {n}: {name}" for n, name in _imported(tree) if _forbidden(name)]
+    bad = _offending(path, _forbidden)
     assert not bad, f"{path.relative_to(ROOT)} imports what reads the settings: {bad}"
 
 
@@ -86,8 +91,7 @@ def test_the_check_catches_settings_imports() -> None:
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_inner_module_runs_no_sql_of_its_own(path: Path) -> None:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    bad = [f"line {n}: {name}" for n, name in _imported(tree) if _sql(name)]
+    bad = _offending(path, _sql)
     assert not bad, f"{path.relative_to(ROOT)} runs SQL outside the store: {bad}"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from labelloop.store import LabelStore
+from labelloop.store import LabelStore, ReviewTransaction, TaskIntent
 from labelloop.store.models import GoldLabelRow, ReviewTaskRow
 
 TURNS = [{"role": "user", "text": "[NAME] asks about trails"}]
@@ -214,12 +214,16 @@ def test_review_conversations_and_proposals(store: LabelStore) -> None:
         assert tx.latest_proposals({"b"})["b"].route == "rejected"
 
 
-def _task(tx: Any, cid: str, project: int = 1, **kw: Any) -> bool:
-    args = {"conversation_id": cid, "project_id": project, "status": "importing",
-            "reason": "uncertain", "priority": 0.5, "overlap": 1, "run_id": "r1",
-            "detail": {"proposal_id": 1}}  # fmt: skip
+def _intent(cid: str, project: int = 1, **kw: Any) -> TaskIntent:
+    args: dict[str, Any] = {"conversation_id": cid, "project_id": project, "status": "importing",
+                            "reason": "uncertain", "priority": 0.5, "overlap": 1, "run_id": "r1",
+                            "detail": {"proposal_id": 1}}  # fmt: skip
     args.update(kw)
-    return bool(tx.insert_task_if_absent(**args))
+    return TaskIntent(**args)
+
+
+def _task(tx: ReviewTransaction, cid: str, **kw: Any) -> bool:
+    return tx.insert_task_if_absent(_intent(cid, **kw))
 
 
 def test_review_tasks_queries(store: LabelStore) -> None:
@@ -230,8 +234,7 @@ def test_review_tasks_queries(store: LabelStore) -> None:
         assert _task(tx, "c", status="queued")
         assert _task(tx, "d", status="open", overlap=2, reason="qa_sample")
         assert not _task(tx, "a", status="queued")  # the first task of (a, 1) is kept
-        tx.add_task(conversation_id="a", project_id=2, status="importing", reason="disagreement",
-                    priority=2.0, overlap=1, run_id="r1", detail={"why": "x"})  # fmt: skip
+        tx.add_task(_intent("a", 2, reason="disagreement", priority=2.0, detail={"why": "x"}))
     with store.review() as tx:
         assert tx.task_conversation_ids(1, "queued") == {"c"}
         assert tx.task_conversation_ids_not_in(1, "queued") == {"a", "b", "d"}
@@ -258,8 +261,8 @@ def test_review_tasks_queries(store: LabelStore) -> None:
         tx.merge_task_detail(d, {"overlap_set": True})
         c = tx.task_of("c", 1)
         assert c is not None
-        tx.reroute_task(c, status="importing", reason="sensitive_suspect", priority=3.0,
-                        overlap=2, run_id="r2", detail={"reasons": ["x"]})  # fmt: skip
+        tx.reroute_task(c, _intent("c", reason="sensitive_suspect", priority=3.0, overlap=2,
+                                   run_id="r2", detail={"reasons": ["x"]}))  # fmt: skip
         tx.set_task_status(a2, "done")
         tx.reopen_task(a2, status="adjudication", reason="label_error", detail={"why": "y"})
     with store.review() as tx:
