@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from labeling.collection import pull
+from labeling.collection import pull, queue_label_errors
 from labeling.routing import RoutingConfig
 from labeling.studio import Projects, PushReport, import_pending, result_for, route_pending
 from labelloop.store import LabelStore
@@ -121,4 +121,22 @@ def test_push_then_pull_resolves_the_review_to_gold(tmp_path: Path) -> None:
     gold = {g.conversation_id: g for g, _ in store.training_data(include_silver=False).gold}
     assert (gold["a"].interests, gold["a"].origin, gold["a"].revision) == (["1", "653"], "human", 2)
     assert (gold["b"].interests, gold["b"].origin, gold["b"].weight) == (["653"], "silver", 0.5)
+
+    # the model confidently contradicts a human label: the gold goes to adjudication
+    probs = {"a": {"1": 0.01}, "b": {"1": 0.02}}
+    queued = queue_label_errors(store, client, projects, probs, ["1"], run_id="le-1")
+    assert queued == {"issues": 1, "conversations": 1, "queued": 1}
+    (adj_id,) = [tid for tid, t in client.tasks.items() if t["project"] == projects.adjudication]
+    assert client.tasks[adj_id]["data"]["conversation_id"] == "a"
+    assert store.review_task_statuses(projects.adjudication) == {"open": 1}
+    # the adjudicator's answer becomes gold; asking again for a done task reopens it
+    client.annotate(adj_id, 601, ["1"], "2026-03-01T12:00:00Z")
+    adjudicated = pull(store, client, projects, run_id="pull-4", label_sets=LABEL_SETS)
+    assert adjudicated.gold_updated == 1
+    assert store.gold_by_origin() == {"adjudicated": 1, "silver": 1}
+    assert store.review_task_statuses(projects.adjudication) == {"done": 1}
+    probs = {"a": {"653": 0.99}, "b": {"653": 0.99}}  # "a" lacks 653 now, "b" has it
+    reopened = queue_label_errors(store, client, projects, probs, ["653"], run_id="le-2")
+    assert reopened == {"issues": 1, "conversations": 1, "queued": 1}
+    assert store.review_task_statuses(projects.adjudication) == {"adjudication": 1}
     store.dispose()
