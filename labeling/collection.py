@@ -30,9 +30,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from labeling.agreement import (
     CANCELLED,
     COMPLETED,
@@ -55,19 +52,13 @@ from labeling.studio import (
 from labeling.studio import (
     SKIPPED as TASK_SKIPPED,
 )
-from labelloop.store.models import (
-    AnnotationRow,
-    ConversationRow,
-    GoldLabelRow,
-    ReviewTaskRow,
-    SyncStateRow,
-    utcnow,
-)
+from labelloop.store.models import AnnotationRow, utcnow
+from labelloop.store.review import AnnotationValues, TaskIntent, as_utc
 
 if TYPE_CHECKING:
     from labeling.studio import Projects
     from labeling.taxonomy import Taxonomy
-    from labelloop.store import LabelStore
+    from labelloop.store import LabelStore, ReviewTransaction
 
 SYNC_WINDOW = timedelta(seconds=2)
 Progress = Callable[[str, int, int], None]
@@ -126,30 +117,8 @@ def _parse_ts(value: Any) -> datetime | None:
     return None
 
 
-def _aware(ts: datetime | None) -> datetime | None:
-    if ts is None:
-        return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
 def _sync_key(project_id: int) -> str:
     return f"ls:{project_id}:updated_at"
-
-
-def get_sync(s: Session, key: str) -> str | None:
-    row = s.get(SyncStateRow, key)
-    return row.value if row else None
-
-
-def set_sync(s: Session, key: str, value: str) -> None:
-    """Insert or update; a new key is an upsert, so a concurrent writer never fails it."""
-    from labelloop.store.store import upsert
-
-    row = s.get(SyncStateRow, key)
-    if row is None:
-        upsert(s, SyncStateRow, {"key": key, "value": value}, ["key"], ["value"])
-    elif row.value != value:
-        row.value = value
 
 
 def view(row: AnnotationRow) -> AnnotationView:
@@ -158,14 +127,14 @@ def view(row: AnnotationRow) -> AnnotationView:
         status=row.status,
         interests=frozenset(row.interests or []),
         sensitive=frozenset(row.sensitive or []),
-        updated_at=_aware(row.ls_updated_at),
+        updated_at=as_utc(row.ls_updated_at),
         ls_annotation_id=row.ls_annotation_id,
     )
 
 
 # ---- step 1: annotations -----------------------------------------------------------------------
 def upsert_annotation(
-    s: Session,
+    tx: ReviewTransaction,
     cid: str,
     task_id: int,
     project_id: int,
@@ -187,43 +156,33 @@ def upsert_annotation(
     annotator = users.get(by_id, f"user:{by_id}") if by_id is not None else "unknown"
     status = SKIPPED if cancelled else COMPLETED
     lead = ann.get("lead_time")
-    updated = _parse_ts(ann.get("updated_at"))
-    values = {
-        "conversation_id": cid,
-        "ls_task_id": task_id,
-        "ls_project_id": project_id,
-        "annotator": annotator,
-        "status": status,
-        "interests": interests,
-        "sensitive": sensitive,
-        "comment": comment,
-        "lead_time_s": float(lead) if lead is not None else None,
-        "ls_updated_at": updated,
-    }
-    row = s.scalars(select(AnnotationRow).where(AnnotationRow.ls_annotation_id == ann_id)).first()
-    if row is None:
-        s.add(AnnotationRow(ls_annotation_id=ann_id, **values))
+    values = AnnotationValues(
+        conversation_id=cid,
+        ls_task_id=task_id,
+        ls_project_id=project_id,
+        annotator=annotator,
+        status=status,
+        interests=interests,
+        sensitive=sensitive,
+        comment=comment,
+        lead_time_s=float(lead) if lead is not None else None,
+        ls_updated_at=_parse_ts(ann.get("updated_at")),
+    )
+    write = tx.upsert_annotation(ann_id, values)
+    if write == "inserted":
         report.annotations_new += 1
         if cancelled:
             report.skipped += 1
         return True
-    changed = False
-    for k, v in values.items():
-        cur = getattr(row, k)
-        if k == "ls_updated_at":
-            cur = _aware(cur)
-        if cur != v:
-            setattr(row, k, v)
-            changed = True
-    if changed:
+    if write == "updated":
         report.annotations_updated += 1
-    else:
-        report.annotations_unchanged += 1
-    return changed
+        return True
+    report.annotations_unchanged += 1
+    return False
 
 
 def sync_project(
-    s: Session,
+    tx: ReviewTransaction,
     client: StudioClient,
     project_id: int,
     users: Mapping[int, str],
@@ -232,9 +191,9 @@ def sync_project(
 ) -> set[str]:
     """Step 1 for one project; returns the conversation ids whose annotations changed."""
     key = _sync_key(project_id)
-    since_raw = get_sync(s, key)
+    since_raw = tx.sync_value(key)
     since = _parse_ts(since_raw) if since_raw else None
-    known = set(s.scalars(select(ConversationRow.conversation_id)))
+    known = tx.conversation_ids()
     touched: set[str] = set()
     newest = since
     n = 0
@@ -255,43 +214,21 @@ def sync_project(
         present = set()
         for ann in anns:
             present.add(int(ann["id"]))
-            if upsert_annotation(s, cid, task_id, project_id, ann, users, report):
+            if upsert_annotation(tx, cid, task_id, project_id, ann, users, report):
                 touched.add(cid)
-        for row in s.scalars(
-            select(AnnotationRow).where(
-                AnnotationRow.ls_task_id == task_id, AnnotationRow.status != CANCELLED
-            )
-        ):
+        for row in tx.task_annotations_not_in(task_id, CANCELLED):
             if row.ls_annotation_id not in present:  # deleted in Label Studio
-                row.status = CANCELLED
+                tx.set_annotation_status(row, CANCELLED)
                 report.cancelled += 1
                 touched.add(cid)
         if progress and n % 25 == 0:
             progress(f"pull project {project_id}", n, 0)
     if newest is not None and newest != since:
-        set_sync(s, key, newest.isoformat())
+        tx.set_sync_value(key, newest.isoformat())
     return touched
 
 
 # ---- step 2: resolution ------------------------------------------------------------------------
-def _task_row(s: Session, cid: str, project_id: int) -> ReviewTaskRow | None:
-    return s.scalars(
-        select(ReviewTaskRow).where(
-            ReviewTaskRow.conversation_id == cid, ReviewTaskRow.ls_project_id == project_id
-        )
-    ).first()
-
-
-def _annotations(s: Session, cid: str, project_id: int) -> list[AnnotationRow]:
-    return list(
-        s.scalars(
-            select(AnnotationRow).where(
-                AnnotationRow.conversation_id == cid, AnnotationRow.ls_project_id == project_id
-            )
-        )
-    )
-
-
 def _count(change: GoldChange | None, report: PullReport, changes: list[GoldChange]) -> None:
     if change is None:
         return
@@ -303,7 +240,7 @@ def _count(change: GoldChange | None, report: PullReport, changes: list[GoldChan
 
 
 def resolve_conversation(
-    s: Session,
+    tx: ReviewTransaction,
     cid: str,
     projects: Projects,
     *,
@@ -313,50 +250,52 @@ def resolve_conversation(
     changes: list[GoldChange],
 ) -> None:
     """Step 2 for one conversation (see module doc)."""
-    review = _task_row(s, cid, projects.review)
-    adj = _task_row(s, cid, projects.adjudication)
+    review = tx.task_of(cid, projects.review)
+    adj = tx.task_of(cid, projects.adjudication)
     if adj is not None:
         # once a conversation went to adjudication, only the adjudicator's answer becomes gold
         since = _parse_ts((adj.detail or {}).get("reopened_at"))
         answers = [
             a
-            for a in _annotations(s, cid, projects.adjudication)
+            for a in tx.annotations_of(cid, projects.adjudication)
             if a.status == COMPLETED
-            and (since is None or (_aware(a.ls_updated_at) or since) >= since)
+            and (since is None or (as_utc(a.ls_updated_at) or since) >= since)
         ]
         if answers:
             last = max(
                 answers, key=lambda a: view(a).updated_at or datetime.min.replace(tzinfo=UTC)
             )
             _count(
-                upsert_gold(s, cid, last.interests, last.sensitive, "adjudicated", 1.0, force=True),
+                upsert_gold(
+                    tx, cid, last.interests, last.sensitive, "adjudicated", 1.0, force=True
+                ),
                 report,
                 changes,
             )
-            adj.status = DONE
+            tx.set_task_status(adj, DONE)
             if review is not None:
-                review.status = DONE
+                tx.set_task_status(review, DONE)
             return
         return  # waiting for the adjudicator; the provisional answer stands
     required = review.overlap if review is not None else 1
-    res = resolve((view(a) for a in _annotations(s, cid, projects.review)), required, min_jaccard)
+    res = resolve((view(a) for a in tx.annotations_of(cid, projects.review)), required, min_jaccard)
     if res.kind == "wait":
         report.waiting += 1
         return
     if res.kind == "skipped":
         if review is not None:
-            review.status = TASK_SKIPPED
+            tx.set_task_status(review, TASK_SKIPPED)
         return
     if res.kind == "gold":
-        _count(upsert_gold(s, cid, res.interests, res.sensitive, "human", 1.0), report, changes)
+        _count(upsert_gold(tx, cid, res.interests, res.sensitive, "human", 1.0), report, changes)
         if review is not None:
-            review.status = DONE
+            tx.set_task_status(review, DONE)
         return
     # disagreement -> adjudication (intent first; imported right after, crash-safe)
     if review is not None:
-        review.status = ADJUDICATION
+        tx.set_task_status(review, ADJUDICATION)
     if res.sensitive:
-        change = upsert_gold(s, cid, (), res.sensitive, "provisional", 0.0, force=True)
+        change = upsert_gold(tx, cid, (), res.sensitive, "provisional", 0.0, force=True)
         if change is not None:
             report.provisional += 1
     answers_detail = [
@@ -365,11 +304,11 @@ def resolve_conversation(
             "interests": sorted(a.interests),
             "sensitive": sorted(a.sensitive),
         }
-        for a in _annotations(s, cid, projects.review)
+        for a in tx.annotations_of(cid, projects.review)
         if a.status == COMPLETED
     ]
     request_adjudication(
-        s,
+        tx,
         cid,
         projects.adjudication,
         reason="disagreement",
@@ -381,7 +320,7 @@ def resolve_conversation(
 
 
 def request_adjudication(
-    s: Session,
+    tx: ReviewTransaction,
     cid: str,
     adjudication_project: int,
     *,
@@ -391,13 +330,13 @@ def request_adjudication(
     run_id: str,
 ) -> bool:
     """Record the intent of an adjudication task (imported by ``import_pending``); True if new."""
-    row = _task_row(s, cid, adjudication_project)
+    row = tx.task_of(cid, adjudication_project)
     detail = {"why": why, "answers": list(answers)}
     if row is None:
-        s.add(
-            ReviewTaskRow(
+        tx.add_task(
+            TaskIntent(
                 conversation_id=cid,
-                ls_project_id=adjudication_project,
+                project_id=adjudication_project,
                 status=IMPORTING,
                 reason=reason,
                 priority=2.0 if reason == "disagreement" else 1.0,
@@ -408,37 +347,34 @@ def request_adjudication(
         )
         return True
     if row.status == DONE and reason == "label_error":
-        row.status = ADJUDICATION
-        row.reason = reason
-        row.detail = {**(row.detail or {}), **detail, "reopened_at": utcnow().isoformat()}
+        tx.reopen_task(
+            row,
+            status=ADJUDICATION,
+            reason=reason,
+            detail={**detail, "reopened_at": utcnow().isoformat()},
+        )
         return True
     return False
 
 
 # ---- metrics -----------------------------------------------------------------------------------
 def agreement_metrics(
-    s: Session, projects: Projects, label_sets: Mapping[str, Sequence[str]]
+    tx: ReviewTransaction, projects: Projects, label_sets: Mapping[str, Sequence[str]]
 ) -> dict[str, Any]:
     items: dict[str, list[AnnotationView]] = defaultdict(list)
-    for a in s.scalars(select(AnnotationRow).where(AnnotationRow.ls_project_id == projects.review)):
+    for a in tx.project_annotations(projects.review):
         items[a.conversation_id].append(view(a))
     return {g: r.as_dict() for g, r in agreement(items, label_sets).items()}
 
 
-def qa_precision(s: Session, projects: Projects) -> dict[str, Any]:
+def qa_precision(tx: ReviewTransaction, projects: Projects) -> dict[str, Any]:
     """Precision of auto-accepted (silver) labels on the QA sample that humans have resolved."""
     tp = fp = exact = n = sens_missed = 0
-    for row in s.scalars(
-        select(ReviewTaskRow).where(
-            ReviewTaskRow.ls_project_id == projects.review, ReviewTaskRow.reason == "qa_sample"
-        )
-    ):
+    for row in tx.tasks_with_reason(projects.review, "qa_sample"):
         silver = (row.detail or {}).get("silver")
         if not silver:
             continue
-        gold = s.scalars(
-            select(GoldLabelRow).where(GoldLabelRow.conversation_id == row.conversation_id)
-        ).first()
+        gold = tx.gold_label(row.conversation_id)
         if gold is None or gold.origin not in HUMAN_ORIGINS:
             continue
         n += 1
@@ -466,15 +402,11 @@ def queue_counts(store: LabelStore, projects: Projects) -> dict[str, dict[str, i
 
 
 # ---- pull --------------------------------------------------------------------------------------
-def gold_examples(s: Session, ids: Iterable[str]) -> list[GoldExample]:
+def gold_examples(tx: ReviewTransaction, ids: Iterable[str]) -> list[GoldExample]:
     from labeling.records import render_turns
 
     out: list[GoldExample] = []
-    for gold, conv in s.execute(
-        select(GoldLabelRow, ConversationRow)
-        .join(ConversationRow, ConversationRow.conversation_id == GoldLabelRow.conversation_id)
-        .where(GoldLabelRow.conversation_id.in_(list(ids)))
-    ):
+    for gold, conv in tx.gold_with_conversations(ids):
         if gold.origin not in HUMAN_ORIGINS or not conv.redacted_turns:
             continue
         out.append(
@@ -510,13 +442,13 @@ def pull(
     report = PullReport(run_id)
     users = client.users()
     changes: list[GoldChange] = []
-    with store.session() as s:
+    with store.review() as tx:
         touched: set[str] = set()
         for pid in (projects.review, projects.adjudication):
-            touched |= sync_project(s, client, pid, users, report, progress)
+            touched |= sync_project(tx, client, pid, users, report, progress)
         for i, cid in enumerate(sorted(touched)):
             resolve_conversation(
-                s,
+                tx,
                 cid,
                 projects,
                 min_jaccard=min_jaccard,
@@ -540,10 +472,10 @@ def pull(
     to_index = {c.conversation_id for c in changes if c.origin in HUMAN_ORIGINS}
     if reindex:
         to_index |= store.gold_conversation_ids(HUMAN_ORIGINS)
-    with store.session() as s:
-        examples = gold_examples(s, to_index) if to_index and index_gold else []
-        report.agreement = agreement_metrics(s, projects, label_sets)
-        report.qa = qa_precision(s, projects)
+    with store.review() as tx:
+        examples = gold_examples(tx, to_index) if to_index and index_gold else []
+        report.agreement = agreement_metrics(tx, projects, label_sets)
+        report.qa = qa_precision(tx, projects)
     if examples and index_gold is not None:
         try:
             index_gold(examples)
@@ -572,10 +504,10 @@ def queue_label_errors(
 
     Returns counts: issues found, conversations queued (adjudication tasks created or reopened).
     """
-    with store.session() as s:
+    with store.review() as tx:
         gold = {
             g.conversation_id: (g.interests if group == "interests" else g.sensitive) or []
-            for g in s.scalars(select(GoldLabelRow))
+            for g in tx.gold_labels()
         }
         issues = find_label_errors(gold, probs, labels, min_confidence=min_confidence)
         by_cid: dict[str, list[str]] = defaultdict(list)
@@ -585,7 +517,7 @@ def queue_label_errors(
             )
         queued = 0
         for cid, why in sorted(by_cid.items()):
-            g = s.scalars(select(GoldLabelRow).where(GoldLabelRow.conversation_id == cid)).first()
+            g = tx.gold_label(cid)
             answers = [
                 {
                     "annotator": f"gold:{g.origin}" if g else "gold",
@@ -594,7 +526,7 @@ def queue_label_errors(
                 }
             ]
             if request_adjudication(
-                s,
+                tx,
                 cid,
                 projects.adjudication,
                 reason="label_error",

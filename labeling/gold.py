@@ -15,11 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from labelloop.store import LabelStore
-from labelloop.store.models import GoldLabelRow, utcnow
+from labelloop.store import LabelStore, ReviewTransaction
 
 PRECEDENCE: dict[str, int] = {
     "silver": 1,
@@ -42,7 +38,7 @@ class GoldChange:
 
 
 def upsert_gold(
-    session: Session,
+    tx: ReviewTransaction,
     conversation_id: str,
     interests: Sequence[str],
     sensitive: Sequence[str],
@@ -51,7 +47,8 @@ def upsert_gold(
     *,
     force: bool = False,
 ) -> GoldChange | None:
-    """Insert or update the gold label; returns the change, or None when nothing changed/allowed.
+    """Insert or update the gold label in the review transaction ``tx``; returns the change, or
+    None when nothing changed/allowed.
 
     ``force``: allow a weaker origin to replace a stronger one (an edit that supersedes, e.g. a
     human edit after the provisional union was written is never weaker; used for re-review).
@@ -60,20 +57,9 @@ def upsert_gold(
         raise ValueError(f"gold label for {conversation_id!r}: unknown origin {origin!r}")
     ints = sorted(set(interests))
     sens = sorted(set(sensitive))
-    row = session.scalars(
-        select(GoldLabelRow).where(GoldLabelRow.conversation_id == conversation_id)
-    ).first()
+    row = tx.gold_label(conversation_id)
     if row is None:
-        session.add(
-            GoldLabelRow(
-                conversation_id=conversation_id,
-                interests=ints,
-                sensitive=sens,
-                origin=origin,
-                weight=weight,
-                revision=1,
-            )
-        )
+        tx.add_gold_label(conversation_id, ints, sens, origin, weight)
         return GoldChange(conversation_id, tuple(ints), tuple(sens), origin, 1, True)
     if not force and PRECEDENCE[origin] < PRECEDENCE.get(row.origin, 0):
         return None
@@ -85,13 +71,8 @@ def upsert_gold(
     )
     if same:
         return None
-    row.interests = ints
-    row.sensitive = sens
-    row.origin = origin
-    row.weight = weight
-    row.revision += 1
-    row.resolved_at = utcnow()
-    return GoldChange(conversation_id, tuple(ints), tuple(sens), origin, row.revision, False)
+    revision = tx.revise_gold_label(row, ints, sens, origin, weight)
+    return GoldChange(conversation_id, tuple(ints), tuple(sens), origin, revision, False)
 
 
 def human_gold_count(store: LabelStore) -> int:

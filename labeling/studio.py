@@ -36,9 +36,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from labeling.gold import upsert_gold
 from labeling.routing import (
     Dispatch,
@@ -50,8 +47,8 @@ from labeling.routing import (
     route,
 )
 from labeling.segments import turn_texts
-from labelloop.store.models import ConversationRow, ProposalRow, ReviewTaskRow
-from labelloop.store.store import insert_ignore
+from labelloop.store import TaskIntent
+from labelloop.store.models import ConversationRow, ProposalRow
 
 if TYPE_CHECKING:
     from labeling.policy import Policy
@@ -620,16 +617,6 @@ class PushReport:
         }
 
 
-def _latest_proposals(s: Session, ids: set[str] | None = None) -> dict[str, ProposalRow]:
-    q = select(ProposalRow).order_by(ProposalRow.id)
-    if ids is not None:
-        q = q.where(ProposalRow.conversation_id.in_(ids))
-    out: dict[str, ProposalRow] = {}
-    for row in s.scalars(q):
-        out[row.conversation_id] = row
-    return out
-
-
 def view_of(
     row: ProposalRow, conv: ConversationRow | None, embedding: Sequence[float] | None = None
 ) -> ProposalView:
@@ -673,36 +660,13 @@ def route_pending(
     word vectors of the texts.
     """
     report = report if report is not None else PushReport(run_id)
-    with store.session() as s:
-        queued_ids = set(
-            s.scalars(
-                select(ReviewTaskRow.conversation_id).where(
-                    ReviewTaskRow.ls_project_id == review_project, ReviewTaskRow.status == QUEUED
-                )
-            )
-        )
-        in_review = set(
-            s.scalars(
-                select(ReviewTaskRow.conversation_id).where(
-                    ReviewTaskRow.ls_project_id == review_project, ReviewTaskRow.status != QUEUED
-                )
-            )
-        )
-        unrouted = set(
-            s.scalars(select(ProposalRow.conversation_id).where(ProposalRow.route.is_(None)))
-        )
+    with store.review() as tx:
+        queued_ids = tx.task_conversation_ids(review_project, QUEUED)
+        in_review = tx.task_conversation_ids_not_in(review_project, QUEUED)
+        unrouted = tx.unrouted_conversation_ids()
         candidates = (unrouted | queued_ids) - in_review
-        latest = _latest_proposals(s, candidates) if candidates else {}
-        convs = (
-            {
-                c.conversation_id: c
-                for c in s.scalars(
-                    select(ConversationRow).where(ConversationRow.conversation_id.in_(list(latest)))
-                )
-            }
-            if latest
-            else {}
-        )
+        latest = tx.latest_proposals(candidates)
+        convs = tx.conversations(list(latest))
         views: list[ProposalView] = []
         rows: dict[str, ProposalRow] = {}
         for cid, row in latest.items():
@@ -711,55 +675,31 @@ def route_pending(
                 report.invalid.append(
                     f"{cid}: conversation missing, ineligible or without redacted text"
                 )
-                row.route = "rejected"
+                tx.set_proposal_route(row, "rejected")
                 continue
             try:
                 views.append(view_of(row, conv, (embeddings or {}).get(cid)))
             except ValueError as exc:
                 report.invalid.append(str(exc))
-                row.route = "invalid"
+                tx.set_proposal_route(row, "invalid")
                 continue
             rows[cid] = row
         if embed is not None:
             views = _with_embeddings(views, embed)
         result = route(views, cfg)
         by_view = {v.conversation_id: v for v in views}
-        existing = (
-            {
-                r.conversation_id: r
-                for r in s.scalars(
-                    select(ReviewTaskRow).where(
-                        ReviewTaskRow.ls_project_id == review_project,
-                        ReviewTaskRow.conversation_id.in_(list(rows)),
-                    )
-                )
-            }
-            if rows
-            else {}
-        )
+        existing = tx.tasks_of(review_project, list(rows))
         # proposals already in review (not queued) keep their task; just mark them routed
         for cid in unrouted & in_review:
-            for p in s.scalars(
-                select(ProposalRow).where(
-                    ProposalRow.conversation_id == cid, ProposalRow.route.is_(None)
-                )
-            ):
-                p.route = Route.NEEDS_REVIEW.value
+            tx.route_unrouted_proposals(cid, Route.NEEDS_REVIEW.value)
         for d in result.decisions:
             row = rows[d.conversation_id]
-            row.route = d.route.value
-            for older in s.scalars(
-                select(ProposalRow).where(
-                    ProposalRow.conversation_id == d.conversation_id,
-                    ProposalRow.route.is_(None),
-                    ProposalRow.id != row.id,
-                )
-            ):
-                older.route = "superseded"
+            tx.set_proposal_route(row, d.route.value)
+            tx.route_unrouted_proposals(d.conversation_id, "superseded", except_id=row.id)
             view = by_view[d.conversation_id]
             ints, sens = view.labels(cfg.label_threshold)
             if d.route == Route.AUTO_ACCEPTED and upsert_gold(
-                s, d.conversation_id, ints, sens, "silver", silver_weight
+                tx, d.conversation_id, ints, sens, "silver", silver_weight
             ):
                 report.silver_written += 1
             if d.dispatch == Dispatch.AUTO:
@@ -774,41 +714,26 @@ def route_pending(
             if Reason.QA_SAMPLE in d.reasons:
                 detail["silver"] = {"interests": ints, "sensitive": sens}
             status = IMPORTING if d.dispatch == Dispatch.SEND else QUEUED
+            intent = TaskIntent(
+                conversation_id=d.conversation_id, project_id=review_project, status=status,
+                reason=d.reason, priority=d.priority, overlap=d.overlap, run_id=run_id,
+                detail=detail,
+            )  # fmt: skip
             task = existing.get(d.conversation_id)
             if task is None:
                 # ON CONFLICT DO NOTHING: a concurrent push that routed the same conversation
                 # first keeps its task; this run does not fail on it
-                insert_ignore(
-                    s,
-                    ReviewTaskRow,
-                    [{"conversation_id": d.conversation_id, "ls_project_id": review_project,
-                      "status": status, "reason": d.reason, "priority": d.priority,
-                      "overlap": d.overlap, "run_id": run_id, "detail": detail}],
-                    ["conversation_id", "ls_project_id"],
-                )  # fmt: skip
+                tx.insert_task_if_absent(intent)
             elif task.status == QUEUED:
-                task.status = status
-                task.reason = d.reason
-                task.priority = d.priority
-                task.overlap = d.overlap
-                task.run_id = run_id
-                task.detail = {**(task.detail or {}), **detail}
+                tx.reroute_task(task, intent)
     report.routing = result.counts
     return result
 
 
 def reconcile(store: LabelStore, client: StudioClient, project_id: int, report: PushReport) -> None:
     """Match pending intents to tasks that already exist in the project (by conversation_id)."""
-    with store.session() as s:
-        pending = {
-            r.conversation_id: r
-            for r in s.scalars(
-                select(ReviewTaskRow).where(
-                    ReviewTaskRow.ls_project_id == project_id,
-                    ReviewTaskRow.status == IMPORTING,
-                )
-            )
-        }
+    with store.review() as tx:
+        pending = {r.conversation_id: r for r in tx.tasks_with_status(project_id, IMPORTING)}
         if not pending:
             return
         by_cid: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -825,10 +750,9 @@ def reconcile(store: LabelStore, client: StudioClient, project_id: int, report: 
                 if not extra.get("total_annotations"):
                     client.delete_task(int(extra["id"]))
                     report.duplicates_removed += 1
-            row.ls_task_id = int(keep["id"])
-            row.status = OPEN
+            tx.link_task(row, int(keep["id"]), OPEN)
             if row.overlap > 1 and int(keep.get("overlap") or 1) == row.overlap:
-                row.detail = {**(row.detail or {}), "overlap_set": True}
+                tx.merge_task_detail(row, {"overlap_set": True})
             report.reconciled += 1
 
 
@@ -855,7 +779,7 @@ def import_pending(
 ) -> None:
     """Import every ``importing`` intent of the project, batch by batch (see module doc)."""
     reconcile(store, client, project_id, report)
-    with store.session() as s:
+    with store.review() as tx:
         pending = [
             (
                 r.id,
@@ -865,11 +789,7 @@ def import_pending(
                 (r.detail or {}).get("proposal_id"),
                 (r.detail or {}).get("answers"),
             )
-            for r in s.scalars(
-                select(ReviewTaskRow)
-                .where(ReviewTaskRow.ls_project_id == project_id, ReviewTaskRow.status == IMPORTING)
-                .order_by(ReviewTaskRow.priority.desc(), ReviewTaskRow.id)
-            )
+            for r in tx.tasks_with_status_by_priority(project_id, IMPORTING)
         ]
     total = len(pending)
     done = 0
@@ -877,20 +797,9 @@ def import_pending(
         progress("import", 0, total)
     for start in range(0, total, batch_size):
         batch = pending[start : start + batch_size]
-        with store.session() as s:
-            cids = [b[1] for b in batch]
-            convs = {
-                c.conversation_id: c
-                for c in s.scalars(
-                    select(ConversationRow).where(ConversationRow.conversation_id.in_(cids))
-                )
-            }
-            pids = [b[4] for b in batch if b[4] is not None]
-            props = (
-                {p.id: p for p in s.scalars(select(ProposalRow).where(ProposalRow.id.in_(pids)))}
-                if pids
-                else {}
-            )
+        with store.review() as tx:
+            convs = tx.conversations([b[1] for b in batch])
+            props = tx.proposals([b[4] for b in batch if b[4] is not None])
             items: list[dict[str, Any]] = []
             kept: list[tuple[int, str, int]] = []
             scores = _turn_scores(turn_scorer, convs, report)
@@ -918,17 +827,16 @@ def import_pending(
                     kept.append((row_id, cid, overlap))
                 except ValueError as exc:
                     report.invalid.append(str(exc))
-                    bad = s.get(ReviewTaskRow, row_id)
+                    bad = tx.task(row_id)
                     if bad is not None:
-                        bad.status = "invalid"
+                        tx.set_task_status(bad, "invalid")
         if items:
             ids = client.import_tasks(project_id, items)
-            with store.session() as s:
+            with store.review() as tx:
                 for (row_id, _cid, _overlap), task_id in zip(kept, ids, strict=True):
-                    row = s.get(ReviewTaskRow, row_id)
+                    row = tx.task(row_id)
                     if row is not None:
-                        row.ls_task_id = task_id
-                        row.status = OPEN
+                        tx.link_task(row, task_id, OPEN)
             report.imported += len(ids)
         set_overlaps(store, client, project_id, report)
         done += len(batch)
@@ -958,19 +866,13 @@ def set_overlaps(
     store: LabelStore, client: StudioClient, project_id: int, report: PushReport
 ) -> None:
     """Tell Label Studio which open tasks need two annotations (idempotent)."""
-    with store.session() as s:
-        for row in s.scalars(
-            select(ReviewTaskRow).where(
-                ReviewTaskRow.ls_project_id == project_id,
-                ReviewTaskRow.overlap > 1,
-                ReviewTaskRow.ls_task_id.is_not(None),
-            )
-        ):
+    with store.review() as tx:
+        for row in tx.multi_annotation_tasks(project_id):
             if (row.detail or {}).get("overlap_set"):
                 continue
             assert row.ls_task_id is not None
             client.set_overlap(row.ls_task_id, row.overlap)
-            row.detail = {**(row.detail or {}), "overlap_set": True}
+            tx.merge_task_detail(row, {"overlap_set": True})
             report.overlap_set += 1
 
 

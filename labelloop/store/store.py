@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, and_, create_engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,6 +34,9 @@ from labelloop.store.models import (
     SyncStateRow,
     utcnow,
 )
+
+if TYPE_CHECKING:
+    from labelloop.store.review import ReviewTransaction
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 GENESIS_HASH = "0" * 64
@@ -131,6 +134,15 @@ class LabelStore:
         assert self._sessionmaker is not None
         with self._sessionmaker() as s, s.begin():
             yield s
+
+    @contextmanager
+    def review(self) -> Iterator[ReviewTransaction]:
+        """One transaction of the review queries (routing, task import, annotation sync, gold
+        resolution): committed when the block ends, rolled back when it raises."""
+        from labelloop.store.review import ReviewTransaction
+
+        with self.session() as s:
+            yield ReviewTransaction(s)
 
     def dispose(self) -> None:
         if self._engine is not None:
@@ -409,11 +421,7 @@ class LabelStore:
         overwritten, never an error); a key that already has its value is left alone."""
         with self.session() as s:
             for key, value in values.items():
-                row = s.get(SyncStateRow, key)
-                if row is None:
-                    upsert(s, SyncStateRow, {"key": key, "value": value}, ["key"], ["value"])
-                elif row.value != value:
-                    row.value = value
+                set_sync_value(s, key, value)
 
     # ---- audit log ----
     def append_audit(self, kind: str, subject: str | None, payload: dict[str, Any]) -> str:
@@ -516,6 +524,16 @@ def upsert(
         index_elements=list(key), set_={c: stmt.excluded[c] for c in update}
     )
     session.execute(stmt)
+
+
+def set_sync_value(session: Session, key: str, value: str) -> None:
+    """Set a ``sync_state`` key: a new key is an upsert (a concurrent writer never fails it), a
+    key that already has this value is left alone."""
+    row = session.get(SyncStateRow, key)
+    if row is None:
+        upsert(session, SyncStateRow, {"key": key, "value": value}, ["key"], ["value"])
+    elif row.value != value:
+        row.value = value
 
 
 AUDIT_LOCK_ID = 0x6C6C6175  # advisory lock id of the audit chain ("llau")

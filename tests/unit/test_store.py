@@ -214,7 +214,6 @@ def test_concurrent_audit_appends_keep_one_chain(store):
 
 def test_concurrent_proposal_and_sync_writes_neither_fail_nor_duplicate(store):
     """Two sample runs storing the same proposals and marking the same files at once."""
-    from labeling.collection import set_sync
     from labeling.proposals import Proposal, write_proposals
     from labelloop.store.models import ProposalRow, SyncStateRow
 
@@ -230,8 +229,8 @@ def test_concurrent_proposal_and_sync_writes_neither_fail_nor_duplicate(store):
 
     def write(i: int) -> None:
         results.append(write_proposals(stores[i], props, run_id=f"run-{i}"))
-        with stores[i].session() as s:
-            set_sync(s, "source:incoming:day1", f"fingerprint-{i}")
+        with stores[i].review() as tx:
+            tx.set_sync_value("source:incoming:day1", f"fingerprint-{i}")
 
     assert _in_threads(3, write) == []
     for st in stores:
