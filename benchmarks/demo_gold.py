@@ -25,11 +25,11 @@ from experiments.dataset import snapshot_from_records  # noqa: E402
 from experiments.evaluation import evaluate_bundle, evaluate_long_dialogues  # noqa: E402
 from experiments.gate import apply_rules  # noqa: E402
 from experiments.registry import default_prototypes  # noqa: E402
-from experiments.training import CachedEmbedder, TrainConfig, train_filter  # noqa: E402
+from experiments.training import CachedEmbedder, train_filter  # noqa: E402
 from labeling.encoders import encoder_files, load_encoder  # noqa: E402
 from labeling.records import Conversation  # noqa: E402
 from labeling.synth import generate  # noqa: E402
-from labelloop.runtime import gate_rules, policy_and_taxonomy  # noqa: E402
+from labelloop.runtime import gate_rules, policy_and_taxonomy, train_config  # noqa: E402
 from labelloop.settings import get_settings  # noqa: E402
 
 
@@ -41,12 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     s = get_settings()
     policy, taxonomy = policy_and_taxonomy(s)
-    cfg = TrainConfig(
-        leak_budget=s.train_leak_budget,
-        category_recall_floor=s.train_category_recall_floor,
-        max_clean_conversations=s.train_max_clean_conversations,
-        n_jobs=s.train_workers,
-    )
+    cfg = train_config(s)
     onnx, tok = encoder_files(s.filter_encoder, s.models_dir)
     embedder = CachedEmbedder(
         load_encoder(s.filter_encoder, onnx, tok, max_length=cfg.embed_max_length)

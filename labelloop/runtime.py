@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,10 @@ from labelloop.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from experiments.gate import GateRules
+    from experiments.training import TrainConfig
     from labeling.collection import GoldExample
     from labeling.llm import LLMConfig
     from labeling.llm_traces import LLMTraceConfig
@@ -88,6 +92,46 @@ def record_limits(settings: Settings) -> Limits:
     from labeling.records import Limits
 
     return Limits(max_text_chars=settings.max_text_chars, max_turns=settings.max_turns)
+
+
+def train_config(
+    settings: Settings, *, use_embeddings: bool = True, use_tfidf: bool = True
+) -> TrainConfig:
+    """The filter's training configuration: the library defaults, with what the settings name."""
+    from experiments.training import TrainConfig
+
+    return TrainConfig(
+        leak_budget=settings.train_leak_budget,
+        category_recall_floor=settings.train_category_recall_floor,
+        max_clean_conversations=settings.train_max_clean_conversations,
+        n_jobs=settings.train_workers,
+        use_embeddings=use_embeddings,
+        use_tfidf=use_tfidf,
+    )
+
+
+@dataclass(frozen=True)
+class TrainingEncoder:
+    """The filter's sentence encoder for training: the embedder (cached on disk by text hash
+    under ``<state>/cache``, one file per model id and length), its model files and its id."""
+
+    embedder: Any
+    onnx_path: Path
+    tokenizer_path: Path
+    model_id: str
+
+
+def training_encoder(settings: Settings, max_length: int) -> TrainingEncoder:
+    from labeling.embedding_cache import CachedTextEmbedder
+    from labeling.encoders import encoder_files, load_encoder
+
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    onnx, tok = encoder_files(settings.filter_encoder, settings.models_dir)
+    inner = load_encoder(settings.filter_encoder, onnx, tok, max_length=max_length)
+    model_id = str(inner.model_id)
+    safe = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in model_id)
+    cache = settings.state_dir / "cache" / f"embeddings-{safe}-L{max_length}.sqlite"
+    return TrainingEncoder(CachedTextEmbedder(inner, cache), onnx, tok, model_id)
 
 
 def gate_rules(settings: Settings) -> GateRules:

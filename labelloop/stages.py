@@ -28,6 +28,8 @@ from labelloop.runtime import (
     review_embedder,
     review_turn_scorer,
     routing_config,
+    train_config,
+    training_encoder,
 )
 
 if TYPE_CHECKING:
@@ -422,45 +424,23 @@ def train(
     labels that the new model's out-of-fold probabilities confidently contradict back to Label
     Studio (:func:`queue_label_errors`)."""
     from experiments.registry import train_and_register
-    from experiments.training import TrainConfig
 
     settings = rt.settings
     snapshot = build_snapshot(rt, from_records)
-    embedder = onnx = tok = None
-    model_id = "none"
-    cfg = TrainConfig(
-        leak_budget=settings.train_leak_budget,
-        category_recall_floor=settings.train_category_recall_floor,
-        max_clean_conversations=settings.train_max_clean_conversations,
-        n_jobs=settings.train_workers,
-        use_embeddings=use_embeddings,
-        use_tfidf=use_tfidf,
-    )
-    if use_embeddings:
-        from labeling.embedding_cache import CachedTextEmbedder
-        from labeling.encoders import encoder_files, load_encoder
-
-        settings.models_dir.mkdir(parents=True, exist_ok=True)
-        onnx, tok = encoder_files(settings.filter_encoder, settings.models_dir)
-        inner = load_encoder(settings.filter_encoder, onnx, tok, max_length=cfg.embed_max_length)
-        model_id = str(inner.model_id)
-        safe = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in model_id)
-        embedder = CachedTextEmbedder(
-            inner,
-            settings.state_dir / "cache" / f"embeddings-{safe}-L{cfg.embed_max_length}.sqlite",
-        )
+    cfg = train_config(settings, use_embeddings=use_embeddings, use_tfidf=use_tfidf)
+    enc = training_encoder(settings, cfg.embed_max_length) if use_embeddings else None
     outcome = train_and_register(
         snapshot,
         tracking_uri=settings.mlflow_uri,
         model_name=filter_model_ref(settings).name,
         policy=rt.policy,
         taxonomy=rt.taxonomy,
-        embedder=embedder,
-        onnx_path=onnx,
-        tokenizer_path=tok,
+        embedder=enc.embedder if enc else None,
+        onnx_path=enc.onnx_path if enc else None,
+        tokenizer_path=enc.tokenizer_path if enc else None,
         config=cfg,
         experiment=settings.mlflow_experiment,
-        embedding_model_id=model_id,
+        embedding_model_id=enc.model_id if enc else "none",
         encoder=settings.filter_encoder,
         progress=progress,
     )

@@ -58,3 +58,18 @@ def test_label_store_default_is_sqlite_and_postgres_is_chosen_by_setting(isolate
     monkeypatch.setenv("LABELLOOP_DATABASE_URL", "postgresql+psycopg://u@db.example/labels")
     s = Settings()
     assert not s.local_postgres and s.db_url.endswith("@db.example/labels")
+
+
+def test_train_config_takes_what_the_settings_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from experiments.training import TrainConfig
+    from labelloop.runtime import train_config
+
+    monkeypatch.setenv("LABELLOOP_TRAIN_LEAK_BUDGET", "0.03")
+    monkeypatch.setenv("LABELLOOP_TRAIN_MAX_CLEAN_CONVERSATIONS", "1234")
+    monkeypatch.setenv("LABELLOOP_TRAIN_WORKERS", "3")
+    cfg = train_config(Settings(), use_tfidf=False)
+    assert (cfg.leak_budget, cfg.max_clean_conversations, cfg.n_jobs) == (0.03, 1234, 3)
+    assert cfg.use_embeddings and not cfg.use_tfidf
+    # everything the settings do not name keeps the library default
+    assert cfg.c_segment == TrainConfig().c_segment
+    assert cfg.composed_training == TrainConfig().composed_training
