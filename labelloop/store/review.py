@@ -69,6 +69,12 @@ class TaskIntent:
     run_id: str
     detail: dict[str, Any]
 
+    def row_values(self) -> dict[str, Any]:
+        """The columns of the task's row (``project_id`` is ``ls_project_id`` there)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["ls_project_id"] = values.pop("project_id")
+        return values
+
 
 class ReviewTransaction:
     """The review queries of one open transaction (see the module doc)."""
@@ -211,26 +217,12 @@ class ReviewTransaction:
     def insert_task_if_absent(self, intent: TaskIntent) -> bool:
         """Insert a task now (``INSERT ... ON CONFLICT DO NOTHING``: a task a concurrent run
         inserted first is kept); True if this one was inserted."""
-        row = {"conversation_id": intent.conversation_id, "ls_project_id": intent.project_id,
-               "status": intent.status, "reason": intent.reason, "priority": intent.priority,
-               "overlap": intent.overlap, "run_id": intent.run_id, "detail": intent.detail}  # fmt: skip
         key = ["conversation_id", "ls_project_id"]
-        return bool(insert_ignore(self._s, ReviewTaskRow, [row], key))
+        return bool(insert_ignore(self._s, ReviewTaskRow, [intent.row_values()], key))
 
     def add_task(self, intent: TaskIntent) -> None:
         """Add a task, written when the transaction commits (or at its next query)."""
-        self._s.add(
-            ReviewTaskRow(
-                conversation_id=intent.conversation_id,
-                ls_project_id=intent.project_id,
-                status=intent.status,
-                reason=intent.reason,
-                priority=intent.priority,
-                overlap=intent.overlap,
-                run_id=intent.run_id,
-                detail=intent.detail,
-            )
-        )
+        self._s.add(ReviewTaskRow(**intent.row_values()))
 
     def set_task_status(self, task: ReviewTaskRow, status: str) -> None:
         task.status = status
