@@ -108,13 +108,23 @@ def verify(path: Path, *, check_head: bool = True) -> VerifyResult:
     A missing or empty log is a valid chain of 0 entries (unless a head file says otherwise).
     """
     path = Path(path)
+    res, head_missing = _verify_once(path, check_head=check_head)
+    if head_missing and not res.ok and head_path(path).exists():
+        # The first writer created the head file (and appended) while we scanned the log:
+        # check again, now against that head, rather than report it missing.
+        res, _ = _verify_once(path, check_head=check_head)
+    return res
+
+
+def _verify_once(path: Path, *, check_head: bool) -> tuple[VerifyResult, bool]:
+    """One scan; also says whether the head file was missing when the scan began."""
     head: tuple[int, str] | None = None
     if check_head and head_path(path).exists():
         # Read the head *before* the log: entries appended while we scan are fine, the head
         # must match the entry it names (no lock needed against a live writer).
         head = _read_head(head_path(path))
         if head is None:
-            return VerifyResult(False, 0, 1, f"head file {head_path(path)} is unreadable")
+            return VerifyResult(False, 0, 1, f"head file {head_path(path)} is unreadable"), False
     head_missing = check_head and head is None
     prev = GENESIS
     n = 0
@@ -124,20 +134,20 @@ def verify(path: Path, *, check_head: bool = True) -> VerifyResult:
             for lineno, line in enumerate(fh, start=1):
                 bad = _check_line(line, prev, n)
                 if bad:
-                    return VerifyResult(False, n, lineno, bad)
+                    return VerifyResult(False, n, lineno, bad), head_missing
                 prev = json.loads(line)["hash"]
                 n += 1
                 if head is not None and n == head[0] and prev != head[1]:
                     return VerifyResult(
                         False, n - 1, lineno, "entry's hash differs from the head file (rewritten)"
-                    )
+                    ), head_missing
     if head is not None and n < head[0]:
         return VerifyResult(
             False,
             n,
             lineno + 1,
             f"log ends after {n} entries but the head file records {head[0]} (truncated)",
-        )
+        ), head_missing
     if head_missing and n > 0:
         return VerifyResult(
             False,
@@ -145,8 +155,8 @@ def verify(path: Path, *, check_head: bool = True) -> VerifyResult:
             None,
             f"head file {head_path(path)} is missing, so a truncation of the log cannot be "
             "ruled out",
-        )
-    return VerifyResult(True, n, None)
+        ), head_missing
+    return VerifyResult(True, n, None), head_missing
 
 
 def _read_head(hp: Path) -> tuple[int, str] | None:

@@ -320,3 +320,32 @@ def test_a_failed_partial_write_is_rolled_back(tmp_path: Path, monkeypatch) -> N
     log.close()
     res = verify(p)
     assert res.ok and res.n == 3
+
+
+def test_a_head_file_created_during_the_scan_is_checked_not_reported_missing(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The first writer may create the head and append between verify's look for the head and
+    its scan of the log: verify checks again against that head instead of failing."""
+    import targeting.audit as audit
+
+    p = tmp_path / "d.jsonl"
+    _fill(p)
+    head = head_path(p).read_bytes()
+    head_path(p).unlink()
+    real_check = audit._check_line
+    calls = {"n": 0}
+
+    def writer_creates_head(line: str, prev: str, seq: int) -> str:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            head_path(p).write_bytes(head)
+        return real_check(line, prev, seq)
+
+    monkeypatch.setattr(audit, "_check_line", writer_creates_head)
+    res = verify(p)
+    assert res.ok and res.n == len(_lines(p)), res
+    # a head that is still missing after the scan is reported, as before
+    head_path(p).unlink()
+    res = verify(p)
+    assert not res.ok and "missing" in res.reason
