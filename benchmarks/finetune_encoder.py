@@ -26,7 +26,10 @@ two environments (torch is not a dependency of the product):
        python benchmarks/finetune_encoder.py tune .labelloop/bench/ft/segments.jsonl \\
            --out .labelloop/bench/ft/minilm-ft
 
-3. measure with the filter benchmark, the tuned encoder as a variant's encoder:
+3. ``speed`` (project venv): texts/s of the bundled encoder and of exported files on the same
+   dev turns (``--onnx e0=DIR/model.onnx``).
+
+4. measure with the filter benchmark, the tuned encoder as a variant's encoder:
 
        uv run --no-sync python benchmarks/filter_quality.py ../shared/data/dev --per-file 1500 \\
            --parts split,long --encoder-onnx ft=.labelloop/bench/ft/minilm-ft \\
@@ -262,6 +265,39 @@ def export(enc: Any, tok: Any, out: Path) -> None:  # pragma: no cover
     tok.backend_tokenizer.save(str(out / "tokenizer.json"))
 
 
+# ------------------------------------------------------------------------------------ speed
+def speed(args: argparse.Namespace) -> int:
+    """texts/s of the bundled encoder and of exported ONNX files on the same dev turns."""
+    from labeling.embeddings import MiniLMEmbedder
+
+    texts: list[str] = []
+    for f in sorted(Path(args.data_dir).glob("*.jsonl")):
+        n = 0
+        with f.open(encoding="utf-8") as fh:
+            for line in fh:
+                turns = json.loads(line).get("turns") or []
+                for t in turns[:3]:
+                    if isinstance(t, dict) and t.get("text"):
+                        texts.append(str(t["text"])[:400])
+                        n += 1
+                if n >= args.per_file:
+                    break
+    models: dict[str, Any] = {"bundled": MiniLMEmbedder.from_models_dir(args.models_dir)}
+    for spec in args.onnx:
+        name, _, path = spec.partition("=")
+        onnx = Path(path)
+        models[name] = MiniLMEmbedder(onnx, onnx.parent / "tokenizer.json")
+    for m in models.values():
+        m.embed(texts[:64])  # load and warm up
+    print(f"{len(texts)} texts", file=sys.stderr)
+    for rnd in range(args.rounds):  # rounds take turns, so load hits every model alike
+        for name, m in models.items():
+            t0 = time.perf_counter()
+            m.embed(texts)
+            print(f"round {rnd + 1} {name}: {len(texts) / (time.perf_counter() - t0):.0f} texts/s")
+    return 0
+
+
 # ------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
@@ -293,8 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--seed-int", type=int, default=0)
     t.add_argument("--exclude-source", default="", help="sources to leave out, comma-separated")
+    sp = sub.add_parser("speed", help="texts/s of the bundled encoder vs exported ONNX files")
+    sp.add_argument("data_dir", type=Path)
+    sp.add_argument("--onnx", action="append", default=[], metavar="NAME=MODEL.onnx")
+    sp.add_argument("--per-file", type=int, default=500, help="turns per dev file")
+    sp.add_argument("--rounds", type=int, default=2)
+    sp.add_argument("--models-dir", type=Path, default=ROOT / ".labelloop" / "models")
     args = ap.parse_args(argv)
-    return dump(args) if args.cmd == "dump" else tune(args)
+    return {"dump": dump, "tune": tune, "speed": speed}[args.cmd](args)
 
 
 if __name__ == "__main__":
