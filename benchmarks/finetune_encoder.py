@@ -60,6 +60,7 @@ def dump(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from filter_quality import encoder_for, load_dev  # type: ignore[import-not-found]
 
+    from experiments.composition import source_of
     from experiments.dataset import Snapshot, snapshot_from_records
     from experiments.registry import default_prototypes
     from experiments.training import TrainConfig, train_filter
@@ -99,7 +100,8 @@ def dump(args: argparse.Namespace) -> int:
                 else:
                     n_left += 1
                     continue
-                row = {"id": e.conversation_id, "text": s.text, "labels": label}
+                row = {"id": e.conversation_id, "source": source_of(e.conversation_id),
+                       "text": s.text, "labels": label}  # fmt: skip
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(
         f"{args.out}: {n_clean} clean segments, {n_wit} witness segments "
@@ -132,7 +134,7 @@ def tune(args: argparse.Namespace) -> int:  # pragma: no cover - needs torch
     rows = [json.loads(line) for line in args.segments.open(encoding="utf-8")]
     # --exclude-source: tune without a source (its ids' prefix), for leave-one-source-out
     excluded = {x for x in args.exclude_source.split(",") if x}
-    rows = [r for r in rows if r["id"].split("-", 1)[0].split(":", 1)[-1] not in excluded]
+    rows = [r for r in rows if r["source"] not in excluded]
     clean = [r for r in rows if r["labels"] == [CLEAN]]
     pos = [r for r in rows if r["labels"] != [CLEAN]]
     # at most --max-clean clean segments (a fixed sample by text hash); every witness
