@@ -83,6 +83,25 @@ def load_dev(data_dir: Path, per_file: int, seed: str) -> dict[str, list[Convers
     return out
 
 
+def load_split(
+    data_dir: Path, per_file: int, eval_fraction: float, seed: str, taxonomy: Taxonomy,
+    policy: Policy,
+) -> tuple[dict[str, Snapshot], Snapshot]:  # fmt: skip
+    """The benchmark's split: per source (train / eval of each subsampled dev file) and merged."""
+    per_source: dict[str, Snapshot] = {}
+    for name, convs in load_dev(data_dir, per_file, seed).items():
+        snap = snapshot_from_records(convs, taxonomy, policy.categories,
+                                     eval_fraction=eval_fraction, salt=seed)  # fmt: skip
+        per_source[source_of(convs[0].conversation_id) if convs else name] = snap
+        print(f"{name}: {len(snap.train)} train / {len(snap.eval)} eval", file=sys.stderr)
+    snapshot = Snapshot(
+        tuple(e for s in per_source.values() for e in s.train),
+        tuple(e for s in per_source.values() for e in s.eval),
+        policy.categories, {"source": "dev-benchmark"},
+    )  # fmt: skip
+    return per_source, snapshot
+
+
 def encoder_for(
     name: str,
     models_dir: Path,
@@ -508,18 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     policy = load_policy()
     taxonomy = load_taxonomy(categories=policy.categories)
-    files = load_dev(Path(args.data_dir), args.per_file, args.seed)
-    per_source: dict[str, Snapshot] = {}
-    for name, convs in files.items():
-        snap = snapshot_from_records(convs, taxonomy, policy.categories,
-                                     eval_fraction=args.eval_fraction, salt=args.seed)  # fmt: skip
-        per_source[source_of(convs[0].conversation_id) if convs else name] = snap
-        print(f"{name}: {len(snap.train)} train / {len(snap.eval)} eval", file=sys.stderr)
-    snapshot = Snapshot(
-        tuple(e for s in per_source.values() for e in s.train),
-        tuple(e for s in per_source.values() for e in s.eval),
-        policy.categories, {"source": "dev-benchmark"},
-    )  # fmt: skip
+    per_source, snapshot = load_split(
+        Path(args.data_dir), args.per_file, args.eval_fraction, args.seed, taxonomy, policy
+    )
     results: dict[str, Any] = {
         "data": str(args.data_dir), "per_file": args.per_file, "n_train": len(snapshot.train),
         "n_eval": len(snapshot.eval), "targets": TARGETS, "variants": {},

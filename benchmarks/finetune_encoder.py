@@ -58,31 +58,24 @@ CLEAN = "clean"
 # ------------------------------------------------------------------------------------ dump
 def dump(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from filter_quality import encoder_for, load_dev  # type: ignore[import-not-found]
+    from filter_quality import encoder_for, load_split, train  # type: ignore[import-not-found]
 
     from experiments.composition import source_of
-    from experiments.dataset import Snapshot, snapshot_from_records
-    from experiments.registry import default_prototypes
-    from experiments.training import TrainConfig, train_filter
+    from experiments.training import TrainConfig
     from labeling.policy import load_policy
     from labeling.taxonomy import load_taxonomy
     from targeting.scorer import FilterBundle
 
     policy = load_policy()
     taxonomy = load_taxonomy(categories=policy.categories)
-    files = load_dev(Path(args.data_dir), args.per_file, args.seed)
-    train: list[Any] = []
-    for convs in files.values():
-        snap = snapshot_from_records(convs, taxonomy, policy.categories,
-                                     eval_fraction=args.eval_fraction, salt=args.seed)  # fmt: skip
-        train.extend(snap.train)
-    snapshot = Snapshot(tuple(train), (), policy.categories, {"source": "finetune-dump"})
+    # the benchmark's own split: the witnesses of its default model on its training part
+    _, snapshot = load_split(
+        Path(args.data_dir), args.per_file, args.eval_fraction, args.seed, taxonomy, policy
+    )
     embedder = encoder_for("minilm", args.models_dir, args.cache_dir, args.max_length)
     cfg = TrainConfig(embed_max_length=args.max_length)
-    t0 = time.perf_counter()
-    res = train_filter(snapshot, taxonomy, embedder, config=cfg,
-                       prototype_texts=default_prototypes(policy), encoder="minilm")  # fmt: skip
-    print(f"default filter trained in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    res, secs = train(snapshot, taxonomy, policy, embedder, cfg)
+    print(f"default filter trained in {secs:.0f} s", file=sys.stderr)
     probe = FilterBundle.empty(policy.categories, segment_chars=cfg.segment_chars)
     n_clean = n_wit = n_left = 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
