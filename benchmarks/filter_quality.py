@@ -109,8 +109,9 @@ def encoder_for(
     max_length: int,
     onnx_dirs: dict[str, Path] | None = None,
 ) -> Any:
-    """A disk-cached embedder by name (None for ``none``); ``onnx_dirs`` names extra MiniLM-shaped
-    encoders (a ``model.onnx`` + ``tokenizer.json`` directory, e.g. a fine-tuned export)."""
+    """A disk-cached embedder by name (None for ``none``); ``onnx_dirs`` names extra mean-pooled
+    encoders (a ``model.onnx`` + ``tokenizer.json`` directory: a fine-tuned MiniLM, an MPNet
+    export)."""
     from labeling.embedding_cache import CachedTextEmbedder
 
     if name == "none":
@@ -118,12 +119,16 @@ def encoder_for(
     if onnx_dirs and name in onnx_dirs:
         import hashlib
 
+        import onnxruntime as ort
+
         from labeling.embeddings import MiniLMEmbedder
 
         d = onnx_dirs[name]
         digest = hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest()[:12]
+        # the hidden size of the export (384 for MiniLM, 768 for MPNet)
+        dim = ort.InferenceSession(str(d / "model.onnx")).get_outputs()[0].shape[-1]
         inner = MiniLMEmbedder(d / "model.onnx", d / "tokenizer.json", max_length=max_length,
-                               model_id=f"onnx-{name}-{digest}")  # fmt: skip
+                               model_id=f"onnx-{name}-{digest}", dim=int(dim))  # fmt: skip
         model_id = f"{inner.model_id}-L{max_length}"
     elif name == "minilm":
         from labeling.embeddings import MiniLMEmbedder

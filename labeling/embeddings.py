@@ -58,6 +58,18 @@ def _l2_normalise(x: FloatArray) -> FloatArray:
     return (x / np.clip(norms, 1e-12, None)).astype(np.float32, copy=False)
 
 
+# start, end and padding tokens: BERT WordPiece (MiniLM) or RoBERTa-style (MPNet)
+_SPECIAL_TOKENS = (("[CLS]", "[SEP]", "[PAD]"), ("<s>", "</s>", "<pad>"))
+
+
+def _special_ids(tok: Tokenizer, path: Path) -> tuple[int, int, int]:
+    for names in _SPECIAL_TOKENS:
+        ids = [tok.token_to_id(t) for t in names]
+        if all(i is not None for i in ids):
+            return int(ids[0]), int(ids[1]), int(ids[2])  # type: ignore[arg-type]
+    raise ValueError(f"{path} has neither [CLS]/[SEP]/[PAD] nor <s>/</s>/<pad> tokens")
+
+
 class MiniLMEmbedder(Embeddings):
     """all-MiniLM-L6-v2 int8 on onnxruntime; a LangChain :class:`Embeddings`.
 
@@ -71,6 +83,8 @@ class MiniLMEmbedder(Embeddings):
         max_length: tokens per text / per window, ``[CLS]`` and ``[SEP]`` included (<= 512).
         intra_op_num_threads: onnxruntime threads for one call.
         model_id: the vector-space id stored next to vectors.
+        dim: the model's hidden size (384 for MiniLM; another mean-pooled encoder of the same
+            shape, e.g. an MPNet export with ``<s>``/``</s>``/``<pad>`` tokens, names its own).
     """
 
     dim: int = EMBEDDING_DIM
@@ -84,6 +98,7 @@ class MiniLMEmbedder(Embeddings):
         max_length: int = 256,
         intra_op_num_threads: int = 2,
         model_id: str = EMBEDDING_MODEL_ID,
+        dim: int = EMBEDDING_DIM,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -95,6 +110,7 @@ class MiniLMEmbedder(Embeddings):
         self.max_length = max_length
         self.intra_op_num_threads = intra_op_num_threads
         self.model_id = model_id
+        self.dim = dim
         self._lock = threading.Lock()
         self._session: ort.InferenceSession | None = None
         self._tokenizer: Tokenizer | None = None
@@ -123,14 +139,7 @@ class MiniLMEmbedder(Embeddings):
                 tok = Tokenizer.from_file(str(self.tokenizer_path))
                 tok.no_truncation()
                 tok.no_padding()
-                ids = {t: tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]")}
-                if any(v is None for v in ids.values()):
-                    raise ValueError(f"{self.tokenizer_path} is not a BERT WordPiece tokenizer")
-                self._cls_id, self._sep_id, self._pad_id = (
-                    int(ids["[CLS]"]),  # type: ignore[arg-type]
-                    int(ids["[SEP]"]),  # type: ignore[arg-type]
-                    int(ids["[PAD]"]),  # type: ignore[arg-type]
-                )
+                self._cls_id, self._sep_id, self._pad_id = _special_ids(tok, self.tokenizer_path)
                 opts = ort.SessionOptions()
                 opts.intra_op_num_threads = self.intra_op_num_threads
                 opts.inter_op_num_threads = 1
