@@ -29,7 +29,16 @@ two environments (torch is not a dependency of the product):
 3. ``speed`` (project venv): texts/s of the bundled encoder and of exported files on the same
    dev turns (``--onnx e0=DIR/model.onnx``).
 
-4. measure with the filter benchmark, the tuned encoder as a variant's encoder:
+4. ``int8mm`` (project venv, no torch): int8 matrix products derived from the bundled file
+   itself (its int8 weights folded to float by onnxruntime's basic optimisation, then quantised
+   per channel, activations per call (``dynamic``) or calibrated once on dev turns
+   (``static``)); prints each file's cosine to the bundled vectors, how far a text's vector moves
+   between being embedded in a batch of 64 and alone, and texts/s against the bundled file.
+
+       uv run --no-sync python benchmarks/finetune_encoder.py int8mm ../shared/data/dev \
+           --out .labelloop/bench/ft/int8mm
+
+5. measure with the filter benchmark, the tuned encoder as a variant's encoder:
 
        uv run --no-sync python benchmarks/filter_quality.py ../shared/data/dev --per-file 1500 \\
            --parts split,long --encoder-onnx ft=.labelloop/bench/ft/minilm-ft \\
@@ -301,18 +310,7 @@ def speed(args: argparse.Namespace) -> int:
 
     from labeling.embeddings import MiniLMEmbedder
 
-    texts: list[str] = []
-    for f in sorted(Path(args.data_dir).glob("*.jsonl")):
-        n = 0
-        with f.open(encoding="utf-8") as fh:
-            for line in fh:
-                turns = json.loads(line).get("turns") or []
-                for t in turns[:3]:
-                    if isinstance(t, dict) and t.get("text"):
-                        texts.append(str(t["text"])[:400])
-                        n += 1
-                if n >= args.per_file:
-                    break
+    texts = _dev_turns(args.data_dir, args.per_file)
     models: dict[str, Any] = {"bundled": MiniLMEmbedder.from_models_dir(args.models_dir)}
     for spec in args.onnx:
         name, _, path = spec.partition("=")
@@ -327,6 +325,87 @@ def speed(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             m.embed(texts)
             print(f"round {rnd + 1} {name}: {len(texts) / (time.perf_counter() - t0):.0f} texts/s")
+    return 0
+
+
+def _dev_turns(data_dir: Path, per_file: int, every: int = 1, turns: int = 3) -> list[str]:
+    """Up to ``per_file`` turns (<= 400 characters) of each dev file, from every ``every``-th record."""
+    texts: list[str] = []
+    for f in sorted(Path(data_dir).glob("*.jsonl")):
+        n = 0
+        with f.open(encoding="utf-8") as fh:
+            for i, line in enumerate(fh):
+                if i % every:
+                    continue
+                for t in (json.loads(line).get("turns") or [])[:turns]:
+                    if isinstance(t, dict) and t.get("text"):
+                        texts.append(str(t["text"])[:400])
+                        n += 1
+                if n >= per_file:
+                    break
+    return texts
+
+
+def int8mm(args: argparse.Namespace) -> int:
+    """Derive int8-matmul encoders from the bundled file and measure them (see the docstring)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnxruntime import quantization as q
+
+    from labeling.assets import ensure_embedding_model
+    from labeling.embeddings import MiniLMEmbedder
+
+    src, tok_path = ensure_embedding_model(args.models_dir)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    folded = out / "folded.onnx"
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(folded)
+    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+    files = {"dynamic": out / "dynamic.onnx", "static": out / "static.onnx"}
+    q.quantize_dynamic(folded, files["dynamic"], per_channel=True, weight_type=q.QuantType.QInt8)
+    bundled = MiniLMEmbedder(src, tok_path, batch_size=64)
+    bundled.embed(["warm up"])
+    tok, cls_id, sep_id = bundled._tokenizer, bundled._cls_id, bundled._sep_id
+    assert tok is not None
+    calib = _dev_turns(args.data_dir, args.calibration_per_file, every=50, turns=1)
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self) -> None:
+            rows = []
+            for t in calib:
+                ids = [cls_id, *tok.encode(t, add_special_tokens=False).ids[:126], sep_id]
+                a = np.array([ids], dtype=np.int64)
+                rows.append({"input_ids": a, "attention_mask": np.ones_like(a),
+                             "token_type_ids": np.zeros_like(a)})  # fmt: skip
+            self.it = iter(rows)
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.it, None)
+
+    q.quantize_static(folded, files["static"], Reader(), quant_format=q.QuantFormat.QOperator,
+                      per_channel=True, activation_type=q.QuantType.QUInt8,
+                      weight_type=q.QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                      calibrate_method=q.CalibrationMethod.MinMax)  # fmt: skip
+    folded.unlink()
+    texts = _dev_turns(args.data_dir, args.per_file, every=37, turns=1)
+    ref = bundled.embed(texts)
+    print(f"{len(calib)} calibration turns, {len(texts)} test turns", file=sys.stderr)
+    for name, path in files.items():
+        batched = MiniLMEmbedder(path, tok_path, batch_size=64)
+        single = MiniLMEmbedder(path, tok_path, batch_size=1)
+        a, b = batched.embed(texts), single.embed(texts)
+        t0 = time.perf_counter()
+        batched.embed(texts)
+        rate = len(texts) / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        bundled.embed(texts)
+        rate0 = len(texts) / (time.perf_counter() - t0)
+        to_ref, self_cos = (a * ref).sum(axis=1), (a * b).sum(axis=1)
+        print(f"{name}: sha256 {hashlib.sha256(path.read_bytes()).hexdigest()[:12]}; cosine to "
+              f"the bundled vectors mean {to_ref.mean():.4f} worst {to_ref.min():.4f}; batch of 64 "
+              f"vs alone worst {self_cos.min():.4f}; {rate:.0f} texts/s vs bundled {rate0:.0f}")  # fmt: skip
     return 0
 
 
@@ -372,8 +451,15 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--per-file", type=int, default=500, help="turns per dev file")
     sp.add_argument("--rounds", type=int, default=2)
     sp.add_argument("--models-dir", type=Path, default=ROOT / ".labelloop" / "models")
+    im = sub.add_parser("int8mm", help="int8-matmul encoders derived from the bundled file")
+    im.add_argument("data_dir", type=Path)
+    im.add_argument("--out", type=Path, required=True)
+    im.add_argument("--per-file", type=int, default=100, help="test turns per dev file")
+    im.add_argument("--calibration-per-file", type=int, default=40)
+    im.add_argument("--models-dir", type=Path, default=ROOT / ".labelloop" / "models")
     args = ap.parse_args(argv)
-    return {"dump": dump, "tune": tune, "export": export_weights, "speed": speed}[args.cmd](args)
+    cmds = {"dump": dump, "tune": tune, "export": export_weights, "speed": speed, "int8mm": int8mm}
+    return cmds[args.cmd](args)
 
 
 if __name__ == "__main__":
