@@ -35,7 +35,7 @@ two environments (torch is not a dependency of the product):
    (``static``)); prints each file's cosine to the bundled vectors, how far a text's vector moves
    between being embedded in a batch of 64 and alone, and texts/s against the bundled file.
 
-       uv run --no-sync python benchmarks/finetune_encoder.py int8mm ../shared/data/dev \
+       uv run --no-sync python benchmarks/finetune_encoder.py int8mm ../shared/data/dev \\
            --out .labelloop/bench/ft/int8mm
 
 5. measure with the filter benchmark, the tuned encoder as a variant's encoder:
