@@ -102,6 +102,30 @@ def load_split(
     return per_source, snapshot
 
 
+def add_split_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options that fix the benchmark's split and its encoder cache, shared with the scripts
+    that measure on the same split (``length_threshold.py``, ``prototype_rule.py``,
+    ``finetune_encoder.py dump``)."""
+    ap.add_argument("--per-file", type=int, default=1500, help="max records per dev file")
+    ap.add_argument("--eval-fraction", type=float, default=0.3)
+    ap.add_argument("--seed", default="bench-v1")
+    ap.add_argument("--max-length", type=int, default=128, help="encoder tokens per segment")
+    ap.add_argument("--cache-dir", type=Path, default=ROOT / ".labelloop" / "cache")
+    ap.add_argument("--models-dir", type=Path, default=ROOT / ".labelloop" / "models")
+
+
+def split_from_args(
+    args: argparse.Namespace,
+) -> tuple[Policy, Taxonomy, dict[str, Snapshot], Snapshot]:
+    """Policy, taxonomy and :func:`load_split` for parsed :func:`add_split_arguments` options."""
+    policy = load_policy()
+    taxonomy = load_taxonomy(categories=policy.categories)
+    per_source, snapshot = load_split(
+        Path(args.data_dir), args.per_file, args.eval_fraction, args.seed, taxonomy, policy
+    )
+    return policy, taxonomy, per_source, snapshot
+
+
 def encoder_for(
     name: str,
     models_dir: Path,
@@ -498,17 +522,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("data_dir", nargs="?", default=str(ROOT.parent / "shared" / "data" / "dev"))
-    ap.add_argument("--per-file", type=int, default=1500, help="max records per dev file")
-    ap.add_argument("--eval-fraction", type=float, default=0.3)
+    add_split_arguments(ap)
     ap.add_argument("--variant", action="append", default=None, help="NAME=key:value,... (repeat)")
     ap.add_argument("--parts", default="split,long,loso,speed")
     ap.add_argument("--n-long", type=int, default=400, help="composed long dialogues per kind")
     ap.add_argument("--n-speed", type=int, default=1200, help="records for the speed part")
     ap.add_argument("--multilingual", type=Path, default=None)
-    ap.add_argument("--max-length", type=int, default=128, help="encoder tokens per segment")
-    ap.add_argument("--cache-dir", type=Path, default=ROOT / ".labelloop" / "cache")
-    ap.add_argument("--models-dir", type=Path, default=ROOT / ".labelloop" / "models")
-    ap.add_argument("--seed", default="bench-v1")
     ap.add_argument(
         "--loso-sources", default="", help="held-out sources of (b), comma-separated (default: all)"
     )
@@ -530,11 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
 
     t_start = time.perf_counter()
-    policy = load_policy()
-    taxonomy = load_taxonomy(categories=policy.categories)
-    per_source, snapshot = load_split(
-        Path(args.data_dir), args.per_file, args.eval_fraction, args.seed, taxonomy, policy
-    )
+    policy, taxonomy, per_source, snapshot = split_from_args(args)
     results: dict[str, Any] = {
         "data": str(args.data_dir), "per_file": args.per_file, "n_train": len(snapshot.train),
         "n_eval": len(snapshot.eval), "targets": TARGETS, "variants": {},

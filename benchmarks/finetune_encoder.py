@@ -67,20 +67,14 @@ CLEAN = "clean"
 # ------------------------------------------------------------------------------------ dump
 def dump(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from filter_quality import encoder_for, load_split, train  # type: ignore[import-not-found]
+    from filter_quality import encoder_for, split_from_args, train  # type: ignore[import-not-found]
 
     from experiments.composition import source_of
     from experiments.training import TrainConfig
-    from labeling.policy import load_policy
-    from labeling.taxonomy import load_taxonomy
     from targeting.scorer import FilterBundle
 
-    policy = load_policy()
-    taxonomy = load_taxonomy(categories=policy.categories)
     # the benchmark's own split: the witnesses of its default model on its training part
-    _, snapshot = load_split(
-        Path(args.data_dir), args.per_file, args.eval_fraction, args.seed, taxonomy, policy
-    )
+    policy, taxonomy, _, snapshot = split_from_args(args)
     embedder = encoder_for("minilm", args.models_dir, args.cache_dir, args.max_length)
     cfg = TrainConfig(embed_max_length=args.max_length)
     res, secs = train(snapshot, taxonomy, policy, embedder, cfg)
@@ -417,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("dump", help="the segment training set of the benchmark's split")
     d.add_argument("data_dir", type=Path)
+    # filter_quality.add_split_arguments' options, written out: importing filter_quality here
+    # would need the project's dependencies in the torch venv that runs ``tune``
     d.add_argument("--per-file", type=int, default=1500)
     d.add_argument("--seed", default="bench-v1")
     d.add_argument("--eval-fraction", type=float, default=0.3)

@@ -16,6 +16,7 @@ the benchmark's split (a) and its long dialogues (c):
 from __future__ import annotations
 
 import argparse
+import functools
 import pickle
 import sys
 from collections.abc import Callable, Sequence
@@ -29,12 +30,14 @@ for p in (ROOT, ROOT / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from filter_quality import encoder_for, load_split  # type: ignore[import-not-found]  # noqa: E402
+from filter_quality import (  # type: ignore[import-not-found]  # noqa: E402
+    add_split_arguments,
+    encoder_for,
+    split_from_args,
+)
 
 from experiments.composition import compose_long_dialogues  # noqa: E402
 from experiments.dataset import Example  # noqa: E402
-from labeling.policy import load_policy  # noqa: E402
-from labeling.taxonomy import load_taxonomy  # noqa: E402
 
 Row = tuple[int, Any, bool]  # segments, P(any) per segment, blocked by a floor or the lexicon
 
@@ -68,19 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         "--bundle", type=Path, required=True, help="saved by filter_quality.py --save-bundles"
     )
     ap.add_argument("--encoder", default="minilm")
-    ap.add_argument("--per-file", type=int, default=1500)
-    ap.add_argument("--eval-fraction", type=float, default=0.3)
-    ap.add_argument("--seed", default="bench-v1")
     ap.add_argument("--n-long", type=int, default=400)
-    ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--cache-dir", type=Path, default=ROOT / ".labelloop" / "cache")
-    ap.add_argument("--models-dir", type=Path, default=ROOT / ".labelloop" / "models")
+    add_split_arguments(ap)
     args = ap.parse_args(argv)
-    policy = load_policy()
-    taxonomy = load_taxonomy(categories=policy.categories)
-    _, snap = load_split(
-        args.data_dir, args.per_file, args.eval_fraction, args.seed, taxonomy, policy
-    )
+    _, _, _, snap = split_from_args(args)
     embedder = encoder_for(args.encoder, args.models_dir, args.cache_dir, args.max_length)
     with args.bundle.open("rb") as fh:
         bundle = pickle.load(fh)  # our own file, written by --save-bundles
@@ -98,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(median {np.median([r[0] for r in ev_rows]):.0f} segments), long {ns} sensitive + "
           f"{len(long_rows) - ns} controls (median {np.median([r[0] for r in long_rows]):.0f})")  # fmt: skip
 
+    @functools.cache  # one quantile per (length, q), not one per conversation
     def q_at(n: int, q: float) -> float:
         return max(t0, float(np.quantile(clean_seg, 1.0 - q / n)))
 

@@ -25,13 +25,15 @@ for p in (ROOT, ROOT / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from filter_quality import encoder_for, load_split  # type: ignore[import-not-found]  # noqa: E402
+from filter_quality import (  # type: ignore[import-not-found]  # noqa: E402
+    add_split_arguments,
+    encoder_for,
+    split_from_args,
+)
 
 from experiments.dataset import Example  # noqa: E402
 from experiments.registry import default_prototypes  # noqa: E402
-from labeling.policy import load_policy  # noqa: E402
 from labeling.segments import segment_turns  # noqa: E402
-from labeling.taxonomy import load_taxonomy  # noqa: E402
 
 
 def similarities(
@@ -54,20 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("data_dir", type=Path)
-    ap.add_argument("--per-file", type=int, default=1500)
-    ap.add_argument("--eval-fraction", type=float, default=0.3)
-    ap.add_argument("--seed", default="bench-v1")
     ap.add_argument("--segment-chars", type=int, default=400)
     ap.add_argument("--rates", default="0.00025,0.001,0.005,0.02", help="per-segment rates q")
-    ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--cache-dir", type=Path, default=ROOT / ".labelloop" / "cache")
-    ap.add_argument("--models-dir", type=Path, default=ROOT / ".labelloop" / "models")
+    add_split_arguments(ap)
     args = ap.parse_args(argv)
-    policy = load_policy()
-    taxonomy = load_taxonomy(categories=policy.categories)
-    per_source, snap = load_split(
-        args.data_dir, args.per_file, args.eval_fraction, args.seed, taxonomy, policy
-    )
+    policy, _, per_source, snap = split_from_args(args)
     embedder = encoder_for("minilm", args.models_dir, args.cache_dir, args.max_length)
     texts = default_prototypes(policy)
     protos = {c: embedder.embed(list(texts[c])) for c in policy.categories if texts.get(c)}
