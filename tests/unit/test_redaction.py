@@ -379,8 +379,15 @@ def test_redaction_is_idempotent(text: str) -> None:
     assert redact(once).text == once
 
 
+# lower case: a capitalised pair starting with a known given name ("Edi Aa") is a person name
+# by design, and the name rules have their own tests
+_plain_words = st.lists(
+    st.text(alphabet=string.ascii_lowercase + ",.!?'", min_size=1, max_size=10), max_size=8
+).map(" ".join)
+
+
 @settings(max_examples=200, deadline=None)
-@given(text=_words)
+@given(text=_plain_words)
 def test_plain_words_are_never_changed(text: str) -> None:
     assert redact(text).text == text
 
