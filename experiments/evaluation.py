@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,12 +209,17 @@ def evaluate_bundle(
     embedder: TextEmbedder | None,
     *,
     batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[EvalReport, ScoreBatch, list[ContentVerdict]]:
-    """Score ``examples`` with ``bundle`` and compute the report."""
-    batches = [
-        bundle.score([e.turns for e in examples[start : start + batch_size]], embedder)
-        for start in range(0, len(examples), batch_size)
-    ]
+    """Score ``examples`` with ``bundle`` and compute the report; ``progress(done, total)``
+    after every ``batch_size`` conversations."""
+    batches = []
+    for start in range(0, len(examples), batch_size):
+        batches.append(
+            bundle.score([e.turns for e in examples[start : start + batch_size]], embedder)
+        )
+        if progress is not None:
+            progress(min(start + batch_size, len(examples)), len(examples))
     batch = concat_batches(batches, len(bundle.categories), len(bundle.interest_ids))
     verdicts = bundle.verdicts(batch)
     return evaluate_verdicts(examples, verdicts, bundle.categories), batch, verdicts

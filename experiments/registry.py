@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -175,6 +176,7 @@ def train_and_register(
         snapshot, result, tracking_uri=tracking_uri, model_name=model_name, policy=policy,
         taxonomy=taxonomy, embedder=cached, onnx_path=onnx_path, tokenizer_path=tokenizer_path,
         config=config, experiment=experiment, register=register, lineage=lineage,
+        progress=progress,
     )  # fmt: skip
 
 
@@ -193,6 +195,7 @@ def log_and_register(
     experiment: str = "labelloop-targeting-filter",
     register: bool = True,
     lineage: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
 ) -> TrainOutcome:
     """Evaluate a trained bundle on the snapshot's eval split; log the run; register it as a
     version of ``model_name``."""
@@ -205,7 +208,14 @@ def log_and_register(
     configure(tracking_uri)
     if result.bundle.uses_embeddings and (onnx_path is None or tokenizer_path is None):
         raise ValueError("a model that uses embeddings needs the ONNX/tokenizer files to bundle")
-    report, batch, verdicts = evaluate_bundle(result.bundle, list(snapshot.eval), embedder)
+    say = progress or (lambda *_: None)
+    t0 = time.perf_counter()
+    say("evaluate", 0, len(snapshot.eval))
+    report, batch, verdicts = evaluate_bundle(
+        result.bundle, list(snapshot.eval), embedder,
+        progress=lambda done, total: say("evaluate", done, total),
+    )  # fmt: skip
+    evaluate_s = time.perf_counter() - t0
 
     snap_hash = snapshot.content_hash
     tags = {
@@ -241,7 +251,7 @@ def log_and_register(
         metrics.update({
             "val_false_block_rate": result.val_false_block_rate, "val_leak_rate": result.val_leak_rate,
             **{f"threshold_{c}": result.bundle.sensitive_thresholds[c] for c in snapshot.categories},
-            **{f"time_{k}": v for k, v in result.seconds.items()},
+            **{f"time_{k}": v for k, v in result.seconds.items()}, "time_evaluate_s": evaluate_s,
         })  # fmt: skip
         mlflow.log_metrics(_finite(metrics))
         bundle = replace(

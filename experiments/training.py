@@ -704,6 +704,7 @@ def train_filter(
 
     # ---------------- lexicon, prototypes, thresholds
     t0 = time.perf_counter()
+    say("thresholds", 0, 1)
     seg_lex = [bundle.lexicon_hits(t) for t in seg_texts]
     lex_conv = np.zeros((n, len(cats)), dtype=bool)
     for k, h in enumerate(seg_lex):
@@ -796,11 +797,12 @@ def train_filter(
     val_fb = calib["any"]["false_block"]["rate"]
     val_leak = calib["any"]["leak"]["rate"]
     timings["thresholds_s"] = time.perf_counter() - t0
+    say("thresholds", 1, 1)
 
     # ---------------- interests (conversation level)
     t0 = time.perf_counter()
     int_cal, oof_int = _train_interests(
-        bundle, train, taxonomy, snapshot.interest_ids, embeddings, seg_owner, folds, config
+        bundle, train, taxonomy, snapshot.interest_ids, embeddings, seg_owner, folds, config, say
     )
     timings["interests_s"] = time.perf_counter() - t0
 
@@ -861,7 +863,9 @@ def _train_interests(
     seg_owner: npt.NDArray[np.int_],
     folds: npt.NDArray[np.int_],
     config: TrainConfig,
+    say: Progress | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
+    say = say or (lambda *_: None)
     known = np.array([e.interests is not None for e in train], dtype=bool)
     idx = np.flatnonzero(known)
     label_ids = tuple(i for i in interest_ids if i in taxonomy)
@@ -903,7 +907,16 @@ def _train_interests(
             oof[va] = m.predict_proba(xk[va])[:, 1]
         return iid, y, _interest_lr(config).fit(xk, y, sample_weight=wk), oof
 
-    for iid, y, model, oof in _parallel_map(fit_label, label_ids, config.n_jobs):
+    say("interests", 0, len(label_ids))
+    done = [0]
+
+    def fit_and_count(iid: str) -> tuple[str, npt.NDArray[np.int_], Any | None, Any]:
+        out = fit_label(iid)
+        done[0] += 1  # a progress count only: the GIL makes it exact enough
+        say("interests", done[0], len(label_ids))
+        return out
+
+    for iid, y, model, oof in _parallel_map(fit_and_count, label_ids, config.n_jobs):
         npos = int(y.sum())
         if model is None or oof is None:
             int_cal[iid] = {"n_pos": npos, "threshold": None, "rule": "too_few_positives"}

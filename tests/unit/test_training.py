@@ -374,3 +374,25 @@ def test_cached_embedder_embeds_each_text_once() -> None:
     c.embed(["a b", "c d", "a b"])
     c.embed(["a b"])
     assert Counting.calls == 2 and len(c.cache) == 2
+
+
+def test_every_phase_reports_progress_up_to_its_total() -> None:
+    """Training shows where it is in every phase, evaluation included (no silent minutes)."""
+    from experiments.evaluation import evaluate_bundle
+
+    seen: list[tuple[str, int, int]] = []
+    tax = load_taxonomy(categories=load_policy().categories)
+    exs = _examples()
+    res = train_filter(Snapshot(tuple(exs), (), CATS), tax, HashingEmbedder(32),
+                       config=TrainConfig(), lexicon=NO_LEXICON,
+                       progress=lambda *a: seen.append(a))  # fmt: skip
+    stages = list(dict.fromkeys(s for s, _, _ in seen))
+    assert stages == ["embed", "mil round 0", "out-of-fold", "thresholds", "interests"]
+    for stage in stages:
+        last = [(d, t) for s, d, t in seen if s == stage][-1]
+        assert last[0] == last[1] > 0, (stage, last)
+    done: list[tuple[int, int]] = []
+    evaluate_bundle(res.bundle, exs, HashingEmbedder(32), batch_size=7,
+                    progress=lambda d, t: done.append((d, t)))  # fmt: skip
+    assert done[-1] == (len(exs), len(exs)) and len(done) == -(-len(exs) // 7)
+    assert [d for d, _ in done] == sorted(d for d, _ in done)
