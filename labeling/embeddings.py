@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,10 @@ class MiniLMEmbedder(Embeddings):
         batch_size: texts per ONNX call (texts are sorted by length first to limit padding).
         max_length: tokens per text / per window, ``[CLS]`` and ``[SEP]`` included (<= 512).
         intra_op_num_threads: onnxruntime threads for one call.
+        workers: calls run concurrently on this many threads (each call at most ``batch_size``
+            texts; fewer texts than ``workers * batch_size`` are split evenly, so a short
+            request still uses every worker). With ``batch_size=1`` a text's vector depends on
+            that text only, which a model that quantises its activations per call needs.
         model_id: the vector-space id stored next to vectors.
         dim: the model's hidden size (384 for MiniLM; another mean-pooled encoder of the same
             shape, e.g. an MPNet export with ``<s>``/``</s>``/``<pad>`` tokens, names its own).
@@ -97,11 +102,14 @@ class MiniLMEmbedder(Embeddings):
         batch_size: int = 64,
         max_length: int = 256,
         intra_op_num_threads: int = 2,
+        workers: int = 1,
         model_id: str = EMBEDDING_MODEL_ID,
         dim: int = EMBEDDING_DIM,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
         if not 3 <= max_length <= 512:
             raise ValueError("max_length must be in [3, 512]")
         self.onnx_path = Path(onnx_path)
@@ -109,15 +117,29 @@ class MiniLMEmbedder(Embeddings):
         self.batch_size = batch_size
         self.max_length = max_length
         self.intra_op_num_threads = intra_op_num_threads
+        self.workers = workers
+        self._concurrent_calls = workers > 1 or batch_size == 1
         self.model_id = model_id
         self.dim = dim
         self._lock = threading.Lock()
         self._session: ort.InferenceSession | None = None
         self._tokenizer: Tokenizer | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._input_names: frozenset[str] = frozenset()
         self._cls_id = 0
         self._sep_id = 0
         self._pad_id = 0
+
+    def use_threads(self, n: int) -> None:
+        """Use ``n`` threads from now on (before the first call): ``n`` concurrent one-thread
+        calls for an embedder built to run calls concurrently (``workers > 1`` or one text per
+        call), else ``n`` onnxruntime threads within each call."""
+        if n < 1:
+            raise ValueError("threads must be >= 1")
+        if self._concurrent_calls:
+            self.workers, self.intra_op_num_threads = n, 1
+        else:
+            self.intra_op_num_threads = n
 
     @classmethod
     def from_models_dir(cls, models_dir: Path, **kwargs: Any) -> MiniLMEmbedder:
@@ -171,26 +193,46 @@ class MiniLMEmbedder(Embeddings):
 
     def _run_windows(self, windows: Sequence[Sequence[int]]) -> FloatArray:
         """Embed content-token windows (each <= max_length-2 ids); rows follow ``windows``."""
-        session, _ = self._load()
+        self._load()
         out = np.empty((len(windows), self.dim), dtype=np.float32)
         order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            width = max(len(windows[i]) for i in idx) + 2
-            ids = np.full((len(idx), width), self._pad_id, dtype=np.int64)
-            mask = np.zeros((len(idx), width), dtype=np.int64)
-            for row, i in enumerate(idx):
-                seq = [self._cls_id, *windows[i], self._sep_id]
-                ids[row, : len(seq)] = seq
-                mask[row, : len(seq)] = 1
-            feeds: dict[str, npt.NDArray[np.int64]] = {"input_ids": ids, "attention_mask": mask}
-            if "token_type_ids" in self._input_names:
-                feeds["token_type_ids"] = np.zeros_like(ids)
-            hidden = np.asarray(session.run(None, feeds)[0], dtype=np.float32)
-            weights = mask[..., None].astype(np.float32)
-            pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-            out[idx] = _l2_normalise(pooled.astype(np.float32))
+        # with concurrent calls, a few texts are still spread over every worker
+        size = max(1, min(self.batch_size, -(-len(order) // self.workers)))
+        batches = [order[s : s + size] for s in range(0, len(order), size)]
+
+        def run(idx: list[int]) -> None:  # rows of different batches never overlap
+            out[idx] = self._run_batch([windows[i] for i in idx])
+
+        if self.workers > 1 and len(batches) > 1:
+            list(self._executor().map(run, batches))
+        else:
+            for idx in batches:
+                run(idx)
         return out
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="embed")
+            return self._pool
+
+    def _run_batch(self, batch: Sequence[Sequence[int]]) -> FloatArray:
+        """Unit vectors of one ONNX call over ``batch`` (padded to its longest window)."""
+        session, _ = self._load()
+        width = max(len(w) for w in batch) + 2
+        ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, window in enumerate(batch):
+            seq = [self._cls_id, *window, self._sep_id]
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        feeds: dict[str, npt.NDArray[np.int64]] = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        hidden = np.asarray(session.run(None, feeds)[0], dtype=np.float32)
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        return _l2_normalise(pooled.astype(np.float32))
 
     def embed(self, texts: Sequence[str]) -> FloatArray:
         """``(len(texts), 384)`` float32 unit vectors of the first ``max_length`` tokens."""

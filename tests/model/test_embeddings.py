@@ -128,3 +128,17 @@ def test_chroma_config_round_trip(models_dir: Path, embedder: MiniLMEmbedder) ->
     assert rebuilt.get_config() == cfg
     with pytest.raises(ValueError, match="re-embed"):
         MiniLMChromaEmbeddingFunction.build_from_config({**cfg, "model_id": "other@123"})
+
+
+def test_concurrent_calls_give_the_same_vectors_bit_for_bit(models_dir: Path) -> None:
+    """The filter's MiniLM runs two one-thread calls at once: the vectors must not change."""
+    from labeling.assets import ensure_embedding_model
+    from labeling.encoders import load_encoder
+
+    texts = [f"segment {i}: " + "words about hiking and trails " * (i % 9 + 1) for i in range(70)]
+    onnx, tok = ensure_embedding_model(models_dir)
+    filt = load_encoder("minilm", onnx, tok, max_length=128)
+    assert filt.workers > 1 and filt.intra_op_num_threads == 1
+    one = MiniLMEmbedder(onnx, tok, max_length=128, batch_size=64, intra_op_num_threads=2)
+    np.testing.assert_array_equal(filt.embed(texts), one.embed(texts))
+    np.testing.assert_array_equal(filt.embed(texts[5:6]), one.embed(texts)[5:6])

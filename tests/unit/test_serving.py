@@ -310,3 +310,26 @@ def test_metrics_without_a_model_and_with_an_embedding_cache() -> None:
     dec = {s.labels["reason"]: s.value for s in fams["labelloop_filter_decisions"].samples
            if s.name.endswith("_total")}  # fmt: skip
     assert dec == {"region": 1.0, "eligible": 2.0}
+
+
+def test_serving_threads_go_where_the_encoder_spends_them(tmp_path: Path) -> None:
+    """A batching encoder gets onnxruntime threads per call; a one-text-per-call encoder (int8
+    products) gets that many concurrent calls, each on one thread."""
+    from labeling.embeddings import MiniLMEmbedder
+
+    files = (tmp_path / "m.onnx", tmp_path / "t.json")
+    batching = MiniLMEmbedder(*files, intra_op_num_threads=2)
+    per_text = MiniLMEmbedder(*files, batch_size=1, workers=2, intra_op_num_threads=1)
+    concurrent = MiniLMEmbedder(*files, batch_size=16, workers=2, intra_op_num_threads=1)
+    for enc in (batching, per_text, concurrent):
+        m = TargetingFilterModel()
+        m.embedder = enc
+        m.configure_serving(onnx_threads=3)
+    assert (batching.intra_op_num_threads, batching.workers) == (3, 1)
+    assert (per_text.intra_op_num_threads, per_text.workers) == (1, 3)
+    assert (concurrent.intra_op_num_threads, concurrent.workers) == (1, 3)
+    concurrent.use_threads(1)  # one thread, and it stays a concurrent-calls embedder
+    concurrent.use_threads(2)
+    assert (concurrent.intra_op_num_threads, concurrent.workers) == (1, 2)
+    with pytest.raises(ValueError, match="threads"):
+        per_text.use_threads(0)
