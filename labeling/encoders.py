@@ -16,9 +16,13 @@ loads exactly the encoder training used.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-ENCODERS = ("minilm", "minilm-q8", "e5")
+EncoderName = Literal["minilm", "minilm-q8", "e5"]
+ENCODERS: tuple[EncoderName, ...] = get_args(EncoderName)
+#: the filter's encoder unless the settings name another (docs/filter-quality.md: same quality on
+#: the eval split as ``minilm``, 1.7x its texts/s)
+DEFAULT_ENCODER: EncoderName = "minilm-q8"
 #: the MiniLM encoders run this many one-thread onnxruntime calls at once: on two cores 1.2-1.5x
 #: the texts/s of one two-thread call, with the same vectors bit for bit (docs/serving.md)
 WORKERS = 2

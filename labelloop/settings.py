@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from labeling.encoders import DEFAULT_ENCODER, EncoderName
+
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "dev", "dev-token", "secret", "password"}
 )
@@ -157,9 +159,9 @@ class Settings(BaseSettings):
         ge=1,
         description="parallel workers in training: processes that redact the input records and threads that fit the classifiers (the model does not depend on it)",
     )
-    filter_encoder: Literal["minilm", "minilm-q8", "e5"] = Field(
-        "minilm",
-        description="sentence encoder of the targeting filter: minilm (English), minilm-q8 (the same with int8 matrix products, one text per call on two threads) or e5 (multilingual-e5-small)",
+    filter_encoder: EncoderName = Field(
+        DEFAULT_ENCODER,
+        description="sentence encoder of the targeting filter: minilm-q8 (all-MiniLM-L6-v2 with int8 matrix products, one text per call on two threads), minilm (the same in float products, batched) or e5 (multilingual-e5-small)",
     )
     train_silver_precision: float = Field(
         0.8,

@@ -1,4 +1,4 @@
-"""Behaviour of a filter trained with the real sentence encoder (all-MiniLM-L6-v2 int8).
+"""Behaviour of a filter trained with the real sentence encoder (the default, ``minilm-q8``).
 
 The model is trained here on synthetic conversations (``labeling.synth``), then probed:
 
@@ -34,10 +34,10 @@ POLICY = load_policy()
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> TargetingFilterModel:
-    from labeling.encoders import encoder_from_models_dir
+    from labeling.encoders import DEFAULT_ENCODER, encoder_from_models_dir
 
-    try:
-        embedder = encoder_from_models_dir("minilm", tmp_path_factory.mktemp("models"))
+    try:  # the shipped encoder
+        embedder = encoder_from_models_dir(DEFAULT_ENCODER, tmp_path_factory.mktemp("models"))
     except AssetError as exc:  # pragma: no cover - depends on the environment
         if os.environ.get("CI"):
             pytest.fail(f"embedding model not installed: {exc}")
