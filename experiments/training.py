@@ -317,15 +317,30 @@ def segment_cap(
 
 
 # ------------------------------------------------------------------------------------ fitting
-def _parallel_map(fn: Callable[[Any], Any], items: Sequence[Any] | range, n_jobs: int) -> list[Any]:
-    """``[fn(i) for i in items]`` on up to ``n_jobs`` threads, results in input order."""
+def _parallel_map(
+    fn: Callable[[Any], Any],
+    items: Sequence[Any] | range,
+    n_jobs: int,
+    on_done: Callable[[int], None] | None = None,
+) -> list[Any]:
+    """``[fn(i) for i in items]`` on up to ``n_jobs`` threads, results in input order;
+    ``on_done(k)`` after the k-th finished item, always on the calling thread (progress reports
+    reach the run's Prefect context there, which the pool's threads do not have)."""
     items = list(items)
+    say = on_done or (lambda _: None)
     if n_jobs <= 1 or len(items) <= 1:
-        return [fn(i) for i in items]
-    from concurrent.futures import ThreadPoolExecutor
+        out = []
+        for k, i in enumerate(items):
+            out.append(fn(i))
+            say(k + 1)
+        return out
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-        return list(pool.map(fn, items))
+        futures = [pool.submit(fn, i) for i in items]
+        for k, _ in enumerate(as_completed(futures)):
+            say(k + 1)
+        return [f.result() for f in futures]
 
 
 def _segment_lr(cfg: TrainConfig, init: Any | None = None) -> Any:
@@ -908,15 +923,10 @@ def _train_interests(
         return iid, y, _interest_lr(config).fit(xk, y, sample_weight=wk), oof
 
     say("interests", 0, len(label_ids))
-    done = [0]
-
-    def fit_and_count(iid: str) -> tuple[str, npt.NDArray[np.int_], Any | None, Any]:
-        out = fit_label(iid)
-        done[0] += 1  # a progress count only: the GIL makes it exact enough
-        say("interests", done[0], len(label_ids))
-        return out
-
-    for iid, y, model, oof in _parallel_map(fit_and_count, label_ids, config.n_jobs):
+    done = _parallel_map(
+        fit_label, label_ids, config.n_jobs, lambda k: say("interests", k, len(label_ids))
+    )
+    for iid, y, model, oof in done:
         npos = int(y.sum())
         if model is None or oof is None:
             int_cal[iid] = {"n_pos": npos, "threshold": None, "rule": "too_few_positives"}

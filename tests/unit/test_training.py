@@ -377,15 +377,26 @@ def test_cached_embedder_embeds_each_text_once() -> None:
 
 
 def test_every_phase_reports_progress_up_to_its_total() -> None:
-    """Training shows where it is in every phase, evaluation included (no silent minutes)."""
+    """Training shows where it is in every phase, evaluation included (no silent minutes), and
+    reports on the calling thread: a flow's Prefect context (the server it reports to) is not
+    in the fitting threads, where a report would start a temporary Prefect server."""
+    import threading
+
     from experiments.evaluation import evaluate_bundle
 
     seen: list[tuple[str, int, int]] = []
+    threads: set[int] = set()
+
+    def progress(*a: Any) -> None:
+        seen.append(a)
+        threads.add(threading.get_ident())
+
     tax = load_taxonomy(categories=load_policy().categories)
     exs = _examples()
     res = train_filter(Snapshot(tuple(exs), (), CATS), tax, HashingEmbedder(32),
-                       config=TrainConfig(), lexicon=NO_LEXICON,
-                       progress=lambda *a: seen.append(a))  # fmt: skip
+                       config=TrainConfig(n_jobs=2), lexicon=NO_LEXICON,
+                       progress=progress)  # fmt: skip
+    assert threads == {threading.get_ident()}
     stages = list(dict.fromkeys(s for s, _, _ in seen))
     assert stages == ["embed", "mil round 0", "out-of-fold", "thresholds", "interests"]
     for stage in stages:
