@@ -23,7 +23,7 @@ ENCODERS: tuple[EncoderName, ...] = get_args(EncoderName)
 #: the filter's encoder unless the settings name another (docs/filter-quality.md: same quality on
 #: the eval split as ``minilm``, 1.7x its texts/s)
 DEFAULT_ENCODER: EncoderName = "minilm-q8"
-#: the MiniLM encoders run this many one-thread onnxruntime calls at once: on two cores 1.2-1.5x
+#: the MiniLM encoders run this many one-thread onnxruntime calls at once: on two cores 1.2-1.4x
 #: the texts/s of one two-thread call, with the same vectors bit for bit (docs/serving.md)
 WORKERS = 2
 #: texts per call of ``minilm`` (``minilm-q8`` embeds one text per call)
