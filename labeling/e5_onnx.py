@@ -1005,6 +1005,12 @@ class E5Embedder(Embeddings):
         self._tokenizer: E5Tokenizer | None = None
         self._pooled_output = True
 
+    def use_threads(self, n: int) -> None:
+        """Use ``n`` onnxruntime threads per call from now on (before the first call)."""
+        if n < 1:
+            raise ValueError("threads must be >= 1")
+        self.intra_op_num_threads = n
+
     @classmethod
     def from_models_dir(cls, models_dir: Path, **kwargs: Any) -> E5Embedder:
         """Build (once) / verify the converted model in ``models_dir`` and load it."""

@@ -14,6 +14,7 @@ recorded in the build's manifest (``labeling.assets.ensure_minilm_q8_model``).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 #: bump when the derivation below changes (the manifest then no longer matches: rebuilt)
@@ -25,7 +26,6 @@ Q8_TOKENIZER_FILENAME = "tokenizer.json"
 def build_minilm_q8(source_onnx: Path, tokenizer: Path, out_dir: Path) -> None:
     """Write ``model.onnx`` (int8 matrix products) and a copy of ``tokenizer.json`` into
     ``out_dir``."""
-    import logging
     import shutil
 
     import onnxruntime as ort
@@ -38,12 +38,25 @@ def build_minilm_q8(source_onnx: Path, tokenizer: Path, out_dir: Path) -> None:
     opts.optimized_model_filepath = str(folded)
     opts.log_severity_level = 3
     ort.InferenceSession(str(source_onnx), opts, providers=["CPUExecutionProvider"])
-    logging.disable(logging.WARNING)  # its advice to pre-process is for calibrated quantisation
+    # quantize_dynamic logs, on the root logger, advice to pre-process that is for calibrated
+    # quantisation; drop that one record only, not the process's other logging
+    root = logging.getLogger()
+    advice = _DropMessage("Please consider to run pre-processing")
+    root.addFilter(advice)
     try:
         q.quantize_dynamic(
             folded, out_dir / Q8_ONNX_FILENAME, per_channel=True, weight_type=q.QuantType.QInt8
         )
     finally:
-        logging.disable(logging.NOTSET)
+        root.removeFilter(advice)
         folded.unlink(missing_ok=True)
     shutil.copyfile(tokenizer, out_dir / Q8_TOKENIZER_FILENAME)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)

@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     filter_onnx_threads: int | None = Field(
         None,
         ge=1,
-        description="onnxruntime threads of the filter's encoder per worker (unset: the encoder's default, 2)",
+        description="threads of the filter's encoder per worker: concurrent one-thread calls for minilm and minilm-q8, onnxruntime threads per call for e5 (unset: 2)",
     )
 
     # MLflow / Prefect URLs (default: the local stack)

@@ -117,9 +117,7 @@ class TargetingFilterModel(PythonModel):
             return
         inner = emb.inner if isinstance(emb, LRUEmbedder) else emb
         if onnx_threads is not None and hasattr(inner, "use_threads"):
-            inner.use_threads(onnx_threads)
-        elif onnx_threads is not None and hasattr(inner, "intra_op_num_threads"):
-            inner.intra_op_num_threads = onnx_threads
+            inner.use_threads(onnx_threads)  # each encoder knows where its threads go
         self.embedder = LRUEmbedder(inner, embed_cache) if embed_cache > 0 else inner
 
     def embed_cache_stats(self) -> dict[str, int] | None:

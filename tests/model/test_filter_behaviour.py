@@ -12,7 +12,6 @@ The model is trained here on synthetic conversations (``labeling.synth``), then 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from labeling.records import Conversation
 from labeling.synth import generate
 from labeling.taxonomy import load_taxonomy
 from targeting.model import TargetingFilterModel
+from tests.support.models import model_unavailable
 
 pytestmark = pytest.mark.model
 
@@ -39,9 +39,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> TargetingFilterModel:
     try:  # the shipped encoder
         embedder = encoder_from_models_dir(DEFAULT_ENCODER, tmp_path_factory.mktemp("models"))
     except AssetError as exc:  # pragma: no cover - depends on the environment
-        if os.environ.get("CI"):
-            pytest.fail(f"embedding model not installed: {exc}")
-        pytest.skip(f"embedding model not installed: {exc}")
+        model_unavailable("the embedding model", exc)
     tax = load_taxonomy(categories=POLICY.categories)
     convs = [Conversation.model_validate(r) for r in generate(600, 7)]
     snap = snapshot_from_records(convs, tax, POLICY.categories, eval_fraction=0.0)

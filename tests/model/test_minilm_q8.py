@@ -4,7 +4,6 @@ from the bundled file, one text per call on two threads (needs the `models` grou
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from labeling import assets, minilm_q8
 from labeling.assets import AssetError
 from labeling.embeddings import MiniLMEmbedder
 from labeling.encoders import WORKERS, encoder_from_models_dir
+from tests.support.models import model_unavailable
 
 pytestmark = pytest.mark.model
 
@@ -28,18 +28,11 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
-
-
-@pytest.fixture(scope="module")
 def q8(models_dir: Path) -> MiniLMEmbedder:
     try:
         enc: MiniLMEmbedder = encoder_from_models_dir("minilm-q8", models_dir)
     except AssetError as exc:  # pragma: no cover - depends on the environment
-        if os.environ.get("CI"):
-            pytest.fail(f"embedding model not installed: {exc}")
-        pytest.skip(f"embedding model not installed: {exc}")
+        model_unavailable("the embedding model", exc)
     return enc
 
 

@@ -41,6 +41,9 @@ class CountingEmbedder:
         self.calls: list[list[str]] = []
         self.intra_op_num_threads = 2
 
+    def use_threads(self, n: int) -> None:
+        self.intra_op_num_threads = n
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         self.calls.append(list(texts))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -321,10 +324,14 @@ def test_serving_threads_go_where_the_encoder_spends_them(tmp_path: Path) -> Non
     batching = MiniLMEmbedder(*files, intra_op_num_threads=2)
     per_text = MiniLMEmbedder(*files, batch_size=1, workers=2, intra_op_num_threads=1)
     concurrent = MiniLMEmbedder(*files, batch_size=16, workers=2, intra_op_num_threads=1)
-    for enc in (batching, per_text, concurrent):
+    from labeling.e5_onnx import E5Embedder
+
+    e5 = E5Embedder(*files, intra_op_num_threads=2)
+    for enc in (batching, per_text, concurrent, e5):
         m = TargetingFilterModel()
         m.embedder = enc
         m.configure_serving(onnx_threads=3)
+    assert e5.intra_op_num_threads == 3
     assert (batching.intra_op_num_threads, batching.workers) == (3, 1)
     assert (per_text.intra_op_num_threads, per_text.workers) == (1, 3)
     assert (concurrent.intra_op_num_threads, concurrent.workers) == (1, 3)
