@@ -38,7 +38,7 @@ import json
 import math
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import fields, replace
 from datetime import UTC, datetime
@@ -52,6 +52,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from experiments.composition import source_of  # noqa: E402
+from experiments.contrast import (  # noqa: E402
+    CheckedPair,
+    ContrastPair,
+    check_pairs,
+    pair_examples,
+    user_turn,
+)
 from experiments.dataset import Example, Snapshot, snapshot_from_records, unit_hash  # noqa: E402
 from experiments.evaluation import EvalReport, evaluate_bundle, evaluate_long_dialogues  # noqa: E402
 from experiments.registry import default_prototypes  # noqa: E402
@@ -231,13 +238,20 @@ def length_bucket(e: Example) -> str:
     return "1 turn" if n == 1 else ("2-11 turns" if n < 12 else "12+ turns")
 
 
-def curve(bundle: FilterBundle, batch: Any, examples: Sequence[Example]) -> list[dict[str, float]]:
-    """Leak / false-block as the any-sensitive threshold moves (category floors and lexicon kept)."""
+CURVE_GRID = np.linspace(0.02, 0.98, 49).round(3).tolist()
+
+
+def curve(
+    bundle: FilterBundle, batch: Any, examples: Sequence[Example], *, grid_only: bool = False
+) -> list[dict[str, float]]:
+    """Leak / false-block as the any-sensitive threshold moves (category floors and lexicon kept).
+    ``grid_only``: only the fixed grid, not the model's own threshold (curves of several models
+    then share their points)."""
     y = np.array([bool(e.sensitive) for e in examples])
     thr_c = np.array([bundle.sensitive_thresholds.get(c, 1.01) for c in bundle.categories])
     other = (batch.sensitive >= thr_c).any(axis=1) | np.array([bool(h) for h in batch.lexicon_hits])
     out = []
-    for t in sorted({*np.linspace(0.02, 0.98, 49).round(3).tolist(), bundle.any_threshold}):
+    for t in sorted({*CURVE_GRID, *([] if grid_only else [bundle.any_threshold])}):
         blocked = other | (batch.any >= t)
         out.append({
             "threshold": float(t),
@@ -300,12 +314,79 @@ def report_summary(rep: EvalReport, categories: Sequence[str]) -> dict[str, Any]
 
 # ------------------------------------------------------------------------------------ parts
 def train(
-    snapshot: Snapshot, taxonomy: Taxonomy, policy: Policy, embedder: Any, cfg: TrainConfig
-) -> tuple[TrainResult, float]:
+    snapshot: Snapshot, taxonomy: Taxonomy, policy: Policy, embedder: Any, cfg: TrainConfig,
+    contrast: Sequence[ContrastPair] = (), contrast_log: dict[str, Any] | None = None,
+    check: bool = True,
+) -> tuple[TrainResult, float]:  # fmt: skip
+    """Train on ``snapshot``. With ``contrast`` pairs: train without them first, check the pairs
+    with that model (:func:`experiments.contrast.check_pairs`), then train again with the kept ones
+    added (origin ``augmented``); ``contrast_log`` receives the check's counts and reasons.
+    ``check=False``: every usable pair is added unchecked (to measure what the check does)."""
     t0 = time.perf_counter()
+    emb_id = getattr(getattr(embedder, "inner", embedder), "model_id", "none")
     res = train_filter(snapshot, taxonomy, embedder, config=cfg, prototype_texts=default_prototypes(policy),
-                       embedding_model_id=getattr(getattr(embedder, "inner", embedder), "model_id", "none"))  # fmt: skip
+                       embedding_model_id=emb_id)  # fmt: skip
+    if contrast:
+        checked = (
+            check_pairs(contrast, **bundle_checks(res.bundle, embedder))
+            if check
+            else [CheckedPair(p, not p.error, (p.error,) if p.error else ()) for p in contrast]
+        )
+        extra = pair_examples(checked)
+        if contrast_log is not None:
+            contrast_log.update(contrast_summary(checked))
+        snap = replace(snapshot, train=tuple(snapshot.train) + tuple(extra))
+        res = train_filter(snap, taxonomy, embedder, config=cfg, prototype_texts=default_prototypes(policy),
+                           embedding_model_id=emb_id)  # fmt: skip
     return res, time.perf_counter() - t0
+
+
+def bundle_checks(bundle: FilterBundle, embedder: Any) -> dict[str, Any]:
+    """The evidence :func:`check_pairs` asks for, from a trained filter: per message, P(any) and
+    the classifier's scores of its own classes (max over the message's segments), and the
+    categories whose vocabulary (cue terms or blocking keywords) the message contains."""
+    classes = [c for c in bundle.categories if c in bundle.segment_classes]
+
+    def scores(texts: Sequence[str]) -> tuple[list[float], list[dict[str, float]]]:
+        convs = [user_turn(t) for t in texts]
+        seg = bundle.score_segments(convs, embedder)
+        p_any = np.zeros(len(texts))
+        cats = np.zeros((len(texts), len(bundle.categories)))
+        np.maximum.at(p_any, seg.owner, seg.any)
+        np.maximum.at(cats, seg.owner, seg.categories)
+        idx = [bundle.categories.index(c) for c in classes]
+        return p_any.tolist(), [{c: float(row[j]) for c, j in zip(classes, idx, strict=True)}
+                                for row in cats]  # fmt: skip
+
+    def cue_categories(text: str) -> set[str]:
+        t = user_turn(text)[0]
+        counts = bundle.cue_counts([t])[0]
+        found = {c for c, k in zip(bundle.categories, counts, strict=True) if k > 0}
+        return found | set(bundle.lexicon_hits(t))
+
+    return {"scores": scores, "cue_categories": cue_categories}
+
+
+def contrast_summary(checked: Sequence[CheckedPair]) -> dict[str, Any]:
+    reasons: Counter[str] = Counter()
+    per_cat: dict[str, list[int]] = {}
+    for c in checked:
+        k = per_cat.setdefault(c.pair.request.category, [0, 0])
+        k[0] += c.kept
+        k[1] += 1
+        for r in c.reasons:
+            reasons[r.split(" (")[0]] += 1
+    return {
+        "n_pairs": len(checked),
+        "n_kept": sum(c.kept for c in checked),
+        "kept_per_category": {c: f"{k}/{n}" for c, (k, n) in sorted(per_cat.items())},
+        "rejections": dict(reasons.most_common()),
+        "rejected_examples": [
+            {"category": c.pair.request.category, "sensitive": c.pair.sensitive,
+             "clean": c.pair.clean, "reasons": list(c.reasons)}
+            for c in checked if not c.kept and not c.pair.error
+        ][:40],
+    }  # fmt: skip
 
 
 def part_split(
@@ -398,7 +479,8 @@ def control_breakdown(
 
 def part_loso(
     name: str, cfg: TrainConfig, snapshots: dict[str, Snapshot], taxonomy: Taxonomy,
-    policy: Policy, embedder: Any, only: Sequence[str] = (),
+    policy: Policy, embedder: Any, only: Sequence[str] = (), contrast: Sequence[ContrastPair] = (),
+    check: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     """Leave one source out; ``only`` restricts the held-out sources (default: every one)."""
     per: dict[str, Any] = {}
@@ -409,14 +491,25 @@ def part_loso(
         test = list(snapshots[held].train) + list(snapshots[held].eval)
         snap = Snapshot(tuple(tr), tuple(test), policy.categories, {"source": f"loso-{held}"})
         print(f"  [{name}] loso: held out {held} ({len(test)} items)", file=sys.stderr, flush=True)
-        res, secs = train(snap, taxonomy, policy, embedder, cfg)
-        rep, _, verdicts = evaluate_bundle(res.bundle, test, embedder)
+        clog: dict[str, Any] = {}
+        res, secs = train(snap, taxonomy, policy, embedder, cfg, contrast, clog, check)
+        rep, batch, verdicts = evaluate_bundle(res.bundle, test, embedder)
         per[held] = {**rates(test, verdicts), "interest_micro_f1": rep.interest_micro_f1,
-                     "train_s": round(secs, 1)}  # fmt: skip
+                     "any_threshold": res.bundle.any_threshold,
+                     "curve": curve(res.bundle, batch, test, grid_only=True),
+                     "train_s": round(secs, 1), **({"contrast": clog} if clog else {})}  # fmt: skip
     leaks = [p["leak_rate"] for p in per.values() if p["leak_rate"] is not None]
     fbs = [p["false_block_rate"] for p in per.values() if p["false_block_rate"] is not None]
+    mean_curve = []
+    for k, t in enumerate(CURVE_GRID):
+        lk = [p["curve"][k]["leak_rate"] for p in per.values() if p["leak_rate"] is not None]
+        fb = [p["curve"][k]["false_block_rate"] for p in per.values()
+              if p["false_block_rate"] is not None]  # fmt: skip
+        mean_curve.append({"threshold": t, "mean_leak_rate": float(np.mean(lk)) if lk else None,
+                           "mean_false_block_rate": float(np.mean(fb)) if fb else None})  # fmt: skip
     return {
         "per_source": per,
+        "mean_curve": mean_curve,
         "mean_leak_rate": float(np.mean(leaks)) if leaks else None,
         "worst_leak_rate": float(np.max(leaks)) if leaks else None,
         "mean_false_block_rate": float(np.mean(fbs)) if fbs else None,
@@ -533,6 +626,19 @@ def main(argv: list[str] | None = None) -> int:
         "--encoder-onnx", action="append", default=[], metavar="NAME=DIR",
         help="an extra encoder NAME for variants: DIR holds model.onnx (MiniLM-shaped) + tokenizer.json",
     )  # fmt: skip
+    ap.add_argument(
+        "--contrast", type=Path, default=None,
+        help="LLM contrast pairs (benchmarks/contrast_pairs.py write): checked per training "
+        "set by the model trained without them, the kept ones added to training",
+    )  # fmt: skip
+    ap.add_argument(
+        "--contrast-variants", default="",
+        help="comma-separated variant names that train with the --contrast pairs",
+    )  # fmt: skip
+    ap.add_argument(
+        "--contrast-unchecked", default="",
+        help="comma-separated variant names that train with every usable pair, unchecked",
+    )  # fmt: skip
     ap.add_argument("--json", dest="json_out", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="leak / false-block curves (PNG)")
     ap.add_argument(
@@ -545,6 +651,12 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = ap.parse_args(argv)
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    contrast_pairs: list[ContrastPair] = []
+    if args.contrast is not None:
+        rows = [json.loads(x) for x in args.contrast.read_text("utf-8").splitlines() if x.strip()]
+        contrast_pairs = [ContrastPair.from_row(r) for r in rows]
+    contrast_variants = {v for v in args.contrast_variants.split(",") if v}
+    unchecked_variants = {v for v in args.contrast_unchecked.split(",") if v}
 
     t_start = time.perf_counter()
     policy, taxonomy, per_source, snapshot = split_from_args(args)
@@ -555,6 +667,8 @@ def main(argv: list[str] | None = None) -> int:
     encoders: dict[str, Any] = {}
     for spec in args.variant or DEFAULT_VARIANTS:
         name, enc, cfg = parse_variant(spec)
+        pairs = contrast_pairs if name in contrast_variants | unchecked_variants else []
+        check = name not in unchecked_variants
         cfg = replace(cfg, embed_max_length=args.max_length)
         if enc not in encoders:
             onnx_dirs = {k: Path(v) for k, _, v in (e.partition("=") for e in args.encoder_onnx)}
@@ -573,7 +687,8 @@ def main(argv: list[str] | None = None) -> int:
                     json.dumps(results, indent=1, default=_jsonable), encoding="utf-8"
                 )
             continue
-        res, secs = train(snapshot, taxonomy, policy, embedder, cfg)
+        clog: dict[str, Any] = {}
+        res, secs = train(snapshot, taxonomy, policy, embedder, cfg, pairs, clog, check)
         if args.save_bundles is not None:
             from targeting.model import save_bundle
 
@@ -581,7 +696,8 @@ def main(argv: list[str] | None = None) -> int:
         out: dict[str, Any] = {"encoder": enc, "config": cfg.as_params(), "train_s": round(secs, 1),
                                "train_seconds": {k: round(v, 1) for k, v in res.seconds.items()},
                                "n_segments": res.n_segments,
-                               "n_composed": res.bundle.meta.get("n_composed", 0)}  # fmt: skip
+                               "n_composed": res.bundle.meta.get("n_composed", 0),
+                               **({"contrast": clog} if clog else {})}  # fmt: skip
         if "split" in parts:
             out["split"] = part_split(res, snapshot, embedder, policy)
         if "long" in parts:
@@ -595,7 +711,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "loso" in parts:
             only = [x for x in args.loso_sources.split(",") if x]
-            out["loso"] = part_loso(name, cfg, per_source, taxonomy, policy, embedder, only)
+            out["loso"] = part_loso(
+                name, cfg, per_source, taxonomy, policy, embedder, only, pairs, check
+            )
         results["variants"][name] = out
         print_variant(name, out)
         if args.json_out:

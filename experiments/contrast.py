@@ -1,0 +1,457 @@
+"""LLM-written contrast pairs: a sensitive message and the same message made clean.
+
+The filter learns what is sensitive from its sources' gold, and each source speaks of sensitive
+matters in its own way. A contrast pair is one message that touches a policy category ("I
+volunteer for the Green Party campaign, what shoes are good for canvassing all day?") and the same
+message with that detail replaced by an ordinary one ("I volunteer at the city marathon, what
+shoes are good for standing all day?"): the pair differs only in what the filter must notice.
+
+* :func:`contrast_plan` lays out what to ask for, deterministically: every category crossed with
+  its subtopics, everyday situations, writers (assistant user, smart-glasses voice, image prompt,
+  casual chat, forum post, blunt opinion) and an ordinary personal detail for the clean side
+  (some of them the policy's false friends: a credit union, Rugby Union).
+* :func:`write_pairs` asks the LLM twice per pair (``prompts/contrast_pairs.yaml``, one message
+  per call, the same matter and writer, the sensitive detail and then the ordinary one) and keeps
+  every answer, good or bad, with the prompt hash.
+* :func:`check_pairs` keeps a pair only when the filter's own evidence agrees with what the LLM
+  was asked for: the sensitive side must be recognised as its category (the classifier ranks the
+  category first among the sensitive ones, or the vocabulary finds a term of it) and the clean side
+  must not be (no vocabulary term of any category, and the classifier finds it less sensitive than
+  its partner). Every rejected pair is kept with its reason.
+* :func:`pair_examples` turns checked pairs into training examples (origin ``augmented``: they
+  take no part in threshold calibration and are counted in the model's lineage).
+
+Nothing here loads a model or calls a server: the LLM is a callable, the checks take scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
+
+from experiments.dataset import Example
+from labeling.prompts import PromptTemplate
+from labeling.segments import turn_texts
+
+__all__ = [
+    "CONTRAST_PROMPT_NAME",
+    "MESSAGE_SCHEMA",
+    "ORDINARY_DETAILS",
+    "SITUATIONS",
+    "STYLES",
+    "SUBTOPICS",
+    "CheckedPair",
+    "ContrastPair",
+    "PairRequest",
+    "check_pairs",
+    "contrast_plan",
+    "pair_examples",
+    "parse_message",
+    "user_turn",
+    "write_pairs",
+]
+
+CONTRAST_PROMPT_NAME: Final = "contrast_pairs"
+MAX_PAIR_CHARS: Final = 400
+
+MESSAGE_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {"message": {"type": "string", "minLength": 8, "maxLength": MAX_PAIR_CHARS}},
+    "required": ["message"],
+}
+
+# What the sensitive detail is about, per policy category (the policy's descriptions, spelt out so
+# that a small model writes about one concrete thing at a time).
+SUBTOPICS: Final[Mapping[str, tuple[str, ...]]] = {
+    "religion": (
+        "fasting during Ramadan",
+        "going to church on Sunday",
+        "a bar mitzvah or bat mitzvah",
+        "keeping kosher",
+        "praying five times a day",
+        "being an atheist who does not believe in god",
+        "a Hindu festival the family observes",
+        "converting to Buddhism",
+        "a pilgrimage",
+        "a Bible study group",
+        "wearing a hijab or a turban for faith",
+        "a priest, imam or rabbi",
+    ),
+    "sexual_orientation": (
+        "being gay",
+        "being lesbian",
+        "being bisexual",
+        "coming out to parents",
+        "a same-sex partner or spouse",
+        "a pride parade as a queer person",
+        "being asexual",
+        "a friend who just came out",
+        "dating as a gay man",
+        "an LGBTQ support group",
+    ),
+    "political_views": (
+        "volunteering for a party's election campaign",
+        "voting for a candidate",
+        "being a conservative",
+        "being a socialist or left-wing",
+        "a protest march about a political issue",
+        "an opinion on immigration policy",
+        "an opinion on gun control",
+        "canvassing for a senator",
+        "a political debate with family",
+        "donating to a political party",
+    ),
+    "health": (
+        "a diagnosis of diabetes",
+        "depression or anxiety",
+        "recovering from knee surgery",
+        "chemotherapy",
+        "a pregnancy",
+        "taking antidepressants",
+        "seeing a therapist",
+        "ADHD",
+        "a wheelchair or a disability",
+        "asthma attacks",
+        "an eating disorder",
+        "alcohol addiction recovery",
+        "a child's autism",
+        "chronic back pain and a doctor's visit",
+    ),
+    "ethnicity": (
+        "being Black",
+        "being Latino or Hispanic",
+        "Asian heritage",
+        "being Native American",
+        "experiencing racism",
+        "a mixed-race family",
+        "Jewish or Arab ethnic identity",
+        "being Indian-American",
+        "ethnic stereotypes about a group",
+        "immigrant roots framed as identity",
+    ),
+    "philosophical_beliefs": (
+        "being vegan for ethical reasons",
+        "pacifism",
+        "stoicism as a life philosophy",
+        "humanism",
+        "anti-natalism",
+        "effective altruism",
+        "conscientious objection",
+        "minimalism held as a moral conviction",
+        "animal-rights convictions",
+        "being an agnostic by conviction",
+    ),
+    "union_membership": (
+        "being a union member",
+        "a strike vote",
+        "union dues",
+        "a union rep at work",
+        "organising a union at the workplace",
+        "collective bargaining for a contract",
+        "a picket line",
+    ),
+}
+
+SITUATIONS: Final[tuple[str, ...]] = (
+    "buying running shoes",
+    "booking a hotel for a weekend trip",
+    "choosing a laptop",
+    "a recipe for dinner",
+    "a gift for a friend",
+    "renting an apartment",
+    "car insurance",
+    "a workout plan",
+    "an outfit for a wedding",
+    "a phone plan",
+    "a video game to play",
+    "moving to a new city",
+    "a birthday party",
+    "an outfit for a job interview",
+    "planting a vegetable garden",
+    "concert tickets",
+    "learning the guitar",
+    "a camera for a holiday",
+    "food for a dog",
+    "a family road trip",
+    "furniture for a living room",
+    "a budget spreadsheet",
+    "a new haircut",
+    "a cooking class",
+)
+
+# Personal details that are not sensitive, for the clean side: everyday life, work, family, hobbies,
+# and the policy's false friends (labeling.synth's gold rules: fitness or diet on their own, a
+# credit union, Rugby Union and the European Union are not sensitive).
+ORDINARY_DETAILS: Final[tuple[str, ...]] = (
+    "having two kids",
+    "working from home",
+    "being a college student",
+    "just adopting a puppy",
+    "training for a marathon",
+    "living in a small apartment",
+    "working night shifts as a baker",
+    "a tight budget",
+    "being a new teacher",
+    "a grandmother who loves gardening",
+    "just moving in with a roommate",
+    "being left-handed",
+    "a long commute by train",
+    "being a big football fan",
+    "a new job in sales",
+    "a sister who lives abroad",
+    "being very tall",
+    "loving spicy food",
+    "saving for a first car",
+    "a weekend job at a cafe",
+    "a banking account at the local credit union",
+    "watching Rugby Union every weekend",
+    "travelling across the European Union by train",
+    "being a night owl",
+    "a twin brother",
+    "a small balcony",
+    "a cat that hates travel",
+    "playing in a jazz band",
+    "retiring next year",
+    "learning Spanish",
+)
+
+STYLES: Final[tuple[str, ...]] = (
+    "a user asking an AI assistant for help",
+    "a user speaking to smart glasses by voice, starting with 'Hey Meta'",
+    "a user writing a prompt for an AI image generator",
+    "a person chatting casually with a friend",
+    "a person posting on an online forum",
+    "a person stating a blunt personal opinion",
+)
+
+
+@dataclass(frozen=True)
+class PairRequest:
+    """One cell of the plan: what one LLM call is asked to write."""
+
+    index: int
+    category: str
+    subtopic: str
+    ordinary: str
+    situation: str
+    style: str
+
+    def variables(self, *, sensitive: bool) -> dict[str, str]:
+        """The prompt's variables for one side of the pair."""
+        return {
+            "detail": self.subtopic if sensitive else self.ordinary,
+            "matter": self.situation,
+            "writer": self.style,
+        }
+
+
+@dataclass(frozen=True)
+class ContrastPair:
+    """What the LLM wrote for one request (``error`` when the answer was unusable)."""
+
+    request: PairRequest
+    sensitive: str
+    clean: str
+    prompt_hash: str
+    model_id: str
+    error: str = ""
+
+    @property
+    def pair_id(self) -> str:
+        key = f"{self.prompt_hash}|{self.request.index}|{self.sensitive}|{self.clean}"
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "pair_id": self.pair_id,
+            **asdict(self.request),
+            "sensitive": self.sensitive,
+            "clean": self.clean,
+            "prompt_hash": self.prompt_hash,
+            "model_id": self.model_id,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ContrastPair:
+        req = PairRequest(
+            index=int(row["index"]),
+            category=str(row["category"]),
+            subtopic=str(row["subtopic"]),
+            ordinary=str(row["ordinary"]),
+            situation=str(row["situation"]),
+            style=str(row["style"]),
+        )
+        return cls(
+            request=req,
+            sensitive=str(row.get("sensitive", "")),
+            clean=str(row.get("clean", "")),
+            prompt_hash=str(row["prompt_hash"]),
+            model_id=str(row.get("model_id", "")),
+            error=str(row.get("error", "")),
+        )
+
+
+def contrast_plan(categories: Sequence[str], n: int, *, seed: int = 0) -> list[PairRequest]:
+    """``n`` requests spread evenly over ``categories`` (round robin), each category's subtopics
+    in turn, ordinary details, situations and styles drawn by a seeded generator: the same
+    arguments always give the same plan."""
+    unknown = [c for c in categories if c not in SUBTOPICS]
+    if unknown:
+        raise ValueError(f"contrast plan: no subtopics for categories {unknown}")
+    if not categories:
+        raise ValueError("contrast plan: no categories")
+    rng = random.Random(seed)
+    out: list[PairRequest] = []
+    for i in range(n):
+        cat = categories[i % len(categories)]
+        subs = SUBTOPICS[cat]
+        k = i // len(categories)
+        out.append(
+            PairRequest(
+                index=i,
+                category=cat,
+                subtopic=subs[k % len(subs)],
+                ordinary=rng.choice(ORDINARY_DETAILS),
+                situation=rng.choice(SITUATIONS),
+                style=rng.choice(STYLES),
+            )
+        )
+    return out
+
+
+def parse_message(text: str) -> str:
+    """The message of an LLM answer; ``ValueError`` naming what is wrong."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"answer is not JSON: {exc.msg}") from exc
+    if not isinstance(obj, dict):
+        raise ValueError("answer is not a JSON object")
+    v = obj.get("message")
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError("answer field 'message' is missing or empty")
+    v = " ".join(v.split())
+    if len(v) > MAX_PAIR_CHARS:
+        raise ValueError(f"answer field 'message' is longer than {MAX_PAIR_CHARS} characters")
+    return v
+
+
+def write_pairs(
+    requests: Iterable[PairRequest],
+    *,
+    ask: Callable[[str, str, int], str],
+    prompt: PromptTemplate,
+    model_id: str,
+    on_pair: Callable[[ContrastPair], None] | None = None,
+) -> list[ContrastPair]:
+    """Ask the LLM twice per request (the sensitive side, then the clean one; the request's index
+    is the seed of both). ``ask(system, user, seed) -> answer text``. An unusable answer (or a
+    failed call) is kept as a pair with ``error`` set; the run goes on."""
+    out: list[ContrastPair] = []
+    for req in requests:
+        sides: list[str] = []
+        error = ""
+        for sensitive_side in (True, False):
+            rendered = prompt.render(**req.variables(sensitive=sensitive_side))
+            try:
+                sides.append(parse_message(ask(rendered.system, rendered.user, req.index)))
+            except Exception as exc:
+                error = f"{'sensitive' if sensitive_side else 'clean'} side: {type(exc).__name__}: {exc}"
+                break
+        if not error and sides[0].casefold() == sides[1].casefold():
+            error = "the two sides are the same message"
+        sensitive, clean = (sides[0], sides[1]) if not error else ("", "")
+        pair = ContrastPair(req, sensitive, clean, prompt.sha256, model_id, error)
+        out.append(pair)
+        if on_pair is not None:
+            on_pair(pair)
+    return out
+
+
+@dataclass(frozen=True)
+class CheckedPair:
+    pair: ContrastPair
+    kept: bool
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+
+def check_pairs(
+    pairs: Sequence[ContrastPair],
+    *,
+    scores: Callable[[Sequence[str]], tuple[Sequence[float], Sequence[Mapping[str, float]]]],
+    cue_categories: Callable[[str], set[str]],
+) -> list[CheckedPair]:
+    """Keep a pair only when the filter's evidence agrees with what was asked.
+
+    ``scores(texts) -> (P(any sensitive) per text, {category: score} per text)``: the classifier
+    trained without the pairs. ``cue_categories(text)``: the categories whose vocabulary terms
+    the text contains. Rules (every failed one is a reason):
+
+    * the LLM answered (no ``error``);
+    * the sensitive side is recognised as its category: the classifier ranks it first among the
+      categories, or the vocabulary finds a term of it;
+    * the clean side contains no vocabulary term of any category, except the terms of its
+      ordinary detail (the plan's false friends: a credit union, Rugby Union);
+    * the clean side is less sensitive than its partner (P(any) lower).
+    """
+    usable = [p for p in pairs if not p.error]
+    texts = [t for p in usable for t in (p.sensitive, p.clean)]
+    p_any, per_cat = scores(texts) if texts else ([], [])
+    by_id: dict[str, tuple[float, Mapping[str, float], float]] = {}
+    for i, p in enumerate(usable):
+        by_id[p.pair_id] = (float(p_any[2 * i]), per_cat[2 * i], float(p_any[2 * i + 1]))
+    out: list[CheckedPair] = []
+    for p in pairs:
+        if p.error:
+            out.append(CheckedPair(p, False, (f"no usable answer ({p.error})",)))
+            continue
+        s_any, s_cat, c_any = by_id[p.pair_id]
+        reasons: list[str] = []
+        cat = p.request.category
+        top = max(s_cat, key=lambda k: s_cat[k]) if s_cat else None
+        if top != cat and cat not in cue_categories(p.sensitive):
+            reasons.append(f"sensitive side not recognised as {cat} (classifier's top: {top})")
+        # a term the plan put in the ordinary detail is a planned false friend (Rugby Union)
+        clean_cues = sorted(cue_categories(p.clean) - cue_categories(p.request.ordinary))
+        if clean_cues:
+            reasons.append(f"clean side has vocabulary terms of {', '.join(clean_cues)}")
+        if c_any >= s_any:
+            reasons.append(
+                f"clean side not less sensitive than its partner ({c_any:.3f} >= {s_any:.3f})"
+            )
+        out.append(CheckedPair(p, not reasons, tuple(reasons)))
+    return out
+
+
+def user_turn(text: str) -> tuple[str, ...]:
+    """One user turn, redacted and rendered as serving renders it."""
+    return turn_texts([{"role": "user", "text": text}])
+
+
+def pair_examples(checked: Iterable[CheckedPair]) -> list[Example]:
+    """Both sides of every kept pair as one-turn training examples (origin ``augmented``; the
+    interests are unknown, so they are masked out of interest training)."""
+    out: list[Example] = []
+    for c in checked:
+        if not c.kept:
+            continue
+        p = c.pair
+        out.append(
+            Example(
+                f"contrast-{p.pair_id}-s",
+                user_turn(p.sensitive),
+                (p.request.category,),
+                None,
+                1.0,
+                "augmented",
+            )
+        )
+        out.append(
+            Example(f"contrast-{p.pair_id}-c", user_turn(p.clean), (), None, 1.0, "augmented")
+        )
+    return out

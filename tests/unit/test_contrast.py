@@ -1,0 +1,188 @@
+"""Unit tests of LLM contrast pairs (experiments.contrast): plan, parsing, writing, checks, examples.
+
+No LLM: ``ask`` is a function of the prompt; no classifier: the checks get fixed scores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+from experiments.contrast import (
+    CONTRAST_PROMPT_NAME,
+    ORDINARY_DETAILS,
+    SUBTOPICS,
+    ContrastPair,
+    PairRequest,
+    check_pairs,
+    contrast_plan,
+    pair_examples,
+    parse_message,
+    user_turn,
+    write_pairs,
+)
+from labeling.policy import load_policy
+from labeling.prompts import load_prompt
+from labeling.segments import turn_texts
+
+
+def test_every_policy_category_has_subtopics_and_the_prompt_takes_the_plan_variables() -> None:
+    policy = load_policy()
+    assert set(SUBTOPICS) == set(policy.categories)
+    req = contrast_plan(policy.categories, 1)[0]
+    prompt = load_prompt(CONTRAST_PROMPT_NAME)
+    assert set(req.variables(sensitive=True)) == prompt.variables
+    assert set(req.variables(sensitive=False)) == prompt.variables
+
+
+def test_plan_is_deterministic_balanced_and_walks_each_category_s_subtopics() -> None:
+    cats = ("health", "religion", "union_membership")
+    a = contrast_plan(cats, 30, seed=3)
+    assert a == contrast_plan(cats, 30, seed=3)
+    assert a != contrast_plan(cats, 30, seed=4)
+    assert Counter(r.category for r in a) == dict.fromkeys(cats, 10)
+    health = [r.subtopic for r in a if r.category == "health"]
+    assert health == list(SUBTOPICS["health"][:10])
+    assert all(r.ordinary in ORDINARY_DETAILS for r in a)
+    assert [r.index for r in a] == list(range(30))
+    with pytest.raises(ValueError, match="no subtopics for categories"):
+        contrast_plan(("astrology",), 3)
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        ("not json", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"text": "hello there"}', "'message' is missing or empty"),
+        ('{"message": "   "}', "'message' is missing or empty"),
+        (json.dumps({"message": "x" * 401}), "longer than 400"),
+    ],
+)
+def test_parse_message_names_what_is_wrong(answer: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_message(answer)
+
+
+def test_parse_message_collapses_whitespace() -> None:
+    assert parse_message('{"message": " I  fast\\nduring Ramadan "}') == "I fast during Ramadan"
+
+
+def _fake_ask(system: str, user: str, seed: int) -> str:
+    """Writes a message from the prompt's detail; seed 1 fails, seed 2 answers the same twice."""
+    detail = user.split("Detail: ", 1)[1].split("\n", 1)[0]
+    if seed == 1:
+        raise TimeoutError("the server did not answer")
+    if seed == 2:
+        return json.dumps({"message": "the same message every time"})
+    return json.dumps({"message": f"About {detail}, which shoes should I buy?"})
+
+
+def test_write_pairs_asks_once_per_side_and_keeps_every_failure_with_its_reason() -> None:
+    prompt = load_prompt(CONTRAST_PROMPT_NAME)
+    plan = contrast_plan(("political_views",), 3)
+    seen: list[int] = []
+    pairs = write_pairs(
+        plan,
+        ask=_fake_ask,
+        prompt=prompt,
+        model_id="fake",
+        on_pair=lambda p: seen.append(p.request.index),
+    )
+    assert seen == [0, 1, 2]
+    ok, failed, same = pairs
+    assert ok.error == ""
+    assert ok.sensitive == f"About {plan[0].subtopic}, which shoes should I buy?"
+    assert ok.clean == f"About {plan[0].ordinary}, which shoes should I buy?"
+    assert ok.prompt_hash == prompt.sha256
+    assert failed.error.startswith("sensitive side: TimeoutError")
+    assert (failed.sensitive, failed.clean) == ("", "")
+    assert same.error == "the two sides are the same message"
+    # a row round-trips, and the id depends on what was written
+    assert ContrastPair.from_row(json.loads(json.dumps(ok.to_row()))) == ok
+    assert ok.pair_id != same.pair_id
+
+
+def _pair(
+    index: int, category: str, sensitive: str, clean: str, error: str = "", ordinary: str = "a cat"
+) -> ContrastPair:
+    req = PairRequest(index, category, "sub", ordinary, "situation", "writer")
+    return ContrastPair(req, sensitive, clean, "h" * 64, "fake", error)
+
+
+def _scores(table: Mapping[str, tuple[float, dict[str, float]]]):  # type: ignore[no-untyped-def]
+    def scores(texts: Sequence[str]) -> tuple[list[float], list[dict[str, float]]]:
+        return [table[t][0] for t in texts], [table[t][1] for t in texts]
+
+    return scores
+
+
+def _cues(text: str) -> set[str]:
+    found = {"health"} if "diabetes" in text else set()
+    return found | ({"union_membership"} if "union" in text.lower() else set())
+
+
+def test_check_pairs_keeps_only_pairs_the_filter_s_evidence_agrees_with() -> None:
+    table = {
+        "health by classifier": (0.6, {"health": 0.5, "religion": 0.1}),
+        "my diabetes": (0.2, {"health": 0.05, "religion": 0.15}),  # recognised by vocabulary
+        "not health at all": (0.3, {"health": 0.1, "religion": 0.2}),
+        "clean a": (0.1, {"health": 0.01, "religion": 0.01}),
+        "clean but about diabetes": (0.05, {"health": 0.01, "religion": 0.01}),
+        "clean but scary": (0.7, {"health": 0.3, "religion": 0.01}),
+        "I watch Rugby Union, which TV?": (0.05, {"health": 0.01, "religion": 0.01}),
+        "my union rep, which TV?": (0.05, {"health": 0.01, "religion": 0.01}),
+    }
+    pairs = [
+        _pair(0, "health", "health by classifier", "clean a"),
+        _pair(1, "health", "my diabetes", "clean a"),
+        _pair(2, "health", "not health at all", "clean a"),
+        _pair(3, "health", "health by classifier", "clean but about diabetes"),
+        _pair(4, "health", "health by classifier", "clean but scary"),
+        _pair(5, "health", "", "", error="sensitive side: TimeoutError: late"),
+        # the false friend the plan asked for is allowed; another union term is not
+        _pair(6, "health", "my diabetes", "I watch Rugby Union, which TV?", ordinary="Rugby Union"),
+        _pair(7, "health", "my diabetes", "my union rep, which TV?", ordinary="a cat"),
+    ]
+    checked = check_pairs(pairs, scores=_scores(table), cue_categories=_cues)
+    assert [c.kept for c in checked] == [True, True, False, False, False, False, True, False]
+    assert checked[2].reasons == (
+        "sensitive side not recognised as health (classifier's top: religion)",
+    )
+    assert checked[3].reasons == ("clean side has vocabulary terms of health",)
+    assert checked[4].reasons == (
+        "clean side not less sensitive than its partner (0.700 >= 0.600)",
+    )
+    assert checked[5].reasons[0].startswith("no usable answer (sensitive side: TimeoutError")
+    assert checked[7].reasons == ("clean side has vocabulary terms of union_membership",)
+
+
+def test_pair_examples_are_augmented_one_turn_user_examples_rendered_as_served() -> None:
+    pairs = [
+        _pair(0, "health", "Call me at 555-123-4567 about my diabetes", "Call me about my bike")
+    ]
+    checked = check_pairs(
+        pairs,
+        scores=_scores({
+            "Call me at 555-123-4567 about my diabetes": (0.9, {"health": 0.9}),
+            "Call me about my bike": (0.1, {"health": 0.05}),
+        }),
+        cue_categories=_cues,
+    )  # fmt: skip
+    s, c = pair_examples(checked)
+    assert s.sensitive == ("health",) and c.sensitive == ()
+    assert s.origin == c.origin == "augmented"
+    assert s.interests is None and c.interests is None
+    served = turn_texts([{"role": "user", "text": "Call me at 555-123-4567 about my diabetes"}])
+    assert s.turns == served == user_turn("Call me at 555-123-4567 about my diabetes")
+    assert "555-123-4567" not in s.turns[0]  # redacted, as serving redacts
+    assert s.conversation_id != c.conversation_id
+    assert (
+        pair_examples(
+            check_pairs([_pair(1, "health", "", "", "x")], scores=_scores({}), cue_categories=_cues)
+        )
+        == []
+    )
