@@ -32,6 +32,7 @@ from experiments.contrast import (  # noqa: E402
     contrast_plan,
     write_pairs,
 )
+from labeling.llm import openai_response_format  # noqa: E402
 from labeling.policy import load_policy  # noqa: E402
 from labeling.prompts import load_prompt  # noqa: E402
 
@@ -52,10 +53,7 @@ def _asker(base_url: str, temperature: float, max_tokens: int) -> Any:
                 "temperature": temperature,
                 "seed": seed,
                 "max_tokens": max_tokens,
-                "response_format": {
-                    "type": "json_schema",
-                    "json_schema": {"name": "contrast_message", "schema": MESSAGE_SCHEMA},
-                },
+                "response_format": openai_response_format(MESSAGE_SCHEMA),
             },
         )
         r.raise_for_status()
@@ -86,7 +84,9 @@ def cmd_write(args: argparse.Namespace) -> int:
         from labeling.llm_server import embedded_server
 
         base_url = embedded_server(Path(args.model), n_ctx=2048, threads=args.threads).base_url
-    model_id = f"{Path(args.model).name}@T{args.temperature}"
+    served = args.llm_url or Path(args.model).name
+    model_id = f"{served}@T{args.temperature}"
+    first = plan[0].index if plan else 0
     t0 = time.monotonic()
     n_err = 0
     with out.open("a", encoding="utf-8") as fh:
@@ -98,7 +98,7 @@ def cmd_write(args: argparse.Namespace) -> int:
             fh.flush()
             k = p.request.index
             if k % 10 == 0:
-                rate = (time.monotonic() - t0) / max(1, k + 1 - min(r.index for r in plan))
+                rate = (time.monotonic() - t0) / max(1, k + 1 - first)
                 print(f"pair {k}: {rate:.1f} s per pair, {n_err} unusable", flush=True)
 
         write_pairs(

@@ -393,8 +393,8 @@ def check_pairs(
     the text contains. Rules (every failed one is a reason):
 
     * the LLM answered (no ``error``);
-    * the sensitive side is recognised as its category: the classifier ranks it first among the
-      categories, or the vocabulary finds a term of it;
+    * the sensitive side is recognised as its category: ``scores`` ranks it first among the
+      categories it scores (the classifier's own classes), or the vocabulary finds a term of it;
     * the clean side contains no vocabulary term of any category, except the terms of its
       ordinary detail (the plan's false friends: a credit union, Rugby Union);
     * the clean side is less sensitive than its partner (P(any) lower).
@@ -402,15 +402,15 @@ def check_pairs(
     usable = [p for p in pairs if not p.error]
     texts = [t for p in usable for t in (p.sensitive, p.clean)]
     p_any, per_cat = scores(texts) if texts else ([], [])
-    by_id: dict[str, tuple[float, Mapping[str, float], float]] = {}
-    for i, p in enumerate(usable):
-        by_id[p.pair_id] = (float(p_any[2 * i]), per_cat[2 * i], float(p_any[2 * i + 1]))
+    # the usable pairs' scores, in order: sensitive side at 2i, clean side at 2i + 1
+    scored = iter(range(len(usable)))
     out: list[CheckedPair] = []
     for p in pairs:
         if p.error:
             out.append(CheckedPair(p, False, (f"no usable answer ({p.error})",)))
             continue
-        s_any, s_cat, c_any = by_id[p.pair_id]
+        i = next(scored)
+        s_any, s_cat, c_any = float(p_any[2 * i]), per_cat[2 * i], float(p_any[2 * i + 1])
         reasons: list[str] = []
         cat = p.request.category
         top = max(s_cat, key=lambda k: s_cat[k]) if s_cat else None
