@@ -55,6 +55,7 @@ from experiments.composition import source_of  # noqa: E402
 from experiments.contrast import (  # noqa: E402
     CheckedPair,
     ContrastPair,
+    balanced_clean_weight,
     check_pairs,
     pair_examples,
     user_turn,
@@ -316,12 +317,14 @@ def report_summary(rep: EvalReport, categories: Sequence[str]) -> dict[str, Any]
 def train(
     snapshot: Snapshot, taxonomy: Taxonomy, policy: Policy, embedder: Any, cfg: TrainConfig,
     contrast: Sequence[ContrastPair] = (), contrast_log: dict[str, Any] | None = None,
-    check: bool = True,
+    check: bool = True, balanced: bool = False,
 ) -> tuple[TrainResult, float]:  # fmt: skip
     """Train on ``snapshot``. With ``contrast`` pairs: train without them first, check the pairs
     with that model (:func:`experiments.contrast.check_pairs`), then train again with the kept ones
     added (origin ``augmented``); ``contrast_log`` receives the check's counts and reasons.
-    ``check=False``: every usable pair is added unchecked (to measure what the check does)."""
+    ``check=False``: every usable pair is added unchecked (to measure what the check does).
+    ``balanced``: a pair's clean side weighs as much as its sensitive side
+    (:func:`experiments.contrast.balanced_clean_weight`), not as one clean segment."""
     t0 = time.perf_counter()
     emb_id = getattr(getattr(embedder, "inner", embedder), "model_id", "none")
     res = train_filter(snapshot, taxonomy, embedder, config=cfg, prototype_texts=default_prototypes(policy),
@@ -332,9 +335,15 @@ def train(
             if check
             else [CheckedPair(p, not p.error, (p.error,) if p.error else ()) for p in contrast]
         )
-        extra = pair_examples(checked)
+        probe = FilterBundle.empty(snapshot.categories, segment_chars=cfg.segment_chars)
+        weight = (
+            balanced_clean_weight(snapshot.train, lambda e: len(probe.segments_of(e.turns)))
+            if balanced
+            else 1.0
+        )
+        extra = pair_examples(checked, clean_weight=weight)
         if contrast_log is not None:
-            contrast_log.update(contrast_summary(checked))
+            contrast_log.update(contrast_summary(checked), clean_weight=round(weight, 3))
         snap = replace(snapshot, train=tuple(snapshot.train) + tuple(extra))
         res = train_filter(snap, taxonomy, embedder, config=cfg, prototype_texts=default_prototypes(policy),
                            embedding_model_id=emb_id)  # fmt: skip
@@ -380,6 +389,7 @@ def contrast_summary(checked: Sequence[CheckedPair]) -> dict[str, Any]:
         "n_pairs": len(checked),
         "n_kept": sum(c.kept for c in checked),
         "kept_per_category": {c: f"{k}/{n}" for c, (k, n) in sorted(per_cat.items())},
+        "kept_indexes": [c.pair.request.index for c in checked if c.kept],
         "rejections": dict(reasons.most_common()),
         "rejected_examples": [
             {"category": c.pair.request.category, "sensitive": c.pair.sensitive,
@@ -480,7 +490,7 @@ def control_breakdown(
 def part_loso(
     name: str, cfg: TrainConfig, snapshots: dict[str, Snapshot], taxonomy: Taxonomy,
     policy: Policy, embedder: Any, only: Sequence[str] = (), contrast: Sequence[ContrastPair] = (),
-    check: bool = True,
+    check: bool = True, balanced: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Leave one source out; ``only`` restricts the held-out sources (default: every one)."""
     per: dict[str, Any] = {}
@@ -492,7 +502,7 @@ def part_loso(
         snap = Snapshot(tuple(tr), tuple(test), policy.categories, {"source": f"loso-{held}"})
         print(f"  [{name}] loso: held out {held} ({len(test)} items)", file=sys.stderr, flush=True)
         clog: dict[str, Any] = {}
-        res, secs = train(snap, taxonomy, policy, embedder, cfg, contrast, clog, check)
+        res, secs = train(snap, taxonomy, policy, embedder, cfg, contrast, clog, check, balanced)
         rep, batch, verdicts = evaluate_bundle(res.bundle, test, embedder)
         per[held] = {**rates(test, verdicts), "interest_micro_f1": rep.interest_micro_f1,
                      "any_threshold": res.bundle.any_threshold,
@@ -639,6 +649,11 @@ def main(argv: list[str] | None = None) -> int:
         "--contrast-unchecked", default="",
         help="comma-separated variant names that train with every usable pair, unchecked",
     )  # fmt: skip
+    ap.add_argument(
+        "--contrast-balanced", default="",
+        help="comma-separated variant names (among --contrast-variants) whose pairs' clean sides "
+        "weigh as much as their sensitive sides",
+    )  # fmt: skip
     ap.add_argument("--json", dest="json_out", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="leak / false-block curves (PNG)")
     ap.add_argument(
@@ -657,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         contrast_pairs = [ContrastPair.from_row(r) for r in rows]
     contrast_variants = {v for v in args.contrast_variants.split(",") if v}
     unchecked_variants = {v for v in args.contrast_unchecked.split(",") if v}
+    balanced_variants = {v for v in args.contrast_balanced.split(",") if v}
 
     t_start = time.perf_counter()
     policy, taxonomy, per_source, snapshot = split_from_args(args)
@@ -669,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         name, enc, cfg = parse_variant(spec)
         pairs = contrast_pairs if name in contrast_variants | unchecked_variants else []
         check = name not in unchecked_variants
+        balanced = name in balanced_variants
         cfg = replace(cfg, embed_max_length=args.max_length)
         if enc not in encoders:
             onnx_dirs = {k: Path(v) for k, _, v in (e.partition("=") for e in args.encoder_onnx)}
@@ -688,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             continue
         clog: dict[str, Any] = {}
-        res, secs = train(snapshot, taxonomy, policy, embedder, cfg, pairs, clog, check)
+        res, secs = train(snapshot, taxonomy, policy, embedder, cfg, pairs, clog, check, balanced)
         if args.save_bundles is not None:
             from targeting.model import save_bundle
 
@@ -712,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         if "loso" in parts:
             only = [x for x in args.loso_sources.split(",") if x]
             out["loso"] = part_loso(
-                name, cfg, per_source, taxonomy, policy, embedder, only, pairs, check
+                name, cfg, per_source, taxonomy, policy, embedder, only, pairs, check, balanced
             )
         results["variants"][name] = out
         print_variant(name, out)

@@ -397,7 +397,9 @@ def check_pairs(
       categories it scores (the classifier's own classes), or the vocabulary finds a term of it;
     * the clean side contains no vocabulary term of any category, except the terms of its
       ordinary detail (the plan's false friends: a credit union, Rugby Union);
-    * the clean side is less sensitive than its partner (P(any) lower).
+    * the clean side is less sensitive than its partner (P(any) lower), for a category the
+      classifier has a class of; a category it lacks (no training positives: its P(any) is near
+      zero on both sides) relies on the vocabulary rules alone.
     """
     usable = [p for p in pairs if not p.error]
     texts = [t for p in usable for t in (p.sensitive, p.clean)]
@@ -420,7 +422,7 @@ def check_pairs(
         clean_cues = sorted(cue_categories(p.clean) - cue_categories(p.request.ordinary))
         if clean_cues:
             reasons.append(f"clean side has vocabulary terms of {', '.join(clean_cues)}")
-        if c_any >= s_any:
+        if cat in s_cat and c_any >= s_any:
             reasons.append(
                 f"clean side not less sensitive than its partner ({c_any:.3f} >= {s_any:.3f})"
             )
@@ -433,9 +435,27 @@ def user_turn(text: str) -> tuple[str, ...]:
     return turn_texts([{"role": "user", "text": text}])
 
 
-def pair_examples(checked: Iterable[CheckedPair]) -> list[Example]:
+def balanced_clean_weight(train: Sequence[Example], n_segments: Callable[[Example], int]) -> float:
+    """The weight of a pair's clean side that gives it the same pull as its sensitive side.
+
+    The segment classifier weighs all sensitive rows together as much as all clean ones, so one
+    sensitive example counts (clean segment weight) / (sensitive weight) times a clean one: on
+    the development split about 17. With weight 1 the clean twin hardly answers its partner, and
+    what the pair shares (the everyday matter: a hotel, running shoes) drifts towards sensitive.
+    With this weight W0 / S0 (W0 the clean segments' weight, S0 the sensitive examples' weight,
+    both before the pairs) the two sides of a pair pull equally: after adding p pairs the
+    sensitive factor is (W0 + p W0/S0) / (S0 + p) = W0 / S0."""
+    clean = sum(e.weight * n_segments(e) for e in train if not e.sensitive)
+    sens = sum(e.weight for e in train if e.sensitive)
+    return clean / sens if sens > 0 and clean > 0 else 1.0
+
+
+def pair_examples(checked: Iterable[CheckedPair], *, clean_weight: float = 1.0) -> list[Example]:
     """Both sides of every kept pair as one-turn training examples (origin ``augmented``; the
-    interests are unknown, so they are masked out of interest training)."""
+    interests are unknown, so they are masked out of interest training). ``clean_weight``: the
+    clean sides' weight (:func:`balanced_clean_weight`; 1 = as any clean example)."""
+    if not clean_weight > 0:
+        raise ValueError(f"clean_weight must be > 0, not {clean_weight}")
     out: list[Example] = []
     for c in checked:
         if not c.kept:
@@ -452,6 +472,8 @@ def pair_examples(checked: Iterable[CheckedPair]) -> list[Example]:
             )
         )
         out.append(
-            Example(f"contrast-{p.pair_id}-c", user_turn(p.clean), (), None, 1.0, "augmented")
+            Example(
+                f"contrast-{p.pair_id}-c", user_turn(p.clean), (), None, clean_weight, "augmented"
+            )
         )
     return out

@@ -17,6 +17,7 @@ from experiments.contrast import (
     SUBTOPICS,
     ContrastPair,
     PairRequest,
+    balanced_clean_weight,
     check_pairs,
     contrast_plan,
     pair_examples,
@@ -24,6 +25,7 @@ from experiments.contrast import (
     user_turn,
     write_pairs,
 )
+from experiments.dataset import Example
 from labeling.policy import load_policy
 from labeling.prompts import load_prompt
 from labeling.segments import turn_texts
@@ -158,6 +160,60 @@ def test_check_pairs_keeps_only_pairs_the_filter_s_evidence_agrees_with() -> Non
     )
     assert checked[5].reasons[0].startswith("no usable answer (sensitive side: TimeoutError")
     assert checked[7].reasons == ("clean side has vocabulary terms of union_membership",)
+
+
+def test_a_category_without_a_classifier_class_is_judged_by_the_vocabulary_alone() -> None:
+    # no union class: both sides score near zero, which says nothing about the pair
+    table = {
+        "I'm a union member, which hotel?": (0.010, {"health": 0.004}),
+        "I love hiking, which hotel?": (0.012, {"health": 0.003}),
+        "I went to a meeting, which hotel?": (0.020, {"health": 0.004}),
+    }
+    pairs = [
+        _pair(0, "union_membership", "I'm a union member, which hotel?", "I love hiking, which hotel?"),
+        _pair(1, "union_membership", "I went to a meeting, which hotel?", "I love hiking, which hotel?"),
+        _pair(2, "union_membership", "I'm a union member, which hotel?", "I'm a union member, which hotel?!"),
+    ]  # fmt: skip
+    checked = check_pairs(
+        pairs, scores=_scores(table | {pairs[2].clean: (0.0, {})}), cue_categories=_cues
+    )
+    assert [c.kept for c in checked] == [True, False, False]
+    assert checked[0].reasons == ()
+    assert checked[1].reasons == (
+        "sensitive side not recognised as union_membership (classifier's top: health)",
+    )
+    assert checked[2].reasons == ("clean side has vocabulary terms of union_membership",)
+
+
+def test_balanced_clean_weight_makes_both_sides_of_a_pair_pull_equally() -> None:
+    def ex(cid: str, n_turns: int, sensitive: tuple[str, ...] = (), weight: float = 1.0) -> Example:
+        turns = tuple(f"user: turn {k}" for k in range(n_turns))
+        return Example(cid, turns, sensitive, None, weight, "gold")
+
+    train = [
+        ex("c1", 10),
+        ex("c2", 5, weight=2.0),
+        ex("s1", 3, ("health",)),
+        ex("s2", 1, ("religion",)),
+    ]
+    w = balanced_clean_weight(train, lambda e: len(e.turns))
+    assert w == pytest.approx((10 + 2 * 5) / 2)
+    # with p pairs added at that weight, the pooled factor (clean total / sensitive total) is w:
+    # a sensitive side weighs w clean units, exactly its clean twin's weight
+    p = 7
+    assert (20 + p * w) / (2 + p) == pytest.approx(w)
+    assert balanced_clean_weight([ex("c", 4)], lambda e: len(e.turns)) == 1.0  # nothing sensitive
+    s, c = pair_examples(
+        check_pairs(
+            [_pair(0, "health", "my diabetes", "my cat")],
+            scores=_scores({"my diabetes": (0.9, {"health": 0.9}), "my cat": (0.1, {"health": 0.1})}),
+            cue_categories=_cues,
+        ),
+        clean_weight=w,
+    )  # fmt: skip
+    assert (s.weight, c.weight) == (1.0, w)
+    with pytest.raises(ValueError, match="clean_weight must be > 0"):
+        pair_examples([], clean_weight=0.0)
 
 
 def test_pair_examples_are_augmented_one_turn_user_examples_rendered_as_served() -> None:
