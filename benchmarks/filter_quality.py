@@ -317,14 +317,15 @@ def report_summary(rep: EvalReport, categories: Sequence[str]) -> dict[str, Any]
 def train(
     snapshot: Snapshot, taxonomy: Taxonomy, policy: Policy, embedder: Any, cfg: TrainConfig,
     contrast: Sequence[ContrastPair] = (), contrast_log: dict[str, Any] | None = None,
-    check: bool = True, balanced: bool = False,
+    check: bool = True, balanced: float = 0.0,
 ) -> tuple[TrainResult, float]:  # fmt: skip
     """Train on ``snapshot``. With ``contrast`` pairs: train without them first, check the pairs
     with that model (:func:`experiments.contrast.check_pairs`), then train again with the kept ones
     added (origin ``augmented``); ``contrast_log`` receives the check's counts and reasons.
     ``check=False``: every usable pair is added unchecked (to measure what the check does).
-    ``balanced``: a pair's clean side weighs as much as its sensitive side
-    (:func:`experiments.contrast.balanced_clean_weight`), not as one clean segment."""
+    ``balanced`` > 0: a pair's clean side weighs that share of its sensitive side's weight
+    (:func:`experiments.contrast.balanced_clean_weight`; 1 = as much), at least one clean
+    segment's; 0: as one clean segment."""
     t0 = time.perf_counter()
     emb_id = getattr(getattr(embedder, "inner", embedder), "model_id", "none")
     res = train_filter(snapshot, taxonomy, embedder, config=cfg, prototype_texts=default_prototypes(policy),
@@ -337,8 +338,12 @@ def train(
         )
         probe = FilterBundle.empty(snapshot.categories, segment_chars=cfg.segment_chars)
         weight = (
-            balanced_clean_weight(snapshot.train, lambda e: len(probe.segments_of(e.turns)))
-            if balanced
+            max(
+                1.0,
+                balanced
+                * balanced_clean_weight(snapshot.train, lambda e: len(probe.segments_of(e.turns))),
+            )
+            if balanced > 0
             else 1.0
         )
         extra = pair_examples(checked, clean_weight=weight)
@@ -490,7 +495,7 @@ def control_breakdown(
 def part_loso(
     name: str, cfg: TrainConfig, snapshots: dict[str, Snapshot], taxonomy: Taxonomy,
     policy: Policy, embedder: Any, only: Sequence[str] = (), contrast: Sequence[ContrastPair] = (),
-    check: bool = True, balanced: bool = False,
+    check: bool = True, balanced: float = 0.0,
 ) -> dict[str, Any]:  # fmt: skip
     """Leave one source out; ``only`` restricts the held-out sources (default: every one)."""
     per: dict[str, Any] = {}
@@ -651,8 +656,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     ap.add_argument(
         "--contrast-balanced", default="",
-        help="comma-separated variant names (among --contrast-variants) whose pairs' clean sides "
-        "weigh as much as their sensitive sides",
+        help="comma-separated NAME or NAME:SHARE (variants among --contrast-variants) whose pairs' "
+        "clean sides weigh as much as their sensitive sides, or SHARE of that (default 1)",
     )  # fmt: skip
     ap.add_argument("--json", dest="json_out", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="leak / false-block curves (PNG)")
@@ -672,7 +677,10 @@ def main(argv: list[str] | None = None) -> int:
         contrast_pairs = [ContrastPair.from_row(r) for r in rows]
     contrast_variants = {v for v in args.contrast_variants.split(",") if v}
     unchecked_variants = {v for v in args.contrast_unchecked.split(",") if v}
-    balanced_variants = {v for v in args.contrast_balanced.split(",") if v}
+    balanced_variants = {
+        name: float(share or 1.0)
+        for name, _, share in (v.partition(":") for v in args.contrast_balanced.split(",") if v)
+    }
 
     t_start = time.perf_counter()
     policy, taxonomy, per_source, snapshot = split_from_args(args)
@@ -685,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
         name, enc, cfg = parse_variant(spec)
         pairs = contrast_pairs if name in contrast_variants | unchecked_variants else []
         check = name not in unchecked_variants
-        balanced = name in balanced_variants
+        balanced = balanced_variants.get(name, 0.0)
         cfg = replace(cfg, embed_max_length=args.max_length)
         if enc not in encoders:
             onnx_dirs = {k: Path(v) for k, _, v in (e.partition("=") for e in args.encoder_onnx)}
