@@ -40,7 +40,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -314,38 +314,43 @@ def report_summary(rep: EvalReport, categories: Sequence[str]) -> dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------ parts
+@dataclass(frozen=True)
+class ContrastUse:
+    """How a variant trains with LLM contrast pairs. ``check=False``: every usable pair is added
+    unchecked (to measure what the check does). ``clean_share`` > 0: a pair's clean side weighs
+    that share of its sensitive side's weight (:func:`experiments.contrast.balanced_clean_weight`;
+    1 = as much), at least one clean segment's; 0: as one clean segment."""
+
+    pairs: Sequence[ContrastPair] = ()
+    check: bool = True
+    clean_share: float = 0.0
+
+
 def train(
     snapshot: Snapshot, taxonomy: Taxonomy, policy: Policy, embedder: Any, cfg: TrainConfig,
-    contrast: Sequence[ContrastPair] = (), contrast_log: dict[str, Any] | None = None,
-    check: bool = True, balanced: float = 0.0,
+    contrast: ContrastUse = ContrastUse(), contrast_log: dict[str, Any] | None = None,
 ) -> tuple[TrainResult, float]:  # fmt: skip
-    """Train on ``snapshot``. With ``contrast`` pairs: train without them first, check the pairs
+    """Train on ``snapshot``. With contrast pairs: train without them first, check the pairs
     with that model (:func:`experiments.contrast.check_pairs`), then train again with the kept ones
-    added (origin ``augmented``); ``contrast_log`` receives the check's counts and reasons.
-    ``check=False``: every usable pair is added unchecked (to measure what the check does).
-    ``balanced`` > 0: a pair's clean side weighs that share of its sensitive side's weight
-    (:func:`experiments.contrast.balanced_clean_weight`; 1 = as much), at least one clean
-    segment's; 0: as one clean segment."""
+    added (origin ``augmented``); ``contrast_log`` receives the check's counts and reasons."""
     t0 = time.perf_counter()
     emb_id = getattr(getattr(embedder, "inner", embedder), "model_id", "none")
     res = train_filter(snapshot, taxonomy, embedder, config=cfg, prototype_texts=default_prototypes(policy),
                        embedding_model_id=emb_id)  # fmt: skip
-    if contrast:
+    if contrast.pairs:
+        pairs = contrast.pairs
         checked = (
-            check_pairs(contrast, **bundle_checks(res.bundle, embedder))
-            if check
-            else [CheckedPair(p, not p.error, (p.error,) if p.error else ()) for p in contrast]
+            check_pairs(pairs, **bundle_checks(res.bundle, embedder))
+            if contrast.check
+            else [CheckedPair(p, not p.error, (p.error,) if p.error else ()) for p in pairs]
         )
-        probe = FilterBundle.empty(snapshot.categories, segment_chars=cfg.segment_chars)
-        weight = (
-            max(
-                1.0,
-                balanced
-                * balanced_clean_weight(snapshot.train, lambda e: len(probe.segments_of(e.turns))),
-            )
-            if balanced > 0
-            else 1.0
-        )
+        weight = 1.0
+        if contrast.clean_share > 0:
+            # segments as training cuts them (the unit too), so the weights are the fitted rows'
+            probe = FilterBundle.empty(snapshot.categories, segment_chars=cfg.segment_chars,
+                                       unit=cfg.unit)  # fmt: skip
+            full = balanced_clean_weight(snapshot.train, lambda e: len(probe.segments_of(e.turns)))
+            weight = max(1.0, contrast.clean_share * full)
         extra = pair_examples(checked, clean_weight=weight)
         if contrast_log is not None:
             contrast_log.update(contrast_summary(checked), clean_weight=round(weight, 3))
@@ -494,8 +499,7 @@ def control_breakdown(
 
 def part_loso(
     name: str, cfg: TrainConfig, snapshots: dict[str, Snapshot], taxonomy: Taxonomy,
-    policy: Policy, embedder: Any, only: Sequence[str] = (), contrast: Sequence[ContrastPair] = (),
-    check: bool = True, balanced: float = 0.0,
+    policy: Policy, embedder: Any, only: Sequence[str] = (), contrast: ContrastUse = ContrastUse(),
 ) -> dict[str, Any]:  # fmt: skip
     """Leave one source out; ``only`` restricts the held-out sources (default: every one)."""
     per: dict[str, Any] = {}
@@ -507,7 +511,7 @@ def part_loso(
         snap = Snapshot(tuple(tr), tuple(test), policy.categories, {"source": f"loso-{held}"})
         print(f"  [{name}] loso: held out {held} ({len(test)} items)", file=sys.stderr, flush=True)
         clog: dict[str, Any] = {}
-        res, secs = train(snap, taxonomy, policy, embedder, cfg, contrast, clog, check, balanced)
+        res, secs = train(snap, taxonomy, policy, embedder, cfg, contrast, clog)
         rep, batch, verdicts = evaluate_bundle(res.bundle, test, embedder)
         per[held] = {**rates(test, verdicts), "interest_micro_f1": rep.interest_micro_f1,
                      "any_threshold": res.bundle.any_threshold,
@@ -691,9 +695,11 @@ def main(argv: list[str] | None = None) -> int:
     encoders: dict[str, Any] = {}
     for spec in args.variant or DEFAULT_VARIANTS:
         name, enc, cfg = parse_variant(spec)
-        pairs = contrast_pairs if name in contrast_variants | unchecked_variants else []
-        check = name not in unchecked_variants
-        balanced = balanced_variants.get(name, 0.0)
+        use = ContrastUse(
+            pairs=contrast_pairs if name in contrast_variants | unchecked_variants else [],
+            check=name not in unchecked_variants,
+            clean_share=balanced_variants.get(name, 0.0),
+        )
         cfg = replace(cfg, embed_max_length=args.max_length)
         if enc not in encoders:
             onnx_dirs = {k: Path(v) for k, _, v in (e.partition("=") for e in args.encoder_onnx)}
@@ -713,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             continue
         clog: dict[str, Any] = {}
-        res, secs = train(snapshot, taxonomy, policy, embedder, cfg, pairs, clog, check, balanced)
+        res, secs = train(snapshot, taxonomy, policy, embedder, cfg, use, clog)
         if args.save_bundles is not None:
             from targeting.model import save_bundle
 
@@ -736,9 +742,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "loso" in parts:
             only = [x for x in args.loso_sources.split(",") if x]
-            out["loso"] = part_loso(
-                name, cfg, per_source, taxonomy, policy, embedder, only, pairs, check, balanced
-            )
+            out["loso"] = part_loso(name, cfg, per_source, taxonomy, policy, embedder, only, use)
         results["variants"][name] = out
         print_variant(name, out)
         if args.json_out:

@@ -440,7 +440,7 @@ def balanced_clean_weight(train: Sequence[Example], n_segments: Callable[[Exampl
 
     The segment classifier weighs all sensitive rows together as much as all clean ones, so one
     sensitive example counts (clean segment weight) / (sensitive weight) times a clean one: on
-    the development split about 17. With weight 1 the clean twin hardly answers its partner, and
+    the development split about 31. With weight 1 the clean twin hardly answers its partner, and
     what the pair shares (the everyday matter: a hotel, running shoes) drifts towards sensitive.
     With this weight W0 / S0 (W0 the clean segments' weight, S0 the sensitive examples' weight,
     both before the pairs) the two sides of a pair pull equally: after adding p pairs the

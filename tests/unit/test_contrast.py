@@ -198,10 +198,6 @@ def test_balanced_clean_weight_makes_both_sides_of_a_pair_pull_equally() -> None
     ]
     w = balanced_clean_weight(train, lambda e: len(e.turns))
     assert w == pytest.approx((10 + 2 * 5) / 2)
-    # with p pairs added at that weight, the pooled factor (clean total / sensitive total) is w:
-    # a sensitive side weighs w clean units, exactly its clean twin's weight
-    p = 7
-    assert (20 + p * w) / (2 + p) == pytest.approx(w)
     assert balanced_clean_weight([ex("c", 4)], lambda e: len(e.turns)) == 1.0  # nothing sensitive
     s, c = pair_examples(
         check_pairs(
@@ -212,6 +208,10 @@ def test_balanced_clean_weight_makes_both_sides_of_a_pair_pull_equally() -> None
         clean_weight=w,
     )  # fmt: skip
     assert (s.weight, c.weight) == (1.0, w)
+    # the pairs leave the pooled factor (clean total / sensitive total) where it was: a sensitive
+    # side weighs w clean units, exactly its clean twin's weight
+    augmented = train + [s, c] * 7
+    assert balanced_clean_weight(augmented, lambda e: len(e.turns)) == pytest.approx(w)
     with pytest.raises(ValueError, match="clean_weight must be > 0"):
         pair_examples([], clean_weight=0.0)
 
