@@ -610,6 +610,7 @@ def train_filter(
     bundle = FilterBundle.empty(
         cats, cue_weight=config.cue_weight if config.use_cues else 0.0, lexicon=keywords,
         cues={c: lex.cues.get(c, ()) for c in cats}, embedding_model_id=embedding_model_id,
+        cue_not_before={c: w for c, w in lex.cue_not_before.items() if c in cats},
         embed_max_length=config.embed_max_length, segment_chars=config.segment_chars,
         unit=config.unit, uses_embeddings=emb_obj is not None, encoder=encoder,
     )  # fmt: skip

@@ -39,7 +39,11 @@ class FilterTurnScorer:
 class LexiconTurnScorer:
     def __init__(self, lexicon: Lexicon, categories: Sequence[str]) -> None:
         self.bundle = FilterBundle.empty(
-            categories, lexicon=dict(lexicon.keywords), cues=dict(lexicon.cues), cue_weight=1.0
+            categories,
+            lexicon=dict(lexicon.keywords),
+            cues=dict(lexicon.cues),
+            cue_weight=1.0,
+            cue_not_before=dict(lexicon.cue_not_before),
         )
         self.source = "sensitive vocabulary (no filter model yet)"
 

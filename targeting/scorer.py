@@ -12,7 +12,8 @@ the whole conversation, wherever it is.
   n-grams fitted on segments, and **cue features**: per policy category, how many of its cue terms
   (``labeling/data/sensitive_lexicon.yaml``, ``cues``; identity and topic terms in several
   languages) occur in the segment -- one feature per category, so that what the classifier learns
-  from the cue terms seen in training carries over to the ones it never saw.
+  from the cue terms seen in training carries over to the ones it never saw. A category's
+  ``cue_not_before`` words cancel a cue right before them ("chinese food" is a cuisine).
 * One multinomial classifier over segments with classes ``clean`` + one per policy category gives
   ``P(any sensitive) = 1 - P(clean)`` and a score per category. A category without training
   positives is scored by cosine similarity to *prototypes* (the policy's description and
@@ -65,10 +66,13 @@ class Classifier(Protocol):
 # ------------------------------------------------------------------------------------ lexicon
 @dataclass(frozen=True)
 class Lexicon:
-    """``keywords`` block on sight; ``cues`` are counted as features (see the module doc)."""
+    """``keywords`` block on sight; ``cues`` are counted as features (see the module doc);
+    ``cue_not_before``: words that, right after a category's cue, make it not count ("chinese
+    food", "indian restaurant": a cuisine, not a person's ethnicity)."""
 
     keywords: dict[str, tuple[str, ...]]
     cues: dict[str, tuple[str, ...]]
+    cue_not_before: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _terms(p: Path, cat: str, spec: Any, key: str) -> tuple[str, ...]:
@@ -93,10 +97,15 @@ def load_lexicon_file(path: Path | None = None, categories: Sequence[str] | None
         raise ValueError(f"{p}: expected a mapping 'categories: {{name: {{keywords: [...]}}}}'")
     kw = {str(c): _terms(p, str(c), spec, "keywords") for c, spec in cats.items()}
     cues = {str(c): _terms(p, str(c), spec, "cues") for c, spec in cats.items()}
+    after = {str(c): _terms(p, str(c), spec, "cue_not_before") for c, spec in cats.items()}
+    for c, words in after.items():
+        if any(len(words_of(w.replace("*", ""))) != 1 for w in words):
+            raise ValueError(f"{p}: category {c!r}: cue_not_before takes single words")
     if categories is not None:
         kw = {c: kw.get(c, ()) for c in categories}
         cues = {c: cues.get(c, ()) for c in categories}
-    return Lexicon(kw, cues)
+        after = {c: after.get(c, ()) for c in categories}
+    return Lexicon(kw, cues, {c: w for c, w in after.items() if w})
 
 
 def load_lexicon(
@@ -118,10 +127,20 @@ def words_of(text: str) -> list[str]:
 class TermMatcher:
     """Counts matches of terms per category in a text, on word tokens (fast: set lookups, no
     regex alternation). A term is one or more words; a word ending in ``*`` matches every word it
-    starts (``pray*``: pray, prayer, praying)."""
+    starts (``pray*``: pray, prayer, praying). ``not_before``: per category, words (``*`` allowed)
+    that cancel a match of that category's terms when they come right after it."""
 
-    def __init__(self, terms: Mapping[str, Sequence[str]]) -> None:
+    def __init__(
+        self,
+        terms: Mapping[str, Sequence[str]],
+        not_before: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.categories = tuple(terms)
+        self.not_before: dict[int, tuple[tuple[str, bool], ...]] = {
+            j: tuple((w.removesuffix("*"), w.endswith("*")) for w in not_before[c])
+            for j, c in enumerate(self.categories)
+            if not_before and not_before.get(c)
+        }
         # first word -> [(category, (w1, w2, ...))]; a word is (text, is_stem)
         self.exact: dict[str, list[tuple[int, tuple[tuple[str, bool], ...]]]] = {}
         self.stems: list[tuple[str, int, tuple[tuple[str, bool], ...]]] = []
@@ -150,16 +169,26 @@ class TermMatcher:
                 return False
         return True
 
+    def _cancelled(self, words: Sequence[str], end: int, j: int) -> bool:
+        if j not in self.not_before or end >= len(words):
+            return False
+        nxt = words[end]
+        return any(nxt.startswith(w) if stem else nxt == w for w, stem in self.not_before[j])
+
     def counts(self, text: str) -> list[int]:
         out = [0] * len(self.categories)
         words = words_of(text)
         for i, tok in enumerate(words):
             for j, ws in self.exact.get(tok, ()):
-                if self._match_at(words, i, ws):
+                if self._match_at(words, i, ws) and not self._cancelled(words, i + len(ws), j):
                     out[j] += 1
             if self.stem_prefixes and tok.startswith(self.stem_prefixes):
                 for prefix, j, ws in self.stems:
-                    if tok.startswith(prefix) and self._match_at(words, i, ws):
+                    if (
+                        tok.startswith(prefix)
+                        and self._match_at(words, i, ws)
+                        and not self._cancelled(words, i + len(ws), j)
+                    ):
                         out[j] += 1
         return out
 
@@ -318,6 +347,7 @@ class FilterBundle:
     lexicon: dict[str, tuple[str, ...]]  # blocking keywords
     cues: dict[str, tuple[str, ...]]
     embedding_model_id: str
+    cue_not_before: dict[str, tuple[str, ...]] = field(default_factory=dict)
     embed_max_length: int = 128
     encoder: str = "minilm"  # labeling.encoders name of the sentence encoder (serving loads it)
     segment_chars: int = DEFAULT_SEGMENT_CHARS
@@ -334,6 +364,10 @@ class FilterBundle:
         state["_keyword_matcher"] = None
         state["_cue_matcher"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("cue_not_before", {})  # models pickled before the field existed
+        self.__dict__.update(state)
 
     @classmethod
     def empty(cls, categories: Sequence[str], **fields: Any) -> FilterBundle:
@@ -359,7 +393,9 @@ class FilterBundle:
     def cue_counts(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
         """(n, C) number of cue-term matches per category (capped at 3)."""
         if self._cue_matcher is None:
-            self._cue_matcher = TermMatcher({c: self.cues.get(c, ()) for c in self.categories})
+            self._cue_matcher = TermMatcher(
+                {c: self.cues.get(c, ()) for c in self.categories}, self.cue_not_before
+            )
         m = self._cue_matcher
         out = np.array([m.counts(t) for t in texts], dtype=np.float64).reshape(
             len(texts), len(self.categories)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from labeling.policy import load_policy
-from targeting.scorer import TermMatcher, load_lexicon_file
+from targeting.scorer import FilterBundle, TermMatcher, load_lexicon_file
 
 CATS = load_policy().categories
 
@@ -32,3 +36,46 @@ def test_matcher_words_stems_phrases_and_scripts() -> None:
 def test_categories_the_policy_does_not_know_are_dropped() -> None:
     lex = load_lexicon_file(categories=("religion",))
     assert set(lex.keywords) == {"religion"} and lex.keywords["religion"]
+
+
+def test_a_word_right_after_a_cue_can_cancel_it() -> None:
+    m = TermMatcher(
+        {"ethnicity": ("chinese", "asian*"), "religion": ("church",)},
+        {"ethnicity": ("food", "restaurant*")},
+    )
+    assert m.counts("we ordered chinese food at an asian restaurant") == [0, 0]
+    assert m.counts("my chinese friend, an asian woman") == [2, 0]
+    assert m.counts("chinese") == [1, 0]  # nothing after it: counts
+    assert m.counts("church food") == [0, 1]  # only the category's own cues are cancelled
+
+
+def test_the_shipped_vocabulary_tells_a_cuisine_and_a_party_from_identity_and_politics() -> None:
+    lex = load_lexicon_file(categories=CATS)
+    bundle = FilterBundle.empty(CATS, cues=lex.cues, cue_not_before=lex.cue_not_before)
+    col = {c: j for j, c in enumerate(CATS)}
+
+    def cues(text: str) -> dict[str, int]:
+        row = bundle.cue_counts([text])[0]
+        return {c: int(row[j]) for c, j in col.items() if row[j]}
+
+    assert cues("Let's get Chinese food after the birthday party at Union Station") == {}
+    assert cues("As a Chinese woman I feel this") == {"ethnicity": 1}
+    assert cues("Which political party should I join?")["political_views"] >= 1
+    assert cues("I joined the union last year") == {"union_membership": 1}
+
+
+def test_cue_not_before_takes_single_words(tmp_path: Path) -> None:
+    p = tmp_path / "lex.yaml"
+    p.write_text("categories:\n  ethnicity:\n    cues: [chinese]\n    cue_not_before: [take out]\n")
+    with pytest.raises(ValueError, match="single words"):
+        load_lexicon_file(p)
+
+
+def test_a_model_pickled_before_cue_exceptions_existed_still_loads() -> None:
+    bundle = FilterBundle.empty(CATS, cues={"ethnicity": ("chinese",)}, cue_weight=1.0)
+    state = bundle.__getstate__()
+    del state["cue_not_before"]
+    old = FilterBundle.__new__(FilterBundle)
+    old.__setstate__(state)
+    assert old.cue_not_before == {}
+    assert old.cue_counts(["chinese food"])[0][CATS.index("ethnicity")] == 1.0
