@@ -55,9 +55,8 @@ from experiments.composition import source_of  # noqa: E402
 from experiments.contrast import (  # noqa: E402
     CheckedPair,
     ContrastPair,
-    balanced_clean_weight,
+    add_pairs,
     check_pairs,
-    pair_examples,
     user_turn,
 )
 from experiments.dataset import Example, Snapshot, snapshot_from_records, unit_hash  # noqa: E402
@@ -344,17 +343,10 @@ def train(
             if contrast.check
             else [CheckedPair(p, not p.error, (p.error,) if p.error else ()) for p in pairs]
         )
-        weight = 1.0
-        if contrast.clean_share > 0:
-            # segments as training cuts them (the unit too), so the weights are the fitted rows'
-            probe = FilterBundle.empty(snapshot.categories, segment_chars=cfg.segment_chars,
-                                       unit=cfg.unit)  # fmt: skip
-            full = balanced_clean_weight(snapshot.train, lambda e: len(probe.segments_of(e.turns)))
-            weight = max(1.0, contrast.clean_share * full)
-        extra = pair_examples(checked, clean_weight=weight)
+        snap, weight = add_pairs(snapshot, checked, clean_share=contrast.clean_share,
+                                 unit=cfg.unit, segment_chars=cfg.segment_chars)  # fmt: skip
         if contrast_log is not None:
             contrast_log.update(contrast_summary(checked), clean_weight=round(weight, 3))
-        snap = replace(snapshot, train=tuple(snapshot.train) + tuple(extra))
         res = train_filter(snap, taxonomy, embedder, config=cfg, prototype_texts=default_prototypes(policy),
                            embedding_model_id=emb_id)  # fmt: skip
     return res, time.perf_counter() - t0

@@ -19,7 +19,12 @@ shoes are good for standing all day?"): the pair differs only in what the filter
   must not be (no vocabulary term of any category, and the classifier finds it less sensitive than
   its partner). Every rejected pair is kept with its reason.
 * :func:`pair_examples` turns checked pairs into training examples (origin ``augmented``: they
-  take no part in threshold calibration and are counted in the model's lineage).
+  take no part in threshold calibration and are counted in the model's lineage);
+  :func:`add_pairs` adds them to a snapshot's training split, each clean side weighing as much
+  as its sensitive side (:func:`balanced_clean_weight`).
+* ``labeling/data/contrast_pairs.jsonl`` (:data:`DEFAULT_PAIRS_PATH`, read by :func:`load_pairs`)
+  holds the pairs that ``labelloop train`` adds by default: written by the bundled LLM and kept
+  by the check against the filter trained without them on the development split.
 
 Nothing here loads a model or calls a server: the LLM is a callable, the checks take scores.
 """
@@ -30,15 +35,18 @@ import hashlib
 import json
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Final
 
-from experiments.dataset import Example
+from experiments.dataset import Example, Snapshot
 from labeling.prompts import PromptTemplate
-from labeling.segments import turn_texts
+from labeling.segments import DEFAULT_SEGMENT_CHARS, turn_texts
+from targeting.scorer import FilterBundle
 
 __all__ = [
     "CONTRAST_PROMPT_NAME",
+    "DEFAULT_PAIRS_PATH",
     "MESSAGE_SCHEMA",
     "ORDINARY_DETAILS",
     "SITUATIONS",
@@ -47,8 +55,10 @@ __all__ = [
     "CheckedPair",
     "ContrastPair",
     "PairRequest",
+    "add_pairs",
     "check_pairs",
     "contrast_plan",
+    "load_pairs",
     "pair_examples",
     "parse_message",
     "user_turn",
@@ -56,6 +66,9 @@ __all__ = [
 ]
 
 CONTRAST_PROMPT_NAME: Final = "contrast_pairs"
+DEFAULT_PAIRS_PATH: Final = (
+    Path(__file__).resolve().parents[1] / "labeling" / "data" / "contrast_pairs.jsonl"
+)
 MAX_PAIR_CHARS: Final = 400
 
 MESSAGE_SCHEMA: Final[dict[str, Any]] = {
@@ -477,3 +490,58 @@ def pair_examples(checked: Iterable[CheckedPair], *, clean_weight: float = 1.0) 
             )
         )
     return out
+
+
+def load_pairs(path: Path) -> list[ContrastPair]:
+    """The pairs of a pair file (one JSON object per line, as :meth:`ContrastPair.to_row` writes
+    them; blank lines skipped). A line that is not a pair is an error naming the file, the line
+    and the field."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValueError(f"cannot read contrast pairs {path}: {exc}") from exc
+    out: list[ContrastPair] = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{n}: expected a JSON object, not {type(row).__name__}")
+        try:
+            out.append(ContrastPair.from_row(row))
+        except KeyError as exc:
+            raise ValueError(f"{path}:{n}: field {exc.args[0]!r} is missing") from exc
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}:{n}: {exc}") from exc
+    return out
+
+
+def add_pairs(
+    snapshot: Snapshot,
+    checked: Iterable[CheckedPair],
+    *,
+    clean_share: float = 1.0,
+    unit: str = "segment",
+    segment_chars: int = DEFAULT_SEGMENT_CHARS,
+    reference: Sequence[Example] | None = None,
+) -> tuple[Snapshot, float]:
+    """``snapshot`` with both sides of every kept pair added to its training split (pairs of a
+    category the snapshot does not have are left out), and the weight their clean sides got.
+
+    ``clean_share`` > 0: a clean side weighs that share of :func:`balanced_clean_weight` (1 = as
+    much as its sensitive side), at least as much as one clean segment; 0: as one clean segment.
+    Segments are counted as training cuts them (``unit``, ``segment_chars``), over ``reference``:
+    the training examples training will fit on (default the whole training split; with a cap on
+    clean conversations, what the cap keeps: :func:`experiments.training.subsample_clean`)."""
+    kept = [c for c in checked if c.kept and c.pair.request.category in snapshot.categories]
+    weight = 1.0
+    if clean_share > 0:
+        probe = FilterBundle.empty(snapshot.categories, segment_chars=segment_chars, unit=unit)
+        base = snapshot.train if reference is None else reference
+        full = balanced_clean_weight(base, lambda e: len(probe.segments_of(e.turns)))
+        weight = max(1.0, clean_share * full)
+    extra = pair_examples(kept, clean_weight=weight)
+    return replace(snapshot, train=tuple(snapshot.train) + tuple(extra)), weight

@@ -476,9 +476,14 @@ def _sample_clean_rows(
     texts: Sequence[str],
     cap: int | None,
     salt: str,
+    exempt: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[npt.NDArray[np.int_], list[str], npt.NDArray[np.float64]]:
-    """At most ``cap`` clean rows (a fixed sample by text hash), reweighted to the full count."""
+    """At most ``cap`` clean rows (a fixed sample by text hash), reweighted to the full count.
+    ``exempt`` (per segment): rows that are always kept and not counted (augmented examples:
+    a contrast pair's clean side answers its sensitive side, it is not a sample of traffic)."""
     clean = np.array([c == CLEAN for c in cls], dtype=bool)
+    if exempt is not None:
+        clean &= ~exempt[idx]
     n_clean = int(clean.sum())
     if cap is None or n_clean <= cap:
         return idx, cls, w
@@ -572,7 +577,7 @@ def train_filter(
     say = progress or (lambda *_: None)
     timings: dict[str, float] = {}
     cats = tuple(snapshot.categories)
-    train, n_skipped = _subsample_clean(list(snapshot.train), config)
+    train, n_skipped = subsample_clean(list(snapshot.train), config)
     composed = (
         compose_long_dialogues(train, n=config.composed_training, seed=0)
         if config.composed_training > 0
@@ -595,6 +600,7 @@ def train_filter(
             seg_owner_l.append(i)
             seg_turn.append(s.turn)
     seg_owner = np.asarray(seg_owner_l, dtype=np.int_)
+    augmented = np.array([train[i].origin == "augmented" for i in seg_owner_l], dtype=bool)
     embeddings = None
     if emb_obj is not None:
         embeddings = _embed_with_progress(seg_texts, emb_obj, say)
@@ -657,7 +663,9 @@ def train_filter(
     if config.mil and y_any.any():
         say("mil round 0", 0, 1)
         idx, cls, w = _rows(seg_owner, train, cats, None).arrays()
-        idx, cls, w = _sample_clean_rows(idx, cls, w, seg_texts, config.max_clean_segments, salt)
+        idx, cls, w = _sample_clean_rows(
+            idx, cls, w, seg_texts, config.max_clean_segments, salt, augmented
+        )
         m0 = _fit_segments(x[idx], cls, w, config, dense_cols=dense_cols)
         if m0 is not None:
             bundle.segment_model, bundle.segment_classes = m0, tuple(str(c) for c in m0.classes_)
@@ -671,7 +679,9 @@ def train_filter(
         say("mil round 0", 1, 1)
     rows = _rows(seg_owner, train, cats, witness)
     idx, cls, w = rows.arrays()
-    idx, cls, w = _sample_clean_rows(idx, cls, w, seg_texts, config.max_clean_segments, salt)
+    idx, cls, w = _sample_clean_rows(
+        idx, cls, w, seg_texts, config.max_clean_segments, salt, augmented
+    )
     witnesses: dict[str, list[int]] = {}
     if witness is not None:
         for k in np.flatnonzero(witness).tolist():
@@ -838,10 +848,13 @@ def train_filter(
     )  # fmt: skip
 
 
-def _subsample_clean(train: list[Example], cfg: TrainConfig) -> tuple[list[Example], int]:
+def subsample_clean(train: list[Example], cfg: TrainConfig) -> tuple[list[Example], int]:
+    """The training examples the conversation cap keeps (``max_clean_conversations``: a fixed
+    sample of the clean ones by id hash; sensitive and augmented ones are all kept), and how many
+    it left out."""
     if cfg.max_clean_conversations is None:
         return train, 0
-    clean = [e for e in train if not e.sensitive]
+    clean = [e for e in train if not e.sensitive and e.origin != "augmented"]
     if len(clean) <= cfg.max_clean_conversations:
         return train, 0
     keep = {
@@ -850,7 +863,7 @@ def _subsample_clean(train: list[Example], cfg: TrainConfig) -> tuple[list[Examp
             clean, key=lambda e: unit_hash(e.conversation_id, cfg.fold_salt + "-clean")
         )[: cfg.max_clean_conversations]
     }
-    out = [e for e in train if e.sensitive or e.conversation_id in keep]
+    out = [e for e in train if e.sensitive or e.origin == "augmented" or e.conversation_id in keep]
     return out, len(train) - len(out)
 
 

@@ -5,6 +5,7 @@ Nothing connects at construction: each handle is created on first use and cached
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from experiments.contrast import ContrastPair
     from experiments.gate import GateRules
     from experiments.training import TrainConfig
     from labeling.collection import GoldExample
@@ -108,6 +110,27 @@ def train_config(
         use_embeddings=use_embeddings,
         use_tfidf=use_tfidf,
     )
+
+
+@dataclass(frozen=True)
+class TrainingPairs:
+    """The contrast pairs training adds, and where they come from (file name and content hash,
+    for the model's lineage)."""
+
+    pairs: tuple[ContrastPair, ...]
+    source: str
+
+
+def training_pairs(settings: Settings) -> TrainingPairs | None:
+    """The contrast pairs to add to training (None when ``train_contrast_pairs`` is off)."""
+    if not settings.train_contrast_pairs:
+        return None
+    from experiments.contrast import DEFAULT_PAIRS_PATH, load_pairs
+
+    path = settings.train_contrast_pairs_path or DEFAULT_PAIRS_PATH
+    pairs = tuple(load_pairs(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return TrainingPairs(pairs, f"{path.name} sha256:{digest}")
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,14 @@ class Settings(BaseSettings):
         ge=1,
         description="parallel workers in training: processes that redact the input records and threads that fit the classifiers (the model does not depend on it)",
     )
+    train_contrast_pairs: bool = Field(
+        True,
+        description="add LLM-written contrast pairs to training (a message that touches a sensitive category and the same message made clean; each clean side weighs as much as its sensitive side); false = the gold labels alone",
+    )
+    train_contrast_pairs_path: Path | None = Field(
+        None,
+        description="the contrast pair file (JSON lines as benchmarks/contrast_pairs.py writes them, checked); default labeling/data/contrast_pairs.jsonl",
+    )
     filter_encoder: EncoderName = Field(
         DEFAULT_ENCODER,
         description="sentence encoder of the targeting filter: minilm-q8 (all-MiniLM-L6-v2 with int8 matrix products, one text per call on two threads), minilm (the same in float products, batched) or e5 (multilingual-e5-small)",

@@ -14,12 +14,13 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labelloop.runtime import (
     Runtime,
+    TrainingPairs,
     engine_from_settings,
     filter_model_ref,
     gate_rules,
@@ -30,12 +31,14 @@ from labelloop.runtime import (
     routing_config,
     train_config,
     training_encoder,
+    training_pairs,
 )
 
 if TYPE_CHECKING:
     from experiments.dataset import Snapshot
     from experiments.gate import GateResult
     from experiments.registry import TrainOutcome
+    from experiments.training import TrainConfig
     from labeling.collection import PullReport
     from labeling.proposals import LLMBudget, Proposal, Proposer, ProposeStats
     from labeling.records import Conversation
@@ -428,6 +431,7 @@ def train(
     settings = rt.settings
     snapshot = build_snapshot(rt, from_records)
     cfg = train_config(settings, use_embeddings=use_embeddings, use_tfidf=use_tfidf)
+    snapshot = with_training_pairs(snapshot, training_pairs(settings), cfg)
     enc = training_encoder(settings, cfg.embed_max_length) if use_embeddings else None
     outcome = train_and_register(
         snapshot,
@@ -453,6 +457,36 @@ def train(
         run_id=f"label-errors-{outcome.run_id}",
     )
     return TrainReport(outcome, errors)
+
+
+def with_training_pairs(
+    snapshot: Snapshot, pairs: TrainingPairs | None, cfg: TrainConfig
+) -> Snapshot:
+    """``snapshot`` with the contrast pairs added to its training split (origin ``augmented``;
+    each clean side weighing as much as its sensitive side among the examples training keeps),
+    recorded in its lineage; unchanged when there are none. A pair with an error or an empty side
+    is left out."""
+    if pairs is None:
+        return snapshot
+    from experiments.contrast import CheckedPair, add_pairs
+    from experiments.training import subsample_clean
+
+    usable = [CheckedPair(p, not p.error and bool(p.sensitive and p.clean)) for p in pairs.pairs]
+    out, weight = add_pairs(
+        snapshot,
+        usable,
+        clean_share=1.0,
+        unit=cfg.unit,
+        segment_chars=cfg.segment_chars,
+        reference=subsample_clean(list(snapshot.train), cfg)[0],
+    )
+    n_added = (len(out.train) - len(snapshot.train)) // 2
+    lineage = {
+        **snapshot.lineage,
+        "contrast_pairs": f"{n_added} of {len(pairs.pairs)} from {pairs.source}",
+        "contrast_clean_weight": f"{weight:.3f}",
+    }
+    return replace(out, lineage=lineage)
 
 
 def queue_label_errors(

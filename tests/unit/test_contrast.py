@@ -8,24 +8,29 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pytest
 
 from experiments.contrast import (
     CONTRAST_PROMPT_NAME,
+    DEFAULT_PAIRS_PATH,
     ORDINARY_DETAILS,
     SUBTOPICS,
+    CheckedPair,
     ContrastPair,
     PairRequest,
+    add_pairs,
     balanced_clean_weight,
     check_pairs,
     contrast_plan,
+    load_pairs,
     pair_examples,
     parse_message,
     user_turn,
     write_pairs,
 )
-from experiments.dataset import Example
+from experiments.dataset import Example, Snapshot
 from labeling.policy import load_policy
 from labeling.prompts import load_prompt
 from labeling.segments import turn_texts
@@ -242,3 +247,56 @@ def test_pair_examples_are_augmented_one_turn_user_examples_rendered_as_served()
         )
         == []
     )
+
+
+def test_load_pairs_reads_what_to_row_writes_and_names_a_bad_line(tmp_path: Path) -> None:
+    pairs = [_pair(0, "health", "my diabetes", "my cat"), _pair(1, "religion", "", "", "no")]
+    good = tmp_path / "pairs.jsonl"
+    good.write_text("\n".join(json.dumps(p.to_row()) for p in pairs) + "\n\n", encoding="utf-8")
+    assert load_pairs(good) == pairs
+    row = pairs[0].to_row()
+    del row["category"]
+    for body, error in [
+        (json.dumps(pairs[0].to_row()) + "\n{not json", r"pairs.jsonl:2: not JSON"),
+        ("[1, 2]", r"pairs.jsonl:1: expected a JSON object, not list"),
+        (json.dumps(row), r"pairs.jsonl:1: field 'category' is missing"),
+        (json.dumps({**pairs[0].to_row(), "index": "first"}), r"pairs.jsonl:1: invalid literal"),
+    ]:
+        good.write_text(body, encoding="utf-8")
+        with pytest.raises(ValueError, match=error):
+            load_pairs(good)
+    with pytest.raises(ValueError, match="cannot read contrast pairs"):
+        load_pairs(tmp_path / "missing.jsonl")
+
+
+def test_add_pairs_adds_both_sides_of_kept_pairs_of_the_snapshot_s_categories() -> None:
+    def ex(cid: str, text: str, sensitive: tuple[str, ...] = ()) -> Example:
+        return Example(cid, user_turn(text), sensitive, None, 1.0, "gold")
+
+    train = (ex("c1", "hello there"), ex("c2", "book a table"), ex("s1", "my chemo", ("health",)))
+    snap = Snapshot(train, (ex("e1", "hi"),), ("health", "religion"))
+    checked = [
+        CheckedPair(_pair(0, "health", "my diabetes", "my cat"), True),
+        CheckedPair(_pair(1, "religion", "my church", "my club"), False, ("rejected",)),
+        CheckedPair(_pair(2, "union_membership", "my union", "my team"), True),  # not a category
+    ]
+    out, weight = add_pairs(snap, checked, clean_share=1.0)
+    assert weight == pytest.approx(2.0)  # two clean segments, one sensitive example
+    added = out.train[len(train) :]
+    assert [(e.sensitive, e.weight, e.origin) for e in added] == [
+        (("health",), 1.0, "augmented"),
+        ((), 2.0, "augmented"),
+    ]
+    assert out.eval == snap.eval and out.categories == snap.categories
+    assert add_pairs(snap, checked, clean_share=0.0)[1] == 1.0
+    assert add_pairs(snap, checked, clean_share=0.25)[1] == 1.0  # never under one clean segment
+
+
+def test_the_shipped_pairs_are_usable_and_cover_every_policy_category() -> None:
+    pairs = load_pairs(DEFAULT_PAIRS_PATH)
+    policy = load_policy()
+    assert len(pairs) >= 200
+    assert {p.request.category for p in pairs} == set(policy.categories)
+    assert all(not p.error and p.sensitive.strip() and p.clean.strip() for p in pairs)
+    assert len({p.pair_id for p in pairs}) == len(pairs)
+    assert all(p.sensitive != p.clean for p in pairs)

@@ -69,6 +69,7 @@ def test_training_registers_under_the_configured_name(
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(stages, "build_snapshot", lambda rt, from_records=None: "snap")
+    monkeypatch.setattr(stages, "with_training_pairs", lambda snapshot, pairs, cfg: snapshot)
     monkeypatch.setattr(registry, "train_and_register", lambda snapshot, **kw: seen.update(kw))
     stages.train(Runtime(custom), use_embeddings=False)
     assert seen["model_name"] == NAME

@@ -369,3 +369,57 @@ def test_ingest_reads_the_source_folder_once(isolated_env: Path, tmp_path: Path)
     explicit = stages.ingest(rt, [src_dir / "a.jsonl"], run_id="ingest-3")
     assert explicit.files == 1 and explicit.inserted == 0  # known conversations are not re-added
     assert explicit.sample is not None and explicit.sample.already_known == 3
+
+
+def test_training_pairs_are_added_with_their_lineage_and_can_be_turned_off(
+    tmp_path: Path,
+) -> None:
+    from experiments.contrast import ContrastPair, PairRequest
+    from experiments.dataset import Example, Snapshot
+    from experiments.training import TrainConfig
+    from labelloop.runtime import training_pairs
+
+    def pair(i: int, sensitive: str, clean: str, error: str = "") -> ContrastPair:
+        req = PairRequest(i, "health", "sub", "a cat", "situation", "writer")
+        return ContrastPair(req, sensitive, clean, "h" * 64, "fake", error)
+
+    path = tmp_path / "pairs.jsonl"
+    rows = [pair(0, "my diabetes", "my cat"), pair(1, "", "", "timeout")]
+    path.write_text("\n".join(json.dumps(p.to_row()) for p in rows), encoding="utf-8")
+    on = training_pairs(Settings(_env_file=None, train_contrast_pairs_path=path))
+    assert (
+        on is not None and on.pairs == tuple(rows) and on.source.startswith("pairs.jsonl sha256:")
+    )
+    assert training_pairs(Settings(_env_file=None, train_contrast_pairs=False)) is None
+    shipped = training_pairs(Settings(_env_file=None))
+    assert shipped is not None and len(shipped.pairs) >= 200
+
+    gold = (
+        Example("c1", ("user: hello",), (), None, 1.0, "gold"),
+        Example("s1", ("user: my chemo",), ("health",), None, 1.0, "gold"),
+    )
+    snap = Snapshot(gold, (), ("health",), {"source": "records"})
+    out = stages.with_training_pairs(snap, on, TrainConfig())
+    assert len(out.train) == 4 and out.train[:2] == gold  # the pair with an error is left out
+    assert out.lineage == {
+        "source": "records",
+        "contrast_pairs": f"1 of 2 from {on.source}",
+        "contrast_clean_weight": "1.000",
+    }
+    assert stages.with_training_pairs(snap, None, TrainConfig()) is snap
+
+    # with a cap on clean conversations, the clean sides balance against what the cap keeps
+    many = gold + tuple(
+        Example(f"d{k}", ("user: hi", "user: bye"), (), None, 1.0, "gold") for k in range(5)
+    )
+    capped = stages.with_training_pairs(
+        Snapshot(many, (), ("health",)), on, TrainConfig(max_clean_conversations=2)
+    )
+    # the two kept clean conversations have 1 + 2 or 2 + 2 segments; the sensitive weight is 1
+    assert capped.lineage["contrast_clean_weight"] in ("3.000", "4.000")
+    assert (
+        stages.with_training_pairs(Snapshot(many, (), ("health",)), on, TrainConfig()).lineage[
+            "contrast_clean_weight"
+        ]
+        == "11.000"
+    )

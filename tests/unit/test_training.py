@@ -16,8 +16,10 @@ from experiments.training import (
     TrainConfig,
     _capped_floor,
     _plausible_positives,
+    _sample_clean_rows,
     calibrate_recall_threshold,
     segment_cap,
+    subsample_clean,
     train_filter,
     tune_f1_threshold,
     wilson_interval,
@@ -407,3 +409,28 @@ def test_every_phase_reports_progress_up_to_its_total() -> None:
                     progress=lambda d, t: done.append((d, t)))  # fmt: skip
     assert done[-1] == (len(exs), len(exs)) and len(done) == -(-len(exs) // 7)
     assert [d for d, _ in done] == sorted(d for d, _ in done)
+
+
+def test_the_clean_caps_keep_every_augmented_example_and_do_not_count_it() -> None:
+    def ex(cid: str, sensitive: tuple[str, ...] = (), origin: str = "gold") -> Example:
+        return Example(cid, (f"user: {cid}",), sensitive, None, 1.0, origin)
+
+    train = [ex(f"c{k}") for k in range(6)] + [ex("s", ("health",)), ex("a", (), "augmented")]
+    kept, left_out = subsample_clean(train, TrainConfig(max_clean_conversations=2))
+    ids = {e.conversation_id for e in kept}
+    assert {"s", "a"} <= ids and len(ids) == 4 and left_out == 4
+    assert subsample_clean(train, TrainConfig(max_clean_conversations=None)) == (train, 0)
+
+    # rows: 4 gold clean, 1 augmented clean, 1 sensitive; a cap of 2 samples the gold clean
+    # rows only, reweighted to their full count, and keeps the augmented row as it is
+    idx = np.arange(6)
+    cls = [CLEAN] * 5 + ["health"]
+    w = np.array([1.0, 1.0, 1.0, 1.0, 7.0, 1.0])
+    exempt = np.array([False] * 4 + [True, False])
+    texts = [f"text {k}" for k in range(6)]
+    i2, c2, w2 = _sample_clean_rows(idx, cls, w, texts, 2, "salt", exempt)
+    assert c2.count(CLEAN) == 3 and "health" in c2
+    assert 4 in i2 and 5 in i2 and len(i2) == 4
+    assert dict(zip(i2.tolist(), w2.tolist(), strict=True))[4] == 7.0
+    assert sorted(w2.tolist()) == [1.0, 2.0, 2.0, 7.0]
+    assert len(_sample_clean_rows(idx, cls, w, texts, 2, "salt")[0]) == 3  # not exempt
