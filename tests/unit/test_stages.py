@@ -386,12 +386,14 @@ def test_training_pairs_are_added_with_their_lineage_and_can_be_turned_off(
     path = tmp_path / "pairs.jsonl"
     rows = [pair(0, "my diabetes", "my cat"), pair(1, "", "", "timeout")]
     path.write_text("\n".join(json.dumps(p.to_row()) for p in rows), encoding="utf-8")
-    on = training_pairs(Settings(_env_file=None, train_contrast_pairs_path=path))
+    on = training_pairs(
+        Settings(_env_file=None, train_contrast_pairs=True, train_contrast_pairs_path=path)
+    )
     assert (
         on is not None and on.pairs == tuple(rows) and on.source.startswith("pairs.jsonl sha256:")
     )
-    assert training_pairs(Settings(_env_file=None, train_contrast_pairs=False)) is None
-    shipped = training_pairs(Settings(_env_file=None))
+    assert training_pairs(Settings(_env_file=None)) is None  # off by default
+    shipped = training_pairs(Settings(_env_file=None, train_contrast_pairs=True))
     assert shipped is not None and len(shipped.pairs) >= 200
 
     gold = (
