@@ -30,6 +30,7 @@ from experiments.contrast import (  # noqa: E402
     MESSAGE_SCHEMA,
     ContrastPair,
     contrast_plan,
+    load_pairs,
     write_pairs,
 )
 from labeling.llm import openai_response_format  # noqa: E402
@@ -69,11 +70,7 @@ def cmd_write(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     done: set[int] = set()
     if out.exists():
-        for line in out.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                if row.get("prompt_hash") == prompt.sha256:
-                    done.add(int(row["index"]))
+        done = {p.request.index for p in load_pairs(out)[0] if p.prompt_hash == prompt.sha256}
     plan = [
         r for r in contrast_plan(policy.categories, args.n, seed=args.seed) if r.index not in done
     ]

@@ -57,6 +57,8 @@ from experiments.contrast import (  # noqa: E402
     ContrastPair,
     add_pairs,
     check_pairs,
+    load_pairs,
+    unchecked,
     user_turn,
 )
 from experiments.dataset import Example, Snapshot, snapshot_from_records, unit_hash  # noqa: E402
@@ -341,7 +343,7 @@ def train(
         checked = (
             check_pairs(pairs, **bundle_checks(res.bundle, embedder))
             if contrast.check
-            else [CheckedPair(p, not p.error, (p.error,) if p.error else ()) for p in pairs]
+            else unchecked(pairs)
         )
         snap, weight = add_pairs(snapshot, checked, clean_share=contrast.clean_share,
                                  unit=cfg.unit, segment_chars=cfg.segment_chars)  # fmt: skip
@@ -669,8 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     contrast_pairs: list[ContrastPair] = []
     if args.contrast is not None:
-        rows = [json.loads(x) for x in args.contrast.read_text("utf-8").splitlines() if x.strip()]
-        contrast_pairs = [ContrastPair.from_row(r) for r in rows]
+        contrast_pairs = load_pairs(args.contrast)[0]
     contrast_variants = {v for v in args.contrast_variants.split(",") if v}
     unchecked_variants = {v for v in args.contrast_unchecked.split(",") if v}
     balanced_variants = {

@@ -23,8 +23,9 @@ shoes are good for standing all day?"): the pair differs only in what the filter
   :func:`add_pairs` adds them to a snapshot's training split, each clean side weighing as much
   as its sensitive side (:func:`balanced_clean_weight`).
 * ``labeling/data/contrast_pairs.jsonl`` (:data:`DEFAULT_PAIRS_PATH`, read by :func:`load_pairs`)
-  holds the pairs that ``labelloop train`` adds by default: written by the bundled LLM and kept
-  by the check against the filter trained without them on the development split.
+  holds the pairs ``labelloop train`` adds when ``LABELLOOP_TRAIN_CONTRAST_PAIRS`` is on (off by
+  default): written by the bundled LLM and kept by the check against the filter trained without
+  them on the development split.
 
 Nothing here loads a model or calls a server: the LLM is a callable, the checks take scores.
 """
@@ -61,6 +62,7 @@ __all__ = [
     "load_pairs",
     "pair_examples",
     "parse_message",
+    "unchecked",
     "user_turn",
     "write_pairs",
 ]
@@ -492,13 +494,14 @@ def pair_examples(checked: Iterable[CheckedPair], *, clean_weight: float = 1.0) 
     return out
 
 
-def load_pairs(path: Path) -> list[ContrastPair]:
+def load_pairs(path: Path) -> tuple[list[ContrastPair], str]:
     """The pairs of a pair file (one JSON object per line, as :meth:`ContrastPair.to_row` writes
-    them; blank lines skipped). A line that is not a pair is an error naming the file, the line
-    and the field."""
+    them; blank lines skipped) and the sha256 of the bytes they were read from. A line that is
+    not a pair is an error naming the file, the line and the field."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
+        data = path.read_bytes()
+        lines = data.decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read contrast pairs {path}: {exc}") from exc
     out: list[ContrastPair] = []
     for n, line in enumerate(lines, start=1):
@@ -516,7 +519,16 @@ def load_pairs(path: Path) -> list[ContrastPair]:
             raise ValueError(f"{path}:{n}: field {exc.args[0]!r} is missing") from exc
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}:{n}: {exc}") from exc
-    return out
+    return out, hashlib.sha256(data).hexdigest()
+
+
+def unchecked(pairs: Iterable[ContrastPair]) -> list[CheckedPair]:
+    """Every pair kept that the LLM answered on both sides (its error, if any, as the reason):
+    for pairs checked before (a shipped file), or to measure what the check does."""
+    return [
+        CheckedPair(p, not p.error and bool(p.sensitive and p.clean), (p.error,) if p.error else ())
+        for p in pairs
+    ]
 
 
 def add_pairs(

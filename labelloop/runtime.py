@@ -5,7 +5,6 @@ Nothing connects at construction: each handle is created on first use and cached
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -128,9 +127,8 @@ def training_pairs(settings: Settings) -> TrainingPairs | None:
     from experiments.contrast import DEFAULT_PAIRS_PATH, load_pairs
 
     path = settings.train_contrast_pairs_path or DEFAULT_PAIRS_PATH
-    pairs = tuple(load_pairs(path))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return TrainingPairs(pairs, f"{path.name} sha256:{digest}")
+    pairs, digest = load_pairs(path)
+    return TrainingPairs(tuple(pairs), f"{path.name} sha256:{digest[:12]}")
 
 
 @dataclass(frozen=True)

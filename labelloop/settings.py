@@ -161,7 +161,7 @@ class Settings(BaseSettings):
     )
     train_contrast_pairs: bool = Field(
         False,
-        description="add LLM-written contrast pairs to training (a message that touches a sensitive category and the same message made clean; each clean side weighs as much as its sensitive side): a lower leak on sources unlike the training data; off by default, as on all development data the model then misses the gate's political-views recall floor by two conversations",
+        description="add LLM-written contrast pairs to training (a message that touches a sensitive category and the same message made clean; each clean side weighs as much as its sensitive side): a lower leak on sources unlike the training data, off by default (measured in docs/filter-quality.md)",
     )
     train_contrast_pairs_path: Path | None = Field(
         None,

@@ -468,13 +468,12 @@ def with_training_pairs(
     is left out."""
     if pairs is None:
         return snapshot
-    from experiments.contrast import CheckedPair, add_pairs
+    from experiments.contrast import add_pairs, unchecked
     from experiments.training import subsample_clean
 
-    usable = [CheckedPair(p, not p.error and bool(p.sensitive and p.clean)) for p in pairs.pairs]
     out, weight = add_pairs(
         snapshot,
-        usable,
+        unchecked(pairs.pairs),
         clean_share=1.0,
         unit=cfg.unit,
         segment_chars=cfg.segment_chars,

@@ -124,6 +124,11 @@ def words_of(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def _word_matches(tok: str, word: str, stem: bool) -> bool:
+    """A word of a term matches a token: the same word, or (``stem``) a word it starts."""
+    return tok.startswith(word) if stem else tok == word
+
+
 class TermMatcher:
     """Counts matches of terms per category in a text, on word tokens (fast: set lookups, no
     regex alternation). A term is one or more words; a word ending in ``*`` matches every word it
@@ -163,17 +168,12 @@ class TermMatcher:
     def _match_at(words: Sequence[str], i: int, ws: tuple[tuple[str, bool], ...]) -> bool:
         if i + len(ws) > len(words):
             return False
-        for k, (w, stem) in enumerate(ws):
-            tok = words[i + k]
-            if not (tok.startswith(w) if stem else tok == w):
-                return False
-        return True
+        return all(_word_matches(words[i + k], w, stem) for k, (w, stem) in enumerate(ws))
 
     def _cancelled(self, words: Sequence[str], end: int, j: int) -> bool:
         if j not in self.not_before or end >= len(words):
             return False
-        nxt = words[end]
-        return any(nxt.startswith(w) if stem else nxt == w for w, stem in self.not_before[j])
+        return any(_word_matches(words[end], w, stem) for w, stem in self.not_before[j])
 
     def counts(self, text: str) -> list[int]:
         out = [0] * len(self.categories)

@@ -5,6 +5,7 @@ No LLM: ``ask`` is a function of the prompt; no classifier: the checks get fixed
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -253,7 +254,7 @@ def test_load_pairs_reads_what_to_row_writes_and_names_a_bad_line(tmp_path: Path
     pairs = [_pair(0, "health", "my diabetes", "my cat"), _pair(1, "religion", "", "", "no")]
     good = tmp_path / "pairs.jsonl"
     good.write_text("\n".join(json.dumps(p.to_row()) for p in pairs) + "\n\n", encoding="utf-8")
-    assert load_pairs(good) == pairs
+    assert load_pairs(good) == (pairs, hashlib.sha256(good.read_bytes()).hexdigest())
     row = pairs[0].to_row()
     del row["category"]
     for body, error in [
@@ -293,7 +294,7 @@ def test_add_pairs_adds_both_sides_of_kept_pairs_of_the_snapshot_s_categories() 
 
 
 def test_the_shipped_pairs_are_usable_and_cover_every_policy_category() -> None:
-    pairs = load_pairs(DEFAULT_PAIRS_PATH)
+    pairs = load_pairs(DEFAULT_PAIRS_PATH)[0]
     policy = load_policy()
     assert len(pairs) >= 200
     assert {p.request.category for p in pairs} == set(policy.categories)
