@@ -69,7 +69,7 @@ from labeling.encoders import DEFAULT_ENCODER, ENCODERS  # noqa: E402
 from labeling.policy import Policy, load_policy  # noqa: E402
 from labeling.records import Conversation, read_records  # noqa: E402
 from labeling.taxonomy import Taxonomy, load_taxonomy  # noqa: E402
-from targeting.scorer import ContentVerdict, FilterBundle  # noqa: E402
+from targeting.scorer import ContentVerdict, FilterBundle, ScoreBatch  # noqa: E402
 
 TARGETS = {
     "split": {"leak_rate": 0.02, "false_block_rate": 0.08},
@@ -263,6 +263,12 @@ def curve(
     return out
 
 
+def best_point(points: Sequence[dict[str, float]], max_leak: float) -> dict[str, float] | None:
+    """The curve point with the lowest false-block among those leaking at most ``max_leak``."""
+    ok = [p for p in points if p["leak_rate"] <= max_leak + 1e-12]
+    return min(ok, key=lambda p: (p["false_block_rate"], -p["threshold"])) if ok else None
+
+
 def blocked_by(bundle: FilterBundle, batch: Any, mask: Sequence[bool]) -> dict[str, int]:
     """Which rule blocked the masked conversations (one may count under several rules)."""
     out: dict[str, int] = defaultdict(int)
@@ -449,15 +455,25 @@ def part_long(res: TrainResult, snapshot: Snapshot, embedder: Any, n: int) -> di
         if nc
         else None,
         "trigger_is_inserted_turn": ld.trigger_is_inserted_turn,
-        "control_false_blocks": control_breakdown(res.bundle, list(snapshot.eval), embedder, n),
+        **control_breakdown(res.bundle, list(snapshot.eval), embedder, n),
     }
+
+
+def rows_of(batch: ScoreBatch, start: int, stop: int) -> ScoreBatch:
+    """Rows ``start:stop`` of a batch."""
+    return ScoreBatch(
+        batch.sensitive[start:stop], batch.any[start:stop], batch.lexicon_hits[start:stop],
+        batch.interests[start:stop], batch.margin[start:stop], batch.trigger_turn[start:stop],
+        batch.turn_scores[start:stop],
+    )  # fmt: skip
 
 
 def control_breakdown(
     bundle: FilterBundle, eval_examples: Sequence[Example], embedder: Any, n: int
 ) -> dict[str, Any]:
-    """Why the blocked controls of (c) are blocked: by their host dialogue alone (scored without
-    the inserted turn) or by the inserted turn, which rule decided, and a few deciding turns."""
+    """The leak / control false-block curve of (c) as the any-sensitive threshold moves, and why
+    the blocked controls are blocked: by their host dialogue alone (scored without the inserted
+    turn) or by the inserted turn, which rule decided, and a few deciding turns."""
     from experiments.composition import compose_long_dialogues
 
     comp = compose_long_dialogues(eval_examples, n=n, seed=0, max_donor_turns=1,
@@ -465,7 +481,11 @@ def control_breakdown(
     ctrl = list(comp.controls)
     if not ctrl:
         return {}
-    _, batch, verdicts = evaluate_bundle(bundle, ctrl, embedder)
+    both = list(comp.examples)
+    _, all_batch, all_verdicts = evaluate_bundle(bundle, both, embedder)
+    long_curve = curve(bundle, all_batch, both)
+    ns = len(comp.sensitive)
+    batch, verdicts = rows_of(all_batch, ns, len(both)), all_verdicts[ns:]
     hosts = []
     for e in ctrl:
         a, b = comp.spans[e.conversation_id]
@@ -481,14 +501,14 @@ def control_breakdown(
         by_inserted += a <= v.trigger_turn < b
         if len(examples) < 12:
             examples.append(e.turns[v.trigger_turn][:160])
-    return {
+    return {"curve": long_curve, "control_false_blocks": {
         "n": len(ctrl),
         "blocked": sum(blocked),
         "host_alone_blocked": sum(v.blocked for v in host_verdicts),
         "decided_by_inserted_turn": by_inserted,
         "by_rule": blocked_by(bundle, batch, blocked),
         "deciding_turns": examples,
-    }
+    }}  # fmt: skip
 
 
 def part_loso(
@@ -822,6 +842,13 @@ def print_variant(name: str, out: dict[str, Any]) -> None:
             f"(c) long dialogues: leak {_pct(lg['leak_rate'])} control false-block {_pct(lg['control_false_block_rate'])}"
             f" (n {lg['n_sensitive']}/{lg['n_controls']}; trigger = inserted turn {_pct(lg['trigger_is_inserted_turn'])})"
         )
+        best = best_point(lg.get("curve") or [], TARGETS["long"]["leak_rate"])
+        if best is not None:
+            print(
+                f"    lowest control false-block at leak <= {_pct(TARGETS['long']['leak_rate'])}: "
+                f"{_pct(best['false_block_rate'])} (threshold {best['threshold']:.3f}, "
+                f"leak {_pct(best['leak_rate'])})"
+            )
         cb = lg.get("control_false_blocks") or {}
         if cb:
             print(

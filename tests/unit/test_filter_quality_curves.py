@@ -1,0 +1,33 @@
+"""benchmarks/filter_quality.py: the curve helpers of the long-dialogue part."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.filter_quality import best_point, rows_of
+from targeting.scorer import ScoreBatch
+
+
+def test_best_point_is_the_lowest_false_block_within_the_leak_budget() -> None:
+    pts = [
+        {"threshold": 0.1, "leak_rate": 0.0, "false_block_rate": 0.12},
+        {"threshold": 0.2, "leak_rate": 0.02, "false_block_rate": 0.07},
+        {"threshold": 0.3, "leak_rate": 0.05, "false_block_rate": 0.03},
+    ]
+    assert best_point(pts, 0.02) == pts[1]
+    assert best_point(pts, 0.01) == pts[0]
+    assert best_point(pts[2:], 0.02) is None
+
+
+def test_rows_of_slices_every_field_alike() -> None:
+    n = 5
+    b = ScoreBatch(
+        np.arange(n * 2, dtype=float).reshape(n, 2), np.arange(n, dtype=float),
+        [frozenset({str(i)}) for i in range(n)], np.zeros((n, 3)), -np.arange(n, dtype=float),
+        list(range(n)), [(float(i),) for i in range(n)],
+    )  # fmt: skip
+    r = rows_of(b, 2, 4)
+    assert r.any.tolist() == [2.0, 3.0] and r.sensitive.tolist() == [[4.0, 5.0], [6.0, 7.0]]
+    assert r.lexicon_hits == [frozenset({"2"}), frozenset({"3"})]
+    assert r.interests.shape == (2, 3) and r.margin.tolist() == [-2.0, -3.0]
+    assert r.trigger_turn == [2, 3] and r.turn_scores == [(2.0,), (3.0,)]
