@@ -60,7 +60,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.exceptions import ConvergenceWarning
 
-from experiments.composition import ComposedSet, compose_long_dialogues
+from experiments.composition import ComposedSet, compose_long_dialogues, source_of
 from experiments.dataset import Example, Snapshot, unit_hash
 from labeling.segments import DEFAULT_SEGMENT_CHARS
 from labeling.taxonomy import Taxonomy
@@ -100,6 +100,10 @@ class TrainConfig:
     use_char_tfidf: bool = False
     use_cues: bool = True
     cue_weight: float = 1.0
+    # scale of the short-segment cue features (0: not used): per category, whether a cue occurs,
+    # times min(1, 12 / words) ("I'm Methodist" is about the cue, a long post naming it in
+    # passing is not)
+    cue_short_weight: float = 0.0
     use_lexicon: bool = True
     tfidf_max_features: int = 50_000
     tfidf_ngram_max: int = 2
@@ -110,6 +114,9 @@ class TrainConfig:
     # class weights of the segment classifier: "balanced" (every class the same total weight),
     # "pooled" (all sensitive classes together as much as clean, split by their counts), "none"
     class_weight: str = "pooled"
+    # 0: rows weigh as they come; a > 0: each source's (the id prefix) clean rows, and its
+    # sensitive rows, are reweighted towards the same total per source, by (mean / own)^a
+    source_balance: float = 0.0
     # "linear": logistic regression on every feature; "blend": that, averaged with a one-hidden-
     # layer network on the dense columns (embedding + cues), the network's share segment_net_weight
     segment_head: str = "linear"
@@ -469,6 +476,35 @@ def _rows(
     return rows
 
 
+def _balance_sources(
+    idx: npt.NDArray[np.int_],
+    cls: list[str],
+    w: npt.NDArray[np.float64],
+    seg_owner: npt.NDArray[np.int_],
+    examples: Sequence[Example],
+    power: float,
+) -> npt.NDArray[np.float64]:
+    """Row weights moved towards the same total per source on each side (clean / sensitive):
+    a row of a source whose side weighs W_g, against a mean of W per source, is scaled by
+    (W / W_g) ** power. Each side's total weight is kept."""
+    if power <= 0 or not len(w):
+        return w
+    src = np.array([source_of(examples[int(seg_owner[int(k)])].conversation_id) for k in idx])
+    clean = np.array([c == CLEAN for c in cls], dtype=bool)
+    out = np.asarray(w, dtype=np.float64).copy()
+    for side in (clean, ~clean):
+        if not side.any():
+            continue
+        groups = {g: side & (src == g) for g in np.unique(src[side]).tolist()}
+        totals = {g: float(w[m].sum()) for g, m in groups.items()}
+        mean = sum(totals.values()) / len(totals)
+        for g, m in groups.items():
+            if totals[g] > 0:
+                out[m] = w[m] * (mean / totals[g]) ** power
+        out[side] *= float(w[side].sum()) / max(1e-12, float(out[side].sum()))
+    return out
+
+
 def _sample_clean_rows(
     idx: npt.NDArray[np.int_],
     cls: list[str],
@@ -614,7 +650,8 @@ def train_filter(
         else dict.fromkeys(cats, ())
     )
     bundle = FilterBundle.empty(
-        cats, cue_weight=config.cue_weight if config.use_cues else 0.0, lexicon=keywords,
+        cats, cue_weight=config.cue_weight if config.use_cues else 0.0,
+        cue_short_weight=config.cue_short_weight if config.use_cues else 0.0, lexicon=keywords,
         cues={c: lex.cues.get(c, ()) for c in cats}, embedding_model_id=embedding_model_id,
         cue_not_before={c: w for c, w in lex.cue_not_before.items() if c in cats},
         embed_max_length=config.embed_max_length, segment_chars=config.segment_chars,
@@ -642,8 +679,8 @@ def train_filter(
     timings["features_s"] = time.perf_counter() - t0
     # the dense columns of x: the embedding first, the cue counts last (segment_features' order)
     dense_l = list(range(embeddings.shape[1])) if embeddings is not None else []
-    if bundle.cue_weight > 0:
-        dense_l += list(range(x.shape[1] - len(cats), x.shape[1]))
+    n_cue_cols = len(cats) * ((bundle.cue_weight > 0) + (bundle.cue_short_weight > 0))
+    dense_l += list(range(x.shape[1] - n_cue_cols, x.shape[1]))
     dense_cols = np.asarray(dense_l, dtype=np.int_)
 
     # ---------------- multiple-instance training of the segment classifier
@@ -666,6 +703,7 @@ def train_filter(
         idx, cls, w = _sample_clean_rows(
             idx, cls, w, seg_texts, config.max_clean_segments, salt, augmented
         )
+        w = _balance_sources(idx, cls, w, seg_owner, train, config.source_balance)
         m0 = _fit_segments(x[idx], cls, w, config, dense_cols=dense_cols)
         if m0 is not None:
             bundle.segment_model, bundle.segment_classes = m0, tuple(str(c) for c in m0.classes_)
@@ -682,6 +720,7 @@ def train_filter(
     idx, cls, w = _sample_clean_rows(
         idx, cls, w, seg_texts, config.max_clean_segments, salt, augmented
     )
+    w = _balance_sources(idx, cls, w, seg_owner, train, config.source_balance)
     witnesses: dict[str, list[int]] = {}
     if witness is not None:
         for k in np.flatnonzero(witness).tolist():

@@ -298,6 +298,18 @@ class SegmentScores:
     embeddings: npt.NDArray[np.float32] | None  # (S, d)
 
 
+SHORT_SEGMENT_WORDS = 12
+
+
+def short_cues(counts: FloatArray, texts: Sequence[str]) -> FloatArray:
+    """(n, C): whether a category's cue occurs in a segment, times min(1, 12 / its words): a cue
+    in a short segment is what the segment is about ("I'm Methodist"), one in a long post may be
+    a passing mention."""
+    words = np.array([max(len(t.split()), 1) for t in texts], dtype=np.float64)
+    short = np.minimum(1.0, SHORT_SEGMENT_WORDS / words)
+    return np.asarray((counts > 0) * short[:, None], dtype=np.float64)
+
+
 class BlendedSegmentModel:
     """A linear model on every segment feature averaged with a small neural network on the dense
     columns (sentence embedding and cue counts): the network can draw the curved boundaries the
@@ -348,6 +360,7 @@ class FilterBundle:
     cues: dict[str, tuple[str, ...]]
     embedding_model_id: str
     cue_not_before: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    cue_short_weight: float = 0.0  # scale of the short-segment cue features (0: not used)
     embed_max_length: int = 128
     encoder: str = "minilm"  # labeling.encoders name of the sentence encoder (serving loads it)
     segment_chars: int = DEFAULT_SEGMENT_CHARS
@@ -366,7 +379,8 @@ class FilterBundle:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("cue_not_before", {})  # models pickled before the field existed
+        state.setdefault("cue_not_before", {})  # models pickled before the fields existed
+        state.setdefault("cue_short_weight", 0.0)
         self.__dict__.update(state)
 
     @classmethod
@@ -413,8 +427,12 @@ class FilterBundle:
             parts.append(self.segment_tfidf.transform(list(texts)))
         if self.segment_char_tfidf is not None:
             parts.append(self.segment_char_tfidf.transform(list(texts)))
-        if self.cue_weight > 0:
-            parts.append(self.cue_weight * self.cue_counts(texts))
+        if self.cue_weight > 0 or self.cue_short_weight > 0:
+            counts = self.cue_counts(texts)
+            if self.cue_weight > 0:
+                parts.append(self.cue_weight * counts)
+            if self.cue_short_weight > 0:
+                parts.append(self.cue_short_weight * short_cues(counts, texts))
         return stack_features(parts)
 
     def segment_probabilities(self, x: Features, n: int) -> tuple[FloatArray, FloatArray]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from labeling.policy import load_policy
-from targeting.scorer import FilterBundle, TermMatcher, load_lexicon_file
+from targeting.scorer import FilterBundle, TermMatcher, load_lexicon_file, short_cues
 
 CATS = load_policy().categories
 
@@ -79,3 +80,31 @@ def test_a_model_pickled_before_cue_exceptions_existed_still_loads() -> None:
     old.__setstate__(state)
     assert old.cue_not_before == {}
     assert old.cue_counts(["chinese food"])[0][CATS.index("ethnicity")] == 1.0
+
+
+def test_short_segment_cues_weigh_a_cue_by_how_short_its_segment_is() -> None:
+    lex = load_lexicon_file(categories=CATS)
+    bundle = FilterBundle.empty(
+        CATS, cues=lex.cues, cue_not_before=lex.cue_not_before, cue_weight=1.0,
+        cue_short_weight=2.0,
+    )  # fmt: skip
+    rel = CATS.index("religion")
+    long_post = "user: " + " ".join(["the engine was rebuilt last spring"] * 10) + " near a church"
+    texts = ["user: I'm Methodist.", long_post, "user: how do you make pasta"]
+    x = np.asarray(bundle.segment_features(texts, None))
+    counts, short = x[:, : len(CATS)], x[:, len(CATS) :]
+    assert counts[0, rel] == counts[1, rel] == 1.0  # the counts cannot tell them apart
+    assert short[0, rel] == 2.0  # 3 words: the whole weight
+    assert short[1, rel] == 2.0 * 12 / 64  # 64 words: 12/64 of it
+    assert not short[2].any()
+    assert np.array_equal(short, 2.0 * short_cues(bundle.cue_counts(texts), texts))
+
+
+def test_a_model_pickled_before_short_cues_existed_scores_without_them() -> None:
+    bundle = FilterBundle.empty(CATS, cues={"religion": ("church",)}, cue_weight=1.0)
+    state = bundle.__getstate__()
+    del state["cue_short_weight"]
+    old = FilterBundle.__new__(FilterBundle)
+    old.__setstate__(state)
+    assert old.cue_short_weight == 0.0
+    assert old.segment_features(["user: church"], None).shape == (1, len(CATS))

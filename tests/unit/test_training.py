@@ -14,6 +14,7 @@ from experiments.dataset import Example, Snapshot
 from experiments.training import (
     CachedEmbedder,
     TrainConfig,
+    _balance_sources,
     _capped_floor,
     _plausible_positives,
     _sample_clean_rows,
@@ -265,6 +266,25 @@ def test_blended_segment_head_averages_the_linear_model_and_the_network() -> Non
         _train(_examples(), segment_head="forest")
 
 
+def test_short_segment_cues_are_dense_columns_of_the_trained_model() -> None:
+    lex = Lexicon(dict.fromkeys(CATS, ()), {"religion": ("church",), "health": ("doctor",),
+                                            "union_membership": ()})  # fmt: skip
+    tax = load_taxonomy(categories=load_policy().categories)
+    res = train_filter(Snapshot(tuple(_examples()), (), CATS), tax, HashingEmbedder(32),
+                       config=TrainConfig(segment_head="blend", segment_net_hidden=16,
+                                          segment_net_epochs=5, cue_short_weight=2.0),
+                       lexicon=lex)  # fmt: skip
+    b, m = res.bundle, res.bundle.segment_model
+    assert b.cue_short_weight == 2.0
+    # the embedding (32), the cue counts (3) and the short-segment cues (3), the last columns
+    assert len(m.dense_cols) == 32 + 2 * len(CATS)
+    texts = ["user: church", "user: book a flight"]
+    x = np.asarray(b.segment_features(texts, HashingEmbedder(32).embed(texts)).todense())
+    assert x[0, -len(CATS) + CATS.index("religion")] == 2.0
+    assert int(m.dense_cols[-1]) == x.shape[1] - 1
+    assert x[1, -2 * len(CATS) :].sum() == 0
+
+
 def test_blended_segment_head_refuses_models_fitted_on_different_classes() -> None:
     from sklearn.linear_model import LogisticRegression
 
@@ -434,3 +454,27 @@ def test_the_clean_caps_keep_every_augmented_example_and_do_not_count_it() -> No
     assert dict(zip(i2.tolist(), w2.tolist(), strict=True))[4] == 7.0
     assert sorted(w2.tolist()) == [1.0, 2.0, 2.0, 7.0]
     assert len(_sample_clean_rows(idx, cls, w, texts, 2, "salt")[0]) == 3  # not exempt
+
+
+def test_source_balance_moves_each_side_towards_the_same_total_per_source() -> None:
+    exs = [Example(f"{src}-{i}", ("user: x",), sens, None)
+           for src, n, sens in (("a", 6, ()), ("b", 2, ()), ("a", 1, ("health",)),
+                                ("b", 3, ("health",)))
+           for i in range(n)]  # fmt: skip
+    exs = [Example(f"{e.conversation_id}-{k}", e.turns, e.sensitive, None)
+           for k, e in enumerate(exs)]  # fmt: skip
+    owner = np.arange(len(exs))
+    idx = np.arange(len(exs))
+    cls = [CLEAN if not e.sensitive else "health" for e in exs]
+    w = np.ones(len(exs))
+    assert _balance_sources(idx, cls, w, owner, exs, 0.0) is w
+    full = _balance_sources(idx, cls, w, owner, exs, 1.0)
+    clean_a, clean_b = full[:6].sum(), full[6:8].sum()
+    sens_a, sens_b = full[8:9].sum(), full[9:12].sum()
+    assert clean_a == pytest.approx(clean_b) and sens_a == pytest.approx(sens_b)
+    assert clean_a + clean_b == pytest.approx(8) and sens_a + sens_b == pytest.approx(4)
+    half = _balance_sources(idx, cls, w, owner, exs, 0.5)
+    # half-way: b's clean rows (2 of 8 before, 4 of 8 fully balanced) weigh 2.93 of 8
+    assert half[6:8].sum() == pytest.approx(8 * 2 * 2**0.5 / (6 * (2 / 3) ** 0.5 + 2 * 2**0.5))
+    assert half[:8].sum() == pytest.approx(8)
+
