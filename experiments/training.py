@@ -93,6 +93,10 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 @dataclass(frozen=True)
 class TrainConfig:
     leak_budget: float = 0.02
+    # None: the leak budget alone sets the any-sensitive threshold. A rate: where that threshold
+    # blocks fewer clean training conversations than this (out of fold), it is lowered until it
+    # blocks this many: false-block left unused buys margin against sources not seen in training
+    false_block_target: float | None = None
     category_recall_floor: float = 0.95
     floor_false_block_budget: float = 0.005
     use_embeddings: bool = True
@@ -217,6 +221,21 @@ def calibrate_recall_threshold(
         raise ValueError("recall target must be in (0, 1]")
     k = max(1, math.ceil(target * s.size - 1e-9))
     return float(s[k - 1])
+
+
+def lower_to_false_block(
+    t: float, clean_scores: npt.NDArray[Any], clean_blocked: npt.NDArray[np.bool_], target: float
+) -> float:
+    """``t``, or the highest lower threshold at which ``score >= t`` (or being blocked already)
+    blocks ``target`` of the clean conversations, whichever is lower."""
+    n = len(clean_scores)
+    if n == 0:
+        return t
+    need = math.floor(target * n + 1e-9) - int(clean_blocked.sum())
+    free = np.sort(np.asarray(clean_scores, dtype=np.float64)[~clean_blocked])[::-1]
+    if need <= 0 or not free.size:
+        return t
+    return min(t, float(free[min(need, free.size) - 1]))
 
 
 def tune_f1_threshold(
@@ -788,6 +807,11 @@ def train_filter(
     t_any = (
         calibrate_recall_threshold(plausible, 1.0 - config.leak_budget) if plausible.size else 1.01
     )
+    t_leak = t_any
+    if config.false_block_target is not None:
+        t_any = lower_to_false_block(
+            t_any, oof_any[neg_mask], lex_any[neg_mask], config.false_block_target
+        )
     bundle.any_threshold = t_any
     blocked = (oof_any >= t_any) | lex_any
     thresholds: dict[str, float] = {}
@@ -852,9 +876,11 @@ def train_filter(
             val_lexicon_hits_on_negatives=int(lex_conv[neg_mask, j].sum()),
         )
     bundle.sensitive_thresholds, bundle.sensitive_rules = thresholds, rules
+    lowered = "" if t_any == t_leak else f", false_block_target={config.false_block_target}"
     calib["any"] = {
         "threshold": t_any,
-        "rule": f"leak_budget={config.leak_budget}",
+        "rule": f"leak_budget={config.leak_budget}" + lowered,
+        "leak_budget_threshold": t_leak,
         "suspect_positives": suspects,
         "leak": _rate(~blocked[pos_mask]),
         "false_block": _rate(blocked[neg_mask]),

@@ -104,6 +104,7 @@ def train_config(
     return TrainConfig(
         leak_budget=settings.train_leak_budget,
         category_recall_floor=settings.train_category_recall_floor,
+        false_block_target=settings.train_false_block_target,
         max_clean_conversations=settings.train_max_clean_conversations,
         n_jobs=settings.train_workers,
         use_embeddings=use_embeddings,

@@ -150,6 +150,12 @@ class Settings(BaseSettings):
     train_category_recall_floor: float = Field(
         0.95, description="per-category recall (out of fold) a category floor threshold restores"
     )
+    train_false_block_target: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="where the leak budget's any-sensitive threshold blocks fewer clean training conversations (out of fold) than this share, lower it until it blocks this many; empty = the leak budget alone (measured in docs/filter-quality.md)",
+    )
     train_max_clean_conversations: int | None = Field(
         15_000,
         description="train on at most this many clean conversations (a fixed hash sample; sensitive ones are always all used); empty = all",

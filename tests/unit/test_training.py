@@ -478,3 +478,20 @@ def test_source_balance_moves_each_side_towards_the_same_total_per_source() -> N
     assert half[6:8].sum() == pytest.approx(8 * 2 * 2**0.5 / (6 * (2 / 3) ** 0.5 + 2 * 2**0.5))
     assert half[:8].sum() == pytest.approx(8)
 
+
+def test_unused_false_block_lowers_the_threshold_to_the_target() -> None:
+    from experiments.training import lower_to_false_block
+
+    clean = np.array([0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02])
+    none = np.zeros(10, dtype=bool)
+    # the leak budget's 0.95 blocks 0 of 10; a 30 % target blocks 3: down to the third score
+    assert lower_to_false_block(0.95, clean, none, 0.3) == 0.4
+    # already past the target: unchanged
+    assert lower_to_false_block(0.35, clean, none, 0.3) == 0.35
+    # conversations the vocabulary blocks count towards the target
+    lex = np.zeros(10, dtype=bool)
+    lex[[0, 1]] = True
+    assert lower_to_false_block(0.95, clean, lex, 0.3) == 0.4
+    lex[2] = True
+    assert lower_to_false_block(0.95, clean, lex, 0.3) == 0.95
+    assert lower_to_false_block(0.95, clean[:0], none[:0], 0.3) == 0.95
