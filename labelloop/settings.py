@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from labeling.encoders import DEFAULT_ENCODER, EncoderName
@@ -359,6 +359,16 @@ class Settings(BaseSettings):
     schedule_collect_reviews: str = Field("*/15 * * * *", description="cron")
     schedule_retrain: str = Field("0 2 * * *", description="cron")
     schedule_score_batch: str = Field("0 4 * * *", description="cron")
+
+    @field_validator(
+        "filter_onnx_threads", "train_false_block_target", "train_max_clean_conversations",
+        "llm_threads", "llm_budget_per_run", "sample_cap_per_surface", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        """An empty value (``LABELLOOP_TRAIN_MAX_CLEAN_CONVERSATIONS=``) or "none" unsets an
+        optional number, as the descriptions say."""
+        return None if isinstance(v, str) and v.strip().lower() in ("", "none") else v
 
     @model_validator(mode="after")
     def _refuse_placeholders_outside_dev(self) -> Settings:

@@ -76,3 +76,13 @@ def test_train_config_takes_what_the_settings_name(monkeypatch: pytest.MonkeyPat
     # everything the settings do not name keeps the library default
     assert cfg.c_segment == TrainConfig().c_segment
     assert cfg.composed_training == TrainConfig().composed_training
+
+
+def test_an_empty_value_unsets_an_optional_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABELLOOP_TRAIN_FALSE_BLOCK_TARGET", "")
+    monkeypatch.setenv("LABELLOOP_TRAIN_MAX_CLEAN_CONVERSATIONS", "None")
+    s = Settings(_env_file=None)
+    assert s.train_false_block_target is None and s.train_max_clean_conversations is None
+    monkeypatch.setenv("LABELLOOP_TRAIN_FALSE_BLOCK_TARGET", "abc")
+    with pytest.raises(ValueError, match="train_false_block_target"):
+        Settings(_env_file=None)
