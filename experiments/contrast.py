@@ -23,9 +23,9 @@ shoes are good for standing all day?"): the pair differs only in what the filter
   :func:`add_pairs` adds them to a snapshot's training split, each clean side weighing as much
   as its sensitive side (:func:`balanced_clean_weight`).
 * ``labeling/data/contrast_pairs.jsonl`` (:data:`DEFAULT_PAIRS_PATH`, read by :func:`load_pairs`)
-  holds the pairs ``labelloop train`` adds (unless ``LABELLOOP_TRAIN_CONTRAST_PAIRS`` is off):
-  written by the bundled LLM and kept by the check against the filter trained without them on
-  the development split.
+  holds the pairs ``labelloop train`` adds when ``LABELLOOP_TRAIN_CONTRAST_PAIRS`` is on (off by
+  default): written by the bundled LLM and kept by the check against the filter trained without
+  them on the development split.
 
 Nothing here loads a model or calls a server: the LLM is a callable, the checks take scores.
 """

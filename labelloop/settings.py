@@ -151,7 +151,7 @@ class Settings(BaseSettings):
         0.95, description="per-category recall (out of fold) a category floor threshold restores"
     )
     train_false_block_target: float | None = Field(
-        0.06,
+        None,
         ge=0.0,
         le=1.0,
         description="where the leak budget's any-sensitive threshold blocks fewer clean training conversations (out of fold) than this share, lower it until it blocks this many; empty = the leak budget alone (measured in docs/filter-quality.md)",
@@ -166,8 +166,8 @@ class Settings(BaseSettings):
         description="parallel workers in training: processes that redact the input records and threads that fit the classifiers (the model does not depend on it)",
     )
     train_contrast_pairs: bool = Field(
-        True,
-        description="add LLM-written contrast pairs to training (a message that touches a sensitive category and the same message made clean; each clean side weighs as much as its sensitive side): a lower leak on sources unlike the training data; false = the gold labels alone (measured in docs/filter-quality.md)",
+        False,
+        description="add LLM-written contrast pairs to training (a message that touches a sensitive category and the same message made clean; each clean side weighs as much as its sensitive side): a lower leak on sources unlike the training data, off by default (measured in docs/filter-quality.md)",
     )
     train_contrast_pairs_path: Path | None = Field(
         None,

@@ -1,6 +1,7 @@
 """Behaviour of a filter trained with the real sentence encoder (the default, ``minilm-q8``).
 
-The model is trained here on synthetic conversations (``labeling.synth``), then probed:
+The model is trained here on synthetic conversations (``labeling.synth``), with the training
+defaults of ``labelloop train``, then probed:
 
 * a sensitive sentence blocks the conversation wherever it sits in a 30-turn dialogue, and the
   decision names that turn (audit only);
@@ -18,12 +19,15 @@ import pytest
 
 from experiments.dataset import snapshot_from_records
 from experiments.registry import default_prototypes
-from experiments.training import TrainConfig, train_filter
+from experiments.training import train_filter
 from labeling.assets import AssetError
 from labeling.policy import load_policy
 from labeling.records import Conversation
 from labeling.synth import generate
 from labeling.taxonomy import load_taxonomy
+from labelloop.runtime import train_config, training_pairs
+from labelloop.settings import Settings
+from labelloop.stages import with_training_pairs
 from targeting.model import TargetingFilterModel
 from tests.support.models import model_unavailable
 
@@ -43,7 +47,12 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> TargetingFilterModel:
     tax = load_taxonomy(categories=POLICY.categories)
     convs = [Conversation.model_validate(r) for r in generate(600, 7)]
     snap = snapshot_from_records(convs, tax, POLICY.categories, eval_fraction=0.0)
-    res = train_filter(snap, tax, embedder, config=TrainConfig(leak_budget=0.02),
+    # trained as `labelloop train` trains by default (its configuration and contrast pairs), so a
+    # change of those defaults meets these probes
+    settings = Settings(_env_file=None)
+    cfg = train_config(settings)
+    snap = with_training_pairs(snap, training_pairs(settings), cfg)
+    res = train_filter(snap, tax, embedder, config=cfg,
                        prototype_texts=default_prototypes(POLICY))  # fmt: skip
     return TargetingFilterModel.from_parts(res.bundle, POLICY, tax, embedder, "test")
 

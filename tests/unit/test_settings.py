@@ -67,7 +67,7 @@ def test_train_config_takes_what_the_settings_name(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("LABELLOOP_TRAIN_LEAK_BUDGET", "0.03")
     monkeypatch.setenv("LABELLOOP_TRAIN_MAX_CLEAN_CONVERSATIONS", "1234")
     monkeypatch.setenv("LABELLOOP_TRAIN_WORKERS", "3")
-    assert train_config(Settings()).false_block_target == 0.06  # the product's default
+    assert train_config(Settings()).false_block_target is None  # off by default
     monkeypatch.setenv("LABELLOOP_TRAIN_FALSE_BLOCK_TARGET", "0.05")
     cfg = train_config(Settings(), use_tfidf=False)
     assert (cfg.leak_budget, cfg.max_clean_conversations, cfg.n_jobs) == (0.03, 1234, 3)

@@ -392,8 +392,8 @@ def test_training_pairs_are_added_with_their_lineage_and_can_be_turned_off(
     assert (
         on is not None and on.pairs == tuple(rows) and on.source.startswith("pairs.jsonl sha256:")
     )
-    assert training_pairs(Settings(_env_file=None, train_contrast_pairs=False)) is None
-    shipped = training_pairs(Settings(_env_file=None))  # on by default: the shipped file
+    assert training_pairs(Settings(_env_file=None)) is None  # off by default
+    shipped = training_pairs(Settings(_env_file=None, train_contrast_pairs=True))
     assert shipped is not None and len(shipped.pairs) >= 200
 
     gold = (
