@@ -238,6 +238,26 @@ def lower_to_false_block(
     return min(t, float(free[min(need, free.size) - 1]))
 
 
+def any_threshold(
+    pos: npt.NDArray[np.float64],
+    neg: npt.NDArray[np.float64],
+    neg_blocked: npt.NDArray[np.bool_],
+    leak_budget: float,
+    false_block_target: float | None,
+    noise_quantile: float | None,
+    noise_max_share: float,
+) -> tuple[float, float, int]:
+    """The any-sensitive threshold from out-of-fold scores (``pos``: gold positives the
+    vocabulary does not block; ``neg``: gold negatives, ``neg_blocked`` those it blocks):
+    (threshold, the leak budget's threshold, suspected label errors set aside)."""
+    plausible, suspects = _plausible_positives(pos, neg, noise_quantile, noise_max_share)
+    t_leak = calibrate_recall_threshold(plausible, 1.0 - leak_budget) if plausible.size else 1.01
+    t_any = t_leak
+    if false_block_target is not None:
+        t_any = lower_to_false_block(t_leak, neg, neg_blocked, false_block_target)
+    return t_any, t_leak, suspects
+
+
 def tune_f1_threshold(
     scores: Sequence[float] | npt.NDArray[Any],
     labels: Sequence[int] | npt.NDArray[Any],
@@ -696,7 +716,8 @@ def train_filter(
     if hasattr(x, "tocsr"):
         x = x.tocsr()
     timings["features_s"] = time.perf_counter() - t0
-    # the dense columns of x: the embedding first, the cue counts last (segment_features' order)
+    # the dense columns of x: the embedding first, the cue counts and short-segment cues last
+    # (segment_features' order)
     dense_l = list(range(embeddings.shape[1])) if embeddings is not None else []
     n_cue_cols = len(cats) * ((bundle.cue_weight > 0) + (bundle.cue_short_weight > 0))
     dense_l += list(range(x.shape[1] - n_cue_cols, x.shape[1]))
@@ -800,18 +821,10 @@ def train_filter(
     pos_mask = y_any & is_gold
     clean_seg = neg_mask[seg_owner]  # segments of clean gold conversations
     calib: dict[str, dict[str, Any]] = {}
-    pos_scores = oof_any[pos_mask & ~lex_any]
-    plausible, suspects = _plausible_positives(
-        pos_scores, oof_any[neg_mask], config.label_noise_quantile, config.label_noise_max_share
-    )
-    t_any = (
-        calibrate_recall_threshold(plausible, 1.0 - config.leak_budget) if plausible.size else 1.01
-    )
-    t_leak = t_any
-    if config.false_block_target is not None:
-        t_any = lower_to_false_block(
-            t_any, oof_any[neg_mask], lex_any[neg_mask], config.false_block_target
-        )
+    t_any, t_leak, suspects = any_threshold(
+        oof_any[pos_mask & ~lex_any], oof_any[neg_mask], lex_any[neg_mask], config.leak_budget,
+        config.false_block_target, config.label_noise_quantile, config.label_noise_max_share,
+    )  # fmt: skip
     bundle.any_threshold = t_any
     blocked = (oof_any >= t_any) | lex_any
     thresholds: dict[str, float] = {}
@@ -1023,7 +1036,8 @@ def _train_interests(
 
 def recalibrate(result: TrainResult, leak_budget: float) -> TrainResult:
     """The same models with the any-sensitive threshold re-calibrated (from the stored
-    out-of-fold scores) for another leak budget; category floors are kept."""
+    out-of-fold scores) for another leak budget, by the rule they were trained with (its
+    false-block target included); category floors are kept."""
     if result.oof_any is None or result.val_labels is None or result.val_is_gold is None:
         raise ValueError("this result has no out-of-fold scores")
     b = result.bundle
@@ -1033,13 +1047,13 @@ def recalibrate(result: TrainResult, leak_budget: float) -> TrainResult:
         else np.zeros(len(result.oof_any), bool)
     )
     y_any = result.val_labels.any(axis=1)
-    pos = result.oof_any[y_any & result.val_is_gold & ~lex]
-    neg = result.oof_any[~y_any & result.val_is_gold]
+    neg_mask = ~y_any & result.val_is_gold
     tc = b.meta.get("train_config") or {}
-    plausible, _ = _plausible_positives(
-        pos, neg, tc.get("label_noise_quantile"), tc.get("label_noise_max_share", 0.1)
-    )
-    t_any = calibrate_recall_threshold(plausible, 1.0 - leak_budget) if plausible.size else 1.01
+    t_any, _, _ = any_threshold(
+        result.oof_any[y_any & result.val_is_gold & ~lex], result.oof_any[neg_mask], lex[neg_mask],
+        leak_budget, tc.get("false_block_target"), tc.get("label_noise_quantile"),
+        tc.get("label_noise_max_share", 0.1),
+    )  # fmt: skip
     return replace(result, bundle=replace(b, any_threshold=t_any))
 
 

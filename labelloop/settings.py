@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from labeling.encoders import DEFAULT_ENCODER, EncoderName
@@ -360,15 +360,15 @@ class Settings(BaseSettings):
     schedule_retrain: str = Field("0 2 * * *", description="cron")
     schedule_score_batch: str = Field("0 4 * * *", description="cron")
 
-    @field_validator(
-        "filter_onnx_threads", "train_false_block_target", "train_max_clean_conversations",
-        "llm_threads", "llm_budget_per_run", "sample_cap_per_surface", mode="before",
-    )  # fmt: skip
+    @field_validator("*", mode="before")
     @classmethod
-    def _empty_is_none(cls, v: object) -> object:
+    def _empty_is_none(cls, v: object, info: ValidationInfo) -> object:
         """An empty value (``LABELLOOP_TRAIN_MAX_CLEAN_CONVERSATIONS=``) or "none" unsets an
         optional number, as the descriptions say."""
-        return None if isinstance(v, str) and v.strip().lower() in ("", "none") else v
+        if not (isinstance(v, str) and v.strip().lower() in ("", "none")) or not info.field_name:
+            return v
+        args = set(get_args(cls.model_fields[info.field_name].annotation))
+        return None if type(None) in args and args & {int, float} else v
 
     @model_validator(mode="after")
     def _refuse_placeholders_outside_dev(self) -> Settings:

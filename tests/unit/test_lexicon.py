@@ -72,14 +72,16 @@ def test_cue_not_before_takes_single_words(tmp_path: Path) -> None:
         load_lexicon_file(p)
 
 
-def test_a_model_pickled_before_cue_exceptions_existed_still_loads() -> None:
+def test_a_model_pickled_before_cue_exceptions_and_short_cues_existed_still_loads() -> None:
     bundle = FilterBundle.empty(CATS, cues={"ethnicity": ("chinese",)}, cue_weight=1.0)
     state = bundle.__getstate__()
-    del state["cue_not_before"]
+    del state["cue_not_before"], state["cue_short_weight"]
     old = FilterBundle.__new__(FilterBundle)
     old.__setstate__(state)
     assert old.cue_not_before == {}
     assert old.cue_counts(["chinese food"])[0][CATS.index("ethnicity")] == 1.0
+    assert old.cue_short_weight == 0.0  # scored without short-segment cues
+    assert old.segment_features(["user: chinese"], None).shape == (1, len(CATS))
 
 
 def test_short_segment_cues_weigh_a_cue_by_how_short_its_segment_is() -> None:
@@ -98,13 +100,3 @@ def test_short_segment_cues_weigh_a_cue_by_how_short_its_segment_is() -> None:
     assert short[1, rel] == 2.0 * 12 / 64  # 64 words: 12/64 of it
     assert not short[2].any()
     assert np.array_equal(short, 2.0 * short_cues(bundle.cue_counts(texts), texts))
-
-
-def test_a_model_pickled_before_short_cues_existed_scores_without_them() -> None:
-    bundle = FilterBundle.empty(CATS, cues={"religion": ("church",)}, cue_weight=1.0)
-    state = bundle.__getstate__()
-    del state["cue_short_weight"]
-    old = FilterBundle.__new__(FilterBundle)
-    old.__setstate__(state)
-    assert old.cue_short_weight == 0.0
-    assert old.segment_features(["user: church"], None).shape == (1, len(CATS))

@@ -81,8 +81,10 @@ def test_train_config_takes_what_the_settings_name(monkeypatch: pytest.MonkeyPat
 def test_an_empty_value_unsets_an_optional_number(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LABELLOOP_TRAIN_FALSE_BLOCK_TARGET", "")
     monkeypatch.setenv("LABELLOOP_TRAIN_MAX_CLEAN_CONVERSATIONS", "None")
+    monkeypatch.setenv("LABELLOOP_LLM_THREADS", " ")
     s = Settings(_env_file=None)
     assert s.train_false_block_target is None and s.train_max_clean_conversations is None
+    assert s.llm_threads is None
     monkeypatch.setenv("LABELLOOP_TRAIN_FALSE_BLOCK_TARGET", "abc")
     with pytest.raises(ValueError, match="train_false_block_target"):
         Settings(_env_file=None)

@@ -495,3 +495,12 @@ def test_unused_false_block_lowers_the_threshold_to_the_target() -> None:
     lex[2] = True
     assert lower_to_false_block(0.95, clean, lex, 0.3) == 0.95
     assert lower_to_false_block(0.95, clean[:0], none[:0], 0.3) == 0.95
+
+
+def test_recalibration_keeps_the_false_block_target_of_training() -> None:
+    from experiments.training import recalibrate
+
+    res = _train(_examples(), false_block_target=0.3)
+    assert res.calibration["any"]["threshold"] < res.calibration["any"]["leak_budget_threshold"]
+    again = recalibrate(res, res.bundle.meta["train_config"]["leak_budget"])
+    assert again.bundle.any_threshold == res.bundle.any_threshold
