@@ -97,6 +97,10 @@ class TrainConfig:
     # blocks fewer clean training conversations than this (out of fold), it is lowered until it
     # blocks this many: false-block left unused buys margin against sources not seen in training
     false_block_target: float | None = None
+    # with a false-block target: the lowered threshold stays at or above the score that
+    # target / reference_turns of the clean segments reach out of fold, so a clean dialogue of
+    # reference_turns turns is not blocked much more often than the target either
+    false_block_target_per_turn: bool = False
     category_recall_floor: float = 0.95
     floor_false_block_budget: float = 0.005
     use_embeddings: bool = True
@@ -246,15 +250,19 @@ def any_threshold(
     false_block_target: float | None,
     noise_quantile: float | None,
     noise_max_share: float,
+    target_floor: float | None = None,
 ) -> tuple[float, float, int]:
     """The any-sensitive threshold from out-of-fold scores (``pos``: gold positives the
     vocabulary does not block; ``neg``: gold negatives, ``neg_blocked`` those it blocks):
-    (threshold, the leak budget's threshold, suspected label errors set aside)."""
+    (threshold, the leak budget's threshold, suspected label errors set aside). The false-block
+    target lowers the threshold no further than ``target_floor``."""
     plausible, suspects = _plausible_positives(pos, neg, noise_quantile, noise_max_share)
     t_leak = calibrate_recall_threshold(plausible, 1.0 - leak_budget) if plausible.size else 1.01
     t_any = t_leak
     if false_block_target is not None:
         t_any = lower_to_false_block(t_leak, neg, neg_blocked, false_block_target)
+        if target_floor is not None:
+            t_any = min(t_leak, max(t_any, target_floor))
     return t_any, t_leak, suspects
 
 
@@ -771,6 +779,7 @@ def train_filter(
     oof_any = np.zeros(n)
     oof_cat = np.zeros((n, len(cats)))
     oof_seg_cat = np.zeros((len(seg_texts), len(cats)))  # per segment, for the long-dialogue caps
+    oof_seg_any = np.zeros(len(seg_texts))
     seg_fold = folds[seg_owner]
     row_fold = seg_fold[idx]
 
@@ -798,6 +807,7 @@ def train_filter(
         p_any, p_cat = probe.segment_probabilities(x[va], int(va.sum()))
         owners = seg_owner[va]
         oof_seg_cat[va] = p_cat
+        oof_seg_any[va] = p_any
         np.maximum.at(oof_any, owners, p_any)
         for j in range(len(cats)):
             np.maximum.at(oof_cat[:, j], owners, p_cat[:, j])
@@ -821,9 +831,16 @@ def train_filter(
     pos_mask = y_any & is_gold
     clean_seg = neg_mask[seg_owner]  # segments of clean gold conversations
     calib: dict[str, dict[str, Any]] = {}
+    target_floor = None
+    if config.false_block_target is not None and config.false_block_target_per_turn:
+        seg_free = clean_seg & ~lex_any[seg_owner]
+        target_floor = segment_cap(
+            oof_seg_any[seg_free], config.false_block_target, config.reference_turns
+        )
     t_any, t_leak, suspects = any_threshold(
         oof_any[pos_mask & ~lex_any], oof_any[neg_mask], lex_any[neg_mask], config.leak_budget,
         config.false_block_target, config.label_noise_quantile, config.label_noise_max_share,
+        target_floor,
     )  # fmt: skip
     bundle.any_threshold = t_any
     blocked = (oof_any >= t_any) | lex_any
@@ -894,6 +911,7 @@ def train_filter(
         "threshold": t_any,
         "rule": f"leak_budget={config.leak_budget}" + lowered,
         "leak_budget_threshold": t_leak,
+        "false_block_target_floor": target_floor,
         "suspect_positives": suspects,
         "leak": _rate(~blocked[pos_mask]),
         "false_block": _rate(blocked[neg_mask]),
@@ -1053,6 +1071,7 @@ def recalibrate(result: TrainResult, leak_budget: float) -> TrainResult:
         result.oof_any[y_any & result.val_is_gold & ~lex], result.oof_any[neg_mask], lex[neg_mask],
         leak_budget, tc.get("false_block_target"), tc.get("label_noise_quantile"),
         tc.get("label_noise_max_share", 0.1),
+        result.calibration.get("any", {}).get("false_block_target_floor"),
     )  # fmt: skip
     return replace(result, bundle=replace(b, any_threshold=t_any))
 

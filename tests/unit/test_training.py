@@ -497,10 +497,34 @@ def test_unused_false_block_lowers_the_threshold_to_the_target() -> None:
     assert lower_to_false_block(0.95, clean[:0], none[:0], 0.3) == 0.95
 
 
+def test_the_false_block_target_lowers_the_threshold_no_further_than_its_floor() -> None:
+    from experiments.training import any_threshold
+
+    pos = np.array([0.99, 0.98, 0.97, 0.96])
+    clean = np.array([0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02])
+    none = np.zeros(10, dtype=bool)
+    args = (pos, clean, none, 0.02, 0.3, None, 0.1)
+    assert any_threshold(*args) == (0.4, 0.96, 0)
+    assert any_threshold(*args, target_floor=0.45)[0] == 0.45
+    assert any_threshold(*args, target_floor=0.1)[0] == 0.4
+    # a floor above the leak budget's threshold never raises it
+    assert any_threshold(*args, target_floor=0.99)[0] == 0.96
+
+
 def test_recalibration_keeps_the_false_block_target_of_training() -> None:
     from experiments.training import recalibrate
 
     res = _train(_examples(), false_block_target=0.3)
     assert res.calibration["any"]["threshold"] < res.calibration["any"]["leak_budget_threshold"]
+    assert res.calibration["any"]["false_block_target_floor"] is None
     again = recalibrate(res, res.bundle.meta["train_config"]["leak_budget"])
     assert again.bundle.any_threshold == res.bundle.any_threshold
+    # per turn: the floor is the score 30 % / 20 turns of the clean segments reach, and the
+    # threshold stays at or above it; recalibration keeps it
+    per_turn = _train(_examples(), false_block_target=0.3, false_block_target_per_turn=True)
+    cal = per_turn.calibration["any"]
+    assert cal["false_block_target_floor"] is not None
+    assert cal["threshold"] == max(res.bundle.any_threshold, cal["false_block_target_floor"])
+    assert cal["threshold"] > res.bundle.any_threshold
+    again = recalibrate(per_turn, per_turn.bundle.meta["train_config"]["leak_budget"])
+    assert again.bundle.any_threshold == per_turn.bundle.any_threshold
