@@ -493,7 +493,11 @@ def control_breakdown(
     for e in ctrl:
         a, b = comp.spans[e.conversation_id]
         hosts.append(Example(e.conversation_id, e.turns[:a] + e.turns[b:], (), None))
-    _, _, host_verdicts = evaluate_bundle(bundle, hosts, embedder)
+    _, host_batch, host_verdicts = evaluate_bundle(bundle, hosts, embedder)
+    # the host dialogues alone, clean and unchanged, as the threshold moves: the control
+    # false-block no inserted turn can lower
+    host_fb = {p["threshold"]: p["false_block_rate"] for p in curve(bundle, host_batch, hosts)}
+    long_curve = [{**p, "host_false_block_rate": host_fb[p["threshold"]]} for p in long_curve]
     blocked = [v.blocked for v in verdicts]
     by_inserted = 0
     examples: list[str] = []
@@ -847,10 +851,12 @@ def print_variant(name: str, out: dict[str, Any]) -> None:
         )
         best = best_point(lg.get("curve") or [], TARGETS["long"]["leak_rate"])
         if best is not None:
+            hosts = best.get("host_false_block_rate")
             print(
                 f"    lowest control false-block at leak <= {_pct(TARGETS['long']['leak_rate'])}: "
                 f"{_pct(best['false_block_rate'])} (threshold {best['threshold']:.3f}, "
-                f"leak {_pct(best['leak_rate'])})"
+                f"leak {_pct(best['leak_rate'])}"
+                + (f"; the host dialogues alone {_pct(hosts)})" if hosts is not None else ")")
             )
         cb = lg.get("control_false_blocks") or {}
         if cb:

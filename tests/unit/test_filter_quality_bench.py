@@ -3,6 +3,7 @@ variant against the product's training settings."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +54,49 @@ def test_rows_of_slices_every_field_alike() -> None:
     assert r.lexicon_hits == [frozenset({"2"}), frozenset({"3"})]
     assert r.interests.shape == (2, 3) and r.margin.tolist() == [-2.0, -3.0]
     assert r.trigger_turn == [2, 3] and r.turn_scores == [(2.0,), (3.0,)]
+
+
+def test_the_long_curve_separates_what_the_host_dialogues_block_alone() -> None:
+    from benchmarks.filter_quality import control_breakdown
+    from experiments.dataset import Example, Snapshot
+    from experiments.training import TrainConfig, train_filter
+    from labeling.policy import load_policy
+    from labeling.taxonomy import load_taxonomy
+    from targeting.scorer import HashingEmbedder, Lexicon
+
+    cats = ("religion", "health")
+    rng = np.random.default_rng(3)
+    words = ["hotel", "flight", "pasta", "weather", "movie", "shoes", "doctor", "church", "today"]
+    train, evals = [], []
+    for i in range(300):
+        filler = " ".join(rng.choice(words, 4))
+        if i % 5 == 4:  # a clean request: the controls' inserted turns
+            ex = Example(f"c-{i}", (f"user: find me a {filler}",), (), None)
+        elif i % 5 == 0:
+            ex = Example(
+                f"a-{i}", (f"user: I pray at church on sunday {filler}",), ("religion",), None
+            )
+        elif i % 5 == 1:
+            ex = Example(
+                f"a-{i}", (f"user: my doctor treats my illness {filler}",), ("health",), None
+            )
+        else:
+            turns = tuple(f"user: book {w} {filler}" for w in rng.choice(words, 14))
+            if i >= 200 and i % 3 == 0:  # a borderline turn in a clean evaluation dialogue
+                turns = (*turns[:5], f"user: my doctor treats my illness {filler}", *turns[6:])
+            ex = Example(f"b-{i}", turns, (), None)
+        (train if i < 200 else evals).append(ex)
+    lex = Lexicon(dict.fromkeys(cats, ()), dict.fromkeys(cats, ()))
+    emb = HashingEmbedder(32)
+    tax = load_taxonomy(categories=load_policy().categories)
+    res = train_filter(Snapshot(tuple(train), (), cats), tax, emb, config=TrainConfig(),
+                       lexicon=lex)  # fmt: skip
+    out = control_breakdown(res.bundle, evals, emb, 20)
+    pts = out["curve"]
+    assert len(pts) > 5 and out["control_false_blocks"]["n"] > 0
+    # a control is its host plus one neutral turn: it is blocked whenever its host alone is
+    for p in pts:
+        assert 0.0 <= p["host_false_block_rate"] <= p["false_block_rate"] + 1e-12, p
+    # the hosts with the borderline turn (a third of them) are blocked alone; fewer as it rises
+    host = [p["host_false_block_rate"] for p in pts]
+    assert host[0] > 0.2 and all(a >= b for a, b in pairwise(host))
