@@ -39,7 +39,8 @@ it, max over all its segments):
   Both budgets hold for long dialogues too: a floor or prototype threshold is also capped on the
   clean *segments* at ``budget / reference_turns``, so a clean dialogue of ``reference_turns``
   turns is blocked by that rule at most about ``budget`` of the time (a conversation-level cap
-  alone lets a 20-turn dialogue cross it up to 20 times as often as a one-turn request).
+  alone lets a 20-turn dialogue cross it up to 20 times as often as a one-turn request); with
+  too few clean segments to estimate that quantile, at the highest clean segment score.
 * Every rate is reported with its Wilson 95 % interval (``calibration["any"]``, per category).
 
 Interests (conversation level): one logistic regression per interest id with at least
@@ -361,12 +362,14 @@ def segment_cap(
 ) -> float | None:
     """The score that at most ``budget / reference_turns`` of the clean segments reach: a rule
     thresholded there blocks a clean dialogue of ``reference_turns`` turns at most about
-    ``budget`` of the time. None without a reference length or with too few segments to tell."""
-    if reference_turns is None or reference_turns < 1:
+    ``budget`` of the time. With fewer than ``reference_turns / budget`` segments that quantile
+    lies beyond the sample, and the highest clean segment score is the cap (the least it can
+    be). None without a reference length or without clean segments."""
+    if reference_turns is None or reference_turns < 1 or clean_segment_scores.size == 0:
         return None
     q = budget / reference_turns
     if clean_segment_scores.size < math.ceil(1.0 / q):
-        return None
+        return float(np.max(clean_segment_scores))
     return float(np.quantile(clean_segment_scores, 1.0 - q))
 
 

@@ -95,9 +95,15 @@ def test_floor_is_capped_per_clean_segment_for_long_dialogues() -> None:
     assert cap is not None and cap >= 0.7 - 1e-9
     p_dialogue = 1 - (1 - (clean_segments >= cap + 1e-9).mean()) ** 20
     assert p_dialogue <= 0.005
-    # no reference length, or too few segments to estimate a 1-in-4000 quantile: no cap
+    # no reference length, or no clean segment: no cap
     assert segment_cap(clean_segments, 0.005, None) is None
-    assert segment_cap(clean_segments[:1000], 0.005, 20) is None
+    assert segment_cap(clean_segments[:0], 0.005, 20) is None
+    # too few segments to estimate a 1-in-4000 quantile: it lies beyond the sample, so the cap is
+    # at least the highest clean segment score (a floor below it would block a clean segment
+    # seen in training)
+    few = clean_segments[:1000]
+    assert segment_cap(few, 0.005, 20) == few.max()
+    assert segment_cap(few, 0.005, 20) >= float(np.quantile(few, 0.999))
     scores = np.concatenate([np.array([0.9, 0.6, 0.65]), rng.uniform(0.0, 0.5, 200)])
     pos_mask = np.zeros(scores.size, bool)
     pos_mask[:3] = True
