@@ -534,7 +534,10 @@ def part_loso(
         clog: dict[str, Any] = {}
         res, secs = train(snap, taxonomy, policy, embedder, cfg, contrast, clog)
         rep, batch, verdicts = evaluate_bundle(res.bundle, test, embedder)
+        summary = report_summary(rep, policy.categories)
         per[held] = {**rates(test, verdicts), "interest_micro_f1": rep.interest_micro_f1,
+                     "per_category_recall": summary["per_category_recall"],
+                     "per_category_support": summary["per_category_support"],
                      "any_threshold": res.bundle.any_threshold,
                      "curve": curve(res.bundle, batch, test, grid_only=True),
                      "train_s": round(secs, 1), **({"contrast": clog} if clog else {})}  # fmt: skip
@@ -878,6 +881,13 @@ def print_variant(name: str, out: dict[str, Any]) -> None:
                 for k, v in lo["per_source"].items()
             },
         )
+        for k, v in lo["per_source"].items():
+            recall = v.get("per_category_recall") or {}
+            support = v.get("per_category_support") or {}
+            shown = {c: f"{r:.2f} of {int(support.get(c, 0))}" for c, r in recall.items()
+                     if support.get(c)}  # fmt: skip
+            if shown:
+                print(f"     {k} left out, recall per category: {shown}")
     if "speed" in out:
         sp = out["speed"]
         print(

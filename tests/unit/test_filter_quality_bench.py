@@ -1,5 +1,6 @@
-"""benchmarks/filter_quality.py: the curve helpers of the long-dialogue part, and its product
-variant against the product's training settings."""
+"""benchmarks/filter_quality.py: the curve helpers of the long-dialogue part, the host-alone
+curve, the per-category recall of each left-out source, and its product variant against the
+product's training settings."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from benchmarks.filter_quality import PRODUCT_VARIANT, best_point, parse_variant, rows_of
 from labeling.encoders import DEFAULT_ENCODER
@@ -100,3 +102,45 @@ def test_the_long_curve_separates_what_the_host_dialogues_block_alone() -> None:
     # the hosts with the borderline turn (a third of them) are blocked alone; fewer as it rises
     host = [p["host_false_block_rate"] for p in pts]
     assert host[0] > 0.2 and all(a >= b for a, b in pairwise(host))
+
+
+def test_each_left_out_source_reports_its_recall_per_category() -> None:
+    from benchmarks.filter_quality import part_loso
+    from experiments.dataset import Example, Snapshot
+    from experiments.training import TrainConfig
+    from labeling.policy import load_policy
+    from labeling.taxonomy import load_taxonomy
+    from targeting.scorer import HashingEmbedder
+
+    policy = load_policy()
+    rng = np.random.default_rng(5)
+    words = ["hotel", "flight", "pasta", "weather", "movie", "shoes", "today", "later"]
+    by_source: dict[str, list[Example]] = {"a": [], "b": [], "d": []}
+    for i in range(240):
+        filler = " ".join(rng.choice(words, 3))
+        src = "a" if i % 3 == 0 else "d" if i % 3 == 1 else "b"
+        if src == "b":
+            by_source[src].append(Example(f"b-{i}", (f"user: book a {filler}",), (), None))
+        elif i % 2 == 0:
+            text = (
+                f"user: we pray at the temple {filler}"
+                if src == "a"
+                else f"user: my faith {filler}"
+            )
+            by_source[src].append(Example(f"{src}-{i}", (text,), ("religion",), None))
+        else:
+            text = (
+                f"user: my illness got worse {filler}" if src == "a" else f"user: a rash {filler}"
+            )
+            by_source[src].append(Example(f"{src}-{i}", (text,), ("health",), None))
+    snaps = {s: Snapshot(tuple(exs), (), policy.categories) for s, exs in by_source.items()}
+    tax = load_taxonomy(categories=policy.categories)
+    out = part_loso("t", TrainConfig(), snaps, tax, policy, HashingEmbedder(32), only=("d",))
+    d = out["per_source"]["d"]
+    support, recall = d["per_category_support"], d["per_category_recall"]
+    held = by_source["d"]
+    assert support["religion"] == sum("religion" in e.sensitive for e in held) > 0
+    assert support["health"] == sum("health" in e.sensitive for e in held) > 0
+    # one category per held-out conversation: the per-category leaks add up to the overall leak
+    leaked = sum(support[c] * (1.0 - recall[c]) for c in ("religion", "health"))
+    assert leaked == pytest.approx(d["leak_rate"] * d["n_sensitive"])
