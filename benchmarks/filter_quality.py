@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from experiments.composition import source_of  # noqa: E402
+from experiments.composition import ComposedSet, compose_long_dialogues, source_of  # noqa: E402
 from experiments.contrast import (  # noqa: E402
     CheckedPair,
     ContrastPair,
@@ -62,7 +62,7 @@ from experiments.contrast import (  # noqa: E402
     user_turn,
 )
 from experiments.dataset import Example, Snapshot, snapshot_from_records, unit_hash  # noqa: E402
-from experiments.evaluation import EvalReport, evaluate_bundle, evaluate_long_dialogues  # noqa: E402
+from experiments.evaluation import EvalReport, evaluate_bundle, long_dialogue_report  # noqa: E402
 from experiments.registry import default_prototypes  # noqa: E402
 from experiments.training import TrainConfig, TrainResult, train_filter, wilson_interval  # noqa: E402
 from labeling.encoders import DEFAULT_ENCODER, ENCODERS  # noqa: E402
@@ -444,9 +444,14 @@ def part_split(
 
 def part_long(res: TrainResult, snapshot: Snapshot, embedder: Any, n: int) -> dict[str, Any]:
     """One sensitive user turn (from a one-turn example of another source) inserted into the last
-    third of a clean dialogue of 12+ turns; controls with a neutral turn."""
-    ld = evaluate_long_dialogues(res.bundle, list(snapshot.eval), embedder, n=n,
-                                 max_donor_turns=1, max_donor_chars=300)  # fmt: skip
+    third of a clean dialogue of 12+ turns; controls with a neutral turn. Scored once: the rates,
+    their curve as the any-sensitive threshold moves, and why the blocked controls are blocked."""
+    comp = compose_long_dialogues(list(snapshot.eval), n=n, seed=0, max_donor_turns=1,
+                                  max_donor_chars=300, chain_hosts=True)  # fmt: skip
+    both = list(comp.examples)
+    scored = evaluate_bundle(res.bundle, both, embedder) if both else None
+    verdicts = scored[2] if scored else []
+    ld = long_dialogue_report(comp, verdicts)
     ns, nc = ld.n_sensitive, ld.n_controls
     return {
         "n_sensitive": ns,
@@ -458,7 +463,11 @@ def part_long(res: TrainResult, snapshot: Snapshot, embedder: Any, n: int) -> di
         if nc
         else None,
         "trigger_is_inserted_turn": ld.trigger_is_inserted_turn,
-        **control_breakdown(res.bundle, list(snapshot.eval), embedder, n),
+        **(
+            control_breakdown(res.bundle, comp, scored[1], verdicts, embedder)
+            if scored and nc
+            else {}
+        ),
     }
 
 
@@ -472,23 +481,17 @@ def rows_of(batch: ScoreBatch, start: int, stop: int) -> ScoreBatch:
 
 
 def control_breakdown(
-    bundle: FilterBundle, eval_examples: Sequence[Example], embedder: Any, n: int
-) -> dict[str, Any]:
-    """The leak / control false-block curve of (c) as the any-sensitive threshold moves, and why
-    the blocked controls are blocked: by their host dialogue alone (scored without the inserted
-    turn) or by the inserted turn, which rule decided, and a few deciding turns."""
-    from experiments.composition import compose_long_dialogues
-
-    comp = compose_long_dialogues(eval_examples, n=n, seed=0, max_donor_turns=1,
-                                  max_donor_chars=300, chain_hosts=True)  # fmt: skip
+    bundle: FilterBundle, comp: ComposedSet, all_batch: ScoreBatch,
+    all_verdicts: Sequence[ContentVerdict], embedder: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """From the scored long set (``comp.examples``' order): the leak / control false-block curve
+    as the any-sensitive threshold moves, and why the blocked controls are blocked: by their host
+    dialogue alone (scored without the inserted turn) or by the inserted turn, which rule
+    decided, and a few deciding turns."""
     ctrl = list(comp.controls)
-    if not ctrl:
-        return {}
-    both = list(comp.examples)
-    _, all_batch, all_verdicts = evaluate_bundle(bundle, both, embedder)
-    long_curve = curve(bundle, all_batch, both)
+    long_curve = curve(bundle, all_batch, list(comp.examples))
     ns = len(comp.sensitive)
-    batch, verdicts = rows_of(all_batch, ns, len(both)), all_verdicts[ns:]
+    batch, verdicts = rows_of(all_batch, ns, ns + len(ctrl)), all_verdicts[ns:]
     hosts = []
     for e in ctrl:
         a, b = comp.spans[e.conversation_id]

@@ -19,12 +19,15 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from experiments.dataset import Example
 from targeting.scorer import ContentVerdict, FilterBundle, ScoreBatch, TextEmbedder
+
+if TYPE_CHECKING:
+    from experiments.composition import ComposedSet
 
 
 @dataclass
@@ -262,11 +265,19 @@ def evaluate_long_dialogues(
         examples, n=n, seed=seed, max_donor_turns=max_donor_turns,
         max_donor_chars=max_donor_chars, chain_hosts=True,
     )  # fmt: skip
+    verdicts = evaluate_bundle(bundle, list(comp.examples), embedder)[2] if comp.examples else []
+    return long_dialogue_report(comp, verdicts)
+
+
+def long_dialogue_report(
+    comp: ComposedSet, verdicts: Sequence[ContentVerdict]
+) -> LongDialogueReport:
+    """The report of composed long dialogues from their verdicts (in ``comp.examples``' order:
+    the sensitive items, then the controls)."""
     if not comp.examples:
         return LongDialogueReport(0, 0, float("nan"), float("nan"), float("nan"))
-    _, _, v = evaluate_bundle(bundle, list(comp.examples), embedder)
     ns = len(comp.sensitive)
-    sens, ctrl = v[:ns], v[ns:]
+    sens, ctrl = verdicts[:ns], verdicts[ns:]
     hits = []
     for e, x in zip(comp.sensitive, sens, strict=True):
         if x.blocked and x.trigger_turn is not None:

@@ -539,7 +539,8 @@ def _balance_sources(
     (W / W_g) ** power. Each side's total weight is kept."""
     if power <= 0 or not len(w):
         return w
-    src = np.array([source_of(examples[int(seg_owner[int(k)])].conversation_id) for k in idx])
+    conv_src = np.array([source_of(e.conversation_id) for e in examples])
+    src = conv_src[seg_owner[idx]]
     clean = np.array([c == CLEAN for c in cls], dtype=bool)
     out = np.asarray(w, dtype=np.float64).copy()
     for side in (clean, ~clean):

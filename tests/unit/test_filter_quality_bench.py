@@ -59,7 +59,7 @@ def test_rows_of_slices_every_field_alike() -> None:
 
 
 def test_the_long_curve_separates_what_the_host_dialogues_block_alone() -> None:
-    from benchmarks.filter_quality import control_breakdown
+    from benchmarks.filter_quality import part_long
     from experiments.dataset import Example, Snapshot
     from experiments.training import TrainConfig, train_filter
     from labeling.policy import load_policy
@@ -93,7 +93,7 @@ def test_the_long_curve_separates_what_the_host_dialogues_block_alone() -> None:
     tax = load_taxonomy(categories=load_policy().categories)
     res = train_filter(Snapshot(tuple(train), (), cats), tax, emb, config=TrainConfig(),
                        lexicon=lex)  # fmt: skip
-    out = control_breakdown(res.bundle, evals, emb, 20)
+    out = part_long(res, Snapshot(tuple(train), tuple(evals), cats), emb, 20)
     pts = out["curve"]
     assert len(pts) > 5 and out["control_false_blocks"]["n"] > 0
     # a control is its host plus one neutral turn: it is blocked whenever its host alone is
