@@ -22,7 +22,7 @@ Every variant is trained and measured on the same data:
   a machine-translated dev sample (``benchmarks/translate_dev.py``); the language-ID decision
   (``unsupported_language``) is reported separately from the model's judgement.
 
-Variants are ``NAME=key:value,...`` over ``encoder`` (minilm-pairs, the product's default | minilm-q8 | minilm |
+Variants are ``NAME=key:value,...`` over ``encoder`` (minilm-q8, the product's default | minilm-pairs | minilm |
 e5 | e5-nano | none | a NAME given
 by ``--encoder-onnx NAME=DIR``, e.g. a fine-tuned export of ``benchmarks/finetune_encoder.py``) and any
 ``experiments.training.TrainConfig`` field, e.g. ``--variant seg-e5=encoder:e5`` or
@@ -79,7 +79,7 @@ TARGETS = {
 }
 # the product's training (labelloop train's defaults; were the contrast pairs on by default,
 # make bench would pass them for it: --contrast, --contrast-unchecked, --contrast-balanced)
-PRODUCT_VARIANT = "seg-pairs=encoder:minilm-pairs"
+PRODUCT_VARIANT = "seg-q8=encoder:minilm-q8"
 DEFAULT_VARIANTS = [
     "conv-minilm=encoder:minilm,unit:conversation,use_cues:0,mil:0",
     PRODUCT_VARIANT,

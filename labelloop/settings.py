@@ -175,7 +175,7 @@ class Settings(BaseSettings):
     )
     filter_encoder: EncoderName = Field(
         DEFAULT_ENCODER,
-        description="sentence encoder of the targeting filter: minilm-pairs (all-MiniLM-L6-v2 tuned on the contrast pairs, int8 matrix products, one text per call on two threads), minilm-q8 (the untuned network so), minilm (untuned, float products, batched) or e5 (multilingual-e5-small)",
+        description="sentence encoder of the targeting filter: minilm-q8 (all-MiniLM-L6-v2 with int8 matrix products, one text per call on two threads), minilm-pairs (the same tuned on the contrast pairs: fewer false blocks, less leak on unlike sources; docs/filter-quality.md), minilm (untuned, float products, batched) or e5 (multilingual-e5-small)",
     )
     train_silver_precision: float = Field(
         0.8,

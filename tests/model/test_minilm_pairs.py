@@ -1,4 +1,4 @@
-"""The ``minilm-pairs`` encoder (the filter's default): all-MiniLM-L6-v2 tuned on the LLM-written
+"""The ``minilm-pairs`` encoder (``LABELLOOP_FILTER_ENCODER=minilm-pairs``): all-MiniLM-L6-v2 tuned on the LLM-written
 contrast pairs alone, shipped in the package with int8 matrix products, one text per call (needs
 the `models` group installed for the bundled tokenizer)."""
 
@@ -13,7 +13,7 @@ import pytest
 from labeling import assets
 from labeling.assets import AssetError
 from labeling.embeddings import MiniLMEmbedder
-from labeling.encoders import DEFAULT_ENCODER, WORKERS, encoder_from_models_dir
+from labeling.encoders import WORKERS, encoder_from_models_dir
 from tests.support.models import model_unavailable
 
 pytestmark = pytest.mark.model
@@ -50,11 +50,10 @@ def encoders(models_dir: Path) -> tuple[MiniLMEmbedder, MiniLMEmbedder]:
     return tuned, untuned
 
 
-def test_it_is_the_filters_default_and_embeds_one_text_per_call(
+def test_it_embeds_one_text_per_call(
     encoders: tuple[MiniLMEmbedder, MiniLMEmbedder],
 ) -> None:
     tuned, _ = encoders
-    assert DEFAULT_ENCODER == "minilm-pairs"
     assert (tuned.batch_size, tuned.workers) == (1, WORKERS)
     texts = [t for pair in PAIRS for t in pair]
     together = tuned.embed(texts)
