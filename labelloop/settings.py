@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     filter_onnx_threads: int | None = Field(
         None,
         ge=1,
-        description="threads of the filter's encoder per worker: concurrent one-thread calls for minilm and minilm-q8, onnxruntime threads per call for e5 (unset: 2)",
+        description="threads of the filter's encoder per worker: concurrent one-thread calls for minilm, minilm-q8 and minilm-pairs, onnxruntime threads per call for e5 (unset: 2)",
     )
 
     # MLflow / Prefect URLs (default: the local stack)
@@ -175,7 +175,7 @@ class Settings(BaseSettings):
     )
     filter_encoder: EncoderName = Field(
         DEFAULT_ENCODER,
-        description="sentence encoder of the targeting filter: minilm-q8 (all-MiniLM-L6-v2 with int8 matrix products, one text per call on two threads), minilm (the same in float products, batched) or e5 (multilingual-e5-small)",
+        description="sentence encoder of the targeting filter: minilm-q8 (all-MiniLM-L6-v2 with int8 matrix products, one text per call on two threads), minilm-pairs (the same network tuned on the contrast pairs, built from a shipped weight delta), minilm (untuned, float products, batched) or e5 (multilingual-e5-small)",
     )
     train_silver_precision: float = Field(
         0.8,
