@@ -607,6 +607,7 @@ def ensure_minilm_pairs_model(models_dir: Path, *, full_verify: bool = False) ->
     import onnxruntime as ort
 
     from labeling.minilm_q8 import (
+        DITHER_SEED,
         Q8_DERIVATION_VERSION,
         Q8_ONNX_FILENAME,
         Q8_TOKENIZER_FILENAME,
@@ -617,6 +618,7 @@ def ensure_minilm_pairs_model(models_dir: Path, *, full_verify: bool = False) ->
         "source_sha256": EMBEDDING_ONNX_SHA256,
         "tokenizer_sha256": EMBEDDING_TOKENIZER_SHA256,
         "delta_sha256": PAIRS_DELTA_SHA256,
+        "dither_seed": DITHER_SEED,
         "derivation_version": Q8_DERIVATION_VERSION,
         "onnxruntime": ort.__version__,
     }

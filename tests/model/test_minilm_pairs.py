@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labeling import assets
+from labeling import assets, minilm_q8
 from labeling.assets import AssetError
 from labeling.embeddings import MiniLMEmbedder
 from labeling.encoders import WORKERS, encoder_from_models_dir
@@ -95,6 +95,7 @@ def test_the_build_records_the_delta_it_was_made_from(
     tuned, _ = encoders
     manifest = json.loads((models_dir / assets.MINILM_PAIRS_DIRNAME / "manifest.json").read_text())
     assert manifest["delta_sha256"] == assets.PAIRS_DELTA_SHA256
+    assert manifest["dither_seed"] == minilm_q8.DITHER_SEED
     assert manifest["source_sha256"] == assets.EMBEDDING_ONNX_SHA256
     assert manifest["files"]["model.onnx"]["sha256"] == assets.sha256_file(tuned.onnx_path)
 
