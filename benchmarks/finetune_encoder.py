@@ -520,9 +520,9 @@ def delta(args: argparse.Namespace) -> int:
         raise SystemExit(f"{args.base} and {args.tuned} are not the same network")
     out: dict[str, Any] = {}
     for name in sorted(base):
-        change = (tuned[name] - base[name]).astype(np.float64)
         if name in ("embeddings.word_embeddings.weight", "embeddings.token_type_embeddings.weight"):
             continue
+        change = (tuned[name] - base[name]).astype(np.float64)
         if not change.any():
             continue
         if change.ndim == 1:
@@ -541,32 +541,24 @@ def delta(args: argparse.Namespace) -> int:
         np.savez_compressed(fh, **out)
     print(f"{args.out}: {len(out)} arrays, {args.out.stat().st_size / 1e6:.2f} MB")
     # how much of the change survives, on the vectors of the contrast pairs' texts
-    import onnxruntime as ort
-    from tokenizers import Tokenizer
+    import tempfile
 
-    tok = Tokenizer.from_file(str(args.tokenizer))
+    from labeling.embeddings import MiniLMEmbedder
+
     texts = []
     for line in (ROOT / "labeling" / "data" / "contrast_pairs.jsonl").open(encoding="utf-8"):
         r = json.loads(line)
         texts += [t for t in (r.get("sensitive"), r.get("clean")) if t]
 
-    def vectors(model: Any) -> Any:
-        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        rows = []
-        for t in texts:
-            ids = np.array([tok.encode(t).ids[:128]], dtype=np.int64)
-            feed = {"input_ids": ids, "attention_mask": np.ones_like(ids),
-                    "token_type_ids": np.zeros_like(ids)}  # fmt: skip
-            v = sess.run(None, feed)[0][0].mean(axis=0)
-            rows.append(v / np.linalg.norm(v))
-        return np.stack(rows)
+    def vectors(onnx_file: Path) -> Any:
+        return MiniLMEmbedder(onnx_file, args.tokenizer, max_length=128, batch_size=1).embed(texts)
 
-    before = vectors(base_model)
-    after = vectors(onnx.load(str(args.tuned)))
-    approx_model = onnx.load(str(args.base))
+    before, after = vectors(args.base), vectors(args.tuned)
     with np.load(args.out) as stored:
-        apply_delta(approx_model, {k: stored[k] for k in stored.files})
-    approx = vectors(approx_model)
+        apply_delta(base_model, {k: stored[k] for k in stored.files})
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx.save(base_model, str(Path(tmp) / "approx.onnx"))
+        approx = vectors(Path(tmp) / "approx.onnx")
     moved, kept = after - before, approx - before
     print(f"{len(texts)} texts: cosine untuned -> tuned {np.mean(np.sum(before * after, 1)):.4f}; "
           f"delta -> tuned mean {np.mean(np.sum(approx * after, 1)):.4f}, "

@@ -573,64 +573,59 @@ def ensure_minilm_q8_model(models_dir: Path, *, full_verify: bool = False) -> tu
     derived from the bundled file (:mod:`labeling.minilm_q8`) into
     ``models_dir/all-MiniLM-L6-v2-q8/`` on first use, or when the source file, the derivation or
     the onnxruntime version differ from the recorded ones."""
-    import onnxruntime as ort
+    from labeling.minilm_q8 import build_minilm_q8
 
-    from labeling.minilm_q8 import (
-        Q8_DERIVATION_VERSION,
-        Q8_ONNX_FILENAME,
-        Q8_TOKENIZER_FILENAME,
-        build_minilm_q8,
+    return _ensure_minilm_derived(
+        models_dir, MINILM_Q8_DIRNAME, {}, build_minilm_q8, full_verify=full_verify
     )
-
-    expected = {
-        "source_sha256": EMBEDDING_ONNX_SHA256,
-        "tokenizer_sha256": EMBEDDING_TOKENIZER_SHA256,
-        "derivation_version": Q8_DERIVATION_VERSION,
-        "onnxruntime": ort.__version__,
-    }
-
-    def build(tmp: Path) -> None:  # only when no good build is in place
-        build_minilm_q8(*ensure_embedding_model(models_dir), tmp)
-
-    onnx, tok = _ensure_built(
-        models_dir, MINILM_Q8_DIRNAME, expected, (Q8_ONNX_FILENAME, Q8_TOKENIZER_FILENAME),
-        build, full_verify=full_verify,
-    )  # fmt: skip
-    return onnx, tok
 
 
 def ensure_minilm_pairs_model(models_dir: Path, *, full_verify: bool = False) -> tuple[Path, Path]:
     """Return ``(model.onnx, tokenizer.json)`` of all-MiniLM-L6-v2 tuned on the contrast pairs:
     the bundled network's weights folded to float plus the shipped delta (sha256-verified), with
     int8 matrix products, derived into ``models_dir/all-MiniLM-L6-v2-pairs-q8/`` like
-    :func:`ensure_minilm_q8_model`."""
+    :func:`ensure_minilm_q8_model`; also rebuilt when the delta or the rounding seed differ."""
+    from labeling.minilm_q8 import DITHER_SEED, build_minilm_tuned
+
+    def build(source: Path, tokenizer: Path, out_dir: Path) -> None:
+        delta = verify_sha256(PAIRS_DELTA_FILE, PAIRS_DELTA_SHA256)
+        build_minilm_tuned(source, tokenizer, delta, out_dir)
+
+    extra = {"delta_sha256": PAIRS_DELTA_SHA256, "dither_seed": DITHER_SEED}
+    return _ensure_minilm_derived(
+        models_dir, MINILM_PAIRS_DIRNAME, extra, build, full_verify=full_verify
+    )
+
+
+def _ensure_minilm_derived(
+    models_dir: Path,
+    dirname: str,
+    extra: dict[str, Any],
+    build: Callable[[Path, Path, Path], None],
+    *,
+    full_verify: bool,
+) -> tuple[Path, Path]:
+    """``models_dir/dirname/(model.onnx, tokenizer.json)``, made by ``build(source onnx,
+    tokenizer, out_dir)`` from the bundled MiniLM files; the manifest records those files, the
+    derivation version, the onnxruntime version and ``extra``."""
     import onnxruntime as ort
 
-    from labeling.minilm_q8 import (
-        DITHER_SEED,
-        Q8_DERIVATION_VERSION,
-        Q8_ONNX_FILENAME,
-        Q8_TOKENIZER_FILENAME,
-        build_minilm_tuned,
-    )
+    from labeling.minilm_q8 import Q8_DERIVATION_VERSION, Q8_ONNX_FILENAME, Q8_TOKENIZER_FILENAME
 
     expected = {
         "source_sha256": EMBEDDING_ONNX_SHA256,
         "tokenizer_sha256": EMBEDDING_TOKENIZER_SHA256,
-        "delta_sha256": PAIRS_DELTA_SHA256,
-        "dither_seed": DITHER_SEED,
+        **extra,
         "derivation_version": Q8_DERIVATION_VERSION,
         "onnxruntime": ort.__version__,
     }
 
-    def build(tmp: Path) -> None:  # only when no good build is in place
-        delta = verify_sha256(PAIRS_DELTA_FILE, PAIRS_DELTA_SHA256)
-        source, tokenizer = ensure_embedding_model(models_dir)
-        build_minilm_tuned(source, tokenizer, delta, tmp)
+    def run(tmp: Path) -> None:  # only when no good build is in place
+        build(*ensure_embedding_model(models_dir), tmp)
 
     onnx, tok = _ensure_built(
-        models_dir, MINILM_PAIRS_DIRNAME, expected, (Q8_ONNX_FILENAME, Q8_TOKENIZER_FILENAME),
-        build, full_verify=full_verify,
+        models_dir, dirname, expected, (Q8_ONNX_FILENAME, Q8_TOKENIZER_FILENAME), run,
+        full_verify=full_verify,
     )  # fmt: skip
     return onnx, tok
 

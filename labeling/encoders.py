@@ -65,10 +65,10 @@ def load_encoder(name: str, onnx: Path, tokenizer: Path, *, max_length: int = 12
             intra_op_num_threads=1,
         )  # fmt: skip
     if name in ("minilm-q8", "minilm-pairs"):
-        from labeling.assets import sha256_file
+        from labeling.assets import MINILM_PAIRS_DIRNAME, MINILM_Q8_DIRNAME, sha256_file
         from labeling.embeddings import MiniLMEmbedder
 
-        stem = "all-MiniLM-L6-v2-q8" if name == "minilm-q8" else "all-MiniLM-L6-v2-pairs-q8"
+        stem = MINILM_Q8_DIRNAME if name == "minilm-q8" else MINILM_PAIRS_DIRNAME
         return MiniLMEmbedder(
             onnx, tokenizer, max_length=max_length, batch_size=1, workers=WORKERS,
             intra_op_num_threads=1, model_id=f"{stem}-onnx@{sha256_file(onnx)[:12]}",

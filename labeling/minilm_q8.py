@@ -108,11 +108,16 @@ def apply_delta(model: Any, delta: Mapping[str, np.ndarray]) -> int:
     """Add ``delta`` (as stored: :func:`delta_tensors`) to ``model``'s float initializers in
     place; return how many tensors changed. Every tensor of the delta must name a parameter of
     the model with the same shape."""
+    return len(_add_changes(model, delta_tensors(delta)))
+
+
+def _add_changes(model: Any, changes: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:func:`apply_delta` on changes already multiplied out; returns the changed initializers'
+    new weights by initializer name."""
     from onnx import numpy_helper
 
     names = parameter_initializers(model)
     by_name = {i.name: i for i in model.graph.initializer}
-    changes = delta_tensors(delta)
     unknown = sorted(set(changes) - set(names))
     if unknown:
         raise DeltaError(f"delta names {len(unknown)} parameters the network lacks: {unknown[:3]}")
@@ -124,10 +129,12 @@ def apply_delta(model: Any, delta: Mapping[str, np.ndarray]) -> int:
                 f"delta of {param}: shape {change.shape}, the network's {weight.shape} "
                 f"({weight.dtype}; a float network is expected)"
             )
+    new: dict[str, np.ndarray] = {}
     for param, change in changes.items():
         init = by_name[names[param]]
-        init.CopyFrom(numpy_helper.from_array(weights[param] + change, init.name))
-    return len(changes)
+        new[init.name] = weights[param] + change
+        init.CopyFrom(numpy_helper.from_array(new[init.name], init.name))
+    return new
 
 
 def build_minilm_q8(source_onnx: Path, tokenizer: Path, out_dir: Path) -> None:
@@ -164,13 +171,7 @@ def build_minilm_tuned(source_onnx: Path, tokenizer: Path, delta: Path, out_dir:
     _fold(source_onnx, folded)
     model = onnx.load(str(folded))
     with np.load(delta) as stored:
-        changes = {k: stored[k] for k in stored.files}
-    apply_delta(model, changes)
-    names = parameter_initializers(model)
-    changed = {names[p] for p in delta_tensors(changes)}
-    floats = {
-        i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name in changed
-    }
+        floats = _add_changes(model, delta_tensors({k: stored[k] for k in stored.files}))
     onnx.save(model, str(folded))
     quantised = out_dir / Q8_ONNX_FILENAME
     _quantise(folded, quantised)
