@@ -114,6 +114,13 @@ class TrainConfig:
     # passing is not)
     cue_short_weight: float = 0.0
     use_lexicon: bool = True
+    # the leak budget is a share of all plausible sensitive training conversations, those the
+    # vocabulary blocks counted as caught; off: a share of those it does not block (a better
+    # vocabulary then lowers the threshold: the positives left are the harder ones)
+    leak_budget_counts_vocabulary: bool = True
+    # identity statements of the vocabulary ("I'm a South Asian person", "my gay friend") block
+    # like its keywords (``targeting.scorer.IdentityRule``); off: the keywords alone
+    use_identities: bool = True
     tfidf_max_features: int = 50_000
     tfidf_ngram_max: int = 2
     char_tfidf_max_features: int = 100_000
@@ -252,13 +259,19 @@ def any_threshold(
     noise_quantile: float | None,
     noise_max_share: float,
     target_floor: float | None = None,
+    pos_blocked: int = 0,
 ) -> tuple[float, float, int]:
     """The any-sensitive threshold from out-of-fold scores (``pos``: gold positives the
-    vocabulary does not block; ``neg``: gold negatives, ``neg_blocked`` those it blocks):
-    (threshold, the leak budget's threshold, suspected label errors set aside). The false-block
-    target lowers the threshold no further than ``target_floor``."""
+    vocabulary does not block; ``pos_blocked``: how many it does; ``neg``: gold negatives,
+    ``neg_blocked`` those it blocks): (threshold, the leak budget's threshold, suspected label
+    errors set aside). The leak budget is a share of all plausible positives, those the
+    vocabulary blocks counted as caught. The false-block target lowers the threshold no further
+    than ``target_floor``."""
     plausible, suspects = _plausible_positives(pos, neg, noise_quantile, noise_max_share)
-    t_leak = calibrate_recall_threshold(plausible, 1.0 - leak_budget) if plausible.size else 1.01
+    t_leak = 1.01
+    if plausible.size:
+        share = (pos_blocked + plausible.size) / plausible.size
+        t_leak = calibrate_recall_threshold(plausible, max(1e-9, 1.0 - leak_budget * share))
     t_any = t_leak
     if false_block_target is not None:
         t_any = lower_to_false_block(t_leak, neg, neg_blocked, false_block_target)
@@ -705,6 +718,7 @@ def train_filter(
         cue_short_weight=config.cue_short_weight if config.use_cues else 0.0, lexicon=keywords,
         cues={c: lex.cues.get(c, ()) for c in cats}, embedding_model_id=embedding_model_id,
         cue_not_before={c: w for c, w in lex.cue_not_before.items() if c in cats},
+        identity_rule=lex.identities if config.use_lexicon and config.use_identities else None,
         embed_max_length=config.embed_max_length, segment_chars=config.segment_chars,
         unit=config.unit, uses_embeddings=emb_obj is not None, encoder=encoder,
     )  # fmt: skip
@@ -845,6 +859,7 @@ def train_filter(
         oof_any[pos_mask & ~lex_any], oof_any[neg_mask], lex_any[neg_mask], config.leak_budget,
         config.false_block_target, config.label_noise_quantile, config.label_noise_max_share,
         target_floor,
+        int((pos_mask & lex_any).sum()) if config.leak_budget_counts_vocabulary else 0,
     )  # fmt: skip
     bundle.any_threshold = t_any
     blocked = (oof_any >= t_any) | lex_any
@@ -917,6 +932,7 @@ def train_filter(
         "leak_budget_threshold": t_leak,
         "false_block_target_floor": target_floor,
         "suspect_positives": suspects,
+        "vocabulary_blocked_positives": int((pos_mask & lex_any).sum()),
         "leak": _rate(~blocked[pos_mask]),
         "false_block": _rate(blocked[neg_mask]),
     }
@@ -1071,11 +1087,13 @@ def recalibrate(result: TrainResult, leak_budget: float) -> TrainResult:
     y_any = result.val_labels.any(axis=1)
     neg_mask = ~y_any & result.val_is_gold
     tc = b.meta.get("train_config") or {}
+    pos = y_any & result.val_is_gold
     t_any, _, _ = any_threshold(
-        result.oof_any[y_any & result.val_is_gold & ~lex], result.oof_any[neg_mask], lex[neg_mask],
+        result.oof_any[pos & ~lex], result.oof_any[neg_mask], lex[neg_mask],
         leak_budget, tc.get("false_block_target"), tc.get("label_noise_quantile"),
         tc.get("label_noise_max_share", 0.1),
         result.calibration.get("any", {}).get("false_block_target_floor"),
+        int((pos & lex).sum()) if tc.get("leak_budget_counts_vocabulary", False) else 0,
     )  # fmt: skip
     return replace(result, bundle=replace(b, any_threshold=t_any))
 

@@ -44,6 +44,7 @@ class LexiconTurnScorer:
             cues=dict(lexicon.cues),
             cue_weight=1.0,
             cue_not_before=dict(lexicon.cue_not_before),
+            identity_rule=lexicon.identities,
         )
         self.source = "sensitive vocabulary (no filter model yet)"
 

@@ -20,8 +20,9 @@ the whole conversation, wherever it is.
   examples, embedded) instead.
 * Decision: a conversation is blocked when, in any of its segments, ``P(any)`` reaches the
   any-sensitive threshold, or a category's score reaches that category's floor threshold, or a
-  keyword of the lexicon (``keywords``: specific phrases) occurs. The segment that decided is
-  reported as the triggering turn (audit only).
+  keyword of the lexicon (``keywords``: specific phrases) or an identity statement
+  (``identities``: "I'm a South Asian person", "my gay friend"; ``IdentityRule``) occurs. The
+  segment that decided is reported as the triggering turn (audit only).
 * Interests are judged on the whole conversation: the mean of its segment embeddings plus TF-IDF
   of the conversation text; one logistic regression per interest id, per-label thresholds.
 """
@@ -68,11 +69,76 @@ class Classifier(Protocol):
 class Lexicon:
     """``keywords`` block on sight; ``cues`` are counted as features (see the module doc);
     ``cue_not_before``: words that, right after a category's cue, make it not count ("chinese
-    food", "indian restaurant": a cuisine, not a person's ethnicity)."""
+    food", "indian restaurant": a cuisine, not a person's ethnicity); ``identities``: identity
+    statements, blocking (``IdentityRule``)."""
 
     keywords: dict[str, tuple[str, ...]]
     cues: dict[str, tuple[str, ...]]
     cue_not_before: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    identities: IdentityRule | None = None
+
+
+IDENTITY_FRAME_KEYS = ("self", "other", "fillers", "people", "clause_words")
+
+
+def _alternation(words: Sequence[str]) -> str:
+    """A regex alternation of words / phrases (longest first; any whitespace or hyphen between
+    the words of a phrase)."""
+    alts = sorted({w.strip().lower() for w in words if w.strip()}, key=len, reverse=True)
+    return "|".join(r"[\s-]+".join(re.escape(p) for p in re.split(r"[\s-]+", a)) for a in alts)
+
+
+@dataclass
+class IdentityRule:
+    """Identity statements: a person or group described by a term of a category's identities
+    ("I'm a South Asian person", "as a Muslim", "my friend who is deaf", "gay people"). Blocking,
+    like the keywords, but written as frames x terms instead of every phrase:
+
+    * a ``self`` frame ("i'm", "as a", "being") or an ``other`` frame ("who is", "she's", "are"),
+      then any of the ``fillers`` ("a", "not", "currently"), then the term, then the end of the
+      clause (punctuation, the end of the text, or one of the ``clause_words``: "and", "but") or
+      one of the ``people`` nouns ("person", "people", "friend");
+    * or the term right before one of the ``people`` nouns ("Latino people", "deaf person").
+
+    ``ambiguous`` terms ("black", "white", "straight", "conservative") also name colours and
+    everyday things ("the car is black", "a conservative estimate"): they count only before a
+    ``people`` noun or at the end of a clause after a ``self`` frame, never after an ``other``
+    frame. English frames."""
+
+    frames: dict[str, tuple[str, ...]]
+    terms: dict[str, tuple[str, ...]]
+    ambiguous: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _patterns: dict[str, re.Pattern[str]] | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_patterns": None}
+
+    def _compile(self) -> dict[str, re.Pattern[str]]:
+        f = {k: _alternation(self.frames.get(k, ())) for k in IDENTITY_FRAME_KEYS}
+        people = rf"(?:{f['people']})" if f["people"] else r"(?!)"
+        fill = rf"(?:\s+(?:{f['fillers']}))*" if f["fillers"] else ""
+        clause = rf"|\s+(?:{f['clause_words']})\b" if f["clause_words"] else ""
+        end = rf"(?=\s*(?:[.,!?;:)\"]|${clause}))"
+        out: dict[str, re.Pattern[str]] = {}
+        for cat in sorted(set(self.terms) | set(self.ambiguous)):
+            plain = _alternation(self.terms.get(cat, ()))
+            every = _alternation([*self.terms.get(cat, ()), *self.ambiguous.get(cat, ())])
+            if not every:
+                continue
+            pats = [rf"\b(?:{every})[\s-]+{people}\b"]
+            if f["self"]:
+                pats.append(rf"\b(?:{f['self']}){fill}\s+(?:{every})(?:{end}|\s+{people}\b)")
+            if f["other"] and plain:
+                pats.append(rf"\b(?:{f['other']}){fill}\s+(?:{plain}){end}")
+            out[cat] = re.compile("|".join(f"(?:{p})" for p in pats), re.IGNORECASE)
+        return out
+
+    def hits(self, text: str) -> frozenset[str]:
+        """The categories whose identity statements occur in ``text``."""
+        if self._patterns is None:
+            self._patterns = self._compile()
+        text = text.replace("\u2019", "'")  # a typographic apostrophe: "I\u2019m"
+        return frozenset(c for c, p in self._patterns.items() if p.search(text))
 
 
 def _terms(p: Path, cat: str, spec: Any, key: str) -> tuple[str, ...]:
@@ -101,11 +167,30 @@ def load_lexicon_file(path: Path | None = None, categories: Sequence[str] | None
     for c, words in after.items():
         if any(len(words_of(w.replace("*", ""))) != 1 for w in words):
             raise ValueError(f"{p}: category {c!r}: cue_not_before takes single words")
+    ident = {str(c): _terms(p, str(c), spec, "identities") for c, spec in cats.items()}
+    ambig = {str(c): _terms(p, str(c), spec, "identities_ambiguous") for c, spec in cats.items()}
     if categories is not None:
         kw = {c: kw.get(c, ()) for c in categories}
         cues = {c: cues.get(c, ()) for c in categories}
         after = {c: after.get(c, ()) for c in categories}
-    return Lexicon(kw, cues, {c: w for c, w in after.items() if w})
+        ident = {c: ident.get(c, ()) for c in categories}
+        ambig = {c: ambig.get(c, ()) for c in categories}
+    rule = None
+    if any(ident.values()) or any(ambig.values()):
+        frames = doc.get("identity_frames")
+        if not isinstance(frames, dict) or not frames.get("self") or not frames.get("people"):
+            raise ValueError(
+                f"{p}: identities need 'identity_frames' with at least 'self' and 'people' lists"
+            )
+        unknown = sorted(set(frames) - set(IDENTITY_FRAME_KEYS))
+        if unknown:
+            raise ValueError(f"{p}: identity_frames: unknown keys {unknown}")
+        rule = IdentityRule(
+            {k: _terms(p, "identity_frames", frames, k) for k in IDENTITY_FRAME_KEYS},
+            {c: t for c, t in ident.items() if t},
+            {c: t for c, t in ambig.items() if t},
+        )
+    return Lexicon(kw, cues, {c: w for c, w in after.items() if w}, rule)
 
 
 def load_lexicon(
@@ -360,6 +445,7 @@ class FilterBundle:
     cues: dict[str, tuple[str, ...]]
     embedding_model_id: str
     cue_not_before: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    identity_rule: IdentityRule | None = None  # blocking identity statements
     cue_short_weight: float = 0.0  # scale of the short-segment cue features (0: not used)
     embed_max_length: int = 128
     encoder: str = "minilm"  # labeling.encoders name of the sentence encoder (serving loads it)
@@ -381,6 +467,7 @@ class FilterBundle:
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("cue_not_before", {})  # models pickled before the fields existed
         state.setdefault("cue_short_weight", 0.0)
+        state.setdefault("identity_rule", None)
         self.__dict__.update(state)
 
     @classmethod
@@ -402,7 +489,10 @@ class FilterBundle:
     def lexicon_hits(self, text: str) -> frozenset[str]:
         if self._keyword_matcher is None:
             self._keyword_matcher = TermMatcher(self.lexicon)
-        return self._keyword_matcher.hits(text)
+        hits = self._keyword_matcher.hits(text)
+        if self.identity_rule is not None:
+            hits |= self.identity_rule.hits(text) & frozenset(self.categories)
+        return hits
 
     def cue_counts(self, texts: Sequence[str]) -> npt.NDArray[np.float64]:
         """(n, C) number of cue-term matches per category (capped at 3)."""

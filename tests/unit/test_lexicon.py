@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from labeling.policy import load_policy
-from targeting.scorer import FilterBundle, TermMatcher, load_lexicon_file, short_cues
+from targeting.scorer import (
+    FilterBundle,
+    IdentityRule,
+    TermMatcher,
+    load_lexicon_file,
+    short_cues,
+)
 
 CATS = load_policy().categories
 
@@ -100,3 +106,92 @@ def test_short_segment_cues_weigh_a_cue_by_how_short_its_segment_is() -> None:
     assert short[1, rel] == 2.0 * 12 / 64  # 64 words: 12/64 of it
     assert not short[2].any()
     assert np.array_equal(short, 2.0 * short_cues(bundle.cue_counts(texts), texts))
+
+
+# ------------------------------------------------------------------------- identity statements
+FRAMES = {
+    "self": ("i'm", "as a", "being"), "other": ("who is", "is"), "fillers": ("a", "not", "currently"),
+    "people": ("person", "people", "friend"), "clause_words": ("and",),
+}  # fmt: skip
+
+
+def test_identity_statements_frames_fillers_people_and_clause_ends() -> None:
+    rule = IdentityRule(FRAMES, {"ethnicity": ("south asian",), "health": ("deaf",)})
+    hit = rule.hits
+    assert hit("Hi I'm a South Asian person.") == {"ethnicity"}
+    assert hit("I'm currently south-asian") == {"ethnicity"}  # end of text, hyphen for space
+    assert hit("i’m not South Asian, sorry") == {"ethnicity"}  # typographic apostrophe
+    assert hit("my friend who is deaf and I") == {"health"}  # other frame, clause word
+    assert hit("we met a deaf person") == {"health"}  # term before a people noun
+    assert hit("I'm South Asian and I'm deaf.") == {"ethnicity", "health"}
+    # no frame, no people noun, or the clause goes on: no identity statement
+    assert hit("South Asian cuisine is great") == frozenset()
+    assert hit("I'm deaf to your excuses") == frozenset()
+    assert hit("being south asian food lovers") == frozenset()
+
+
+def test_ambiguous_terms_count_only_after_self_frames_or_before_people_nouns() -> None:
+    rule = IdentityRule(FRAMES, {}, {"ethnicity": ("black",), "health": ("disabled",)})
+    assert rule.hits("the car is black.") == frozenset()  # other frame: a colour
+    assert rule.hits("this feature is disabled.") == frozenset()
+    assert rule.hits("I'm black.") == {"ethnicity"}
+    assert rule.hits("as a black person") == {"ethnicity"}
+    assert rule.hits("parking for disabled people") == {"health"}
+    assert rule.hits("a black coat and disabled cookies") == frozenset()
+
+
+def test_the_shipped_identity_statements_block_and_keep_everyday_talk() -> None:
+    lex = load_lexicon_file(categories=CATS)
+    assert lex.identities is not None
+    bundle = FilterBundle.empty(CATS, lexicon=dict(lex.keywords), identity_rule=lex.identities)
+    for text, cat in [
+        ("Hi I'm a Pacific Islander person.", "ethnicity"),
+        ("I have a friend who is hard-of-hearing.", "health"),
+        ("What do you think about Southeast Asian people?", "ethnicity"),
+        ("I love being Democrat.", "political_views"),
+        ("As a Muslim, which restaurants are open at night?", "religion"),
+        ("My gay friend wants a playlist for his party", "sexual_orientation"),
+        ("I wonder what it'd be like to be a Catholic.", "religion"),
+    ]:
+        assert cat in bundle.lexicon_hits(text), text
+    for text in [
+        "the dress has to be black.",
+        "a conservative estimate of the cost",
+        "Is this dish vegan?",
+        "which movies are gay-friendly",
+        "the meeting room is disabled for now",
+        "I'm liberal with the salt",
+        "I'm straight out of ideas",
+        "a white wine for dinner",
+        "the Democratic primary schedule",
+    ]:
+        assert not lex.identities.hits(text), text
+
+
+def test_identities_need_frames_and_known_frame_keys(tmp_path: Path) -> None:
+    p = tmp_path / "lex.yaml"
+    p.write_text("categories:\n  health:\n    identities: [deaf]\n")
+    with pytest.raises(ValueError, match="identity_frames"):
+        load_lexicon_file(p)
+    p.write_text(
+        "identity_frames:\n  self: [i'm]\n  people: [person]\n  others: [is]\n"
+        "categories:\n  health:\n    identities: [deaf]\n"
+    )
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_lexicon_file(p)
+
+
+def test_identity_rule_survives_pickling_and_older_models_load_without_it() -> None:
+    import pickle
+
+    rule = IdentityRule(FRAMES, {"religion": ("muslim",)})
+    bundle = FilterBundle.empty(CATS, identity_rule=rule)
+    assert bundle.lexicon_hits("as a Muslim") == {"religion"}  # compiles the patterns
+    back = pickle.loads(pickle.dumps(bundle))
+    assert back.identity_rule is not None and back.identity_rule._patterns is None
+    assert back.lexicon_hits("as a Muslim") == {"religion"}
+    state = bundle.__getstate__()
+    del state["identity_rule"]
+    old = FilterBundle.__new__(FilterBundle)
+    old.__setstate__(state)
+    assert old.identity_rule is None and old.lexicon_hits("as a Muslim") == frozenset()

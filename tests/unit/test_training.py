@@ -517,6 +517,21 @@ def test_the_false_block_target_lowers_the_threshold_no_further_than_its_floor()
     assert any_threshold(*args, target_floor=0.99)[0] == 0.96
 
 
+def test_positives_the_vocabulary_blocks_count_as_caught_in_the_leak_budget() -> None:
+    from experiments.training import any_threshold
+
+    pos = np.linspace(0.99, 0.50, 50)  # 50 positives the vocabulary does not block
+    clean = np.full(20, 0.01)
+    none = np.zeros(20, dtype=bool)
+    args = (pos, clean, none, 0.02, None, None, 0.1, None)
+    # alone: 2 % of 50 may leak -> 49 must be caught: the 49th highest score
+    assert any_threshold(*args)[0] == pos[48]
+    # 50 more that the vocabulary blocks: 2 % of 100 = 2 may leak, all among the 50 -> the 48th
+    assert any_threshold(*args, pos_blocked=50)[0] == pos[47]
+    # the vocabulary blocking nearly all: the threshold still catches the highest-scoring one
+    assert any_threshold(*args, pos_blocked=10_000)[0] == pos[0]
+
+
 def test_recalibration_keeps_the_false_block_target_of_training() -> None:
     from experiments.training import recalibrate
 
