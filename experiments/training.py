@@ -847,6 +847,7 @@ def train_filter(
     lex_any: npt.NDArray[np.bool_] = np.asarray(lex_conv.any(axis=1), dtype=bool)
     neg_mask = ~y_any & is_gold
     pos_mask = y_any & is_gold
+    vocabulary_pos = int((pos_mask & lex_any).sum())  # sensitive conversations it blocks
     clean_seg = neg_mask[seg_owner]  # segments of clean gold conversations
     calib: dict[str, dict[str, Any]] = {}
     target_floor = None
@@ -859,7 +860,7 @@ def train_filter(
         oof_any[pos_mask & ~lex_any], oof_any[neg_mask], lex_any[neg_mask], config.leak_budget,
         config.false_block_target, config.label_noise_quantile, config.label_noise_max_share,
         target_floor,
-        int((pos_mask & lex_any).sum()) if config.leak_budget_counts_vocabulary else 0,
+        vocabulary_pos if config.leak_budget_counts_vocabulary else 0,
     )  # fmt: skip
     bundle.any_threshold = t_any
     blocked = (oof_any >= t_any) | lex_any
@@ -932,7 +933,7 @@ def train_filter(
         "leak_budget_threshold": t_leak,
         "false_block_target_floor": target_floor,
         "suspect_positives": suspects,
-        "vocabulary_blocked_positives": int((pos_mask & lex_any).sum()),
+        "vocabulary_blocked_positives": vocabulary_pos,
         "leak": _rate(~blocked[pos_mask]),
         "false_block": _rate(blocked[neg_mask]),
     }

@@ -108,29 +108,35 @@ class IdentityRule:
     frames: dict[str, tuple[str, ...]]
     terms: dict[str, tuple[str, ...]]
     ambiguous: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    _patterns: dict[str, re.Pattern[str]] | None = field(default=None, repr=False, compare=False)
+    # per category: its pattern, and the first words of its terms (a text without any of them
+    # cannot match, so the pattern is not tried)
+    _patterns: dict[str, tuple[re.Pattern[str], frozenset[str]]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_patterns": None}
 
-    def _compile(self) -> dict[str, re.Pattern[str]]:
+    def _compile(self) -> dict[str, tuple[re.Pattern[str], frozenset[str]]]:
         f = {k: _alternation(self.frames.get(k, ())) for k in IDENTITY_FRAME_KEYS}
         people = rf"(?:{f['people']})" if f["people"] else r"(?!)"
         fill = rf"(?:\s+(?:{f['fillers']}))*" if f["fillers"] else ""
         clause = rf"|\s+(?:{f['clause_words']})\b" if f["clause_words"] else ""
         end = rf"(?=\s*(?:[.,!?;:)\"]|${clause}))"
-        out: dict[str, re.Pattern[str]] = {}
+        out: dict[str, tuple[re.Pattern[str], frozenset[str]]] = {}
         for cat in sorted(set(self.terms) | set(self.ambiguous)):
+            terms = [*self.terms.get(cat, ()), *self.ambiguous.get(cat, ())]
             plain = _alternation(self.terms.get(cat, ()))
-            every = _alternation([*self.terms.get(cat, ()), *self.ambiguous.get(cat, ())])
+            every = _alternation(terms)
             if not every:
                 continue
+            firsts = frozenset(words_of(t)[0] for t in terms if words_of(t))
             pats = [rf"\b(?:{every})[\s-]+{people}\b"]
             if f["self"]:
                 pats.append(rf"\b(?:{f['self']}){fill}\s+(?:{every})(?:{end}|\s+{people}\b)")
             if f["other"] and plain:
                 pats.append(rf"\b(?:{f['other']}){fill}\s+(?:{plain}){end}")
-            out[cat] = re.compile("|".join(f"(?:{p})" for p in pats), re.IGNORECASE)
+            out[cat] = (re.compile("|".join(f"(?:{p})" for p in pats), re.IGNORECASE), firsts)
         return out
 
     def hits(self, text: str) -> frozenset[str]:
@@ -138,7 +144,10 @@ class IdentityRule:
         if self._patterns is None:
             self._patterns = self._compile()
         text = text.replace("\u2019", "'")  # a typographic apostrophe: "I\u2019m"
-        return frozenset(c for c, p in self._patterns.items() if p.search(text))
+        words = set(words_of(text))
+        return frozenset(
+            c for c, (p, firsts) in self._patterns.items() if words & firsts and p.search(text)
+        )
 
 
 def _terms(p: Path, cat: str, spec: Any, key: str) -> tuple[str, ...]:
@@ -161,20 +170,14 @@ def load_lexicon_file(path: Path | None = None, categories: Sequence[str] | None
     cats = doc.get("categories", doc) if isinstance(doc, dict) else None
     if not isinstance(cats, dict):
         raise ValueError(f"{p}: expected a mapping 'categories: {{name: {{keywords: [...]}}}}'")
-    kw = {str(c): _terms(p, str(c), spec, "keywords") for c, spec in cats.items()}
-    cues = {str(c): _terms(p, str(c), spec, "cues") for c, spec in cats.items()}
-    after = {str(c): _terms(p, str(c), spec, "cue_not_before") for c, spec in cats.items()}
-    for c, words in after.items():
+    keys = ("keywords", "cues", "cue_not_before", "identities", "identities_ambiguous")
+    sec = {k: {str(c): _terms(p, str(c), spec, k) for c, spec in cats.items()} for k in keys}
+    for c, words in sec["cue_not_before"].items():
         if any(len(words_of(w.replace("*", ""))) != 1 for w in words):
             raise ValueError(f"{p}: category {c!r}: cue_not_before takes single words")
-    ident = {str(c): _terms(p, str(c), spec, "identities") for c, spec in cats.items()}
-    ambig = {str(c): _terms(p, str(c), spec, "identities_ambiguous") for c, spec in cats.items()}
     if categories is not None:
-        kw = {c: kw.get(c, ()) for c in categories}
-        cues = {c: cues.get(c, ()) for c in categories}
-        after = {c: after.get(c, ()) for c in categories}
-        ident = {c: ident.get(c, ()) for c in categories}
-        ambig = {c: ambig.get(c, ()) for c in categories}
+        sec = {k: {c: terms.get(c, ()) for c in categories} for k, terms in sec.items()}
+    kw, cues, after, ident, ambig = (sec[k] for k in keys)
     rule = None
     if any(ident.values()) or any(ambig.values()):
         frames = doc.get("identity_frames")
