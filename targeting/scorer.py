@@ -78,7 +78,9 @@ class Lexicon:
     identities: IdentityRule | None = None
 
 
-IDENTITY_FRAME_KEYS = ("self", "other", "fillers", "people", "clause_words")
+IDENTITY_FRAME_KEYS = (
+    "self", "other", "fillers", "people", "clause_words", "having", "having_fillers"
+)  # fmt: skip
 
 
 def _alternation(words: Sequence[str]) -> str:
@@ -103,11 +105,18 @@ class IdentityRule:
     ``ambiguous`` terms ("black", "white", "straight", "conservative") also name colours and
     everyday things ("the car is black", "a conservative estimate"): they count only before a
     ``people`` noun or at the end of a clause after a ``self`` frame, never after an ``other``
-    frame. English frames."""
+    frame.
+
+    ``conditions`` ("depression", "panic attacks", "a drinking problem") are what a person has
+    rather than is: they count after a ``having`` frame ("my", "i suffer from", "diagnosed
+    with", "coping with"; ``having_fillers`` such as "severe", "chronic" between) or after a
+    ``people`` noun and "with" / "who has" ("people with autism", "a friend who has cancer").
+    English frames."""
 
     frames: dict[str, tuple[str, ...]]
     terms: dict[str, tuple[str, ...]]
     ambiguous: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    conditions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # per category: its pattern, and the first words of its terms (a text without any of them
     # cannot match, so the pattern is not tried)
     _patterns: dict[str, tuple[re.Pattern[str], frozenset[str]]] | None = field(
@@ -117,25 +126,40 @@ class IdentityRule:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_patterns": None}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("conditions", {})  # models saved before conditions existed
+        self.__dict__.update(state)
+
     def _compile(self) -> dict[str, tuple[re.Pattern[str], frozenset[str]]]:
         f = {k: _alternation(self.frames.get(k, ())) for k in IDENTITY_FRAME_KEYS}
         people = rf"(?:{f['people']})" if f["people"] else r"(?!)"
         fill = rf"(?:\s+(?:{f['fillers']}))*" if f["fillers"] else ""
         clause = rf"|\s+(?:{f['clause_words']})\b" if f["clause_words"] else ""
         end = rf"(?=\s*(?:[.,!?;:)\"]|${clause}))"
+        hfill = rf"(?:\s+(?:{f['having_fillers']}))*" if f["having_fillers"] else ""
         out: dict[str, tuple[re.Pattern[str], frozenset[str]]] = {}
-        for cat in sorted(set(self.terms) | set(self.ambiguous)):
+        for cat in sorted(set(self.terms) | set(self.ambiguous) | set(self.conditions)):
             terms = [*self.terms.get(cat, ()), *self.ambiguous.get(cat, ())]
+            conds = _alternation(self.conditions.get(cat, ()))
             plain = _alternation(self.terms.get(cat, ()))
             every = _alternation(terms)
-            if not every:
-                continue
-            firsts = frozenset(words_of(t)[0] for t in terms if words_of(t))
-            pats = [rf"\b(?:{every})[\s-]+{people}\b"]
-            if f["self"]:
+            firsts = frozenset(
+                words_of(t)[0] for t in (*terms, *self.conditions.get(cat, ())) if words_of(t)
+            )
+            pats = []
+            if every:
+                pats.append(rf"\b(?:{every})[\s-]+{people}\b")
+            if every and f["self"]:
                 pats.append(rf"\b(?:{f['self']}){fill}\s+(?:{every})(?:{end}|\s+{people}\b)")
             if f["other"] and plain:
                 pats.append(rf"\b(?:{f['other']}){fill}\s+(?:{plain}){end}")
+            if conds:
+                if f["having"]:
+                    pats.append(rf"\b(?:{f['having']}){hfill}\s+(?:{conds})\b")
+                with_ = r"(?:with|who\s+(?:has|have|had|lives?\s+with|suffers?\s+from))"
+                pats.append(rf"\b{people}\s+{with_}{hfill}\s+(?:{conds})\b")
+            if not pats:
+                continue
             out[cat] = (re.compile("|".join(f"(?:{p})" for p in pats), re.IGNORECASE), firsts)
         return out
 
@@ -170,20 +194,28 @@ def load_lexicon_file(path: Path | None = None, categories: Sequence[str] | None
     cats = doc.get("categories", doc) if isinstance(doc, dict) else None
     if not isinstance(cats, dict):
         raise ValueError(f"{p}: expected a mapping 'categories: {{name: {{keywords: [...]}}}}'")
-    keys = ("keywords", "cues", "cue_not_before", "identities", "identities_ambiguous")
+    keys = (
+        "keywords",
+        "cues",
+        "cue_not_before",
+        "identities",
+        "identities_ambiguous",
+        "conditions",
+    )
     sec = {k: {str(c): _terms(p, str(c), spec, k) for c, spec in cats.items()} for k in keys}
     for c, words in sec["cue_not_before"].items():
         if any(len(words_of(w.replace("*", ""))) != 1 for w in words):
             raise ValueError(f"{p}: category {c!r}: cue_not_before takes single words")
     if categories is not None:
         sec = {k: {c: terms.get(c, ()) for c in categories} for k, terms in sec.items()}
-    kw, cues, after, ident, ambig = (sec[k] for k in keys)
+    kw, cues, after, ident, ambig, conds = (sec[k] for k in keys)
     rule = None
-    if any(ident.values()) or any(ambig.values()):
+    if any(ident.values()) or any(ambig.values()) or any(conds.values()):
         frames = doc.get("identity_frames")
         if not isinstance(frames, dict) or not frames.get("self") or not frames.get("people"):
             raise ValueError(
-                f"{p}: identities need 'identity_frames' with at least 'self' and 'people' lists"
+                f"{p}: identities and conditions need 'identity_frames' with at least 'self' and "
+                "'people' lists"
             )
         unknown = sorted(set(frames) - set(IDENTITY_FRAME_KEYS))
         if unknown:
@@ -192,6 +224,7 @@ def load_lexicon_file(path: Path | None = None, categories: Sequence[str] | None
             {k: _terms(p, "identity_frames", frames, k) for k in IDENTITY_FRAME_KEYS},
             {c: t for c, t in ident.items() if t},
             {c: t for c, t in ambig.items() if t},
+            {c: t for c, t in conds.items() if t},
         )
     return Lexicon(kw, cues, {c: w for c, w in after.items() if w}, rule)
 

@@ -140,6 +140,27 @@ def test_ambiguous_terms_count_only_after_self_frames_or_before_people_nouns() -
     assert rule.hits("a black coat and disabled cookies") == frozenset()
 
 
+def test_conditions_count_after_having_frames_and_people_with() -> None:
+    frames = {
+        **FRAMES,
+        "having": ("my", "i suffer from", "get over"),
+        "having_fillers": ("a", "severe"),
+    }
+    rule = IdentityRule(
+        frames, {}, {}, {"health": ("depression", "panic attacks", "a drinking problem")}
+    )
+    assert rule.hits("How can I get over my depression and grief?") == {"health"}
+    assert rule.hits("i suffer from severe panic-attacks at night") == {"health"}
+    assert rule.hits("my friend with a drinking problem") == {"health"}  # people noun + with
+    assert rule.hits("a person who has depression") == {"health"}
+    # the term alone, or after no frame: talk about the thing, not a person who has it
+    assert rule.hits("the Great Depression began in 1929") == frozenset()
+    assert rule.hits("a book about panic attacks") == frozenset()
+    assert rule.hits("my depression-era coins") == {
+        "health"
+    }  # a frame makes it count: cheap to refuse
+
+
 def test_the_shipped_identity_statements_block_and_keep_everyday_talk() -> None:
     lex = load_lexicon_file(categories=CATS)
     assert lex.identities is not None
@@ -152,6 +173,11 @@ def test_the_shipped_identity_statements_block_and_keep_everyday_talk() -> None:
         ("As a Muslim, which restaurants are open at night?", "religion"),
         ("My gay friend wants a playlist for his party", "sexual_orientation"),
         ("I wonder what it'd be like to be a Catholic.", "religion"),
+        ("How can I get over my depression and grief?", "health"),
+        ("I have a problem with binge eating, especially during times of stress.", "health"),
+        ("What do you think about people with autism?", "health"),
+        ("Just so you know, I'm differently abled.", "health"),
+        ("set a reminder for me to take my meds", "health"),
     ]:
         assert cat in bundle.lexicon_hits(text), text
     for text in [
@@ -164,6 +190,11 @@ def test_the_shipped_identity_statements_block_and_keep_everyday_talk() -> None:
         "I'm straight out of ideas",
         "a white wine for dinner",
         "the Democratic primary schedule",
+        "I want something average priced that is latin american",
+        "S1 and S2 are supplied by two independent people",
+        "a moderate workout for my legs",
+        "my hearing was fine, my stroke in golf is not",
+        "what caused the Great Depression",
     ]:
         assert not lex.identities.hits(text), text
 
@@ -195,3 +226,9 @@ def test_identity_rule_survives_pickling_and_older_models_load_without_it() -> N
     old = FilterBundle.__new__(FilterBundle)
     old.__setstate__(state)
     assert old.identity_rule is None and old.lexicon_hits("as a Muslim") == frozenset()
+    # a rule pickled before conditions existed loads with none
+    rule_state = rule.__getstate__()
+    del rule_state["conditions"]
+    older = IdentityRule.__new__(IdentityRule)
+    older.__setstate__(rule_state)
+    assert older.conditions == {} and older.hits("as a Muslim") == {"religion"}
