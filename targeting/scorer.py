@@ -79,7 +79,7 @@ class Lexicon:
 
 
 IDENTITY_FRAME_KEYS = (
-    "self", "other", "fillers", "people", "clause_words", "having", "having_fillers"
+    "self", "other", "fillers", "people", "clause_words", "having", "having_fillers", "people_having"
 )  # fmt: skip
 
 
@@ -109,8 +109,9 @@ class IdentityRule:
 
     ``conditions`` ("depression", "panic attacks", "a drinking problem") are what a person has
     rather than is: they count after a ``having`` frame ("my", "i suffer from", "diagnosed
-    with", "coping with"; ``having_fillers`` such as "severe", "chronic" between) or after a
-    ``people`` noun and "with" / "who has" ("people with autism", "a friend who has cancer").
+    with", "she has"; ``having_fillers`` such as "severe", "chronic" between) or after a
+    ``people`` noun and a ``people_having`` frame ("people with autism", "a friend who has
+    cancer", "my mom has dementia").
     English frames."""
 
     frames: dict[str, tuple[str, ...]]
@@ -156,8 +157,8 @@ class IdentityRule:
             if conds:
                 if f["having"]:
                     pats.append(rf"\b(?:{f['having']}){hfill}\s+(?:{conds})\b")
-                with_ = r"(?:with|who\s+(?:has|have|had|lives?\s+with|suffers?\s+from))"
-                pats.append(rf"\b{people}\s+{with_}{hfill}\s+(?:{conds})\b")
+                if f["people_having"]:
+                    pats.append(rf"\b{people}\s+(?:{f['people_having']}){hfill}\s+(?:{conds})\b")
             if not pats:
                 continue
             out[cat] = (re.compile("|".join(f"(?:{p})" for p in pats), re.IGNORECASE), firsts)

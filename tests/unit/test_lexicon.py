@@ -143,8 +143,9 @@ def test_ambiguous_terms_count_only_after_self_frames_or_before_people_nouns() -
 def test_conditions_count_after_having_frames_and_people_with() -> None:
     frames = {
         **FRAMES,
-        "having": ("my", "i suffer from", "get over"),
+        "having": ("my", "i suffer from", "get over", "she has"),
         "having_fillers": ("a", "severe"),
+        "people_having": ("with", "who has", "has"),
     }
     rule = IdentityRule(
         frames, {}, {}, {"health": ("depression", "panic attacks", "a drinking problem")}
@@ -153,6 +154,9 @@ def test_conditions_count_after_having_frames_and_people_with() -> None:
     assert rule.hits("i suffer from severe panic-attacks at night") == {"health"}
     assert rule.hits("my friend with a drinking problem") == {"health"}  # people noun + with
     assert rule.hits("a person who has depression") == {"health"}
+    assert rule.hits("my friend has depression") == {"health"}
+    assert rule.hits("She has severe panic attacks") == {"health"}
+    assert rule.hits("the building has a drinking problem") == frozenset()  # not a people noun
     # the term alone, or after no frame: talk about the thing, not a person who has it
     assert rule.hits("the Great Depression began in 1929") == frozenset()
     assert rule.hits("a book about panic attacks") == frozenset()
@@ -178,6 +182,7 @@ def test_the_shipped_identity_statements_block_and_keep_everyday_talk() -> None:
         ("What do you think about people with autism?", "health"),
         ("Just so you know, I'm differently abled.", "health"),
         ("set a reminder for me to take my meds", "health"),
+        ("My mom has dementia, which board games can she still play?", "health"),
     ]:
         assert cat in bundle.lexicon_hits(text), text
     for text in [
