@@ -65,7 +65,7 @@ from experiments.dataset import Example, Snapshot, snapshot_from_records, unit_h
 from experiments.evaluation import EvalReport, evaluate_bundle, long_dialogue_report  # noqa: E402
 from experiments.registry import default_prototypes  # noqa: E402
 from experiments.training import TrainConfig, TrainResult, train_filter, wilson_interval  # noqa: E402
-from labeling.encoders import DEFAULT_ENCODER, ENCODERS  # noqa: E402
+from labeling.encoders import DEFAULT_ENCODER, ENCODERS, machine_facts  # noqa: E402
 from labeling.policy import Policy, load_policy  # noqa: E402
 from labeling.records import Conversation, read_records  # noqa: E402
 from labeling.taxonomy import Taxonomy, load_taxonomy  # noqa: E402
@@ -716,7 +716,8 @@ def main(argv: list[str] | None = None) -> int:
     policy, taxonomy, per_source, snapshot = split_from_args(args)
     results: dict[str, Any] = {
         "data": str(args.data_dir), "per_file": args.per_file, "n_train": len(snapshot.train),
-        "n_eval": len(snapshot.eval), "targets": TARGETS, "variants": {},
+        "n_eval": len(snapshot.eval), "targets": TARGETS, "machine": machine_facts(),
+        "variants": {},
     }  # fmt: skip
     encoders: dict[str, Any] = {}
     for spec in args.variant or DEFAULT_VARIANTS:

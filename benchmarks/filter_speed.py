@@ -55,6 +55,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+from labeling.encoders import machine_facts  # noqa: E402
+
 API_KEY = "bench-api-key-0123456789"
 ADMIN_KEY = "bench-admin-key-0123456789"
 SHORT_CHARS = 400
@@ -585,7 +587,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"no records under {args.data}")
     sets = split_by_length(pool[64:], args.n)
     report: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+        "machine": {**machine_facts(), "python": platform.python_version(),
                     "load_at_start": load_avg()},
         "data": str(args.data),
         "model": str(args.model_dir),

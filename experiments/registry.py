@@ -230,6 +230,13 @@ def log_and_register(
         "embedding_model_id": result.bundle.embedding_model_id,
         "labelloop.kind": "train",
     }
+    if result.bundle.uses_embeddings:  # int8 products may differ in their last digits by CPU
+        from labeling.encoders import machine_facts
+
+        facts = machine_facts()
+        tags["training_cpu"] = str(facts["cpu"])
+        tags["training_int8_isa"] = ",".join(facts["int8_isa"]) or "none"
+        tags["training_onnxruntime"] = str(facts["onnxruntime"])
     exp = mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"train-{snap_hash[:8]}") as run:
         run_id = run.info.run_id

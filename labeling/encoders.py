@@ -83,3 +83,43 @@ def load_encoder(name: str, onnx: Path, tokenizer: Path, *, max_length: int = 12
 def encoder_from_models_dir(name: str, models_dir: Path, *, max_length: int = 128) -> Any:
     onnx, tokenizer = encoder_files(name, models_dir)
     return load_encoder(name, onnx, tokenizer, max_length=max_length)
+
+
+#: the CPU features onnxruntime's int8 matrix-product kernels are chosen by (``minilm-q8``,
+#: ``minilm-pairs``): vectors may differ in their last digits between machines with different
+#: sets, so benchmark results and trained models record them
+INT8_ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
+
+
+def machine_facts(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The machine an encoder ran on: CPU model, the int8-relevant instruction sets it has, core
+    count, onnxruntime version. ``cpuinfo`` is ``/proc/cpuinfo``'s text (read when None; empty
+    where there is none)."""
+    import os
+    import platform
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    model, flags = platform.processor() or platform.machine(), set[str]()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key == "model name" and value.strip():
+            model = value.strip()
+        elif key in ("flags", "features"):
+            flags.update(value.split())
+    try:
+        import onnxruntime
+
+        ort_version: str | None = onnxruntime.__version__
+    except ImportError:  # pragma: no cover - onnxruntime is a dependency
+        ort_version = None
+    return {
+        "cpu": model,
+        "int8_isa": [f for f in INT8_ISA_FLAGS if f in flags],
+        "cpus": os.cpu_count(),
+        "onnxruntime": ort_version,
+    }

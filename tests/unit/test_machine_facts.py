@@ -1,0 +1,31 @@
+"""The machine facts benchmarks and trained models record next to int8 encoder results."""
+
+from __future__ import annotations
+
+from labeling.encoders import INT8_ISA_FLAGS, machine_facts
+
+INTEL = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni amx_int8 amx_tile
+"""
+AMD = """processor\t: 0
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx2 fma
+"""
+
+
+def test_the_int8_instruction_sets_are_read_from_cpuinfo() -> None:
+    intel = machine_facts(INTEL)
+    assert intel["cpu"] == "Intel(R) Xeon(R) Platinum 8480+"
+    assert intel["int8_isa"] == ["avx2", "avx512f", "avx512bw", "avx512_vnni", "amx_int8"]
+    amd = machine_facts(AMD)
+    assert (amd["cpu"], amd["int8_isa"]) == ("AMD EPYC", ["avx2"])
+    assert set(intel["int8_isa"]) <= set(INT8_ISA_FLAGS)
+
+
+def test_no_cpuinfo_still_answers() -> None:
+    facts = machine_facts("")
+    assert facts["int8_isa"] == []
+    assert isinstance(facts["cpu"], str)
+    assert facts["onnxruntime"]  # a dependency of the package
+    assert facts["cpus"] is None or facts["cpus"] >= 1
