@@ -183,6 +183,10 @@ def test_the_shipped_identity_statements_block_and_keep_everyday_talk() -> None:
         ("Just so you know, I'm differently abled.", "health"),
         ("set a reminder for me to take my meds", "health"),
         ("My mom has dementia, which board games can she still play?", "health"),
+        (
+            "I volunteer for the Green Party campaign, what shoes are good for canvassing all day?",
+            "political_views",
+        ),
     ]:
         assert cat in bundle.lexicon_hits(text), text
     for text in [
@@ -200,8 +204,9 @@ def test_the_shipped_identity_statements_block_and_keep_everyday_talk() -> None:
         "a moderate workout for my legs",
         "my hearing was fine, my stroke in golf is not",
         "what caused the Great Depression",
+        "we're throwing a garden party, what campaign games work for kids",
     ]:
-        assert not lex.identities.hits(text), text
+        assert not bundle.lexicon_hits(text), text
 
 
 def test_identities_need_frames_and_known_frame_keys(tmp_path: Path) -> None:
