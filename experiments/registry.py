@@ -237,6 +237,7 @@ def log_and_register(
         tags["training_cpu"] = str(facts["cpu"])
         tags["training_int8_isa"] = ",".join(facts["int8_isa"]) or "none"
         tags["training_onnxruntime"] = str(facts["onnxruntime"])
+        tags["training_int8_full_range_exact"] = str(facts["int8_full_range_exact"]).lower()
     exp = mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"train-{snap_hash[:8]}") as run:
         run_id = run.info.run_id

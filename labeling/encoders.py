@@ -85,15 +85,16 @@ def encoder_from_models_dir(name: str, models_dir: Path, *, max_length: int = 12
     return load_encoder(name, onnx, tokenizer, max_length=max_length)
 
 
-#: the CPU features onnxruntime's int8 matrix-product kernels are chosen by (``minilm-q8``,
-#: ``minilm-pairs``): vectors may differ in their last digits between machines with different
-#: sets, so benchmark results and trained models record them
+#: the CPU features onnxruntime's int8 matrix-product kernels are chosen by: with full-range
+#: weights AVX2 without VNNI saturates (``labeling.int8``); benchmark results and trained models
+#: record them
 INT8_ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 
 
 def machine_facts(cpuinfo: str | None = None) -> dict[str, Any]:
-    """The machine an encoder ran on: CPU model, the int8-relevant instruction sets it has, core
-    count, onnxruntime version. ``cpuinfo`` is ``/proc/cpuinfo``'s text (read when None; empty
+    """The machine an encoder ran on: CPU model, the int8-relevant instruction sets it has,
+    whether its int8 products are exact (full-range weights, and the derived encoders' grid),
+    core count, onnxruntime version. ``cpuinfo`` is ``/proc/cpuinfo``'s text (read when None; empty
     where there is none)."""
     import os
     import platform
@@ -117,9 +118,15 @@ def machine_facts(cpuinfo: str | None = None) -> dict[str, Any]:
         ort_version: str | None = onnxruntime.__version__
     except ImportError:  # pragma: no cover - onnxruntime is a dependency
         ort_version = None
+    from labeling.int8 import WEIGHT_RANGE, int8_products_exact
+
     return {
         "cpu": model,
         "int8_isa": [f for f in INT8_ISA_FLAGS if f in flags],
+        # full-range int8 weights: False where the CPU saturates (the derived encoders' weights
+        # stay within WEIGHT_RANGE, exact either way)
+        "int8_full_range_exact": int8_products_exact(-127, 127),
+        "int8_weight_grid_exact": int8_products_exact(*WEIGHT_RANGE),
         "cpus": os.cpu_count(),
         "onnxruntime": ort_version,
     }

@@ -29,3 +29,16 @@ def test_no_cpuinfo_still_answers() -> None:
     assert isinstance(facts["cpu"], str)
     assert facts["onnxruntime"]  # a dependency of the package
     assert facts["cpus"] is None or facts["cpus"] >= 1
+
+
+def test_products_on_the_derived_weight_grid_are_exact_on_this_cpu() -> None:
+    """The derived int8 encoders keep their weights on WEIGHT_RANGE so that no CPU saturates:
+    on this machine, whatever its instruction sets, such products equal the exact ones."""
+    from labeling.int8 import WEIGHT_RANGE, int8_products_exact
+
+    assert WEIGHT_RANGE[1] * 255 * 2 <= 32767  # a pair of products fits in int16
+    assert int8_products_exact(*WEIGHT_RANGE)
+    assert int8_products_exact(*WEIGHT_RANGE, seed=1)
+    facts = machine_facts("")
+    assert facts["int8_weight_grid_exact"] is True
+    assert isinstance(facts["int8_full_range_exact"], bool)  # False on AVX2 without VNNI

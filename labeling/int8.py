@@ -1,0 +1,51 @@
+"""int8 matrix products that every CPU computes alike.
+
+The derived int8 encoders (``labeling.minilm_q8``: ``minilm-q8``, ``minilm-pairs``;
+``labeling.e5_onnx``'s ``int8-rowwise``) multiply uint8 activations by int8 weights with
+onnxruntime's ``MatMulInteger``. On a CPU with AVX2 and no VNNI that product adds the
+uint8 x int8 products in pairs in int16, which saturates when both weights of a pair are large
+(255 x 127 x 2 > 32,767); with VNNI (or AMX) it adds in int32 and is exact. Measured on an AMD
+EPYC with AVX2 only: a product with random full-range weights differed from the exact one in
+1,023 of 1,024 outputs, so the same encoder file gave other vectors there than on a VNNI
+machine. Weights kept within :data:`WEIGHT_RANGE` make every pair sum fit in int16: exact on
+both kinds of CPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: the largest int8 weight magnitude the derived encoders use: 255 x 64 x 2 = 32,640 <= 32,767
+WEIGHT_LIMIT = 64
+#: the int8 weights' grid (what ``quantize_dynamic(reduce_range=True)`` gives: [-64, 64])
+WEIGHT_RANGE = (-WEIGHT_LIMIT, WEIGHT_LIMIT)
+
+
+def int8_products_exact(low: int, high: int, *, seed: int = 0) -> bool:
+    """Whether onnxruntime's ``MatMulInteger`` (uint8 activations x int8 weights on
+    [``low``, ``high``], one thread) equals the exact integer product on this CPU: a 16 x 384 by
+    384 x 64 product of random values with a column and a row of the largest ones. False for
+    full-range weights where the CPU adds pairs in int16 (AVX2 without VNNI)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    k, n = 384, 64
+    weights = rng.integers(low, high + 1, (k, n), dtype=np.int64).astype(np.int8)
+    weights[:, 0] = high  # the largest pair sums: 255 x high, twice
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "int8-probe",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [None, k])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [None, n])],
+        [numpy_helper.from_array(weights, "B")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    acts = rng.integers(0, 256, (16, k), dtype=np.int64).astype(np.uint8)
+    acts[0] = 255
+    got = np.asarray(sess.run(None, {"A": acts})[0], dtype=np.int64)
+    return bool(np.array_equal(got, acts.astype(np.int64) @ weights.astype(np.int64)))
