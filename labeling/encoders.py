@@ -93,7 +93,7 @@ INT8_ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx
 
 def machine_facts(cpuinfo: str | None = None) -> dict[str, Any]:
     """The machine an encoder ran on: CPU model, the int8-relevant instruction sets it has,
-    whether its int8 products are exact (full-range weights, and the derived encoders' grid),
+    whether its int8 products are exact (full-range weights, and on ``labeling.int8``'s grid),
     core count, onnxruntime version. ``cpuinfo`` is ``/proc/cpuinfo``'s text (read when None; empty
     where there is none)."""
     import os
@@ -123,8 +123,8 @@ def machine_facts(cpuinfo: str | None = None) -> dict[str, Any]:
     return {
         "cpu": model,
         "int8_isa": [f for f in INT8_ISA_FLAGS if f in flags],
-        # full-range int8 weights: False where the CPU saturates (the derived encoders' weights
-        # stay within WEIGHT_RANGE, exact either way)
+        # full-range int8 weights (minilm-q8, minilm-pairs): False where the CPU saturates, so
+        # their vectors differ from a VNNI machine's; WEIGHT_RANGE (the E5 conversion): exact
         "int8_full_range_exact": int8_products_exact(-127, 127),
         "int8_weight_grid_exact": int8_products_exact(*WEIGHT_RANGE),
         "cpus": os.cpu_count(),

@@ -1,4 +1,4 @@
-"""int8 matrix products that every CPU computes alike.
+"""int8 matrix products that every CPU computes alike, and a probe of whether this one does.
 
 The derived int8 encoders (``labeling.minilm_q8``: ``minilm-q8``, ``minilm-pairs``;
 ``labeling.e5_onnx``'s ``int8-rowwise``) multiply uint8 activations by int8 weights with
@@ -6,9 +6,9 @@ onnxruntime's ``MatMulInteger``. On a CPU with AVX2 and no VNNI that product add
 uint8 x int8 products in pairs in int16, which saturates when both weights of a pair are large
 (255 x 127 x 2 > 32,767); with VNNI (or AMX) it adds in int32 and is exact. Measured on an AMD
 EPYC with AVX2 only: a product with random full-range weights differed from the exact one in
-1,023 of 1,024 outputs, so the same encoder file gave other vectors there than on a VNNI
-machine. Weights kept within :data:`WEIGHT_RANGE` make every pair sum fit in int16: exact on
-both kinds of CPU.
+1,023 of 1,024 outputs. Weights within :data:`WEIGHT_RANGE` make every pair sum fit in int16:
+exact on both kinds of CPU. The E5 conversion keeps its weights there; ``minilm-q8`` keeps the
+full range (its 7-bit derivation was measured and not kept: ``docs/filter-quality.md``).
 """
 
 from __future__ import annotations
