@@ -65,7 +65,8 @@ from experiments.dataset import Example, Snapshot, snapshot_from_records, unit_h
 from experiments.evaluation import EvalReport, evaluate_bundle, long_dialogue_report  # noqa: E402
 from experiments.registry import default_prototypes  # noqa: E402
 from experiments.training import TrainConfig, TrainResult, train_filter, wilson_interval  # noqa: E402
-from labeling.encoders import DEFAULT_ENCODER, ENCODERS, machine_facts  # noqa: E402
+from labeling.encoders import DEFAULT_ENCODER, ENCODERS  # noqa: E402
+from labeling.int8 import machine_facts  # noqa: E402
 from labeling.policy import Policy, load_policy  # noqa: E402
 from labeling.records import Conversation, read_records  # noqa: E402
 from labeling.taxonomy import Taxonomy, load_taxonomy  # noqa: E402

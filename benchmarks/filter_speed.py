@@ -55,7 +55,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-from labeling.encoders import machine_facts  # noqa: E402
+from labeling.int8 import machine_facts  # noqa: E402
 
 API_KEY = "bench-api-key-0123456789"
 ADMIN_KEY = "bench-admin-key-0123456789"

@@ -230,8 +230,8 @@ def log_and_register(
         "embedding_model_id": result.bundle.embedding_model_id,
         "labelloop.kind": "train",
     }
-    if result.bundle.uses_embeddings:  # int8 products may differ in their last digits by CPU
-        from labeling.encoders import machine_facts
+    if result.bundle.uses_embeddings:  # int8 products saturate on some CPUs (labeling.int8)
+        from labeling.int8 import machine_facts
 
         facts = machine_facts()
         tags["training_cpu"] = str(facts["cpu"])

@@ -13,12 +13,17 @@ full range (its 7-bit derivation was measured and not kept: ``docs/filter-qualit
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 #: the largest int8 weight magnitude the derived encoders use: 255 x 64 x 2 = 32,640 <= 32,767
 WEIGHT_LIMIT = 64
 #: the int8 weights' grid (what ``quantize_dynamic(reduce_range=True)`` gives: [-64, 64])
 WEIGHT_RANGE = (-WEIGHT_LIMIT, WEIGHT_LIMIT)
+#: the CPU features onnxruntime chooses its int8 product kernels by (``machine_facts``)
+INT8_ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 
 
 def int8_products_exact(low: int, high: int, *, seed: int = 0) -> bool:
@@ -49,3 +54,36 @@ def int8_products_exact(low: int, high: int, *, seed: int = 0) -> bool:
     acts[0] = 255
     got = np.asarray(sess.run(None, {"A": acts})[0], dtype=np.int64)
     return bool(np.array_equal(got, acts.astype(np.int64) @ weights.astype(np.int64)))
+
+
+def machine_facts(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The machine int8 encoder results come from: CPU model, the int8-relevant instruction sets
+    it has, whether its int8 products are exact (full-range weights: ``minilm-q8``,
+    ``minilm-pairs``; :data:`WEIGHT_RANGE`: the E5 conversion), core count, onnxruntime version.
+    ``cpuinfo`` is ``/proc/cpuinfo``'s text (read when None; empty where there is none)."""
+    import os
+    import platform
+
+    import onnxruntime
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    model, flags = platform.processor() or platform.machine(), set[str]()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key == "model name" and value.strip():
+            model = value.strip()
+        elif key in ("flags", "features"):
+            flags.update(value.split())
+    return {
+        "cpu": model,
+        "int8_isa": [f for f in INT8_ISA_FLAGS if f in flags],
+        "int8_full_range_exact": int8_products_exact(-127, 127),
+        "int8_weight_grid_exact": int8_products_exact(*WEIGHT_RANGE),
+        "cpus": os.cpu_count(),
+        "onnxruntime": onnxruntime.__version__,
+    }

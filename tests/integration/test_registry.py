@@ -456,7 +456,7 @@ def test_minilm_model_end_to_end(
     assert all(d.excluded_reason != "model_unavailable" for d in decisions)
     from mlflow import MlflowClient
 
-    from labeling.encoders import machine_facts
+    from labeling.int8 import machine_facts
 
     tags = MlflowClient(uri).get_run(out.run_id).data.tags  # the machine its vectors came from
     assert tags["training_cpu"] == machine_facts()["cpu"] and tags["training_onnxruntime"]

@@ -160,9 +160,8 @@ def test_conditions_count_after_having_frames_and_people_with() -> None:
     # the term alone, or after no frame: talk about the thing, not a person who has it
     assert rule.hits("the Great Depression began in 1929") == frozenset()
     assert rule.hits("a book about panic attacks") == frozenset()
-    assert rule.hits("my depression-era coins") == {
-        "health"
-    }  # a frame makes it count: cheap to refuse
+    # a frame makes it count: cheap to refuse
+    assert rule.hits("my depression-era coins") == {"health"}
 
 
 def test_the_shipped_identity_statements_block_and_keep_everyday_talk() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labeling.encoders import INT8_ISA_FLAGS, machine_facts
+from labeling.int8 import INT8_ISA_FLAGS, machine_facts
 
 INTEL = """processor\t: 0
 model name\t: Intel(R) Xeon(R) Platinum 8480+
@@ -32,8 +32,8 @@ def test_no_cpuinfo_still_answers() -> None:
 
 
 def test_products_on_the_derived_weight_grid_are_exact_on_this_cpu() -> None:
-    """The derived int8 encoders keep their weights on WEIGHT_RANGE so that no CPU saturates:
-    on this machine, whatever its instruction sets, such products equal the exact ones."""
+    """The E5 conversion keeps its int8 weights on WEIGHT_RANGE so that no CPU saturates: on
+    this machine, whatever its instruction sets, such products equal the exact ones."""
     from labeling.int8 import WEIGHT_RANGE, int8_products_exact
 
     assert WEIGHT_RANGE[1] * 255 * 2 <= 32767  # a pair of products fits in int16
