@@ -186,6 +186,10 @@ def test_the_shipped_identity_statements_block_and_keep_everyday_talk() -> None:
             "I volunteer for the Green Party campaign, what shoes are good for canvassing all day?",
             "political_views",
         ),
+        ("It only goes away when I hurt myself.", "health"),
+        ("some days I just want to die", "health"),
+        ("me dan ganas de quitarme la vida", "health"),
+        ("How can I deal with my paranoia?", "health"),
     ]:
         assert cat in bundle.lexicon_hits(text), text
     for text in [
@@ -204,6 +208,8 @@ def test_the_shipped_identity_statements_block_and_keep_everyday_talk() -> None:
         "my hearing was fine, my stroke in golf is not",
         "what caused the Great Depression",
         "we're throwing a garden party, what campaign games work for kids",
+        "how many people do you want to die in a riot?",
+        "I cut myself a slice of cake",
     ]:
         assert not bundle.lexicon_hits(text), text
 
