@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-#: the largest int8 weight magnitude the derived encoders use: 255 x 64 x 2 = 32,640 <= 32,767
+#: the largest int8 weight magnitude of the E5 conversion: 255 x 64 x 2 = 32,640 <= 32,767
 WEIGHT_LIMIT = 64
 #: the int8 weights' grid (what ``quantize_dynamic(reduce_range=True)`` gives: [-64, 64])
 WEIGHT_RANGE = (-WEIGHT_LIMIT, WEIGHT_LIMIT)
