@@ -230,14 +230,19 @@ def log_and_register(
         "embedding_model_id": result.bundle.embedding_model_id,
         "labelloop.kind": "train",
     }
-    if result.bundle.uses_embeddings:  # int8 products saturate on some CPUs (labeling.int8)
-        from labeling.int8 import machine_facts
+    # int8 products saturate on some CPUs (labeling.int8): the model records how this one
+    # computed its encoder, and serving refuses it where the encoder computes otherwise
+    numerics: dict[str, Any] = {}
+    if result.bundle.uses_embeddings and onnx_path is not None:
+        from labeling.int8 import encoder_numerics, machine_facts
 
         facts = machine_facts()
+        numerics = {**encoder_numerics(onnx_path), "cpu": str(facts["cpu"])}
         tags["training_cpu"] = str(facts["cpu"])
         tags["training_int8_isa"] = ",".join(facts["int8_isa"]) or "none"
         tags["training_onnxruntime"] = str(facts["onnxruntime"])
         tags["training_int8_full_range_exact"] = str(facts["int8_full_range_exact"]).lower()
+        tags["training_encoder_int8_exact"] = str(numerics["int8_products_exact"]).lower()
     exp = mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"train-{snap_hash[:8]}") as run:
         run_id = run.info.run_id
@@ -262,10 +267,10 @@ def log_and_register(
             **{f"time_{k}": v for k, v in result.seconds.items()}, "time_evaluate_s": evaluate_s,
         })  # fmt: skip
         mlflow.log_metrics(_finite(metrics))
-        bundle = replace(
-            result.bundle,
-            meta={**result.bundle.meta, "run_id": run_id, "model_version": f"run-{run_id[:12]}"},
-        )
+        meta = {**result.bundle.meta, "run_id": run_id, "model_version": f"run-{run_id[:12]}"}
+        if numerics:
+            meta["encoder_numerics"] = numerics
+        bundle = replace(result.bundle, meta=meta)
         with tempfile.TemporaryDirectory() as tmp:
             t = Path(tmp)
             write_artifacts(report, list(snapshot.eval), batch, verdicts, bundle, t / "eval")

@@ -13,6 +13,7 @@ full range (its 7-bit derivation was measured and not kept: ``docs/filter-qualit
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,60 @@ def int8_products_exact(low: int, high: int, *, seed: int = 0) -> bool:
     acts[0] = 255
     got = np.asarray(sess.run(None, {"A": acts})[0], dtype=np.int64)
     return bool(np.array_equal(got, acts.astype(np.int64) @ weights.astype(np.int64)))
+
+
+def int8_weight_extent(onnx_path: Path) -> int:
+    """The largest magnitude of the int8 weights an ONNX file multiplies by with
+    ``MatMulInteger`` (0: it has no integer products; its products are float)."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    int8_inits = {t.name: t for t in model.graph.initializer if t.data_type == TensorProto.INT8}
+    extent = 0
+    for node in model.graph.node:
+        if node.op_type != "MatMulInteger":
+            continue
+        for name in node.input:
+            if name in int8_inits:
+                values = numpy_helper.to_array(int8_inits[name]).astype(np.int16)
+                if values.size:
+                    extent = max(extent, int(np.abs(values).max()))
+    return extent
+
+
+def encoder_numerics(onnx_path: Path) -> dict[str, Any]:
+    """How this CPU computes an encoder file's matrix products: ``int8_weight_extent`` (0: float
+    products) and ``int8_products_exact`` (whether its int8 products equal the exact integer
+    products here; always true for float products and for weights within :data:`WEIGHT_RANGE`).
+    Training records it in the model; serving compares (:func:`numerics_differ`)."""
+    extent = int8_weight_extent(onnx_path)
+    exact = extent == 0 or int8_products_exact(-extent, min(extent, 127))
+    return {"int8_weight_extent": extent, "int8_products_exact": exact}
+
+
+def numerics_differ(trained: Mapping[str, Any] | None, here: Mapping[str, Any]) -> str | None:
+    """Why an encoder computes other vectors here than where its model was trained, or None
+    when it computes the same ones (or training did not record how it computed them)."""
+    if not trained or "int8_products_exact" not in trained:
+        return None
+    if trained.get("int8_weight_extent") != here.get("int8_weight_extent"):
+        return (
+            f"the encoder file differs from training's (int8 weights up to "
+            f"{trained.get('int8_weight_extent')} there, {here.get('int8_weight_extent')} here)"
+        )
+    if bool(trained["int8_products_exact"]) == bool(here["int8_products_exact"]):
+        return None
+    where = str(trained.get("cpu") or "the training machine")
+
+    def how(exact: Any) -> str:
+        return "exact" if exact else "saturated in int16 (AVX2 without VNNI)"
+
+    return (
+        f"the encoder's int8 products are {how(here['int8_products_exact'])} on this CPU but "
+        f"were {how(trained['int8_products_exact'])} on {where}, where the model was trained: "
+        "its vectors, and so the calibrated thresholds, are not those training measured"
+    )
 
 
 def machine_facts(cpuinfo: str | None = None) -> dict[str, Any]:

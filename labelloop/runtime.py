@@ -337,6 +337,18 @@ def served_model_uri(settings: Settings) -> str:
     return settings.filter_model_uri or filter_model_ref(settings).alias_uri
 
 
+def serving_check(settings: Settings) -> Callable[[Any], None]:
+    """What the batch filter does to every model it loads: refuse one whose encoder computes
+    other vectors here than in training (unless the settings allow it)."""
+
+    def configure(python_model: Any) -> None:
+        tune = getattr(python_model, "configure_serving", None)
+        if callable(tune):
+            tune(require_training_numerics=settings.filter_require_training_numerics)
+
+    return configure
+
+
 def engine_from_settings(
     settings: Settings, *, model_uri: str | None = None, poll_s: float = 0.0, load: bool = True
 ) -> FilterEngine:
@@ -354,6 +366,7 @@ def engine_from_settings(
         settings.mlflow_uri,
         poll_s=poll_s,
         cache_dir=settings.state / "filter" / "models",
+        configure=serving_check(settings),
     )
     if load:
         holder.refresh()
@@ -379,6 +392,7 @@ def service_config(settings: Settings) -> ServiceConfig:
         model_cache_dir=settings.state / "filter" / "models",
         onnx_threads=settings.filter_onnx_threads,
         embed_cache=settings.filter_embed_cache,
+        require_training_numerics=settings.filter_require_training_numerics,
         audit_path=settings.decisions_audit_path,
         audit_fsync=settings.filter_audit_fsync,
         policy_path=settings.policy_path,
@@ -414,6 +428,7 @@ def scoring_spec(settings: Settings, *, onnx_threads: int | None = 1) -> Scoring
         max_turns=settings.max_turns,
         onnx_threads=settings.filter_onnx_threads or onnx_threads,
         embed_cache=settings.filter_embed_cache,
+        require_training_numerics=settings.filter_require_training_numerics,
         audit_fsync=settings.filter_audit_fsync,
     )
 

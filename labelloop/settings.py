@@ -130,6 +130,10 @@ class Settings(BaseSettings):
         ge=1,
         description="threads of the filter's encoder per worker: concurrent one-thread calls for minilm, minilm-q8 and minilm-pairs, onnxruntime threads per call for e5 (unset: 2)",
     )
+    filter_require_training_numerics: bool = Field(
+        True,
+        description="refuse to serve a filter model whose encoder this CPU computes otherwise than the training machine did (int8 products: AVX2 without VNNI saturates, VNNI is exact): its thresholds were calibrated on other vectors",
+    )
 
     # MLflow / Prefect URLs (default: the local stack)
     mlflow_tracking_uri: str | None = Field(

@@ -16,6 +16,7 @@ Self-contained artifacts: the policy file, both taxonomy files, the trained :cla
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,8 @@ from targeting.decide import AUDIT_PARAM, Decision, decide_batch, normalize_inpu
 from targeting.scorer import ContentVerdict, FilterBundle, TextEmbedder
 
 BUNDLE_FILE = "filter_bundle.pkl"
+
+log = logging.getLogger("labelloop.targeting")
 
 
 class ModelLoadError(RuntimeError):
@@ -46,6 +49,9 @@ class TargetingFilterModel(PythonModel):
         self.embedder: TextEmbedder | None = None
         self.model_version: str | None = None
         self.limits = Limits()
+        self.onnx_path: Path | None = None  # the bundled encoder file (loaded models only)
+        # why the encoder computes other vectors here than in training (None: the same, or unknown)
+        self.numerics_mismatch: str | None = None
 
     # ---- construction
     @classmethod
@@ -104,14 +110,47 @@ class TargetingFilterModel(PythonModel):
                 Path(arts["tokenizer"]),
                 max_length=bundle.embed_max_length,
             )
+            self.onnx_path = Path(arts["onnx"])
         self._set(bundle, policy, taxonomy, embedder, None)
 
-    def configure_serving(self, *, onnx_threads: int | None = None, embed_cache: int = 0) -> None:
+    def check_numerics(self) -> str | None:
+        """Compare how this CPU computes the encoder's products with how the training machine
+        did (recorded in the bundle, ``labeling.int8.encoder_numerics``); sets and returns
+        :attr:`numerics_mismatch`."""
+        trained = (self.bundle.meta if self.bundle is not None else {}).get("encoder_numerics")
+        if self.onnx_path is None or not trained:
+            self.numerics_mismatch = None
+        else:
+            from labeling.int8 import encoder_numerics, numerics_differ
+
+            self.numerics_mismatch = numerics_differ(trained, encoder_numerics(self.onnx_path))
+        return self.numerics_mismatch
+
+    def configure_serving(
+        self,
+        *,
+        onnx_threads: int | None = None,
+        embed_cache: int = 0,
+        require_training_numerics: bool = True,
+    ) -> None:
         """Serving knobs, applied right after loading (before the first call): onnxruntime
         threads of the encoder (its session is created lazily, on first use) and an in-memory
-        LRU of ``embed_cache`` segment vectors in front of it (0: none)."""
+        LRU of ``embed_cache`` segment vectors in front of it (0: none).
+
+        A model whose encoder computes other vectors on this CPU than on the one it was trained
+        on (:meth:`check_numerics`) raises :class:`ModelLoadError` unless
+        ``require_training_numerics`` is off (then it is only logged): its thresholds were
+        calibrated on vectors this machine does not reproduce."""
         from labeling.embedding_cache import LRUEmbedder
 
+        mismatch = self.check_numerics()
+        if mismatch is not None:
+            if require_training_numerics:
+                raise ModelLoadError(
+                    f"model {self.model_version} is not served on this machine: {mismatch} "
+                    "(retrain it on this kind of CPU)"
+                )
+            log.warning("model %s served although %s", self.model_version, mismatch)
         emb = self.embedder
         if emb is None:
             return

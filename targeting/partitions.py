@@ -76,6 +76,7 @@ class ScoringSpec:
     embed_cache: int = 20_000
     chunk_size: int = 256
     audit_fsync: bool = False
+    require_training_numerics: bool = True
 
 
 @dataclass
@@ -243,7 +244,8 @@ def worker_holder(spec: ScoringSpec) -> Any:
             def configure(m: Any) -> None:
                 tune = getattr(m, "configure_serving", None)
                 if callable(tune):
-                    tune(onnx_threads=spec.onnx_threads, embed_cache=spec.embed_cache)
+                    tune(onnx_threads=spec.onnx_threads, embed_cache=spec.embed_cache,
+                         require_training_numerics=spec.require_training_numerics)  # fmt: skip
 
             holder = ModelHolder.for_uri(spec.model_uri, spec.tracking_uri, poll_s=0.0,
                                          cache_dir=Path(spec.model_cache_dir), configure=configure)  # fmt: skip

@@ -123,6 +123,9 @@ class ModelInfo(BaseModel):
     poll_s: float
     last_check: str | None = None
     last_error: str | None = None
+    numerics_mismatch: str | None = None
+    """Why the encoder computes other vectors here than in training, when the model is served
+    all the same (``filter_require_training_numerics`` off)."""
 
 
 class ReloadResponse(BaseModel):
@@ -334,6 +337,7 @@ class ServiceConfig:
     model_cache_dir: Path
     onnx_threads: int | None
     embed_cache: int
+    require_training_numerics: bool
     audit_path: Path
     audit_fsync: bool
     policy_path: Path | None
@@ -350,7 +354,11 @@ def serving_configurer(config: ServiceConfig) -> Callable[[Any], None]:
     def configure(python_model: Any) -> None:
         tune = getattr(python_model, "configure_serving", None)
         if callable(tune):
-            tune(onnx_threads=config.onnx_threads, embed_cache=config.embed_cache)
+            tune(
+                onnx_threads=config.onnx_threads,
+                embed_cache=config.embed_cache,
+                require_training_numerics=config.require_training_numerics,
+            )
 
     return configure
 
@@ -640,7 +648,12 @@ def _model_info(holder: ModelHolder) -> ModelInfo:
     }
     if cur is None:
         return ModelInfo(loaded=False, **base)
-    return ModelInfo(loaded=True, **cur.info(), **base)
+    inner = getattr(cur.model, "python_model", cur.model)
+    mismatch = getattr(inner, "numerics_mismatch", None)
+    return ModelInfo(
+        loaded=True, **cur.info(), **base,
+        numerics_mismatch=mismatch if isinstance(mismatch, str) else None,
+    )  # fmt: skip
 
 
 def jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:

@@ -461,3 +461,10 @@ def test_minilm_model_end_to_end(
     tags = MlflowClient(uri).get_run(out.run_id).data.tags  # the machine its vectors came from
     assert tags["training_cpu"] == machine_facts()["cpu"] and tags["training_onnxruntime"]
     assert "training_int8_isa" in tags
+    # how this machine computed the encoder (this file's products are float: exact anywhere)
+    assert filt.bundle is not None and filt.bundle.meta["encoder_numerics"] == {
+        "int8_weight_extent": 0, "int8_products_exact": True, "cpu": machine_facts()["cpu"],
+    }  # fmt: skip
+    assert tags["training_encoder_int8_exact"] == "true"
+    filt.configure_serving()  # served where it was trained
+    assert filt.numerics_mismatch is None
