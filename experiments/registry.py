@@ -234,10 +234,12 @@ def log_and_register(
     # computed its encoder, and serving refuses it where the encoder computes otherwise
     numerics: dict[str, Any] = {}
     if result.bundle.uses_embeddings and onnx_path is not None:
+        from labeling.encoders import computes_exact_int8
         from labeling.int8 import encoder_numerics, machine_facts
 
         facts = machine_facts()
-        numerics = {**encoder_numerics(onnx_path), "cpu": str(facts["cpu"])}
+        exact = computes_exact_int8(result.bundle.embedding_model_id)
+        numerics = {**encoder_numerics(onnx_path, exact=exact), "cpu": str(facts["cpu"])}
         tags["training_cpu"] = str(facts["cpu"])
         tags["training_int8_isa"] = ",".join(facts["int8_isa"]) or "none"
         tags["training_onnxruntime"] = str(facts["onnxruntime"])

@@ -55,8 +55,24 @@ def encoder_files(name: str, models_dir: Path) -> tuple[Path, Path]:
     raise ValueError(f"unknown encoder {name!r} (known: {', '.join(ENCODERS)})")
 
 
-def load_encoder(name: str, onnx: Path, tokenizer: Path, *, max_length: int = 128) -> Any:
-    """An embedder (``embed(texts) -> (n, d)`` unit vectors) over the given files."""
+#: the end of the model id of a ``minilm-q8`` / ``minilm-pairs`` embedder whose int8 products
+#: are exact on every CPU (``load_encoder(..., exact_int8=True)``): its vectors are another space
+#: than the CPU-dependent ones on a CPU without VNNI, so they are cached and recorded apart
+EXACT_INT8_ID = "-exact-int8"
+
+
+def computes_exact_int8(model_id: str) -> bool:
+    """Whether vectors of this model id come from exact int8 products (a model's
+    ``embedding_model_id`` says how serving must compute them)."""
+    return model_id.endswith(EXACT_INT8_ID)
+
+
+def load_encoder(
+    name: str, onnx: Path, tokenizer: Path, *, max_length: int = 128, exact_int8: bool = False
+) -> Any:
+    """An embedder (``embed(texts) -> (n, d)`` unit vectors) over the given files. With
+    ``exact_int8`` the int8 encoders compute their products exactly whatever the CPU
+    (``labeling.int8.exact_int8_model``); the other encoders are exact everywhere already."""
     if name == "minilm":
         from labeling.embeddings import MiniLMEmbedder
 
@@ -69,9 +85,10 @@ def load_encoder(name: str, onnx: Path, tokenizer: Path, *, max_length: int = 12
         from labeling.embeddings import MiniLMEmbedder
 
         stem = MINILM_Q8_DIRNAME if name == "minilm-q8" else MINILM_PAIRS_DIRNAME
+        model_id = f"{stem}-onnx@{sha256_file(onnx)[:12]}" + (EXACT_INT8_ID if exact_int8 else "")
         return MiniLMEmbedder(
             onnx, tokenizer, max_length=max_length, batch_size=1, workers=WORKERS,
-            intra_op_num_threads=1, model_id=f"{stem}-onnx@{sha256_file(onnx)[:12]}",
+            intra_op_num_threads=1, model_id=model_id, exact_int8=exact_int8,
         )  # fmt: skip
     if name == "e5":
         from labeling.e5_onnx import E5Embedder
@@ -80,6 +97,8 @@ def load_encoder(name: str, onnx: Path, tokenizer: Path, *, max_length: int = 12
     raise ValueError(f"unknown encoder {name!r} (known: {', '.join(ENCODERS)})")
 
 
-def encoder_from_models_dir(name: str, models_dir: Path, *, max_length: int = 128) -> Any:
+def encoder_from_models_dir(
+    name: str, models_dir: Path, *, max_length: int = 128, exact_int8: bool = False
+) -> Any:
     onnx, tokenizer = encoder_files(name, models_dir)
-    return load_encoder(name, onnx, tokenizer, max_length=max_length)
+    return load_encoder(name, onnx, tokenizer, max_length=max_length, exact_int8=exact_int8)

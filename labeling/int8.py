@@ -8,7 +8,11 @@ uint8 x int8 products in pairs in int16, which saturates when both weights of a 
 EPYC with AVX2 only: a product with random full-range weights differed from the exact one in
 1,023 of 1,024 outputs. Weights within :data:`WEIGHT_RANGE` make every pair sum fit in int16:
 exact on both kinds of CPU. The E5 conversion keeps its weights there; ``minilm-q8`` keeps the
-full range (its 7-bit derivation was measured and not kept: ``docs/filter-quality.md``).
+full range (its 7-bit derivation was measured and not kept: ``docs/filter-quality.md``). Its
+products can still be exact everywhere: :func:`exact_int8_model` splits each wide product into
+two within that range where the CPU would saturate (the same integer product, twice the int8
+work). A trained model records how its encoder was computed (:func:`encoder_numerics`) and
+serving compares (:func:`numerics_differ`).
 """
 
 from __future__ import annotations
@@ -77,14 +81,71 @@ def int8_weight_extent(onnx_path: Path) -> int:
     return extent
 
 
-def encoder_numerics(onnx_path: Path) -> dict[str, Any]:
+def encoder_numerics(onnx_path: Path, *, exact: bool = False) -> dict[str, Any]:
     """How this CPU computes an encoder file's matrix products: ``int8_weight_extent`` (0: float
     products) and ``int8_products_exact`` (whether its int8 products equal the exact integer
-    products here; always true for float products and for weights within :data:`WEIGHT_RANGE`).
-    Training records it in the model; serving compares (:func:`numerics_differ`)."""
+    products here; always true for float products and for weights within :data:`WEIGHT_RANGE`,
+    and with ``exact``: the file run through :func:`exact_int8_model`). Training records it in
+    the model; serving compares (:func:`numerics_differ`)."""
     extent = int8_weight_extent(onnx_path)
-    exact = extent == 0 or int8_products_exact(-extent, min(extent, 127))
-    return {"int8_weight_extent": extent, "int8_products_exact": exact}
+    native = extent == 0 or int8_products_exact(-extent, min(extent, 127))
+    return {"int8_weight_extent": extent, "int8_products_exact": native or exact}
+
+
+def split_wide_products(model: Any, limit: int = WEIGHT_LIMIT) -> int:
+    """Rewrite, in place, every ``MatMulInteger`` of an ONNX model whose constant int8 weights go
+    beyond +-``limit`` as two products, by the weights clipped to +-``limit`` and by the rest
+    (within +-``limit`` too for int8 weights), added in int32: the same integer product, which
+    every CPU computes exactly (:data:`WEIGHT_RANGE`). The number of products split."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer if t.data_type == TensorProto.INT8}
+    nodes, split = [], 0
+    for node in graph.node:
+        name = node.input[1] if node.op_type == "MatMulInteger" and len(node.input) > 1 else ""
+        if name not in weights:
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(weights[name]).astype(np.int16)
+        if w.size == 0 or int(np.abs(w).max()) <= limit:
+            nodes.append(node)
+            continue
+        low = np.clip(w, -limit, limit)
+        parts = []
+        for suffix, part in (("within", low), ("rest", w - low)):
+            graph.initializer.append(
+                numpy_helper.from_array(part.astype(np.int8), f"{name}_{suffix}")
+            )
+            out = f"{node.output[0]}_{suffix}"
+            rest = list(node.input[2:])
+            nodes.append(helper.make_node("MatMulInteger", [node.input[0], f"{name}_{suffix}", *rest],
+                                          [out], name=f"{node.name}_{suffix}"))  # fmt: skip
+            parts.append(out)
+        nodes.append(helper.make_node("Add", parts, [node.output[0]], name=f"{node.name}_sum"))
+        split += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return split
+
+
+def exact_int8_model(onnx_path: Path) -> str | bytes:
+    """What onnxruntime should load to compute an encoder file's exact integer products on this
+    CPU: the file's path where they are exact already (VNNI, AMX; float products; weights within
+    :data:`WEIGHT_RANGE`), else the bytes of the file with its wide products split
+    (:func:`split_wide_products`: twice the int8 work where it is needed)."""
+    extent = int8_weight_extent(onnx_path)
+    if extent <= WEIGHT_LIMIT or int8_products_exact(-extent, min(extent, 127)):
+        return str(onnx_path)
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    split_wide_products(model)
+    return bytes(model.SerializeToString())
 
 
 def numerics_differ(trained: Mapping[str, Any] | None, here: Mapping[str, Any]) -> str | None:

@@ -149,7 +149,10 @@ def training_encoder(settings: Settings, max_length: int) -> TrainingEncoder:
 
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     onnx, tok = encoder_files(settings.filter_encoder, settings.models_dir)
-    inner = load_encoder(settings.filter_encoder, onnx, tok, max_length=max_length)
+    inner = load_encoder(
+        settings.filter_encoder, onnx, tok, max_length=max_length,
+        exact_int8=settings.filter_exact_int8,
+    )  # fmt: skip
     model_id = str(inner.model_id)
     safe = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in model_id)
     cache = settings.state_dir / "cache" / f"embeddings-{safe}-L{max_length}.sqlite"

@@ -181,6 +181,10 @@ class Settings(BaseSettings):
         DEFAULT_ENCODER,
         description="sentence encoder of the targeting filter: minilm-q8 (all-MiniLM-L6-v2 with int8 matrix products, one text per call on two threads), minilm-pairs (the same network tuned on the contrast pairs, built from a shipped weight delta), minilm (untuned, float products, batched) or e5 (multilingual-e5-small)",
     )
+    filter_exact_int8: bool = Field(
+        False,
+        description="train the filter with the int8 encoders' products computed exactly on every CPU (split where AVX2 without VNNI saturates; about 0.6x the encoder's texts/s there): its model then decides alike on every kind of CPU and is served anywhere",
+    )
     train_silver_precision: float = Field(
         0.8,
         description="measured QA precision of auto-accepted proposals = weight of silver labels (0 = no silver)",

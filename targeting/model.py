@@ -98,7 +98,7 @@ class TargetingFilterModel(PythonModel):
             raise ModelLoadError(f"model artifact {exc} is missing") from exc
         embedder: TextEmbedder | None = None
         if bundle.uses_embeddings:
-            from labeling.encoders import load_encoder
+            from labeling.encoders import computes_exact_int8, load_encoder
 
             if "onnx" not in arts or "tokenizer" not in arts:
                 raise ModelLoadError(
@@ -109,6 +109,8 @@ class TargetingFilterModel(PythonModel):
                 Path(arts["onnx"]),
                 Path(arts["tokenizer"]),
                 max_length=bundle.embed_max_length,
+                # computed as in training: exact int8 products if its vectors were
+                exact_int8=computes_exact_int8(bundle.embedding_model_id),
             )
             self.onnx_path = Path(arts["onnx"])
         self._set(bundle, policy, taxonomy, embedder, None)
@@ -121,9 +123,13 @@ class TargetingFilterModel(PythonModel):
         if self.onnx_path is None or not trained:
             self.numerics_mismatch = None
         else:
+            from labeling.encoders import computes_exact_int8
             from labeling.int8 import encoder_numerics, numerics_differ
 
-            self.numerics_mismatch = numerics_differ(trained, encoder_numerics(self.onnx_path))
+            assert self.bundle is not None
+            exact = computes_exact_int8(str(getattr(self.bundle, "embedding_model_id", "")))
+            here = encoder_numerics(self.onnx_path, exact=exact)
+            self.numerics_mismatch = numerics_differ(trained, here)
         return self.numerics_mismatch
 
     def configure_serving(
@@ -148,7 +154,7 @@ class TargetingFilterModel(PythonModel):
             if require_training_numerics:
                 raise ModelLoadError(
                     f"model {self.model_version} is not served on this machine: {mismatch} "
-                    "(retrain it on this kind of CPU)"
+                    "(retrain it on this kind of CPU, or with exact int8 products)"
                 )
             log.warning("model %s served although %s", self.model_version, mismatch)
         emb = self.embedder

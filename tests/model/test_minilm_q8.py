@@ -91,3 +91,27 @@ def test_derived_once_with_a_manifest_and_rebuilt_when_the_derivation_changes(
     assert json.loads((base / "manifest.json").read_text())["derivation_version"] == "test-next"
     assert (base / "model.onnx").read_bytes() == before  # the derivation is deterministic
     assert not [p for p in models_dir.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_exact_int8_products_give_the_network_every_cpu_computes_alike(
+    q8: MiniLMEmbedder, models_dir: Path
+) -> None:
+    """With ``exact_int8`` the file's products are exact here too (split where the CPU
+    saturates): the same vectors as the plain file on a CPU with VNNI, closer to the float
+    network than saturated ones on a CPU without it, and recorded under their own model id."""
+    from labeling.encoders import computes_exact_int8
+    from labeling.int8 import int8_products_exact
+
+    exact = encoder_from_models_dir("minilm-q8", models_dir, exact_int8=True)
+    assert computes_exact_int8(exact.model_id) and not computes_exact_int8(q8.model_id)
+    assert exact.model_id.startswith(q8.model_id)
+    got, native = exact.embed(TEXTS), q8.embed(TEXTS)
+    np.testing.assert_array_equal(np.stack([exact.embed([t])[0] for t in TEXTS]), got)
+    if int8_products_exact(-127, 127):  # VNNI / AMX: nothing to split
+        np.testing.assert_array_equal(got, native)
+    else:  # AVX2 without VNNI: the saturation is gone
+        assert not np.array_equal(got, native)
+        floats = encoder_from_models_dir("minilm", models_dir, max_length=q8.max_length).embed(
+            TEXTS
+        )
+        assert np.sum(got * floats, axis=1).mean() > np.sum(native * floats, axis=1).mean()

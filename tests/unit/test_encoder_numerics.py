@@ -177,3 +177,91 @@ def test_the_service_shows_why_a_model_it_serves_computes_otherwise(tmp_path: Pa
     with TestClient(create_app(service_config(_settings(tmp_path, require=False)),
                                holder=holder_with(reference_loaded()), start_holder=False)) as client:  # fmt: skip
         assert client.get("/v1/model", headers=API).json()["numerics_mismatch"] is None
+
+
+def _run(model_bytes: bytes, acts: np.ndarray, zero_point: int) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    feeds = {"A": acts, "azp": np.array(zero_point, dtype=np.uint8)}
+    return np.asarray(sess.run(None, feeds)[0], dtype=np.int64)
+
+
+def test_split_products_are_the_exact_integer_product_on_this_cpu() -> None:
+    """A full-range product split into two within +-64: exact here whatever the CPU, where the
+    plain product is exact only with VNNI (the probe says which)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from labeling.int8 import WEIGHT_LIMIT, split_wide_products
+
+    rng = np.random.default_rng(3)
+    w = rng.integers(-127, 128, (384, 32)).astype(np.int8)
+    w[:, 0] = 127  # the largest pair sums
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "W", "azp"], ["Y"], name="mm")], "g",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [None, 384]),
+         helper.make_tensor_value_info("azp", TensorProto.UINT8, [])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [None, 32])],
+        [numpy_helper.from_array(w, "W")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    plain = model.SerializeToString()
+    assert split_wide_products(model) == 1
+    weights = [numpy_helper.to_array(t) for t in model.graph.initializer]
+    assert len(weights) == 2 and all(
+        int(np.abs(x.astype(np.int16)).max()) <= WEIGHT_LIMIT for x in weights
+    )
+    acts = rng.integers(0, 256, (8, 384)).astype(np.uint8)
+    acts[0] = 255
+    want = (acts.astype(np.int64) - 3) @ w.astype(np.int64)
+    np.testing.assert_array_equal(_run(model.SerializeToString(), acts, 3), want)
+    assert np.array_equal(_run(plain, acts, 3), want) == int8_products_exact(-127, 127)
+    onnx.checker.check_model(model)
+    assert split_wide_products(model) == 0  # nothing wide is left
+
+
+def test_exact_int8_model_splits_only_where_this_cpu_saturates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnx
+
+    import labeling.int8 as int8
+
+    full = _integer_model(tmp_path / "full.onnx", np.full((8, 3), -127, dtype=np.int64))
+    grid = _integer_model(tmp_path / "grid.onnx", np.full((8, 3), 64, dtype=np.int64))
+    monkeypatch.setattr(int8, "int8_products_exact", lambda low, high, **_: True)  # VNNI
+    assert int8.exact_int8_model(full) == str(full)
+    monkeypatch.setattr(int8, "int8_products_exact", lambda low, high, **_: high <= 64)  # AVX2
+    assert int8.exact_int8_model(grid) == str(grid)
+    split = int8.exact_int8_model(full)
+    assert isinstance(split, bytes)
+    (tmp_path / "split.onnx").write_bytes(split)
+    assert int8.int8_weight_extent(tmp_path / "split.onnx") == 64
+    assert [n.op_type for n in onnx.load(str(tmp_path / "split.onnx")).graph.node] == [
+        "MatMulInteger", "MatMulInteger", "Add",
+    ]  # fmt: skip
+
+
+def test_an_exact_model_id_is_served_exact_and_never_refused(tmp_path: Path) -> None:
+    from labeling.encoders import EXACT_INT8_ID, computes_exact_int8, load_encoder
+
+    onnx_file = _integer_model(tmp_path / "full.onnx", np.full((8, 3), 127, dtype=np.int64))
+    tok = tmp_path / "tokenizer.json"  # read on first use only
+    exact = load_encoder("minilm-q8", onnx_file, tok, exact_int8=True)
+    plain = load_encoder("minilm-q8", onnx_file, tok)
+    assert exact.model_id == plain.model_id + EXACT_INT8_ID and exact.exact_int8
+    assert computes_exact_int8(exact.model_id) and not computes_exact_int8(plain.model_id)
+    assert encoder_numerics(onnx_file, exact=True)["int8_products_exact"] is True
+    m = TargetingFilterModel()
+    trained = {"int8_weight_extent": 127, "int8_products_exact": True, "cpu": "elsewhere"}
+    m.bundle = cast(
+        FilterBundle,
+        SimpleNamespace(meta={"encoder_numerics": trained}, embedding_model_id=exact.model_id),
+    )
+    m.onnx_path, m.model_version = onnx_file, "8"
+    m.configure_serving()  # exact where it was trained, exact here: whatever this CPU is
+    assert m.numerics_mismatch is None
