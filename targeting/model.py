@@ -87,6 +87,8 @@ class TargetingFilterModel(PythonModel):
 
     def load_context(self, context: Any) -> None:
         arts = context.artifacts
+        # a model pickled before these attributes existed is unpickled without them
+        self.onnx_path, self.numerics_mismatch = None, None
         try:
             policy = load_policy(Path(arts["policy"]))
             taxonomy = load_taxonomy(

@@ -265,3 +265,29 @@ def test_an_exact_model_id_is_served_exact_and_never_refused(tmp_path: Path) -> 
     m.onnx_path, m.model_version = onnx_file, "8"
     m.configure_serving()  # exact where it was trained, exact here: whatever this CPU is
     assert m.numerics_mismatch is None
+
+
+def test_a_model_pickled_before_the_numerics_record_still_loads_and_serves(tmp_path: Path) -> None:
+    """Models logged before these attributes existed are unpickled without them (pickling skips
+    ``__init__``): loading must set them, or every such model would be refused."""
+    from experiments.dataset import snapshot_from_records
+    from experiments.training import TrainConfig, train_filter
+    from labeling.policy import load_policy
+    from labeling.records import Conversation
+    from labeling.synth import generate
+    from labeling.taxonomy import load_taxonomy
+    from targeting.model import model_artifacts, save_bundle
+
+    policy = load_policy()
+    tax = load_taxonomy(categories=policy.categories)
+    snap = snapshot_from_records(
+        [Conversation.model_validate(r) for r in generate(120, 5)], tax, policy.categories
+    )
+    bundle = train_filter(snap, tax, None, config=TrainConfig(folds=2, use_embeddings=False)).bundle
+    old = TargetingFilterModel()
+    del old.onnx_path, old.numerics_mismatch  # as unpickled from such a model
+    arts = model_artifacts(save_bundle(bundle, tmp_path / "bundle.pkl"), policy)
+    old.load_context(SimpleNamespace(artifacts=arts))
+    old.configure_serving()
+    assert old.numerics_mismatch is None and old.onnx_path is None
+    assert len(old.decide(generate(3, 9))) == 3
