@@ -65,9 +65,13 @@ def int8_weight_extent(onnx_path: Path) -> int:
     """The largest magnitude of the int8 weights an ONNX file multiplies by with
     ``MatMulInteger`` (0: it has no integer products; its products are float)."""
     import onnx
+
+    return _weight_extent(onnx.load(str(onnx_path)))
+
+
+def _weight_extent(model: Any) -> int:
     from onnx import TensorProto, numpy_helper
 
-    model = onnx.load(str(onnx_path))
     int8_inits = {t.name: t for t in model.graph.initializer if t.data_type == TensorProto.INT8}
     extent = 0
     for node in model.graph.node:
@@ -138,12 +142,12 @@ def exact_int8_model(onnx_path: Path) -> str | bytes:
     CPU: the file's path where they are exact already (VNNI, AMX; float products; weights within
     :data:`WEIGHT_RANGE`), else the bytes of the file with its wide products split
     (:func:`split_wide_products`: twice the int8 work where it is needed)."""
-    extent = int8_weight_extent(onnx_path)
-    if extent <= WEIGHT_LIMIT or int8_products_exact(-extent, min(extent, 127)):
-        return str(onnx_path)
     import onnx
 
-    model = onnx.load(str(onnx_path))
+    model = onnx.load(str(onnx_path))  # read once: the extent and the split come from it
+    extent = _weight_extent(model)
+    if extent <= WEIGHT_LIMIT or int8_products_exact(-extent, min(extent, 127)):
+        return str(onnx_path)
     split_wide_products(model)
     return bytes(model.SerializeToString())
 

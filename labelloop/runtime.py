@@ -343,13 +343,9 @@ def served_model_uri(settings: Settings) -> str:
 def serving_check(settings: Settings) -> Callable[[Any], None]:
     """What the batch filter does to every model it loads: refuse one whose encoder computes
     other vectors here than in training (unless the settings allow it)."""
+    from targeting.holder import serving_configurer
 
-    def configure(python_model: Any) -> None:
-        tune = getattr(python_model, "configure_serving", None)
-        if callable(tune):
-            tune(require_training_numerics=settings.filter_require_training_numerics)
-
-    return configure
+    return serving_configurer(require_training_numerics=settings.filter_require_training_numerics)
 
 
 def engine_from_settings(

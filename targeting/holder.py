@@ -243,6 +243,23 @@ class MlflowSource:
         )
 
 
+def serving_configurer(
+    *, onnx_threads: int | None = None, embed_cache: int = 0, require_training_numerics: bool = True
+) -> Callable[[Any], None]:
+    """What is done to every model loaded to serve decisions (the filter service, the batch
+    filter, the cluster workers): ``TargetingFilterModel.configure_serving`` with these knobs
+    (encoder threads, embedding cache, the check that this CPU computes the encoder as training
+    did); a model without that method is served as it is."""
+
+    def configure(python_model: Any) -> None:
+        tune = getattr(python_model, "configure_serving", None)
+        if callable(tune):
+            tune(onnx_threads=onnx_threads, embed_cache=embed_cache,
+                 require_training_numerics=require_training_numerics)  # fmt: skip
+
+    return configure
+
+
 class ModelHolder:
     """Holds the serving model; hot-swaps it on :meth:`refresh` and from a polling thread."""
 

@@ -121,15 +121,13 @@ class TargetingFilterModel(PythonModel):
         """Compare how this CPU computes the encoder's products with how the training machine
         did (recorded in the bundle, ``labeling.int8.encoder_numerics``); sets and returns
         :attr:`numerics_mismatch`."""
-        trained = (self.bundle.meta if self.bundle is not None else {}).get("encoder_numerics")
-        if self.onnx_path is None or not trained:
-            self.numerics_mismatch = None
-        else:
+        self.numerics_mismatch = None
+        trained = self.bundle.meta.get("encoder_numerics") if self.bundle is not None else None
+        if self.bundle is not None and self.onnx_path is not None and trained:
             from labeling.encoders import computes_exact_int8
             from labeling.int8 import encoder_numerics, numerics_differ
 
-            assert self.bundle is not None
-            exact = computes_exact_int8(str(getattr(self.bundle, "embedding_model_id", "")))
+            exact = computes_exact_int8(self.bundle.embedding_model_id)
             here = encoder_numerics(self.onnx_path, exact=exact)
             self.numerics_mismatch = numerics_differ(trained, here)
         return self.numerics_mismatch

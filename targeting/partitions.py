@@ -239,13 +239,12 @@ def worker_holder(spec: ScoringSpec) -> Any:
     with _ENGINE_LOCK:
         holder = _HOLDERS.get(spec)
         if holder is None:
-            from targeting.holder import ModelHolder
+            from targeting.holder import ModelHolder, serving_configurer
 
-            def configure(m: Any) -> None:
-                tune = getattr(m, "configure_serving", None)
-                if callable(tune):
-                    tune(onnx_threads=spec.onnx_threads, embed_cache=spec.embed_cache,
-                         require_training_numerics=spec.require_training_numerics)  # fmt: skip
+            configure = serving_configurer(
+                onnx_threads=spec.onnx_threads, embed_cache=spec.embed_cache,
+                require_training_numerics=spec.require_training_numerics,
+            )  # fmt: skip
 
             holder = ModelHolder.for_uri(spec.model_uri, spec.tracking_uri, poll_s=0.0,
                                          cache_dir=Path(spec.model_cache_dir), configure=configure)  # fmt: skip

@@ -61,6 +61,7 @@ from labelloop.safe_text import install_log_redaction, opt_without_credentials
 from targeting.audit import AuditLog
 from targeting.engine import FilterDecision, FilterEngine
 from targeting.holder import ModelHolder
+from targeting.holder import serving_configurer as holder_configurer
 from targeting.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from targeting.metrics import FilterMetrics, embed_cache_stats, model_labels
 from targeting.model_ref import FilterModelRef
@@ -349,18 +350,12 @@ class ServiceConfig:
 
 
 def serving_configurer(config: ServiceConfig) -> Callable[[Any], None]:
-    """What is done to every model the service loads: encoder threads and embedding cache."""
-
-    def configure(python_model: Any) -> None:
-        tune = getattr(python_model, "configure_serving", None)
-        if callable(tune):
-            tune(
-                onnx_threads=config.onnx_threads,
-                embed_cache=config.embed_cache,
-                require_training_numerics=config.require_training_numerics,
-            )
-
-    return configure
+    """What is done to every model the service loads (``targeting.holder.serving_configurer``)."""
+    return holder_configurer(
+        onnx_threads=config.onnx_threads,
+        embed_cache=config.embed_cache,
+        require_training_numerics=config.require_training_numerics,
+    )
 
 
 def make_holder(config: ServiceConfig) -> ModelHolder:

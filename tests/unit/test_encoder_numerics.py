@@ -80,7 +80,7 @@ def _loaded_model(onnx: Path, trained: dict[str, Any] | None) -> TargetingFilter
     and the bundled encoder file."""
     m = TargetingFilterModel()
     meta = {} if trained is None else {"encoder_numerics": trained}
-    m.bundle = cast(FilterBundle, SimpleNamespace(meta=meta))
+    m.bundle = cast(FilterBundle, SimpleNamespace(meta=meta, embedding_model_id="q8@test"))
     m.onnx_path = onnx
     m.model_version = "7"
     return m
@@ -122,19 +122,9 @@ def test_a_model_without_the_record_or_without_an_encoder_is_served(tmp_path: Pa
 
 
 def _settings(tmp_path: Path, *, require: bool) -> Any:
-    from pydantic import SecretStr
+    from tests.unit.test_filter_service import service_settings
 
-    from labelloop.settings import Settings
-    from tests.unit.test_filter_service import ADMIN, API
-
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        env="test",
-        state_dir=tmp_path / "state",
-        filter_api_key=SecretStr(API["X-API-Key"]),
-        filter_admin_key=SecretStr(ADMIN["X-API-Key"]),
-        filter_require_training_numerics=require,
-    )
+    return service_settings(tmp_path, filter_require_training_numerics=require)
 
 
 @pytest.mark.parametrize("require", [True, False])

@@ -69,8 +69,8 @@ def holder_with(loaded: LoadedModel | None) -> ModelHolder:
     return h
 
 
-@pytest.fixture
-def settings_(tmp_path: Path) -> Settings:
+def service_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings of a test filter service: its state under ``tmp_path``, the test keys."""
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         env="test",
@@ -79,7 +79,13 @@ def settings_(tmp_path: Path) -> Settings:
         filter_admin_key=SecretStr(ADMIN["X-API-Key"]),
         filter_max_batch=8,
         filter_poll_s=0,
+        **overrides,
     )
+
+
+@pytest.fixture
+def settings_(tmp_path: Path) -> Settings:
+    return service_settings(tmp_path)
 
 
 def client_for(settings_: Settings, loaded: LoadedModel | None) -> Iterator[TestClient]:
