@@ -445,10 +445,14 @@ def part_split(
     return out
 
 
-def part_long(res: TrainResult, snapshot: Snapshot, embedder: Any, n: int) -> dict[str, Any]:
+def part_long(
+    res: TrainResult, snapshot: Snapshot, embedder: Any, n: int, items_out: Path | None = None
+) -> dict[str, Any]:
     """One sensitive user turn (from a one-turn example of another source) inserted into the last
     third of a clean dialogue of 12+ turns; controls with a neutral turn. Scored once: the rates,
-    their curve as the any-sensitive threshold moves, and why the blocked controls are blocked."""
+    their curve as the any-sensitive threshold moves, and why the blocked controls are blocked.
+    ``items_out``: every composed item as a JSON line (what was inserted, the scores, the deciding
+    turn; for a control also its host dialogue alone), to read the errors one by one."""
     comp = compose_long_dialogues(list(snapshot.eval), n=n, seed=0, max_donor_turns=1,
                                   max_donor_chars=300, chain_hosts=True)  # fmt: skip
     both = list(comp.examples)
@@ -467,7 +471,7 @@ def part_long(res: TrainResult, snapshot: Snapshot, embedder: Any, n: int) -> di
         else None,
         "trigger_is_inserted_turn": ld.trigger_is_inserted_turn,
         **(
-            control_breakdown(res.bundle, comp, scored[1], verdicts, embedder)
+            control_breakdown(res.bundle, comp, scored[1], verdicts, embedder, items_out)
             if scored and nc
             else {}
         ),
@@ -485,12 +489,12 @@ def rows_of(batch: ScoreBatch, start: int, stop: int) -> ScoreBatch:
 
 def control_breakdown(
     bundle: FilterBundle, comp: ComposedSet, all_batch: ScoreBatch,
-    all_verdicts: Sequence[ContentVerdict], embedder: Any,
+    all_verdicts: Sequence[ContentVerdict], embedder: Any, items_out: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """From the scored long set (``comp.examples``' order): the leak / control false-block curve
     as the any-sensitive threshold moves, and why the blocked controls are blocked: by their host
     dialogue alone (scored without the inserted turn) or by the inserted turn, which rule
-    decided, and a few deciding turns."""
+    decided, and a few deciding turns; every item to ``items_out`` (see :func:`part_long`)."""
     ctrl = list(comp.controls)
     long_curve = curve(bundle, all_batch, list(comp.examples))
     ns = len(comp.sensitive)
@@ -514,6 +518,9 @@ def control_breakdown(
         by_inserted += a <= v.trigger_turn < b
         if len(examples) < 12:
             examples.append(e.turns[v.trigger_turn][:160])
+    if items_out is not None:
+        host_of = dict(zip((e.conversation_id for e in ctrl), host_verdicts, strict=True))
+        write_long_items(items_out, comp, all_verdicts, host_of)
     return {"curve": long_curve, "control_false_blocks": {
         "n": len(ctrl),
         "blocked": sum(blocked),
@@ -522,6 +529,31 @@ def control_breakdown(
         "by_rule": blocked_by(bundle, batch, blocked),
         "deciding_turns": examples,
     }}  # fmt: skip
+
+
+def write_long_items(
+    path: Path, comp: ComposedSet, verdicts: Sequence[ContentVerdict],
+    host_verdicts: dict[str, ContentVerdict],
+) -> None:  # fmt: skip
+    """One JSON line per composed item, in ``comp.examples``' order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for e, v in zip(comp.examples, verdicts, strict=True):
+            a, b = comp.spans[e.conversation_id]
+            host = host_verdicts.get(e.conversation_id)
+            row: dict[str, Any] = {
+                "kind": "sensitive" if e.sensitive else "control", "id": e.conversation_id,
+                "donor": comp.donors.get(e.conversation_id), "categories": list(e.sensitive),
+                "turns": len(e.turns), "inserted": list(e.turns[a:b]),
+                "inserted_score": max(v.turn_scores[a:b], default=None),
+                "any_score": v.any_score, "blocked": v.blocked, "sensitive": list(v.sensitive),
+                "deciding_turn": None if v.trigger_turn is None else e.turns[v.trigger_turn],
+            }  # fmt: skip
+            if host is not None:  # the control's host dialogue alone (indexes without the insert)
+                t = host.trigger_turn
+                row.update(host_blocked=host.blocked, host_any_score=host.any_score,
+                           host_deciding_turn=None if t is None else (e.turns[:a] + e.turns[b:])[t])  # fmt: skip
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def part_loso(
@@ -667,6 +699,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", default="split,long,loso,speed")
     ap.add_argument("--n-long", type=int, default=400, help="composed long dialogues per kind")
     ap.add_argument("--n-speed", type=int, default=1200, help="records for the speed part")
+    ap.add_argument(
+        "--long-items", type=Path, default=None, metavar="DIR",
+        help="write every composed long-dialogue item of each variant to DIR/<variant>.jsonl",
+    )  # fmt: skip
     ap.add_argument("--multilingual", type=Path, default=None)
     ap.add_argument(
         "--loso-sources", default="", help="held-out sources of (b), comma-separated (default: all)"
@@ -762,7 +798,8 @@ def main(argv: list[str] | None = None) -> int:
         if "split" in parts:
             out["split"] = part_split(res, snapshot, embedder, policy)
         if "long" in parts:
-            out["long"] = part_long(res, snapshot, embedder, args.n_long)
+            items = args.long_items / f"{name}.jsonl" if args.long_items else None
+            out["long"] = part_long(res, snapshot, embedder, args.n_long, items)
         if "speed" in parts:
             out["speed"] = part_speed(res.bundle, embedder, policy, taxonomy, Path(args.data_dir),
                                       args.models_dir, args.n_speed, args.cache_dir / "speed")  # fmt: skip

@@ -75,6 +75,7 @@ from targeting.scorer import (
     embed_features,
     load_lexicon_file,
     mean_pool,
+    segment_words,
 )
 
 __all__ = [
@@ -123,6 +124,14 @@ class TrainConfig:
     use_identities: bool = True
     tfidf_max_features: int = 50_000
     tfidf_ngram_max: int = 2
+    # the segment TF-IDF sees a segment's leading role tag ("user: ", "assistant/voice: "): who
+    # spoke, not what was said; off: the words after it only (targeting.scorer.segment_words)
+    tfidf_role_tags: bool = True
+    # stop words left out of the segment TF-IDF (scikit-learn's "english"); None: every word
+    tfidf_stop_words: str | None = None
+    # scale of the word TF-IDF columns against the sentence vector and the cues (one C for all:
+    # below 1 regularises the words more)
+    tfidf_weight: float = 1.0
     char_tfidf_max_features: int = 100_000
     # inverse regularisation of the segment classifier; 8 beat 0.5 and 2 on false-block at the
     # same leak budget (docs/filter-quality.md)
@@ -721,6 +730,7 @@ def train_filter(
         identity_rule=lex.identities if config.use_lexicon and config.use_identities else None,
         embed_max_length=config.embed_max_length, segment_chars=config.segment_chars,
         unit=config.unit, uses_embeddings=emb_obj is not None, encoder=encoder,
+        tfidf_weight=config.tfidf_weight,
     )  # fmt: skip
     if config.use_tfidf:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -728,6 +738,8 @@ def train_filter(
         bundle.segment_tfidf = TfidfVectorizer(
             max_features=config.tfidf_max_features, ngram_range=(1, config.tfidf_ngram_max),
             sublinear_tf=True, min_df=2, strip_accents="unicode",
+            preprocessor=None if config.tfidf_role_tags else segment_words,
+            stop_words=config.tfidf_stop_words,
         ).fit(seg_texts)  # fmt: skip
     if config.use_char_tfidf:
         from sklearn.feature_extraction.text import TfidfVectorizer

@@ -319,6 +319,20 @@ class TermMatcher:
 
 
 # ------------------------------------------------------------------------------------ features
+# a segment's leading role tag, as labeling.segments renders it ("user: ", "assistant/voice: ")
+_ROLE_TAG = re.compile(r"^[a-z_]+(?:/[a-z_]+)?:[ \t]*")
+
+
+def segment_words(text: str) -> str:
+    """A segment's text as the word features of a model trained without role tags see it: the
+    leading role tag dropped (who spoke, not what was said; as a word it stands for the data
+    source's format), lower-cased, accents stripped (what the vectoriser does by default). A
+    module function: the fitted vectoriser pickles it by name."""
+    from sklearn.feature_extraction.text import strip_accents_unicode
+
+    return strip_accents_unicode(_ROLE_TAG.sub("", text.lower(), count=1))
+
+
 def embed_features(texts: Sequence[str], embedder: TextEmbedder) -> npt.NDArray[np.float32]:
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
@@ -492,6 +506,8 @@ class FilterBundle:
     unit: str = "segment"
     uses_embeddings: bool = True
     meta: dict[str, Any] = field(default_factory=dict)
+    # scale of the word TF-IDF columns of the segment model (smaller: more regularised)
+    tfidf_weight: float = 1.0
     _keyword_matcher: TermMatcher | None = field(default=None, repr=False, compare=False)
     _cue_matcher: TermMatcher | None = field(default=None, repr=False, compare=False)
 
@@ -505,6 +521,7 @@ class FilterBundle:
         state.setdefault("cue_not_before", {})  # models pickled before the fields existed
         state.setdefault("cue_short_weight", 0.0)
         state.setdefault("identity_rule", None)
+        state.setdefault("tfidf_weight", 1.0)
         self.__dict__.update(state)
 
     @classmethod
@@ -551,7 +568,8 @@ class FilterBundle:
         if embeddings is not None:
             parts.append(embeddings.astype(np.float64))
         if self.segment_tfidf is not None:
-            parts.append(self.segment_tfidf.transform(list(texts)))
+            words = self.segment_tfidf.transform(list(texts))
+            parts.append(words if self.tfidf_weight == 1.0 else self.tfidf_weight * words)
         if self.segment_char_tfidf is not None:
             parts.append(self.segment_char_tfidf.transform(list(texts)))
         if self.cue_weight > 0 or self.cue_short_weight > 0:

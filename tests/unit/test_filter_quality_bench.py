@@ -4,6 +4,7 @@ product's training settings."""
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def test_rows_of_slices_every_field_alike() -> None:
     assert r.trigger_turn == [2, 3] and r.turn_scores == [(2.0,), (3.0,)]
 
 
-def test_the_long_curve_separates_what_the_host_dialogues_block_alone() -> None:
+def test_the_long_curve_separates_what_the_host_dialogues_block_alone(tmp_path: Path) -> None:
     from benchmarks.filter_quality import part_long
     from experiments.dataset import Example, Snapshot
     from experiments.training import TrainConfig, train_filter
@@ -93,7 +94,7 @@ def test_the_long_curve_separates_what_the_host_dialogues_block_alone() -> None:
     tax = load_taxonomy(categories=load_policy().categories)
     res = train_filter(Snapshot(tuple(train), (), cats), tax, emb, config=TrainConfig(),
                        lexicon=lex)  # fmt: skip
-    out = part_long(res, Snapshot(tuple(train), tuple(evals), cats), emb, 20)
+    out = part_long(res, Snapshot(tuple(train), tuple(evals), cats), emb, 20, tmp_path / "i.jsonl")
     pts = out["curve"]
     assert len(pts) > 5 and out["control_false_blocks"]["n"] > 0
     # a control is its host plus one neutral turn: it is blocked whenever its host alone is
@@ -102,6 +103,19 @@ def test_the_long_curve_separates_what_the_host_dialogues_block_alone() -> None:
     # the hosts with the borderline turn (a third of them) are blocked alone; fewer as it rises
     host = [p["host_false_block_rate"] for p in pts]
     assert host[0] > 0.2 and all(a >= b for a, b in pairwise(host))
+    # every item, one by one: what was inserted, and what decided
+    items = [json.loads(line) for line in (tmp_path / "i.jsonl").read_text().splitlines()]
+    ctrl = [r for r in items if r["kind"] == "control"]
+    assert len(items) == out["n_sensitive"] + out["n_controls"] and len(ctrl) == out["n_controls"]
+    assert sum(r["blocked"] for r in ctrl) == out["control_false_blocks"]["blocked"]
+    assert sum(r["host_blocked"] for r in ctrl) == out["control_false_blocks"]["host_alone_blocked"]
+    for r in items:
+        assert len(r["inserted"]) == 1 and r["inserted_score"] <= r["any_score"] + 1e-12
+        assert (r["deciding_turn"] is not None) == r["blocked"]
+    borderline = [r for r in ctrl if r["host_blocked"]]
+    assert borderline and all("my doctor" in r["host_deciding_turn"] for r in borderline)
+    assert all("pray" in r["inserted"][0] or "doctor" in r["inserted"][0]
+               for r in items if r["kind"] == "sensitive")  # fmt: skip
 
 
 def test_each_left_out_source_reports_its_recall_per_category() -> None:

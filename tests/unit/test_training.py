@@ -3,6 +3,7 @@ positives (fake embedder, no model files)."""
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 from typing import Any
 
@@ -27,7 +28,14 @@ from experiments.training import (
 )
 from labeling.policy import load_policy
 from labeling.taxonomy import load_taxonomy
-from targeting.scorer import CLEAN, BlendedSegmentModel, FilterBundle, HashingEmbedder, Lexicon
+from targeting.scorer import (
+    CLEAN,
+    BlendedSegmentModel,
+    FilterBundle,
+    HashingEmbedder,
+    Lexicon,
+    segment_words,
+)
 
 CATS = ("religion", "health", "union_membership")
 NO_LEXICON = Lexicon(dict.fromkeys(CATS, ()), dict.fromkeys(CATS, ()))
@@ -549,3 +557,48 @@ def test_recalibration_keeps_the_false_block_target_of_training() -> None:
     assert cal["threshold"] > res.bundle.any_threshold
     again = recalibrate(per_turn, per_turn.bundle.meta["train_config"]["leak_budget"])
     assert again.bundle.any_threshold == per_turn.bundle.any_threshold
+
+
+def test_segment_words_drop_the_role_tag_only() -> None:
+    assert segment_words("user: Re: NCAA finals") == "re: ncaa finals"
+    assert segment_words("assistant/voice: Héllo, note: x") == "hello, note: x"
+    assert segment_words("user:   what time is it") == "what time is it"
+    # only a leading tag: a colon later in the text stays
+    assert segment_words("plain text: with a colon") == "plain text: with a colon"
+
+
+def test_word_features_without_role_tags_or_stop_words_survive_pickling() -> None:
+    plain = _train(_examples()).bundle.segment_tfidf.vocabulary_
+    assert {"user", "assistant", "how"} <= set(plain)
+    res = _train(_examples(), tfidf_role_tags=False, tfidf_stop_words="english")
+    vocab = set(res.bundle.segment_tfidf.vocabulary_)
+    assert not vocab & {"user", "assistant", "how", "there", "user hello", "assistant hi"}
+    assert {"church", "mosque", "doctor", "hello"} <= vocab
+    again = pickle.loads(pickle.dumps(res.bundle))
+    texts = ["user: where is the church and mosque", "assistant: here are some options"]
+    vectors = HashingEmbedder(32).embed(texts)
+    p_any = [
+        b.segment_probabilities(b.segment_features(texts, vectors), 2)[0]
+        for b in (res.bundle, again)
+    ]
+    np.testing.assert_array_equal(p_any[0], p_any[1])
+    assert p_any[0][0] > p_any[0][1]  # the religion segment over the neutral one
+
+
+def test_the_word_columns_weigh_as_configured() -> None:
+    texts = ["user: where is the church and mosque"]
+    vectors = HashingEmbedder(32).embed(texts)
+    one = _train(_examples()).bundle
+    two = _train(_examples(), tfidf_weight=2.0).bundle
+    assert two.tfidf_weight == 2.0 and one.tfidf_weight == 1.0
+    n = len(one.segment_tfidf.vocabulary_)
+    words = slice(32, 32 + n)  # the embedding first, then the word columns
+    f1 = one.segment_features(texts, vectors).toarray()
+    f2 = two.segment_features(texts, vectors).toarray()
+    np.testing.assert_allclose(f2[:, words], 2.0 * f1[:, words])
+    np.testing.assert_allclose(f2[:, :32], f1[:, :32])
+    state = dict(two.__dict__)
+    del state["tfidf_weight"]  # a model pickled before the field existed
+    old = FilterBundle.__new__(FilterBundle)
+    old.__setstate__(state)
+    assert old.tfidf_weight == 1.0
