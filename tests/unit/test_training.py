@@ -17,6 +17,7 @@ from experiments.training import (
     TrainConfig,
     _balance_sources,
     _capped_floor,
+    _drop_implausible_witnesses,
     _plausible_positives,
     _sample_clean_rows,
     calibrate_recall_threshold,
@@ -602,3 +603,39 @@ def test_the_word_columns_weigh_as_configured() -> None:
     old = FilterBundle.__new__(FilterBundle)
     old.__setstate__(state)
     assert old.tfidf_weight == 1.0
+
+
+def test_implausible_positives_give_no_witness_within_their_share() -> None:
+    # 100 clean one-segment conversations scoring 0..0.099; 10 sensitive two-segment ones
+    exs = [Example(f"c{i}", ("user: x",), (), None) for i in range(100)]
+    exs += [Example(f"s{i}", ("user: a", "user: b"), ("health",), None) for i in range(10)]
+    exs.append(Example("aug", ("user: a", "user: b"), ("health",), None, origin="augmented"))
+    owner = np.array(list(range(100)) + [k for k in range(100, 111) for _ in range(2)])
+    clean = np.arange(100) / 1000.0
+    # s0, s1 and aug: best segment under the clean 99th percentile (0.098); s2: 0.5
+    best = [0.01, 0.02, 0.5, *[0.9] * 7, 0.001]
+    sens = np.array([[b / 2, b] for b in best]).ravel()
+    p_any = np.concatenate([clean, sens])
+    witness = np.concatenate([np.zeros(100, bool), np.tile([False, True], 11)])
+    out = _drop_implausible_witnesses(witness, p_any, owner, exs, share=0.1)
+    dropped = {exs[k].conversation_id for k in set(owner[witness]) - set(owner[out])}
+    assert dropped == {"s0"}  # one of 10 gold positives; the lowest; never the augmented one
+    out = _drop_implausible_witnesses(witness, p_any, owner, exs, share=0.5)
+    dropped = {exs[k].conversation_id for k in set(owner[witness]) - set(owner[out])}
+    assert dropped == {"s0", "s1"}  # only those that score like clean segments
+    assert not out[:100].any() and (out <= witness).all()
+
+
+def test_training_reports_the_conversations_left_without_a_witness() -> None:
+    exs = _examples()
+    # two religion conversations whose sensitive turn is plain small talk: labels no text explains
+    exs[0] = Example(
+        "r0", ("user: hello there", "assistant: hi, how can I help?"), ("religion",), None
+    )
+    exs[6] = Example(
+        "r6", ("user: hello there", "assistant: hi, how can I help?"), ("religion",), None
+    )
+    res = _train(exs, witness_noise_share=0.1)
+    assert res.bundle.meta["witnesses_dropped"] >= 1
+    assert "r0" not in res.witnesses and "r6" not in res.witnesses
+    assert _train(exs).bundle.meta["witnesses_dropped"] == 0
