@@ -537,7 +537,7 @@ def control_breakdown(
         if len(examples) < 12:
             examples.append(e.turns[v.trigger_turn][:160])
     if items_out is not None:
-        host_of = dict(zip((e.conversation_id for e in ctrl), host_verdicts, strict=True))
+        host_of = {h.conversation_id: (h, v) for h, v in zip(hosts, host_verdicts, strict=True)}
         write_long_items(items_out, comp, all_verdicts, host_of)
     return {"curve": long_curve, "control_false_blocks": {
         "n": len(ctrl),
@@ -551,14 +551,14 @@ def control_breakdown(
 
 def write_long_items(
     path: Path, comp: ComposedSet, verdicts: Sequence[ContentVerdict],
-    host_verdicts: dict[str, ContentVerdict],
+    hosts: dict[str, tuple[Example, ContentVerdict]],
 ) -> None:  # fmt: skip
-    """One JSON line per composed item, in ``comp.examples``' order."""
+    """One JSON line per composed item, in ``comp.examples``' order; ``hosts``: a control's id ->
+    its host dialogue alone and that dialogue's verdict."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
         for e, v in zip(comp.examples, verdicts, strict=True):
             a, b = comp.spans[e.conversation_id]
-            host = host_verdicts.get(e.conversation_id)
             row: dict[str, Any] = {
                 "kind": "sensitive" if e.sensitive else "control", "id": e.conversation_id,
                 "donor": comp.donors.get(e.conversation_id), "categories": list(e.sensitive),
@@ -567,10 +567,11 @@ def write_long_items(
                 "any_score": v.any_score, "blocked": v.blocked, "sensitive": list(v.sensitive),
                 "deciding_turn": None if v.trigger_turn is None else e.turns[v.trigger_turn],
             }  # fmt: skip
-            if host is not None:  # the control's host dialogue alone (indexes without the insert)
-                t = host.trigger_turn
-                row.update(host_blocked=host.blocked, host_any_score=host.any_score,
-                           host_deciding_turn=None if t is None else (e.turns[:a] + e.turns[b:])[t])  # fmt: skip
+            if e.conversation_id in hosts:
+                host, hv = hosts[e.conversation_id]
+                t = hv.trigger_turn
+                row.update(host_blocked=hv.blocked, host_any_score=hv.any_score,
+                           host_deciding_turn=None if t is None else host.turns[t])  # fmt: skip
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 

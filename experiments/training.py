@@ -504,6 +504,49 @@ def _interest_lr(cfg: TrainConfig) -> Any:
     return LogisticRegression(C=cfg.c_interest, solver="liblinear", max_iter=2000)
 
 
+def _fit_folds(
+    x: Any,
+    idx: npt.NDArray[np.int_],
+    cls: list[str],
+    w: npt.NDArray[np.float64],
+    seg_fold: npt.NDArray[np.int_],
+    config: TrainConfig,
+    init: Any | None,
+    dense_cols: npt.NDArray[np.int_],
+    *,
+    with_final: bool = False,
+) -> list[Any | None]:
+    """Per fold, the segment model fitted on the rows (``idx``: their segments) of the other
+    folds (None for a fold without segments); ``with_final``: the model on every row last.
+    Fitted on ``config.n_jobs`` threads."""
+    row_fold = seg_fold[idx]
+
+    def fit_fold(f: int) -> Any | None:  # f == folds: the final model on every row
+        keep = row_fold != f
+        if f < config.folds and not (seg_fold == f).any():
+            return None
+        return _fit_segments(x[idx[keep]], [cls[i] for i in np.flatnonzero(keep)], w[keep],
+                             config, init=init, dense_cols=dense_cols)  # fmt: skip
+
+    return _parallel_map(fit_fold, range(config.folds + with_final), config.n_jobs)
+
+
+def _out_of_fold_scores(
+    bundle: FilterBundle, fitted: Sequence[Any | None], x: Any, seg_fold: npt.NDArray[np.int_]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(P(any), category scores) of every segment by the model of its fold (``fitted[f]``, as
+    :func:`_fit_folds` returns them; zeros where a fold has none)."""
+    p_any = np.zeros(x.shape[0])
+    p_cat = np.zeros((x.shape[0], len(bundle.categories)))
+    for f, m in enumerate(fitted):
+        va = seg_fold == f
+        if m is None:
+            continue
+        probe = replace(bundle, segment_model=m, segment_classes=tuple(str(c) for c in m.classes_))
+        p_any[va], p_cat[va] = probe.segment_probabilities(x[va], int(va.sum()))
+    return p_any, p_cat
+
+
 def _fold_ids(ids: Sequence[str], cfg: TrainConfig) -> npt.NDArray[np.int_]:
     return np.array(
         [min(cfg.folds - 1, int(unit_hash(i, cfg.fold_salt) * cfg.folds)) for i in ids],
@@ -633,22 +676,40 @@ def _max_similarity_to_clean(
     return out
 
 
+# the clean segments' score quantile that a witness must pass (a segment scoring like clean text
+# is not evidence) and under which a sensitive conversation's best segment is implausible
+WITNESS_CLEAN_QUANTILE = 0.99
+
+
+def _witness_basis(
+    p_any: npt.NDArray[np.float64],
+    seg_owner: npt.NDArray[np.int_],
+    examples: Sequence[Example],
+    clean_quantile: float,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], float | None]:
+    """(each conversation's best segment score, which conversations are sensitive, the
+    ``clean_quantile`` of the clean segments' scores; None without clean segments)."""
+    best = np.zeros(len(examples))
+    np.maximum.at(best, seg_owner, p_any)
+    sensitive = np.array([bool(e.sensitive) for e in examples], dtype=bool)
+    clean_scores = p_any[~sensitive[seg_owner]]
+    floor = float(np.quantile(clean_scores, clean_quantile)) if clean_scores.size else None
+    return best, sensitive, floor
+
+
 def _select_witnesses(
     p_any: npt.NDArray[np.float64],
     seg_owner: npt.NDArray[np.int_],
     examples: Sequence[Example],
     ratio: float,
-    clean_quantile: float = 0.99,
+    clean_quantile: float = WITNESS_CLEAN_QUANTILE,
 ) -> npt.NDArray[np.bool_]:
     """Witness segments of the sensitive conversations: each one's best segment, and every other
     segment that scores above ``clean_quantile`` of the clean segments' scores and at least
     ``ratio`` x its conversation's best (a segment that scores like clean text is not one)."""
-    best = np.zeros(len(examples))
-    np.maximum.at(best, seg_owner, p_any)
-    sensitive = np.array([bool(e.sensitive) for e in examples])
+    best, sensitive, clean_floor = _witness_basis(p_any, seg_owner, examples, clean_quantile)
     seg_sensitive = sensitive[seg_owner]
-    clean_scores = p_any[~seg_sensitive]
-    floor = float(np.quantile(clean_scores, clean_quantile)) if clean_scores.size else 0.0
+    floor = 0.0 if clean_floor is None else clean_floor
     is_best = p_any >= best[seg_owner] - 1e-12
     strong = (p_any >= ratio * best[seg_owner]) & (p_any > floor)
     return np.asarray(seg_sensitive & (is_best | strong), dtype=bool)
@@ -660,25 +721,22 @@ def _drop_implausible_witnesses(
     seg_owner: npt.NDArray[np.int_],
     examples: Sequence[Example],
     share: float,
-    clean_quantile: float = 0.99,
-) -> npt.NDArray[np.bool_]:
-    """``witness`` without the witnesses of the sensitive gold conversations whose best segment
+    clean_quantile: float = WITNESS_CLEAN_QUANTILE,
+) -> tuple[npt.NDArray[np.bool_], int]:
+    """(``witness`` without the witnesses of the sensitive gold conversations whose best segment
     scores no higher than ``clean_quantile`` of the clean segments, the lowest first, at most
-    ``share`` of the sensitive gold conversations (augmented and silver ones always keep theirs)."""
-    sensitive = np.array([bool(e.sensitive) for e in examples])
-    gold = np.array([e.origin not in ("silver", "augmented") for e in examples])
-    clean_scores = p_any[~sensitive[seg_owner]]
-    if clean_scores.size == 0:
-        return witness
-    floor = float(np.quantile(clean_scores, clean_quantile))
-    best = np.zeros(len(examples))
-    np.maximum.at(best, seg_owner, p_any)
+    ``share`` of the sensitive gold conversations (augmented and silver ones always keep theirs);
+    how many conversations lost their witnesses)."""
+    best, sensitive, floor = _witness_basis(p_any, seg_owner, examples, clean_quantile)
+    if floor is None:
+        return witness, 0
+    gold = np.array([e.origin not in ("silver", "augmented") for e in examples], dtype=bool)
     candidates = np.flatnonzero(sensitive & gold & (best <= floor))
     budget = int(share * int((sensitive & gold).sum()))
     drop = candidates[np.argsort(best[candidates], kind="stable")][:budget]
     out = witness.copy()
     out[np.isin(seg_owner, drop)] = False
-    return out
+    return out, int(np.isin(drop, seg_owner[witness]).sum())
 
 
 def _composed_witnesses(
@@ -830,22 +888,12 @@ def train_filter(
             if config.witness_noise_share > 0:
                 # out of fold: in sample, round 0 has fitted the very labels in question
                 say("mil round 0 out of fold", 0, 1)
-                p_oof0 = np.zeros(x.shape[0])
-                for f in range(config.folds):
-                    out_f = np.asarray(folds[seg_owner] == f)
-                    keep = np.asarray(folds[seg_owner[idx]] != f)
-                    m_f = _fit_segments(x[idx[keep]], [cls[k] for k in np.flatnonzero(keep)],
-                                        w[keep], config, init=m0, dense_cols=dense_cols)  # fmt: skip
-                    classes_f = [str(c) for c in getattr(m_f, "classes_", ())]
-                    if m_f is not None and CLEAN in classes_f and out_f.any():
-                        proba = np.asarray(m_f.predict_proba(x[np.flatnonzero(out_f)]))
-                        p_oof0[out_f] = 1.0 - proba[:, classes_f.index(CLEAN)]
+                fitted0 = _fit_folds(x, idx, cls, w, folds[seg_owner], config, m0, dense_cols)
+                p_oof0, _ = _out_of_fold_scores(bundle, fitted0, x, folds[seg_owner])
                 say("mil round 0 out of fold", 1, 1)
-                kept = _drop_implausible_witnesses(
+                witness, n_dropped = _drop_implausible_witnesses(
                     witness, p_oof0, seg_owner, train, config.witness_noise_share
                 )
-                n_dropped = len(set(seg_owner[witness].tolist()) - set(seg_owner[kept].tolist()))
-                witness = kept
             witness = _composed_witnesses(witness, seg_owner, seg_turn, ids, composed)
         say("mil round 0", 1, 1)
     rows = _rows(seg_owner, train, cats, witness)
@@ -863,39 +911,13 @@ def train_filter(
     n = len(train)
     oof_any = np.zeros(n)
     oof_cat = np.zeros((n, len(cats)))
-    oof_seg_cat = np.zeros((len(seg_texts), len(cats)))  # per segment, for the long-dialogue caps
-    oof_seg_any = np.zeros(len(seg_texts))
     seg_fold = folds[seg_owner]
-    row_fold = seg_fold[idx]
-
-    def fit_fold(f: int) -> Any | None:  # f == folds: the final model on every row
-        keep = row_fold != f
-        if f < config.folds and not (seg_fold == f).any():
-            return None
-        return _fit_segments(
-            x[idx[keep]],
-            [cls[i] for i in np.flatnonzero(keep)],
-            w[keep],
-            config,
-            init=m0,
-            dense_cols=dense_cols,
-        )
-
     say("out-of-fold", 0, config.folds)
-    fitted = _parallel_map(fit_fold, range(config.folds + 1), config.n_jobs)
-    for f in range(config.folds):
-        m = fitted[f]
-        va = seg_fold == f
-        if m is None:
-            continue
-        probe = replace(bundle, segment_model=m, segment_classes=tuple(str(c) for c in m.classes_))
-        p_any, p_cat = probe.segment_probabilities(x[va], int(va.sum()))
-        owners = seg_owner[va]
-        oof_seg_cat[va] = p_cat
-        oof_seg_any[va] = p_any
-        np.maximum.at(oof_any, owners, p_any)
-        for j in range(len(cats)):
-            np.maximum.at(oof_cat[:, j], owners, p_cat[:, j])
+    fitted = _fit_folds(x, idx, cls, w, seg_fold, config, m0, dense_cols, with_final=True)
+    oof_seg_any, oof_seg_cat = _out_of_fold_scores(bundle, fitted[: config.folds], x, seg_fold)
+    np.maximum.at(oof_any, seg_owner, oof_seg_any)
+    for j in range(len(cats)):
+        np.maximum.at(oof_cat[:, j], seg_owner, oof_seg_cat[:, j])
     say("out-of-fold", config.folds, config.folds)
     final = fitted[config.folds]
     bundle.segment_model = final

@@ -175,6 +175,17 @@ def render_turn(turn: Mapping[str, Any], *, with_role: bool = True) -> str:
     return f"{tag}: {turn['text']}"
 
 
+# what render_turn writes before a turn's text: "user: ", "assistant/voice: "
+_ROLE_TAG = re.compile(r"([a-z_]+(?:/[a-z_]+)?): ")
+
+
+def split_role_tag(line: str) -> tuple[str, str]:
+    """``(tag, text)`` of a line :func:`render_turn` wrote (``("user", "hi")`` for ``"user: hi"``);
+    ``("", line)`` for a line without a role tag."""
+    m = _ROLE_TAG.match(line)
+    return (m.group(1), line[m.end() :]) if m else ("", line)
+
+
 def render_turns(turns: Iterable[Mapping[str, Any]], *, with_roles: bool = True) -> str:
     """The one text rendering of a conversation used by embeddings, prompts and classifiers.
 

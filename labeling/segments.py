@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labeling.records import Conversation, render_turn
+from labeling.records import Conversation, render_turn, split_role_tag
 from labeling.redaction import redact
 
 DEFAULT_SEGMENT_CHARS = 400
@@ -114,9 +114,7 @@ def segment_turns(rendered: Sequence[str], max_chars: int = DEFAULT_SEGMENT_CHAR
     turn's ``role:`` tag. An empty conversation has no segments."""
     out: list[Segment] = []
     for i, line in enumerate(rendered):
-        tag, sep, body = line.partition(": ")
-        if not sep:
-            tag, body = "", line
+        tag, body = split_role_tag(line)
         prefix = f"{tag}: " if tag else ""
         budget = max(20, max_chars - len(prefix))
         for piece in split_text(body, budget):

@@ -41,6 +41,7 @@ import numpy.typing as npt
 import yaml
 from scipy import sparse
 
+from labeling.records import split_role_tag
 from labeling.segments import DEFAULT_SEGMENT_CHARS, Segment, segment_turns
 
 DEFAULT_LEXICON_PATH = (
@@ -319,10 +320,6 @@ class TermMatcher:
 
 
 # ------------------------------------------------------------------------------------ features
-# a segment's leading role tag, as labeling.segments renders it ("user: ", "assistant/voice: ")
-_ROLE_TAG = re.compile(r"^[a-z_]+(?:/[a-z_]+)?:[ \t]*")
-
-
 def segment_words(text: str) -> str:
     """A segment's text as the word features of a model trained without role tags see it: the
     leading role tag dropped (who spoke, not what was said; as a word it stands for the data
@@ -330,7 +327,7 @@ def segment_words(text: str) -> str:
     module function: the fitted vectoriser pickles it by name."""
     from sklearn.feature_extraction.text import strip_accents_unicode
 
-    return strip_accents_unicode(_ROLE_TAG.sub("", text.lower(), count=1))
+    return strip_accents_unicode(split_role_tag(text)[1].lstrip(" \t").lower())
 
 
 def embed_features(texts: Sequence[str], embedder: TextEmbedder) -> npt.NDArray[np.float32]:

@@ -14,6 +14,8 @@ from labeling.records import (
     QuarantineWriter,
     ReadStats,
     read_records,
+    render_turn,
+    split_role_tag,
     split_valid,
 )
 from tests.conftest import make_record
@@ -360,3 +362,12 @@ def test_unknown_field_names_are_bounded(write_jsonl):
     assert len(good) == 150
     assert len(stats.unknown_fields) == MAX_UNKNOWN_FIELD_NAMES + 1
     assert stats.unknown_fields["..."] == 150 - MAX_UNKNOWN_FIELD_NAMES
+
+
+def test_a_rendered_turn_splits_back_into_its_role_tag_and_text() -> None:
+    for turn in ({"role": "user", "text": "Re: hi: there"},
+                 {"role": "assistant", "modality": "voice", "text": "ok"}):  # fmt: skip
+        tag, text = split_role_tag(render_turn(turn))
+        assert text == turn["text"] and tag.split("/")[0] == turn["role"]
+    assert split_role_tag("assistant/voice: ok")[0] == "assistant/voice"
+    assert split_role_tag("no tag here: text") == ("", "no tag here: text")

@@ -617,11 +617,13 @@ def test_implausible_positives_give_no_witness_within_their_share() -> None:
     sens = np.array([[b / 2, b] for b in best]).ravel()
     p_any = np.concatenate([clean, sens])
     witness = np.concatenate([np.zeros(100, bool), np.tile([False, True], 11)])
-    out = _drop_implausible_witnesses(witness, p_any, owner, exs, share=0.1)
+    out, n = _drop_implausible_witnesses(witness, p_any, owner, exs, share=0.1)
     dropped = {exs[k].conversation_id for k in set(owner[witness]) - set(owner[out])}
+    assert n == len(dropped)
     assert dropped == {"s0"}  # one of 10 gold positives; the lowest; never the augmented one
-    out = _drop_implausible_witnesses(witness, p_any, owner, exs, share=0.5)
+    out, n = _drop_implausible_witnesses(witness, p_any, owner, exs, share=0.5)
     dropped = {exs[k].conversation_id for k in set(owner[witness]) - set(owner[out])}
+    assert n == len(dropped)
     assert dropped == {"s0", "s1"}  # only those that score like clean segments
     assert not out[:100].any() and (out <= witness).all()
 
