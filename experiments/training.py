@@ -145,6 +145,11 @@ class TrainConfig:
     # 0: rows weigh as they come; a > 0: each source's (the id prefix) clean rows, and its
     # sensitive rows, are reweighted towards the same total per source, by (mean / own)^a
     source_balance: float = 0.0
+    # 0: off; s > 0: while the segment classifier is fitted, each row also carries its source
+    # (the id prefix) as a one-hot column of this scale, so a source's own base rate per class
+    # (every counselling question is health) is learned there rather than from its wording; the
+    # columns are dropped from the fitted model, which scores every text as from no known source
+    source_columns: float = 0.0
     # "linear": logistic regression on every feature; "blend": that, averaged with a one-hidden-
     # layer network on the dense columns (embedding + cues), the network's share segment_net_weight
     segment_head: str = "linear"
@@ -453,12 +458,20 @@ def _fit_segments(
     cfg: TrainConfig,
     init: Any | None = None,
     dense_cols: npt.NDArray[np.int_] | None = None,
+    drop_last: int = 0,
 ) -> Any | None:
+    """The segment classifier on ``x``; ``drop_last``: that many trailing columns of ``x``
+    (the source columns) are fitted and then removed from the model."""
     if len(set(classes)) < 2:
         return None
     y = np.asarray(classes)
     if init is not None and sorted(set(classes)) != [str(c) for c in init.classes_]:
         init = None
+    coef = getattr(init, "coef_", None)
+    if coef is not None and coef.shape[1] != x.shape[1]:  # fitted without the source columns
+        init = None
+    if drop_last and cfg.segment_head != "linear":
+        raise ValueError("source_columns needs segment_head 'linear'")
     w = np.asarray(weights, dtype=np.float64)
     if cfg.class_weight == "pooled":
         clean = y == CLEAN
@@ -477,7 +490,7 @@ def _fit_segments(
         warnings.simplefilter("ignore", category=ConvergenceWarning)
         if cfg.segment_head == "linear" or dense_cols is None or not len(dense_cols):
             m.fit(x, y, sample_weight=sw)
-            return m
+            return _drop_columns(m, drop_last)
         if cfg.segment_net_weight < 1.0:
             m.fit(x, y, sample_weight=sw)
         else:  # the network alone: the linear part only carries the classes
@@ -486,6 +499,37 @@ def _fit_segments(
         part = x[:, dense_cols]
         net.fit(part.toarray() if hasattr(part, "toarray") else part, y, sample_weight=sw)
     return BlendedSegmentModel(m, net, dense_cols, cfg.segment_net_weight)
+
+
+def _drop_columns(m: Any, k: int) -> Any:
+    """The fitted logistic regression ``m`` without its last ``k`` input columns (their
+    weights removed: the model then scores as if every such column were 0)."""
+    if k <= 0:
+        return m
+    m.coef_ = np.ascontiguousarray(m.coef_[:, :-k])
+    m.n_features_in_ = m.coef_.shape[1]
+    return m
+
+
+def with_source_columns(
+    x: Any, seg_owner: npt.NDArray[np.int_], examples: Sequence[Example], scale: float
+) -> tuple[Any, int]:
+    """(``x`` with one column per source appended, ``scale`` in the column of each row's
+    source (its conversation id's prefix); how many columns were appended). ``scale`` <= 0:
+    ``x`` unchanged, 0 columns."""
+    if scale <= 0:
+        return x, 0
+    import scipy.sparse as sp
+
+    conv_src = [source_of(e.conversation_id) for e in examples]
+    names = sorted(set(conv_src))
+    col = {n: j for j, n in enumerate(names)}
+    rows = np.arange(len(seg_owner))
+    cols = np.array([col[conv_src[o]] for o in seg_owner.tolist()], dtype=np.int_)
+    onehot = sp.csr_matrix(
+        (np.full(len(rows), float(scale)), (rows, cols)), shape=(len(rows), len(names))
+    )
+    return sp.hstack([sp.csr_matrix(x), onehot], format="csr"), len(names)
 
 
 def _segment_net(cfg: TrainConfig) -> Any:
@@ -515,10 +559,11 @@ def _fit_folds(
     dense_cols: npt.NDArray[np.int_],
     *,
     with_final: bool = False,
+    drop_last: int = 0,
 ) -> list[Any | None]:
     """Per fold, the segment model fitted on the rows (``idx``: their segments) of the other
     folds (None for a fold without segments); ``with_final``: the model on every row last.
-    Fitted on ``config.n_jobs`` threads."""
+    Fitted on ``config.n_jobs`` threads; ``drop_last`` as in :func:`_fit_segments`."""
     row_fold = seg_fold[idx]
 
     def fit_fold(f: int) -> Any | None:  # f == folds: the final model on every row
@@ -526,7 +571,8 @@ def _fit_folds(
         if f < config.folds and not (seg_fold == f).any():
             return None
         return _fit_segments(x[idx[keep]], [cls[i] for i in np.flatnonzero(keep)], w[keep],
-                             config, init=init, dense_cols=dense_cols)  # fmt: skip
+                             config, init=init, dense_cols=dense_cols,
+                             drop_last=drop_last)  # fmt: skip
 
     return _parallel_map(fit_fold, range(config.folds + with_final), config.n_jobs)
 
@@ -853,6 +899,9 @@ def train_filter(
     n_cue_cols = len(cats) * ((bundle.cue_weight > 0) + (bundle.cue_short_weight > 0))
     dense_l += list(range(x.shape[1] - n_cue_cols, x.shape[1]))
     dense_cols = np.asarray(dense_l, dtype=np.int_)
+    # what the segment classifier is fitted on (x, or x and the source columns it then drops);
+    # every score below is of x, as served
+    x_fit, n_src = with_source_columns(x, seg_owner, train, config.source_columns)
 
     # ---------------- multiple-instance training of the segment classifier
     t0 = time.perf_counter()
@@ -876,7 +925,7 @@ def train_filter(
             idx, cls, w, seg_texts, config.max_clean_segments, salt, augmented
         )
         w = _balance_sources(idx, cls, w, seg_owner, train, config.source_balance)
-        m0 = _fit_segments(x[idx], cls, w, config, dense_cols=dense_cols)
+        m0 = _fit_segments(x_fit[idx], cls, w, config, dense_cols=dense_cols, drop_last=n_src)
         if m0 is not None:
             bundle.segment_model, bundle.segment_classes = m0, tuple(str(c) for c in m0.classes_)
             p_any0, _ = bundle.segment_probabilities(x, x.shape[0])
@@ -888,7 +937,9 @@ def train_filter(
             if config.witness_noise_share > 0:
                 # out of fold: in sample, round 0 has fitted the very labels in question
                 say("mil round 0 out of fold", 0, 1)
-                fitted0 = _fit_folds(x, idx, cls, w, folds[seg_owner], config, m0, dense_cols)
+                fitted0 = _fit_folds(
+                    x_fit, idx, cls, w, folds[seg_owner], config, m0, dense_cols, drop_last=n_src
+                )
                 p_oof0, _ = _out_of_fold_scores(bundle, fitted0, x, folds[seg_owner])
                 say("mil round 0 out of fold", 1, 1)
                 witness, n_dropped = _drop_implausible_witnesses(
@@ -913,7 +964,9 @@ def train_filter(
     oof_cat = np.zeros((n, len(cats)))
     seg_fold = folds[seg_owner]
     say("out-of-fold", 0, config.folds)
-    fitted = _fit_folds(x, idx, cls, w, seg_fold, config, m0, dense_cols, with_final=True)
+    fitted = _fit_folds(
+        x_fit, idx, cls, w, seg_fold, config, m0, dense_cols, with_final=True, drop_last=n_src
+    )
     oof_seg_any, oof_seg_cat = _out_of_fold_scores(bundle, fitted[: config.folds], x, seg_fold)
     np.maximum.at(oof_any, seg_owner, oof_seg_any)
     for j in range(len(cats)):

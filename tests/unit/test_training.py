@@ -18,6 +18,7 @@ from experiments.training import (
     _balance_sources,
     _capped_floor,
     _drop_implausible_witnesses,
+    _fit_segments,
     _plausible_positives,
     _sample_clean_rows,
     calibrate_recall_threshold,
@@ -26,6 +27,7 @@ from experiments.training import (
     train_filter,
     tune_f1_threshold,
     wilson_interval,
+    with_source_columns,
 )
 from labeling.policy import load_policy
 from labeling.taxonomy import load_taxonomy
@@ -641,3 +643,62 @@ def test_training_reports_the_conversations_left_without_a_witness() -> None:
     assert res.bundle.meta["witnesses_dropped"] >= 1
     assert "r0" not in res.witnesses and "r6" not in res.witnesses
     assert _train(exs).bundle.meta["witnesses_dropped"] == 0
+
+
+def test_source_columns_are_appended_per_source_and_dropped_from_the_model() -> None:
+    exs = [Example(f"{src}-{i}", ("user: x",), (), None) for src in ("a", "b") for i in range(2)]
+    owner = np.array([0, 0, 1, 2, 3])
+    x = np.ones((5, 3))
+    same, k = with_source_columns(x, owner, exs, 0.0)
+    assert same is x and k == 0
+    x2, k = with_source_columns(x, owner, exs, 2.0)
+    assert k == 2 and x2.shape == (5, 5)
+    np.testing.assert_array_equal(x2.toarray()[:, 3:], [[2, 0], [2, 0], [2, 0], [0, 2], [0, 2]])
+    # the model fitted with them scores served features (no source columns) as if they were 0
+    cfg = TrainConfig(source_columns=1.0)
+    rng = np.random.default_rng(0)
+    xf = np.hstack([rng.normal(size=(40, 3)), np.repeat(np.eye(2), 20, axis=0)])
+    y = [CLEAN if i % 3 else "health" for i in range(40)]
+    full = _fit_segments(xf, y, np.ones(40), replace(cfg, source_columns=0.0))
+    dropped = _fit_segments(xf, y, np.ones(40), cfg, drop_last=2)
+    assert dropped.coef_.shape == (1, 3)
+    np.testing.assert_allclose(dropped.coef_, full.coef_[:, :3])
+    served = np.hstack([xf[:, :3], np.zeros((40, 2))])
+    np.testing.assert_allclose(dropped.predict_proba(xf[:, :3]), full.predict_proba(served))
+
+
+def _convention_examples() -> list[Example]:
+    """Source ``a``: travel requests (clean), medication (health), and a few people losing
+    their temper (clean); source ``b`` calls every such temper question health."""
+    rng = np.random.default_rng(2)
+    fillers = ["today", "please", "thanks", "quickly", "now", "later", "again", "soon"]
+    out: list[Example] = []
+    for i in range(240):
+        f = " ".join(rng.choice(fillers, 3))
+        if i % 8 == 0:
+            out.append(Example(f"a-{i}", (f"user: my doctor prescribed medication {f}",),
+                               ("health",), None))  # fmt: skip
+        elif i % 8 == 1:
+            out.append(
+                Example(f"a-{i}", (f"user: i lose my temper with my parents {f}",), (), None)
+            )
+        elif i % 8 in (2, 3):
+            out.append(Example(f"b-{i}", (f"user: i lose my temper with my parents {f}",),
+                               ("health",), None))  # fmt: skip
+        else:
+            out.append(Example(f"a-{i}", (f"user: book a cheap flight and hotel {f}",), (), None))
+    return out
+
+
+def test_source_columns_take_a_sources_convention_off_its_wording() -> None:
+    exs = _convention_examples()
+    probe = [("user: i lose my temper with my parents",)]
+    plain = _train(exs)
+    with_src = _train(exs, source_columns=1.0)
+    p_plain = plain.bundle.score(probe, HashingEmbedder(32))
+    p_src = with_src.bundle.score(probe, HashingEmbedder(32))
+    # where source b's label is its convention, the wording alone scores lower ...
+    assert p_src.any[0] < p_plain.any[0]
+    # ... and medication, health in both, still scores high
+    med = [("user: my doctor prescribed medication",)]
+    assert with_src.bundle.score(med, HashingEmbedder(32)).any[0] > 0.5
