@@ -81,7 +81,8 @@ BENCH_OUT ?= $(STATE)/bench
 bench: setup
 	mkdir -p $(BENCH_OUT)
 	$(UV) run --frozen python benchmarks/proposals.py $(DATA) --n-llm 40 --n-llm-alone 15 --out $(BENCH_OUT)/proposals.json
-	$(UV) run --frozen python benchmarks/filter_quality.py $(DATA) --json $(BENCH_OUT)/filter_quality.json
+	$(UV) run --frozen python benchmarks/filter_quality.py $(DATA) --json $(BENCH_OUT)/filter_quality.json \
+	  --contrast labeling/data/contrast_pairs.jsonl --contrast-unchecked seg-pairs --contrast-balanced seg-pairs
 	$(UV) run --frozen python benchmarks/filter_speed.py --data $(DATA) --out $(BENCH_OUT)/filter_speed.json
 	$(UV) run --frozen python benchmarks/review_loop.py --data-dir $(DATA) --out $(BENCH_OUT)/review_loop.json
 	$(UV) run --frozen python benchmarks/loop_efficiency.py --data $(DATA) --out $(BENCH_OUT)/loop_efficiency

@@ -78,12 +78,13 @@ TARGETS = {
     "long": {"leak_rate": 0.02, "control_false_block_rate": 0.05},
     "speed_ratio": 0.3,
 }
-# the product's training (labelloop train's defaults; were the contrast pairs on by default,
-# make bench would pass them for it: --contrast, --contrast-unchecked, --contrast-balanced)
-PRODUCT_VARIANT = "seg-q8=encoder:minilm-q8"
+# the product's training (labelloop train's defaults; the contrast pairs are on by default, so
+# make bench passes them for it: --contrast, --contrast-unchecked, --contrast-balanced)
+PRODUCT_VARIANT = "seg-pairs=encoder:minilm-pairs"
 DEFAULT_VARIANTS = [
     "conv-minilm=encoder:minilm,unit:conversation,use_cues:0,mil:0",
     PRODUCT_VARIANT,
+    "seg-q8=encoder:minilm-q8",
     "seg-minilm=encoder:minilm",
     "seg-e5=encoder:e5",
 ]

@@ -148,7 +148,7 @@ class Settings(BaseSettings):
         "labelloop-targeting-filter", description="MLflow experiment of training runs"
     )
     train_leak_budget: float = Field(
-        0.02,
+        0.015,
         description="share of sensitive training conversations (out of fold) the any-sensitive threshold may pass",
     )
     train_category_recall_floor: float = Field(
@@ -170,8 +170,8 @@ class Settings(BaseSettings):
         description="parallel workers in training: processes that redact the input records and threads that fit the classifiers (the model does not depend on it)",
     )
     train_contrast_pairs: bool = Field(
-        False,
-        description="add LLM-written contrast pairs to training (a message that touches a sensitive category and the same message made clean; each clean side weighs as much as its sensitive side): a lower leak on sources unlike the training data, off by default (measured in docs/filter-quality.md)",
+        True,
+        description="add LLM-written contrast pairs to training (a message that touches a sensitive category and the same message made clean; each clean side weighs as much as its sensitive side): a lower leak on sources unlike the training data (measured in docs/filter-quality.md)",
     )
     train_contrast_pairs_path: Path | None = Field(
         None,
@@ -179,7 +179,7 @@ class Settings(BaseSettings):
     )
     filter_encoder: EncoderName = Field(
         DEFAULT_ENCODER,
-        description="sentence encoder of the targeting filter: minilm-q8 (all-MiniLM-L6-v2 with int8 matrix products, one text per call on two threads), minilm-pairs (the same network tuned on the contrast pairs, built from a shipped weight delta), minilm (untuned, float products, batched) or e5 (multilingual-e5-small)",
+        description="sentence encoder of the targeting filter: minilm-pairs (all-MiniLM-L6-v2 tuned on the contrast pairs, built from a shipped weight delta, int8 matrix products, one text per call on two threads), minilm-q8 (the untuned network, the same products), minilm (untuned, float products, batched) or e5 (multilingual-e5-small)",
     )
     filter_exact_int8: bool = Field(
         False,

@@ -1,4 +1,4 @@
-"""Behaviour of a filter trained with the real sentence encoder (the default, ``minilm-q8``).
+"""Behaviour of a filter trained with the real sentence encoder (the default, ``minilm-pairs``).
 
 The model is trained here on synthetic conversations (``labeling.synth``), with the training
 defaults of ``labelloop train``, then probed:

@@ -392,9 +392,10 @@ def test_training_pairs_are_added_with_their_lineage_and_can_be_turned_off(
     assert (
         on is not None and on.pairs == tuple(rows) and on.source.startswith("pairs.jsonl sha256:")
     )
-    assert training_pairs(Settings(_env_file=None)) is None  # off by default
-    shipped = training_pairs(Settings(_env_file=None, train_contrast_pairs=True))
+    assert training_pairs(Settings(_env_file=None, train_contrast_pairs=False)) is None
+    shipped = training_pairs(Settings(_env_file=None))  # on by default: the shipped file
     assert shipped is not None and len(shipped.pairs) >= 200
+    assert shipped.source.startswith("contrast_pairs.jsonl sha256:")
 
     gold = (
         Example("c1", ("user: hello",), (), None, 1.0, "gold"),
