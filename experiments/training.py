@@ -79,6 +79,7 @@ from targeting.scorer import (
     load_lexicon_file,
     mean_pool,
     segment_words,
+    stack_features,
 )
 
 __all__ = [
@@ -470,11 +471,10 @@ def _fit_segments(
     y = np.asarray(classes)
     if init is not None and sorted(set(classes)) != [str(c) for c in init.classes_]:
         init = None
-    coef = getattr(init, "coef_", None)
-    if coef is not None and coef.shape[1] != x.shape[1]:  # fitted without the source columns
+    if drop_last:  # no warm start: ``init`` was fitted without the source columns
         init = None
-    if drop_last and cfg.segment_head != "linear":
-        raise ValueError("source_columns needs segment_head 'linear'")
+        if cfg.segment_head != "linear":
+            raise ValueError("source_columns needs segment_head 'linear'")
     w = np.asarray(weights, dtype=np.float64)
     if cfg.class_weight == "pooled":
         clean = y == CLEAN
@@ -522,17 +522,17 @@ def with_source_columns(
     ``x`` unchanged, 0 columns."""
     if scale <= 0:
         return x, 0
-    import scipy.sparse as sp
+    from scipy.sparse import csr_matrix
 
     conv_src = [source_of(e.conversation_id) for e in examples]
     names = sorted(set(conv_src))
     col = {n: j for j, n in enumerate(names)}
     rows = np.arange(len(seg_owner))
     cols = np.array([col[conv_src[o]] for o in seg_owner.tolist()], dtype=np.int_)
-    onehot = sp.csr_matrix(
+    onehot = csr_matrix(
         (np.full(len(rows), float(scale)), (rows, cols)), shape=(len(rows), len(names))
     )
-    return sp.hstack([sp.csr_matrix(x), onehot], format="csr"), len(names)
+    return stack_features([x, onehot]), len(names)
 
 
 def _segment_net(cfg: TrainConfig) -> Any:

@@ -24,8 +24,8 @@ from typing import Any, Literal, get_args
 EncoderName = Literal["minilm", "minilm-q8", "minilm-pairs", "e5"]
 ENCODERS: tuple[EncoderName, ...] = get_args(EncoderName)
 #: the filter's encoder unless the settings name another (docs/filter-quality.md: with the contrast
-#: pairs in training, less leak on a source left out of training than ``minilm-q8`` at fewer false
-#: blocks; its int8 products, about 0.95x their texts/s)
+#: pairs in training, less leak than ``minilm-q8`` on a source left out of training at the same
+#: false-block rate; the same int8 products, 0.97-0.98x their texts/s in one run)
 DEFAULT_ENCODER: EncoderName = "minilm-pairs"
 #: the MiniLM encoders run this many one-thread onnxruntime calls at once: on two cores 1.2-1.4x
 #: the texts/s of one two-thread call, with the same vectors bit for bit (docs/serving.md)
