@@ -1,8 +1,10 @@
 """A real trained targeting filter for the speed benchmarks, saved as a local MLflow model.
 
-    uv run --no-sync python benchmarks/bench_model.py --data ../shared/data/dev --out DIR [--n 3000]
+    uv run --no-sync python benchmarks/bench_model.py --data ../shared/data/dev --out DIR [--n 3000] \\
+        [--encoder NAME]
 
-Trains ``experiments.training.train_filter`` (the default encoder, ``TrainConfig(c_segment=8.0)``) on up to
+Trains ``experiments.training.train_filter`` (the default encoder unless ``--encoder`` names another
+of ``labeling.encoders``, ``TrainConfig(c_segment=8.0)``) on up to
 ``--n`` records with gold, round-robin over the dev files (the same sample helper as
 ``filter_speed.py``), and saves the pyfunc with ``mlflow.pyfunc.save_model`` into ``DIR`` (no
 MLflow server needed: ``LABELLOOP_FILTER_MODEL_URI=DIR`` serves it). Embeddings are cached on
@@ -25,7 +27,13 @@ if str(ROOT) not in sys.path:
 
 
 def train_model(
-    data: Path, out: Path, *, n: int = 3000, models_dir: Path, cache: Path | None = None
+    data: Path,
+    out: Path,
+    *,
+    n: int = 3000,
+    models_dir: Path,
+    cache: Path | None = None,
+    encoder: str | None = None,
 ) -> dict[str, Any]:
     """Train on ``data`` and save the pyfunc to ``out`` (replaced); returns a summary."""
     import shutil
@@ -55,7 +63,8 @@ def train_model(
         and c.gold is not None
     ]
     snap = snapshot_from_records(recs, taxonomy, policy.categories, errors=[])
-    inner = encoder_from_models_dir(DEFAULT_ENCODER, models_dir, max_length=cfg.embed_max_length)
+    encoder = encoder or DEFAULT_ENCODER
+    inner = encoder_from_models_dir(encoder, models_dir, max_length=cfg.embed_max_length)
     embedder: Any = inner
     if cache is not None:
         embedder = CachedTextEmbedder(inner, cache)
@@ -63,7 +72,7 @@ def train_model(
     res = train_filter(snap, taxonomy, embedder, config=cfg,
                        prototype_texts=default_prototypes(policy),
                        embedding_model_id=f"{inner.model_id}-L{cfg.embed_max_length}",
-                       encoder=DEFAULT_ENCODER)  # fmt: skip
+                       encoder=encoder)  # fmt: skip
     train_s = time.perf_counter() - t0
     if out.exists():
         shutil.rmtree(out)
@@ -76,6 +85,7 @@ def train_model(
     shutil.rmtree(work, ignore_errors=True)
     return {
         "model_dir": str(out),
+        "encoder": encoder,
         "train_records": len(snap.train),
         "eval_records": len(snap.eval),
         "train_s": round(train_s, 1),
@@ -91,10 +101,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--models-dir", type=Path, default=ROOT / ".labelloop" / "models")
-    ap.add_argument("--cache", type=Path, default=None, help="embedding cache (SQLite) file")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="embedding cache (SQLite) file; one per encoder (it stores vectors by text hash only)",
+    )
+    ap.add_argument(
+        "--encoder", default=None, help="an encoder of labeling.encoders (default: the product's)"
+    )
     args = ap.parse_args(argv)
     print(json.dumps(train_model(args.data, args.out, n=args.n, models_dir=args.models_dir,
-                                 cache=args.cache), indent=2))  # fmt: skip
+                                 cache=args.cache, encoder=args.encoder), indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -576,11 +576,32 @@ def write_long_items(
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def write_loso_items(
+    path: Path, examples: Sequence[Example], verdicts: Sequence[ContentVerdict]
+) -> None:
+    """One JSON line per held-out conversation: its gold, the verdict, the deciding turn and the
+    conversation's text (to read the errors of a left-out source one by one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for e, v in zip(examples, verdicts, strict=True):
+            row = {
+                "id": e.conversation_id, "gold": list(e.sensitive), "any_score": v.any_score,
+                "blocked": v.blocked, "sensitive": list(v.sensitive),
+                "error": ("leak" if e.sensitive and not v.blocked
+                          else "false_block" if v.blocked and not e.sensitive else None),
+                "deciding_turn": None if v.trigger_turn is None else e.turns[v.trigger_turn],
+                "turns": list(e.turns),
+            }  # fmt: skip
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 def part_loso(
     name: str, cfg: TrainConfig, snapshots: dict[str, Snapshot], taxonomy: Taxonomy,
     policy: Policy, embedder: Any, only: Sequence[str] = (), contrast: ContrastUse = ContrastUse(),
+    items_dir: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Leave one source out; ``only`` restricts the held-out sources (default: every one)."""
+    """Leave one source out; ``only`` restricts the held-out sources (default: every one);
+    ``items_dir``: write each held-out source's conversations to ``<name>-<source>.jsonl``."""
     per: dict[str, Any] = {}
     for held in snapshots:
         if only and held not in only:
@@ -592,6 +613,8 @@ def part_loso(
         clog: dict[str, Any] = {}
         res, secs = train(snap, taxonomy, policy, embedder, cfg, contrast, clog)
         rep, batch, verdicts = evaluate_bundle(res.bundle, test, embedder)
+        if items_dir is not None:
+            write_loso_items(items_dir / f"{name}-{held}.jsonl", test, verdicts)
         summary = report_summary(rep, policy.categories)
         per[held] = {**rates(test, verdicts), "interest_micro_f1": rep.interest_micro_f1,
                      "per_category_recall": summary["per_category_recall"],
@@ -723,6 +746,10 @@ def main(argv: list[str] | None = None) -> int:
         "--long-items", type=Path, default=None, metavar="DIR",
         help="write every composed long-dialogue item of each variant to DIR/<variant>.jsonl",
     )  # fmt: skip
+    ap.add_argument(
+        "--loso-items", type=Path, default=None, metavar="DIR",
+        help="write every held-out conversation of (b) to DIR/<variant>-<source>.jsonl",
+    )  # fmt: skip
     ap.add_argument("--multilingual", type=Path, default=None)
     ap.add_argument(
         "--loso-sources", default="", help="held-out sources of (b), comma-separated (default: all)"
@@ -830,7 +857,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "loso" in parts:
             only = [x for x in args.loso_sources.split(",") if x]
-            out["loso"] = part_loso(name, cfg, per_source, taxonomy, policy, embedder, only, use)
+            out["loso"] = part_loso(name, cfg, per_source, taxonomy, policy, embedder, only, use,
+                                    args.loso_items)  # fmt: skip
         results["variants"][name] = out
         print_variant(name, out)
         if args.json_out:

@@ -118,7 +118,7 @@ def test_the_long_curve_separates_what_the_host_dialogues_block_alone(tmp_path: 
                for r in items if r["kind"] == "sensitive")  # fmt: skip
 
 
-def test_each_left_out_source_reports_its_recall_per_category() -> None:
+def test_each_left_out_source_reports_its_recall_per_category(tmp_path: Path) -> None:
     from benchmarks.filter_quality import part_loso
     from experiments.dataset import Example, Snapshot
     from experiments.training import TrainConfig
@@ -149,7 +149,9 @@ def test_each_left_out_source_reports_its_recall_per_category() -> None:
             by_source[src].append(Example(f"{src}-{i}", (text,), ("health",), None))
     snaps = {s: Snapshot(tuple(exs), (), policy.categories) for s, exs in by_source.items()}
     tax = load_taxonomy(categories=policy.categories)
-    out = part_loso("t", TrainConfig(), snaps, tax, policy, HashingEmbedder(32), only=("d",))
+    out = part_loso(
+        "t", TrainConfig(), snaps, tax, policy, HashingEmbedder(32), only=("d",), items_dir=tmp_path
+    )
     d = out["per_source"]["d"]
     support, recall = d["per_category_support"], d["per_category_recall"]
     held = by_source["d"]
@@ -158,6 +160,17 @@ def test_each_left_out_source_reports_its_recall_per_category() -> None:
     # one category per held-out conversation: the per-category leaks add up to the overall leak
     leaked = sum(support[c] * (1.0 - recall[c]) for c in ("religion", "health"))
     assert leaked == pytest.approx(d["leak_rate"] * d["n_sensitive"])
+    # every held-out conversation, one line each, its error named as the rates count it
+    assert [p.name for p in tmp_path.iterdir()] == ["t-d.jsonl"]
+    items = [json.loads(line) for line in (tmp_path / "t-d.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in items] == [e.conversation_id for e in held]
+    assert sum(r["error"] == "leak" for r in items) == round(d["leak_rate"] * d["n_sensitive"])
+    for r, e in zip(items, held, strict=True):
+        assert r["gold"] == list(e.sensitive) and r["turns"] == list(e.turns)
+        assert (r["deciding_turn"] is not None) == r["blocked"]
+        assert r["error"] == (
+            "leak" if not r["blocked"] else None
+        )  # every held-out one is sensitive
 
 
 def test_encoders_side_by_side_give_one_unit_vector_of_both() -> None:
