@@ -312,15 +312,24 @@ def blocked_by(bundle: FilterBundle, batch: Any, mask: Sequence[bool]) -> dict[s
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+def error_of(e: Example, v: ContentVerdict) -> str | None:
+    """``"leak"``, ``"false_block"`` or None (the verdict agrees with the gold)."""
+    if e.sensitive and not v.blocked:
+        return "leak"
+    return "false_block" if v.blocked and not e.sensitive else None
+
+
+def deciding_turn(e: Example, v: ContentVerdict) -> str | None:
+    """The text of the turn whose segment blocked ``e`` (None: not blocked)."""
+    return None if v.trigger_turn is None else e.turns[v.trigger_turn]
+
+
 def examples_of(
     ev: Sequence[Example], verdicts: Sequence[ContentVerdict], *, clean: bool, n: int = 25
 ) -> list[dict[str, Any]]:
     """A deterministic sample of false blocks (``clean``) or leaks, with the deciding turn."""
-    rows = [
-        (e, v)
-        for e, v in zip(ev, verdicts, strict=True)
-        if ((not e.sensitive and v.blocked) if clean else (bool(e.sensitive) and not v.blocked))
-    ]
+    want = "false_block" if clean else "leak"
+    rows = [(e, v) for e, v in zip(ev, verdicts, strict=True) if error_of(e, v) == want]
     rows.sort(key=lambda ev_: unit_hash(ev_[0].conversation_id, "examples"))
     out = []
     for e, v in rows[:n]:
@@ -566,13 +575,12 @@ def write_long_items(
                 "turns": len(e.turns), "inserted": list(e.turns[a:b]),
                 "inserted_score": max(v.turn_scores[a:b], default=None),
                 "any_score": v.any_score, "blocked": v.blocked, "sensitive": list(v.sensitive),
-                "deciding_turn": None if v.trigger_turn is None else e.turns[v.trigger_turn],
+                "deciding_turn": deciding_turn(e, v),
             }  # fmt: skip
             if e.conversation_id in hosts:
                 host, hv = hosts[e.conversation_id]
-                t = hv.trigger_turn
                 row.update(host_blocked=hv.blocked, host_any_score=hv.any_score,
-                           host_deciding_turn=None if t is None else host.turns[t])  # fmt: skip
+                           host_deciding_turn=deciding_turn(host, hv))  # fmt: skip
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
@@ -586,11 +594,8 @@ def write_loso_items(
         for e, v in zip(examples, verdicts, strict=True):
             row = {
                 "id": e.conversation_id, "gold": list(e.sensitive), "any_score": v.any_score,
-                "blocked": v.blocked, "sensitive": list(v.sensitive),
-                "error": ("leak" if e.sensitive and not v.blocked
-                          else "false_block" if v.blocked and not e.sensitive else None),
-                "deciding_turn": None if v.trigger_turn is None else e.turns[v.trigger_turn],
-                "turns": list(e.turns),
+                "blocked": v.blocked, "sensitive": list(v.sensitive), "error": error_of(e, v),
+                "deciding_turn": deciding_turn(e, v), "turns": list(e.turns),
             }  # fmt: skip
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 

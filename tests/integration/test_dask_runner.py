@@ -75,7 +75,7 @@ def test_dask_runner_matches_thread_runner(prefect_server, tmp_path, monkeypatch
     from labeling.synth import generate, write_jsonl
 
     data = tmp_path / "incoming" / "synth.jsonl"
-    write_jsonl(generate(8, seed=5), data)  # one excluded by region, seven proposed
+    write_jsonl(generate(8, seed=5), data)  # one of them in an excluded region (FR)
     threads = _run(tmp_path, "threads", data, monkeypatch)
     dask = _run(tmp_path, "dask", data, monkeypatch)
     assert threads["rows"], "no proposals were made"
