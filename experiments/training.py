@@ -194,11 +194,9 @@ class TrainConfig:
     # the segment classifier is fitted on at most this many clean segments (a fixed hash sample,
     # reweighted to the full count); every segment is still scored for the calibration
     max_clean_segments: int | None = 40_000
-    # lbfgs iterations of each segment-model fit. On all dev round 0 stops here rather than at
-    # the 1e-4 gradient tolerance (255 iterations): 44 s less training, and leak, false-block and
-    # the long dialogues' leak and blocked controls all lower than with 300 on the 10,051 eval
-    # conversations (interest F1 the same); on the benchmark's 1,500 records per file the fits
-    # stop before 150 anyway: the same model (docs/filter-quality.md)
+    # lbfgs iterations of each segment-model fit: on all dev round 0 stops here, before the 1e-4
+    # gradient tolerance (255), with no eval figure worse than at 300 and less training time;
+    # smaller data converges first (docs/filter-quality.md)
     max_iter: int = 150
     # independent fits (out-of-fold models, the final model, interest labels) run on this many
     # threads; the fits release the GIL in their numeric kernels and the result does not depend
