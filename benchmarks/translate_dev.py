@@ -7,11 +7,11 @@
   from what ``filter_quality.py`` holds out for evaluation (same salt and fraction): half
   sensitive (round-robin over the categories present: identity statements, counselling questions,
   forum posts), half clean (assistant requests with interest labels).
-* Each text is translated by the bundled Qwen2.5-Coder-1.5B-Instruct (llama.cpp, greedy). The
-  output records keep the gold labels; their ``conversation_id`` is
-  ``mt-<lang>:<original id>``, which marks them as machine-translated (the record contract has no
-  free-form source field); ``<out>.manifest.json`` records the model, the prompt, timings and the
-  ids. A translation that comes back empty, unchanged or in the wrong script is dropped (counted).
+* Each text is translated by the bundled Qwen2.5-Coder-1.5B-Instruct (the product's llama.cpp
+  server, ``labeling.llm_server``, greedy). The output records keep the gold labels; their
+  ``conversation_id`` is ``mt-<lang>:<original id>``, which marks them as machine-translated (the
+  record contract has no free-form source field); ``<out>.manifest.json`` records the model, the
+  prompt, timings and the ids. A translation that comes back empty, unchanged or in the wrong script is dropped (counted).
 * Machine translation by a 1.5B model is noisy: read a sample before trusting a number
   (``--show N`` prints pairs). Benchmarks may read ../shared; tests never do.
 """
@@ -121,13 +121,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--show", type=int, default=3, help="print this many pairs per language")
     args = ap.parse_args(argv)
 
-    from llama_cpp import Llama
+    import httpx
 
     from labeling.assets import LLM_MODELS, ensure_llm_model
+    from labeling.llm_server import embedded_server
 
     gguf = ensure_llm_model(args.models_dir)
-    llm = Llama(model_path=str(gguf), n_ctx=1024, n_batch=512, n_threads=args.threads,
-                rope_freq_base=0, verbose=False)  # fmt: skip
+    base_url = embedded_server(gguf, n_ctx=1024, threads=args.threads).base_url
+    client = httpx.Client(timeout=300.0, trust_env=False)
+
+    def translate(lang: str, src: str) -> str:
+        r = client.post(
+            base_url.rstrip("/") + "/chat/completions",
+            json={"messages": [{"role": "system",
+                                "content": PROMPT.format(language=LANGUAGE_NAMES[lang])},
+                               {"role": "user", "content": src}],
+                  "temperature": 0.0, "seed": 0,
+                  "max_tokens": min(400, 2 * len(src) // 3 + 60)},
+        )  # fmt: skip
+        r.raise_for_status()
+        return str(r.json()["choices"][0]["message"]["content"] or "")
+
     convs = sample(args.data_dir, args.per_language, args.max_chars, args.seed, args.eval_salt,
                    args.eval_fraction)  # fmt: skip
     langs = [x.strip() for x in args.languages.split(",") if x.strip()]
@@ -149,13 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 src = c.turns[0].text
                 t0 = time.perf_counter()
-                out = llm.create_chat_completion(
-                    messages=[{"role": "system", "content": PROMPT.format(language=LANGUAGE_NAMES[lang])},
-                              {"role": "user", "content": src}],
-                    temperature=0.0, max_tokens=min(400, 2 * len(src) // 3 + 60),
-                )  # fmt: skip
+                text = translate(lang, src).strip().strip('"').strip()
                 st["seconds"] += time.perf_counter() - t0
-                text = str(out["choices"][0]["message"]["content"] or "").strip().strip('"').strip()
                 if not text or text.lower() == src.lower() or not script_ok(lang, text):
                     st["dropped"] += 1
                     continue
@@ -170,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                     shown += 1
             print(f"{lang}: {st}", file=sys.stderr, flush=True)
     manifest = {
-        "model": LLM_MODELS["default"].filename, "prompt": PROMPT, "languages": langs,
+        "model": LLM_MODELS["default"].filename, "runtime": "xllamacpp (labeling.llm_server)",
+        "prompt": PROMPT, "languages": langs,
         "per_language": args.per_language, "max_chars": args.max_chars, "seed": args.seed,
         "sampled_ids": [c.conversation_id for c in convs], "stats": stats,
         "seconds": round(time.perf_counter() - t_all, 1),
