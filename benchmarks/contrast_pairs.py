@@ -34,6 +34,7 @@ from experiments.contrast import (  # noqa: E402
     write_pairs,
 )
 from labeling.llm import openai_response_format  # noqa: E402
+from labeling.llm_server import chat_text  # noqa: E402
 from labeling.policy import load_policy  # noqa: E402
 from labeling.prompts import load_prompt  # noqa: E402
 
@@ -44,21 +45,15 @@ def _asker(base_url: str, temperature: float, max_tokens: int) -> Any:
     client = httpx.Client(timeout=300.0, trust_env=False)
 
     def ask(system: str, user: str, seed: int) -> str:
-        r = client.post(
-            base_url.rstrip("/") + "/chat/completions",
-            json={
-                "messages": [
-                    {"role": "system", "content": system},
-                    {"role": "user", "content": user},
-                ],
-                "temperature": temperature,
-                "seed": seed,
-                "max_tokens": max_tokens,
-                "response_format": openai_response_format(MESSAGE_SCHEMA),
-            },
+        return chat_text(
+            client,
+            base_url,
+            [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            temperature=temperature,
+            seed=seed,
+            max_tokens=max_tokens,
+            response_format=openai_response_format(MESSAGE_SCHEMA),
         )
-        r.raise_for_status()
-        return str(r.json()["choices"][0]["message"]["content"])
 
     return ask
 

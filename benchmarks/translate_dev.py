@@ -11,7 +11,8 @@
   server, ``labeling.llm_server``, greedy). The output records keep the gold labels; their
   ``conversation_id`` is ``mt-<lang>:<original id>``, which marks them as machine-translated (the
   record contract has no free-form source field); ``<out>.manifest.json`` records the model, the
-  prompt, timings and the ids. A translation that comes back empty, unchanged or in the wrong script is dropped (counted).
+  prompt, timings and the ids. A translation that comes back empty, unchanged or in the wrong
+  script is dropped (counted).
 * Machine translation by a 1.5B model is noisy: read a sample before trusting a number
   (``--show N`` prints pairs). Benchmarks may read ../shared; tests never do.
 """
@@ -124,24 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     import httpx
 
     from labeling.assets import LLM_MODELS, ensure_llm_model
-    from labeling.llm_server import embedded_server
+    from labeling.llm_server import chat_text, embedded_server
 
     gguf = ensure_llm_model(args.models_dir)
     base_url = embedded_server(gguf, n_ctx=1024, threads=args.threads).base_url
     client = httpx.Client(timeout=300.0, trust_env=False)
-
-    def translate(lang: str, src: str) -> str:
-        r = client.post(
-            base_url.rstrip("/") + "/chat/completions",
-            json={"messages": [{"role": "system",
-                                "content": PROMPT.format(language=LANGUAGE_NAMES[lang])},
-                               {"role": "user", "content": src}],
-                  "temperature": 0.0, "seed": 0,
-                  "max_tokens": min(400, 2 * len(src) // 3 + 60)},
-        )  # fmt: skip
-        r.raise_for_status()
-        return str(r.json()["choices"][0]["message"]["content"] or "")
-
     convs = sample(args.data_dir, args.per_language, args.max_chars, args.seed, args.eval_salt,
                    args.eval_fraction)  # fmt: skip
     langs = [x.strip() for x in args.languages.split(",") if x.strip()]
@@ -163,7 +151,13 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 src = c.turns[0].text
                 t0 = time.perf_counter()
-                text = translate(lang, src).strip().strip('"').strip()
+                messages = [
+                    {"role": "system", "content": PROMPT.format(language=LANGUAGE_NAMES[lang])},
+                    {"role": "user", "content": src},
+                ]
+                answer = chat_text(client, base_url, messages, temperature=0.0, seed=0,
+                                   max_tokens=min(400, 2 * len(src) // 3 + 60))  # fmt: skip
+                text = answer.strip().strip('"').strip()
                 st["seconds"] += time.perf_counter() - t0
                 if not text or text.lower() == src.lower() or not script_ok(lang, text):
                     st["dropped"] += 1

@@ -34,6 +34,7 @@ import httpx
 __all__ = [
     "LlamaServer",
     "ServerConfig",
+    "chat_text",
     "embedded_server",
     "free_port",
     "serves_model",
@@ -126,6 +127,19 @@ def serves_model(base_url: str, model_path: Path, timeout_s: float = 2.0) -> boo
         return False
     ids = [str(m.get("id", "")) for m in body.get("data", []) if isinstance(m, dict)]
     return any(Path(i).name == model_path.name for i in ids)
+
+
+def chat_text(
+    client: httpx.Client, base_url: str, messages: Sequence[dict[str, str]], **params: Any
+) -> str:
+    """The answer text of one ``/chat/completions`` call to an OpenAI-compatible ``base_url``
+    (``.../v1``); ``params`` go into the request body (temperature, seed, max_tokens,
+    response_format). An HTTP error status raises :class:`httpx.HTTPStatusError`."""
+    r = client.post(
+        base_url.rstrip("/") + "/chat/completions", json={"messages": list(messages), **params}
+    )
+    r.raise_for_status()
+    return str(r.json()["choices"][0]["message"]["content"] or "")
 
 
 _EMBEDDED: dict[tuple[str, int, int | None], LlamaServer] = {}
