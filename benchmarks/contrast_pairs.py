@@ -67,7 +67,11 @@ def cmd_write(args: argparse.Namespace) -> int:
     if out.exists():
         done = {p.request.index for p in load_pairs(out)[0] if p.prompt_hash == prompt.sha256}
     plan = [
-        r for r in contrast_plan(policy.categories, args.n, seed=args.seed) if r.index not in done
+        r
+        for r in contrast_plan(
+            policy.categories, args.n, seed=args.seed, false_friends=args.false_friends
+        )
+        if r.index not in done
     ]
     print(f"{len(done)} pairs already written, {len(plan)} to write", flush=True)
     if args.llm_url:
@@ -110,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("write", help="write pairs with the LLM")
     w.add_argument("--n", type=int, default=700)
     w.add_argument("--seed", type=int, default=0, help="the plan's seed")
+    w.add_argument(
+        "--false-friends",
+        action="store_true",
+        help="clean sides about matters that share the category's words (FALSE_FRIENDS)",
+    )
     w.add_argument("--out", required=True)
     w.add_argument("--model", default=str(DEFAULT_MODEL))
     w.add_argument("--llm-url", default="", help="an OpenAI-compatible base URL (…/v1)")

@@ -365,6 +365,7 @@ class ContrastUse:
     pairs: Sequence[ContrastPair] = ()
     check: bool = True
     clean_share: float = 0.0
+    more: Sequence[ContrastPair] = ()  # always checked, added to ``pairs`` (--contrast-more)
 
 
 def train(
@@ -378,13 +379,12 @@ def train(
     emb_id = getattr(getattr(embedder, "inner", embedder), "model_id", "none")
     res = train_filter(snapshot, taxonomy, embedder, config=cfg, prototype_texts=default_prototypes(policy),
                        embedding_model_id=emb_id)  # fmt: skip
-    if contrast.pairs:
+    if contrast.pairs or contrast.more:
         pairs = contrast.pairs
-        checked = (
-            check_pairs(pairs, **bundle_checks(res.bundle, embedder))
-            if contrast.check
-            else unchecked(pairs)
-        )
+        checks = bundle_checks(res.bundle, embedder)
+        checked = check_pairs(pairs, **checks) if contrast.check else unchecked(pairs)
+        if contrast.more:
+            checked = [*checked, *check_pairs(contrast.more, **checks)]
         snap, weight = add_pairs(snapshot, checked, clean_share=contrast.clean_share,
                                  unit=cfg.unit, segment_chars=cfg.segment_chars)  # fmt: skip
         if contrast_log is not None:
@@ -769,6 +769,11 @@ def main(argv: list[str] | None = None) -> int:
         "set by the model trained without them, the kept ones added to training",
     )  # fmt: skip
     ap.add_argument(
+        "--contrast-more", type=Path, default=None,
+        help="more contrast pairs for the variants that use --contrast, always checked (also "
+        "for --contrast-unchecked variants: a shipped file plus new pairs)",
+    )  # fmt: skip
+    ap.add_argument(
         "--contrast-variants", default="",
         help="comma-separated variant names that train with the --contrast pairs",
     )  # fmt: skip
@@ -796,6 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     contrast_pairs: list[ContrastPair] = []
     if args.contrast is not None:
         contrast_pairs = load_pairs(args.contrast)[0]
+    more_pairs = load_pairs(args.contrast_more)[0] if args.contrast_more is not None else []
     contrast_variants = {v for v in args.contrast_variants.split(",") if v}
     unchecked_variants = {v for v in args.contrast_unchecked.split(",") if v}
     balanced_variants = {
@@ -817,6 +823,7 @@ def main(argv: list[str] | None = None) -> int:
             pairs=contrast_pairs if name in contrast_variants | unchecked_variants else [],
             check=name not in unchecked_variants,
             clean_share=balanced_variants.get(name, 0.0),
+            more=more_pairs if name in contrast_variants | unchecked_variants else [],
         )
         cfg = replace(cfg, embed_max_length=args.max_length)
         if enc not in encoders:

@@ -48,6 +48,8 @@ from targeting.scorer import FilterBundle
 __all__ = [
     "CONTRAST_PROMPT_NAME",
     "DEFAULT_PAIRS_PATH",
+    "FALSE_FRIENDS",
+    "FALSE_FRIEND_START",
     "MESSAGE_SCHEMA",
     "ORDINARY_DETAILS",
     "SITUATIONS",
@@ -234,6 +236,72 @@ ORDINARY_DETAILS: Final[tuple[str, ...]] = (
     "learning Spanish",
 )
 
+# Per category, clean matters that share its words (a cuisine named for a people, a song called
+# "Sinner", a hockey team called the Senators, a credit union): the clean side of a false-friend
+# pair mentions one of its own category's, so the pair differs in the sense of the same words,
+# not only in topic. Everyday senses only: none of them says anything about a person's beliefs,
+# health, identity or membership.
+FALSE_FRIENDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "religion": (
+        "a rock song called 'Sinner'",
+        "an angel food cake recipe",
+        "an old church converted into a brewery",
+        "a hotel near the cathedral with a view",
+        "the Christmas market downtown",
+        "the band Judas Priest",
+    ),
+    "sexual_orientation": (
+        "a rainbow-coloured cake for a kid's party",
+        "the band Queen",
+        "a pride of lions at the zoo",
+        "a film of Pride and Prejudice",
+        "a straight route for a bike ride",
+    ),
+    "political_views": (
+        "a party for a friend's birthday",
+        "the Ottawa Senators hockey team",
+        "the campaign mode of a video game",
+        "a marketing campaign at work",
+        "voting in a TV talent show",
+        "electing a captain for a soccer team",
+    ),
+    "health": (
+        "a fitness tracker for running",
+        "a high-protein diet for the gym",
+        "a Doctor Who marathon",
+        "being sick and tired of the rain",
+        "a first-aid kit for a camping trip",
+        "a pain in the neck of a landlord",
+    ),
+    "ethnicity": (
+        "cooking Indian food at home",
+        "a Mexican restaurant downtown",
+        "Latin dance classes",
+        "learning Japanese for a trip",
+        "the Black Friday sales",
+        "an Irish pub with live music",
+    ),
+    "philosophical_beliefs": (
+        "a minimalist interior design style",
+        "a philosophy course needed to graduate",
+        "a stoic poker face at a card game",
+        "a motto printed on a t-shirt",
+        "a book club reading a novel",
+    ),
+    "union_membership": (
+        "a banking account at the local credit union",
+        "watching Rugby Union every weekend",
+        "travelling across the European Union by train",
+        "Union Station in Chicago",
+        "a strike in a bowling league",
+        "a student union cafe",
+    ),
+}
+
+# The first index of a false-friend plan: its requests never share an index (the LLM's seed and
+# a pair file's resume key) with an ordinary plan's.
+FALSE_FRIEND_START: Final = 10_000
+
 STYLES: Final[tuple[str, ...]] = (
     "a user asking an AI assistant for help",
     "a user speaking to smart glasses by voice, starting with 'Hey Meta'",
@@ -311,13 +379,19 @@ class ContrastPair:
         )
 
 
-def contrast_plan(categories: Sequence[str], n: int, *, seed: int = 0) -> list[PairRequest]:
+def contrast_plan(
+    categories: Sequence[str], n: int, *, seed: int = 0, false_friends: bool = False
+) -> list[PairRequest]:
     """``n`` requests spread evenly over ``categories`` (round robin), each category's subtopics
     in turn, ordinary details, situations and styles drawn by a seeded generator: the same
-    arguments always give the same plan."""
-    unknown = [c for c in categories if c not in SUBTOPICS]
+    arguments always give the same plan. ``false_friends``: the clean side's detail is one of
+    its own category's :data:`FALSE_FRIENDS` (drawn the same way) and the indices start at
+    :data:`FALSE_FRIEND_START`."""
+    unknown = [
+        c for c in categories if c not in SUBTOPICS or (false_friends and c not in FALSE_FRIENDS)
+    ]
     if unknown:
-        raise ValueError(f"contrast plan: no subtopics for categories {unknown}")
+        raise ValueError(f"contrast plan: no subtopics or false friends for categories {unknown}")
     if not categories:
         raise ValueError("contrast plan: no categories")
     rng = random.Random(seed)
@@ -328,10 +402,10 @@ def contrast_plan(categories: Sequence[str], n: int, *, seed: int = 0) -> list[P
         k = i // len(categories)
         out.append(
             PairRequest(
-                index=i,
+                index=i + (FALSE_FRIEND_START if false_friends else 0),
                 category=cat,
                 subtopic=subs[k % len(subs)],
-                ordinary=rng.choice(ORDINARY_DETAILS),
+                ordinary=rng.choice(FALSE_FRIENDS[cat] if false_friends else ORDINARY_DETAILS),
                 situation=rng.choice(SITUATIONS),
                 style=rng.choice(STYLES),
             )

@@ -16,6 +16,8 @@ import pytest
 from experiments.contrast import (
     CONTRAST_PROMPT_NAME,
     DEFAULT_PAIRS_PATH,
+    FALSE_FRIEND_START,
+    FALSE_FRIENDS,
     ORDINARY_DETAILS,
     SUBTOPICS,
     CheckedPair,
@@ -40,6 +42,7 @@ from labeling.segments import turn_texts
 def test_every_policy_category_has_subtopics_and_the_prompt_takes_the_plan_variables() -> None:
     policy = load_policy()
     assert set(SUBTOPICS) == set(policy.categories)
+    assert set(FALSE_FRIENDS) == set(policy.categories)
     req = contrast_plan(policy.categories, 1)[0]
     prompt = load_prompt(CONTRAST_PROMPT_NAME)
     assert set(req.variables(sensitive=True)) == prompt.variables
@@ -56,8 +59,23 @@ def test_plan_is_deterministic_balanced_and_walks_each_category_s_subtopics() ->
     assert health == list(SUBTOPICS["health"][:10])
     assert all(r.ordinary in ORDINARY_DETAILS for r in a)
     assert [r.index for r in a] == list(range(30))
-    with pytest.raises(ValueError, match="no subtopics for categories"):
+    with pytest.raises(ValueError, match="no subtopics or false friends for categories"):
         contrast_plan(("astrology",), 3)
+
+
+def test_false_friend_plan_draws_clean_details_from_their_own_category_at_their_own_indices() -> (
+    None
+):
+    cats = ("health", "religion", "union_membership")
+    plain = contrast_plan(cats, 30, seed=3)
+    ff = contrast_plan(cats, 30, seed=3, false_friends=True)
+    assert ff == contrast_plan(cats, 30, seed=3, false_friends=True)
+    assert [r.index for r in ff] == list(range(FALSE_FRIEND_START, FALSE_FRIEND_START + 30))
+    assert all(r.ordinary in FALSE_FRIENDS[r.category] for r in ff)
+    # the sensitive side's request is the plain plan's: only the clean detail and index differ
+    assert [(r.category, r.subtopic) for r in ff] == [(r.category, r.subtopic) for r in plain]
+    # three categories, ten draws each: more than one false friend per category is used
+    assert all(len({r.ordinary for r in ff if r.category == c}) > 1 for c in cats)
 
 
 @pytest.mark.parametrize(
