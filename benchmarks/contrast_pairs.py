@@ -69,7 +69,11 @@ def cmd_write(args: argparse.Namespace) -> int:
     plan = [
         r
         for r in contrast_plan(
-            policy.categories, args.n, seed=args.seed, false_friends=args.false_friends
+            policy.categories,
+            args.n,
+            seed=args.seed,
+            false_friends=args.false_friends,
+            dialogue=args.dialogue,
         )
         if r.index not in done
     ]
@@ -118,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         "--false-friends",
         action="store_true",
         help="clean sides about matters that share the category's words (FALSE_FRIENDS)",
+    )
+    w.add_argument(
+        "--dialogue",
+        action="store_true",
+        help="turns of everyday and task dialogues and forum threads (DIALOGUE_STYLES)",
     )
     w.add_argument("--out", required=True)
     w.add_argument("--model", default=str(DEFAULT_MODEL))

@@ -48,6 +48,8 @@ from targeting.scorer import FilterBundle
 __all__ = [
     "CONTRAST_PROMPT_NAME",
     "DEFAULT_PAIRS_PATH",
+    "DIALOGUE_START",
+    "DIALOGUE_STYLES",
     "FALSE_FRIENDS",
     "FALSE_FRIEND_START",
     "MESSAGE_SCHEMA",
@@ -298,9 +300,19 @@ FALSE_FRIENDS: Final[Mapping[str, tuple[str, ...]]] = {
     ),
 }
 
-# The first index of a false-friend plan: its requests never share an index (the LLM's seed and
-# a pair file's resume key) with an ordinary plan's.
+# Writers of turns in the everyday and task dialogues and forum threads that long conversations
+# are made of, rather than of requests to an assistant.
+DIALOGUE_STYLES: Final[tuple[str, ...]] = (
+    "a person talking with a friend face to face, one spoken line, no greeting",
+    "a customer answering a booking assistant in a chat, one short line",
+    "a person replying in a forum thread, casual and a little rambling",
+    "a coworker chatting in the office kitchen, one spoken line",
+)
+
+# Where a plan's indices start: plans never share an index (the LLM's seed and a pair file's
+# resume key). A false-friend plan adds FALSE_FRIEND_START, a dialogue plan DIALOGUE_START.
 FALSE_FRIEND_START: Final = 10_000
+DIALOGUE_START: Final = 20_000
 
 STYLES: Final[tuple[str, ...]] = (
     "a user asking an AI assistant for help",
@@ -380,13 +392,19 @@ class ContrastPair:
 
 
 def contrast_plan(
-    categories: Sequence[str], n: int, *, seed: int = 0, false_friends: bool = False
+    categories: Sequence[str],
+    n: int,
+    *,
+    seed: int = 0,
+    false_friends: bool = False,
+    dialogue: bool = False,
 ) -> list[PairRequest]:
     """``n`` requests spread evenly over ``categories`` (round robin), each category's subtopics
     in turn, ordinary details, situations and styles drawn by a seeded generator: the same
     arguments always give the same plan. ``false_friends``: the clean side's detail is one of
     its own category's :data:`FALSE_FRIENDS` (drawn the same way) and the indices start at
-    :data:`FALSE_FRIEND_START`."""
+    :data:`FALSE_FRIEND_START`. ``dialogue``: the writers are :data:`DIALOGUE_STYLES` and the
+    indices start :data:`DIALOGUE_START` further."""
     unknown = [
         c for c in categories if c not in SUBTOPICS or (false_friends and c not in FALSE_FRIENDS)
     ]
@@ -402,12 +420,12 @@ def contrast_plan(
         k = i // len(categories)
         out.append(
             PairRequest(
-                index=i + (FALSE_FRIEND_START if false_friends else 0),
+                index=i + FALSE_FRIEND_START * false_friends + DIALOGUE_START * dialogue,
                 category=cat,
                 subtopic=subs[k % len(subs)],
                 ordinary=rng.choice(FALSE_FRIENDS[cat] if false_friends else ORDINARY_DETAILS),
                 situation=rng.choice(SITUATIONS),
-                style=rng.choice(STYLES),
+                style=rng.choice(DIALOGUE_STYLES if dialogue else STYLES),
             )
         )
     return out

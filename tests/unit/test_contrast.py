@@ -16,9 +16,12 @@ import pytest
 from experiments.contrast import (
     CONTRAST_PROMPT_NAME,
     DEFAULT_PAIRS_PATH,
+    DIALOGUE_START,
+    DIALOGUE_STYLES,
     FALSE_FRIEND_START,
     FALSE_FRIENDS,
     ORDINARY_DETAILS,
+    STYLES,
     SUBTOPICS,
     CheckedPair,
     ContrastPair,
@@ -74,6 +77,12 @@ def test_false_friend_plan_draws_clean_details_from_their_own_category_at_their_
     assert all(r.ordinary in FALSE_FRIENDS[r.category] for r in ff)
     # the sensitive side's request is the plain plan's: only the clean detail and index differ
     assert [(r.category, r.subtopic) for r in ff] == [(r.category, r.subtopic) for r in plain]
+    assert all(r.style in STYLES for r in ff)
+    dia = contrast_plan(cats, 30, seed=3, dialogue=True)
+    assert [r.index for r in dia] == list(range(DIALOGUE_START, DIALOGUE_START + 30))
+    assert all(r.style in DIALOGUE_STYLES and r.ordinary in ORDINARY_DETAILS for r in dia)
+    both = contrast_plan(cats, 30, seed=3, false_friends=True, dialogue=True)
+    assert both[0].index == FALSE_FRIEND_START + DIALOGUE_START
     # three categories, ten draws each: more than one false friend per category is used
     assert all(len({r.ordinary for r in ff if r.category == c}) > 1 for c in cats)
 
