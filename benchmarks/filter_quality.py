@@ -380,11 +380,12 @@ def train(
     res = train_filter(snapshot, taxonomy, embedder, config=cfg, prototype_texts=default_prototypes(policy),
                        embedding_model_id=emb_id)  # fmt: skip
     if contrast.pairs or contrast.more:
-        pairs = contrast.pairs
         checks = bundle_checks(res.bundle, embedder)
-        checked = check_pairs(pairs, **checks) if contrast.check else unchecked(pairs)
-        if contrast.more:
-            checked = [*checked, *check_pairs(contrast.more, **checks)]
+        checked = (
+            check_pairs([*contrast.pairs, *contrast.more], **checks)
+            if contrast.check
+            else [*unchecked(contrast.pairs), *check_pairs(contrast.more, **checks)]
+        )
         snap, weight = add_pairs(snapshot, checked, clean_share=contrast.clean_share,
                                  unit=cfg.unit, segment_chars=cfg.segment_chars)  # fmt: skip
         if contrast_log is not None:
@@ -819,11 +820,12 @@ def main(argv: list[str] | None = None) -> int:
     encoders: dict[str, Any] = {}
     for spec in args.variant or DEFAULT_VARIANTS:
         name, enc, cfg = parse_variant(spec)
+        with_pairs = name in contrast_variants | unchecked_variants
         use = ContrastUse(
-            pairs=contrast_pairs if name in contrast_variants | unchecked_variants else [],
+            pairs=contrast_pairs if with_pairs else [],
             check=name not in unchecked_variants,
             clean_share=balanced_variants.get(name, 0.0),
-            more=more_pairs if name in contrast_variants | unchecked_variants else [],
+            more=more_pairs if with_pairs else [],
         )
         cfg = replace(cfg, embed_max_length=args.max_length)
         if enc not in encoders:

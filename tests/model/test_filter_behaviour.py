@@ -107,21 +107,19 @@ def test_a_neutral_turn_added_anywhere_does_not_block(model: TargetingFilterMode
         assert d.eligible, (pos, d)
 
 
-# Measured (docs/filter-quality.md, "A renamed trail on a CPU with exact int8 products"): where
-# this CPU's int8 products are exact (VNNI), the model trained above scores Style & Fashion
-# 0.12-0.18 and Travel 0.05-0.13 over the four trail names, around their thresholds (0.15, 0.125),
-# so the interests change with the name. On the CPU without VNNI the probe passes. A known
-# defect, not a pass: the test still runs here and reports XPASS once it holds.
-_EXACT_INT8 = int8_products_exact(-127, 127)
+def test_renaming_a_hiking_trail_changes_no_interest(
+    model: TargetingFilterModel, request: pytest.FixtureRequest
+) -> None:
+    # A known defect where this CPU's int8 products are exact (VNNI): the interests sit near their
+    # thresholds and change with the name (docs/filter-quality.md, "A renamed trail on a CPU with
+    # exact int8 products"). Not strict: the probe still runs there and reports XPASS once it holds.
+    if int8_products_exact(-127, 127):
+        request.applymarker(
+            pytest.mark.xfail(
+                reason="interests near their thresholds change with the trail's name", strict=False
+            )
+        )
 
-
-@pytest.mark.xfail(
-    _EXACT_INT8,
-    reason="known defect on CPUs with exact int8 products: interests near their thresholds "
-    "change with the trail's name",
-    strict=False,
-)
-def test_renaming_a_hiking_trail_changes_no_interest(model: TargetingFilterModel) -> None:
     def interests(trail: str) -> set[str]:
         rec = _record([f"Which boots should I buy for the {trail} trail near Denver this weekend?",
                        f"For {trail}, light waterproof hiking boots are a good choice."])  # fmt: skip

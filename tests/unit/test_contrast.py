@@ -66,9 +66,7 @@ def test_plan_is_deterministic_balanced_and_walks_each_category_s_subtopics() ->
         contrast_plan(("astrology",), 3)
 
 
-def test_false_friend_plan_draws_clean_details_from_their_own_category_at_their_own_indices() -> (
-    None
-):
+def test_false_friend_and_dialogue_plans_keep_their_details_writers_and_indices() -> None:
     cats = ("health", "religion", "union_membership")
     plain = contrast_plan(cats, 30, seed=3)
     ff = contrast_plan(cats, 30, seed=3, false_friends=True)
