@@ -1,7 +1,7 @@
 """Targeting-filter quality on the development data, variant by variant.
 
     uv run --no-sync python benchmarks/filter_quality.py [DATA_DIR] [--per-file N]
-        [--variant NAME=key:value,...] [--parts split,loso,long,speed,languages]
+        [--variant NAME=key:value,...] [--parts split,loso,long,speed,rename,languages]
         [--multilingual FILE.jsonl] [--json OUT.json] [--plot OUT.png]
 
 Every variant is trained and measured on the same data:
@@ -18,6 +18,11 @@ Every variant is trained and measured on the same data:
 * (d) ``speed``: records/s of the batch filter (``targeting.batch.filter_file``, the code path of
   ``labelloop filter``) on a mix of dev records vs raw all-MiniLM-L6-v2 texts/s on the same
   conversation texts in the same run; training time.
+* (f) ``rename``: the split's eval conversations with known interests that name a city of
+  :data:`CITIES` (in any case), scored again with every such city renamed to three others: the
+  share whose interests (above threshold) change under any renaming, per source, and the largest
+  score change. Cities also open sentences and appear in lower case (clinc), where a name-masking
+  interest model still sees them.
 * (e) ``languages`` (with ``--multilingual``): leak, false-block and interest F1 per language of
   a machine-translated dev sample (``benchmarks/translate_dev.py``); the language-ID decision
   (``unsupported_language``) is reported separately from the model's judgement.
@@ -36,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from collections import Counter, defaultdict
@@ -474,6 +480,60 @@ def part_split(
     return out
 
 
+# cities the dev sources name (sgd, clinc, dailydialog), renamed among themselves by (f)
+CITIES: tuple[str, ...] = (
+    "San Jose", "San Francisco", "San Diego", "Los Angeles", "Sacramento", "Oakland", "Berkeley",
+    "Fresno", "Long Beach", "Santa Rosa", "Palo Alto", "Seattle", "Portland", "Vancouver",
+    "Denver", "Phoenix", "Las Vegas", "Chicago", "New York", "Boston", "Washington", "Atlanta",
+    "Miami", "Austin", "Houston", "Dallas", "Philadelphia", "Toronto", "London", "Paris",
+    "Sydney", "Tokyo", "Rome", "Berlin",
+)  # fmt: skip
+_CITY_RE = re.compile(r"\b(" + "|".join(re.escape(c) for c in CITIES) + r")\b", re.IGNORECASE)
+
+
+def rename_cities(text: str, shift: int) -> str:
+    """``text`` with every city of :data:`CITIES` replaced by the one ``shift`` places on, in the
+    case it was written in (lower case stays lower case)."""
+    index = {c.lower(): i for i, c in enumerate(CITIES)}
+
+    def sub(m: re.Match[str]) -> str:
+        new = CITIES[(index[m.group(0).lower()] + shift) % len(CITIES)]
+        return new.lower() if m.group(0).islower() else new
+
+    return _CITY_RE.sub(sub, text)
+
+
+def part_rename(res: TrainResult, snapshot: Snapshot, embedder: Any) -> dict[str, Any]:
+    """(f): do the interests move when the cities a conversation names are renamed?"""
+    bundle = res.bundle
+    ev = [e for e in snapshot.eval if e.interests is not None and _CITY_RE.search(e.text)]
+    thr = np.array([bundle.interest_thresholds.get(i, 0.5) for i in bundle.interest_ids])
+    if not ev or not bundle.interest_ids:
+        return {"n": len(ev)}
+    base = evaluate_bundle(bundle, ev, embedder)[1].interests
+    changed = np.zeros(len(ev), dtype=bool)
+    delta = np.zeros(len(ev))
+    for shift in (1, 7, 13):
+        renamed = [replace(e, turns=tuple(rename_cities(t, shift) for t in e.turns)) for e in ev]
+        ints = evaluate_bundle(bundle, renamed, embedder)[1].interests
+        changed |= ((ints >= thr) != (base >= thr)).any(axis=1)
+        delta = np.maximum(delta, np.abs(ints - base).max(axis=1))
+    by_source: dict[str, Any] = {}
+    for src in sorted({source_of(e.conversation_id) for e in ev}):
+        idx = [i for i, e in enumerate(ev) if source_of(e.conversation_id) == src]
+        by_source[src] = {"n": len(idx), "changed_rate": float(changed[idx].mean()),
+                          "max_score_change_p90": float(np.quantile(delta[idx], 0.9))}  # fmt: skip
+    return {
+        "n": len(ev),
+        "changed_rate": float(changed.mean()),
+        "changed_ci95": wilson_interval(int(changed.sum()), len(ev)),
+        "max_score_change_median": float(np.median(delta)),
+        "max_score_change_p90": float(np.quantile(delta, 0.9)),
+        "by_source": by_source,
+        "changed_examples": [ev[i].text[:300] for i in np.flatnonzero(changed)[:10]],
+    }
+
+
 def part_long(
     res: TrainResult, snapshot: Snapshot, embedder: Any, n: int, items_out: Path | None = None
 ) -> dict[str, Any]:
@@ -745,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("data_dir", nargs="?", default=str(ROOT.parent / "shared" / "data" / "dev"))
     add_split_arguments(ap)
     ap.add_argument("--variant", action="append", default=None, help="NAME=key:value,... (repeat)")
-    ap.add_argument("--parts", default="split,long,loso,speed")
+    ap.add_argument("--parts", default="split,long,rename,loso,speed")
     ap.add_argument("--n-long", type=int, default=400, help="composed long dialogues per kind")
     ap.add_argument("--n-speed", type=int, default=1200, help="records for the speed part")
     ap.add_argument(
@@ -862,6 +922,8 @@ def main(argv: list[str] | None = None) -> int:
         if "long" in parts:
             items = args.long_items / f"{name}.jsonl" if args.long_items else None
             out["long"] = part_long(res, snapshot, embedder, args.n_long, items)
+        if "rename" in parts:
+            out["rename"] = part_rename(res, snapshot, embedder)
         if "speed" in parts:
             out["speed"] = part_speed(res.bundle, embedder, policy, taxonomy, Path(args.data_dir),
                                       args.models_dir, args.n_speed, args.cache_dir / "speed")  # fmt: skip
@@ -975,6 +1037,12 @@ def print_variant(name: str, out: dict[str, Any]) -> None:
                 f"{cb['host_alone_blocked']}; decided by the inserted turn: "
                 f"{cb['decided_by_inserted_turn']}; by rule: {cb['by_rule']}"
             )
+    if "rename" in out and out["rename"].get("n"):
+        rn = out["rename"]
+        print(f"(f) renamed cities: interests changed {_pct(rn['changed_rate'])} of {rn['n']}, "
+              f"largest score change median {rn['max_score_change_median']:.3f} "
+              f"p90 {rn['max_score_change_p90']:.3f}",
+              {k: _pct(v["changed_rate"]) for k, v in rn["by_source"].items()})  # fmt: skip
     if "loso" in out:
         lo = out["loso"]
         print(

@@ -48,7 +48,10 @@ it, max over all its segments):
 
 Interests (conversation level): one logistic regression per interest id with at least
 ``interest_min_positives`` positives over the mean of the conversation's segment embeddings plus
-TF-IDF of its text; per-label threshold maximising the out-of-fold F1.
+TF-IDF of its text; per-label threshold maximising the out-of-fold F1. With
+``mask_interest_names`` (the default) both read the text with proper names masked
+(``labeling.proper_names``; the segments that change are embedded again, phase "embed names"), as
+serving does (``FilterBundle.interest_segment_embeddings``).
 """
 
 from __future__ import annotations
@@ -185,6 +188,9 @@ class TrainConfig:
     # share their donor's fold and take no part in calibration (origin "augmented"); 0 = none
     composed_training: int = 0
     interest_min_positives: int = 5
+    # the interest model reads proper names as one placeholder (labeling.proper_names); off: as
+    # written, so a trail's or a city's name moves the interests
+    mask_interest_names: bool = True
     embed_max_length: int = 128
     segment_chars: int = DEFAULT_SEGMENT_CHARS
     unit: str = "segment"  # or "conversation" (one unit per conversation: the old baseline)
@@ -1092,9 +1098,11 @@ def train_filter(
 
     # ---------------- interests (conversation level)
     t0 = time.perf_counter()
+    bundle.interest_names_masked = config.mask_interest_names
     int_cal, oof_int = _train_interests(
-        bundle, train, taxonomy, snapshot.interest_ids, embeddings, seg_owner, folds, config, say
-    )
+        bundle, train, taxonomy, snapshot.interest_ids, (seg_texts, embeddings, seg_owner),
+        emb_obj, folds, config, say,
+    )  # fmt: skip
     timings["interests_s"] = time.perf_counter() - t0
 
     bundle.meta = {
@@ -1134,14 +1142,18 @@ def subsample_clean(train: list[Example], cfg: TrainConfig) -> tuple[list[Exampl
 
 
 def _embed_with_progress(
-    texts: Sequence[str], embedder: TextEmbedder, say: Progress, chunk: int = 2048
+    texts: Sequence[str],
+    embedder: TextEmbedder,
+    say: Progress,
+    chunk: int = 2048,
+    phase: str = "embed",
 ) -> npt.NDArray[np.float32]:
     uniq = list(dict.fromkeys(texts))
     vecs: list[npt.NDArray[np.float32]] = []
     for start in range(0, len(uniq), chunk):
-        say("embed", start, len(uniq))
+        say(phase, start, len(uniq))
         vecs.append(embed_features(uniq[start : start + chunk], embedder))
-    say("embed", len(uniq), len(uniq))
+    say(phase, len(uniq), len(uniq))
     if not vecs:
         return np.zeros((0, 0), dtype=np.float32)
     table = np.vstack(vecs)
@@ -1154,8 +1166,8 @@ def _train_interests(
     train: Sequence[Example],
     taxonomy: Taxonomy,
     interest_ids: Sequence[str],
-    embeddings: npt.NDArray[np.float32] | None,
-    seg_owner: npt.NDArray[np.int_],
+    segments: tuple[Sequence[str], npt.NDArray[np.float32] | None, npt.NDArray[np.int_]],
+    embedder: TextEmbedder | None,
     folds: npt.NDArray[np.int_],
     config: TrainConfig,
     say: Progress | None = None,
@@ -1174,8 +1186,18 @@ def _train_interests(
         bundle.interest_tfidf = TfidfVectorizer(
             max_features=config.tfidf_max_features, ngram_range=(1, config.tfidf_ngram_max),
             sublinear_tf=True, min_df=2, strip_accents="unicode",
-        ).fit([train[i].text for i in idx])  # fmt: skip
-    conv_emb = mean_pool(embeddings, seg_owner, len(train)) if embeddings is not None else None
+        ).fit([bundle.interest_text(train[i].text) for i in idx])  # fmt: skip
+    # the segments of the conversations whose interests are known, as the interest model reads them
+    seg_texts, embeddings, seg_owner = segments
+    sel = np.flatnonzero(known[seg_owner])
+    conv_emb = None
+    if embeddings is not None and embedder is not None:
+        inner, progress = embedder, say
+        emb_i = bundle.interest_segment_embeddings(
+            [seg_texts[k] for k in sel], embeddings[sel],
+            lambda t: _embed_with_progress(t, inner, progress, phase="embed names"),
+        )  # fmt: skip
+        conv_emb = mean_pool(emb_i, seg_owner[sel], len(train)) if emb_i is not None else None
     convs = [train[i].turns for i in idx]
     xk = bundle.interest_features(convs, conv_emb[idx] if conv_emb is not None else None)
     if hasattr(xk, "tocsr"):

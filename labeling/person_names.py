@@ -34,7 +34,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Final, NamedTuple
 
-__all__ = ["Gazetteer", "find_person_names", "load_gazetteer"]
+__all__ = ["CAPITALISED_WORD", "Gazetteer", "find_person_names", "load_gazetteer"]
 
 
 def _word_list(text: str) -> list[str]:
@@ -83,6 +83,7 @@ _UP = "A-ZÀ-ÖØ-ÞĀĂĄĆĈĊČĎĐĒĖĘĚĜĞĠĢĤĪĮİĶĹĻĽŁŃŅŇŌ
 _LO = "a-zß-öø-ÿāăąćĉċčďđēėęěĝğġģĥīįıķĺļľłńņňōőœŕřśŝşšţťūůűųźżž"
 _CAP_TAIL = rf"[{_LO}]+(?:(?:['’-][{_UP}]?|[{_UP}])[{_LO}]+)*"
 _CAP = rf"[{_UP}]{_CAP_TAIL}"
+CAPITALISED_WORD: Final = _CAP  # the pattern other modules share
 _LOW = rf"[{_LO}][{_LO}'’-]+"
 _PARTICLES: Final = frozenset(
     _word_list("de da do dos das del della di du la le van von der den bin binti al el y e")

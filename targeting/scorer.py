@@ -24,14 +24,17 @@ the whole conversation, wherever it is.
   (``identities``: "I'm a South Asian person", "my gay friend"; ``IdentityRule``) occurs. The
   segment that decided is reported as the triggering turn (audit only).
 * Interests are judged on the whole conversation: the mean of its segment embeddings plus TF-IDF
-  of the conversation text; one logistic regression per interest id, per-label thresholds.
+  of the conversation text; one logistic regression per interest id, per-label thresholds. A
+  model trained with ``mask_interest_names`` (the default) reads proper names there as one
+  placeholder (``labeling.proper_names``): a segment that names a place, a shop or a band is
+  embedded a second time without the name, for the interests only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,6 +44,7 @@ import numpy.typing as npt
 import yaml
 from scipy import sparse
 
+from labeling.proper_names import mask_proper_names
 from labeling.records import split_role_tag
 from labeling.segments import DEFAULT_SEGMENT_CHARS, Segment, segment_turns
 
@@ -505,6 +509,9 @@ class FilterBundle:
     meta: dict[str, Any] = field(default_factory=dict)
     # scale of the word TF-IDF columns of the segment model (smaller: more regularised)
     tfidf_weight: float = 1.0
+    # the interest model reads proper names as one placeholder (labeling.proper_names): its
+    # sentence vectors and words do not move with a trail's, a city's or a shop's name
+    interest_names_masked: bool = False
     _keyword_matcher: TermMatcher | None = field(default=None, repr=False, compare=False)
     _cue_matcher: TermMatcher | None = field(default=None, repr=False, compare=False)
 
@@ -519,6 +526,7 @@ class FilterBundle:
         state.setdefault("cue_short_weight", 0.0)
         state.setdefault("identity_rule", None)
         state.setdefault("tfidf_weight", 1.0)
+        state.setdefault("interest_names_masked", False)
         self.__dict__.update(state)
 
     @classmethod
@@ -675,10 +683,28 @@ class FilterBundle:
         trigger = [trigger[i] if margin_out[i] >= 0 else None for i in range(n)]
         return cat_out, any_out, margin_out, trigger, turn_scores
 
-    def conversation_embeddings(self, seg: SegmentScores, n: int) -> npt.NDArray[np.float32] | None:
-        if seg.embeddings is None:
-            return None
-        return mean_pool(seg.embeddings, seg.owner, n)
+    def interest_text(self, text: str) -> str:
+        """A text as the interest model reads it (proper names masked if it learned so)."""
+        return mask_proper_names(text) if self.interest_names_masked else text
+
+    def interest_segment_embeddings(
+        self,
+        texts: Sequence[str],
+        embeddings: npt.NDArray[np.float32] | None,
+        embed: Callable[[list[str]], npt.NDArray[np.float32]],
+    ) -> npt.NDArray[np.float32] | None:
+        """Segment embeddings as the interest model reads them: with names masked, each segment
+        whose text names something is embedded again (``embed``) as masked; the others keep the
+        embedding the sensitive side scored. Training and serving both call this."""
+        if embeddings is None or not self.interest_names_masked:
+            return embeddings
+        masked = [mask_proper_names(t) for t in texts]
+        changed = [k for k, (m, t) in enumerate(zip(masked, texts, strict=True)) if m != t]
+        if not changed:
+            return embeddings
+        out = embeddings.copy()
+        out[changed] = embed([masked[k] for k in changed])
+        return out
 
     def interest_features(
         self, conversations: Sequence[Sequence[str]], conv_emb: npt.NDArray[np.float32] | None
@@ -687,7 +713,8 @@ class FilterBundle:
         if conv_emb is not None:
             parts.append(conv_emb.astype(np.float64))
         if self.interest_tfidf is not None:
-            parts.append(self.interest_tfidf.transform(["\n".join(c) for c in conversations]))
+            texts = [self.interest_text("\n".join(c)) for c in conversations]
+            parts.append(self.interest_tfidf.transform(texts))
         return stack_features(parts)
 
     def score(
@@ -702,7 +729,18 @@ class FilterBundle:
             conv_lex[int(seg.owner[k])] |= h
         ints: FloatArray = np.zeros((n, len(self.interest_ids)))
         if n and self.interest_models:
-            xi = self.interest_features(conversations, self.conversation_embeddings(seg, n))
+
+            def embed(texts: list[str]) -> npt.NDArray[np.float32]:
+                vecs = self._embed(texts, embedder)
+                if vecs is None:  # pragma: no cover - embeddings exist only with an embedder
+                    raise RuntimeError("no embedder for the interest model's masked segments")
+                return vecs
+
+            emb_i = self.interest_segment_embeddings(
+                [s.text for s in seg.segments], seg.embeddings, embed
+            )
+            conv_emb = mean_pool(emb_i, seg.owner, n) if emb_i is not None else None
+            xi = self.interest_features(conversations, conv_emb)
             ints = predict_scores(self.interest_models, self.interest_ids, xi, n)
         return ScoreBatch(
             cats, p_any, [frozenset(h) for h in conv_lex], ints, margin, trigger, turn_scores

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from experiments.dataset import snapshot_from_records
 from experiments.registry import default_prototypes
 from experiments.training import train_filter
 from labeling.assets import AssetError
-from labeling.int8 import int8_products_exact
 from labeling.policy import load_policy
 from labeling.records import Conversation
+from labeling.segments import turn_texts
 from labeling.synth import generate
 from labeling.taxonomy import load_taxonomy
 from labelloop.runtime import train_config, training_pairs
@@ -107,30 +108,33 @@ def test_a_neutral_turn_added_anywhere_does_not_block(model: TargetingFilterMode
         assert d.eligible, (pos, d)
 
 
-def test_renaming_a_hiking_trail_changes_no_interest(
-    model: TargetingFilterModel, request: pytest.FixtureRequest
-) -> None:
-    # A known defect where this CPU's int8 products are exact (VNNI): the interests sit near their
-    # thresholds and change with the name (docs/filter-quality.md, "A renamed trail on a CPU with
-    # exact int8 products"). Not strict: the probe still runs there and reports XPASS once it holds.
-    if int8_products_exact(-127, 127):
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="interests near their thresholds change with the trail's name", strict=False
-            )
-        )
+def test_renaming_a_hiking_trail_changes_no_interest(model: TargetingFilterModel) -> None:
+    # the interest model reads names as one placeholder (labeling.proper_names): every interest
+    # score, not only the labels above their thresholds, is the same whatever the trail is called
+    assert model.bundle is not None and model.bundle.interest_names_masked
+    requests = (
+        ("Which boots should I buy for the {trail} trail near Denver this weekend?",
+         "For {trail}, light waterproof hiking boots are a good choice."),
+        ("What gear do I need to start trail running on the {trail} trail near Denver?",
+         "For trail running on {trail}, light shoes with good grip are a good start."),
+    )  # fmt: skip
 
-    def interests(trail: str) -> set[str]:
-        rec = _record([f"Which boots should I buy for the {trail} trail near Denver this weekend?",
-                       f"For {trail}, light waterproof hiking boots are a good choice."])  # fmt: skip
+    def judged(turns: tuple[str, ...], trail: str) -> tuple[np.ndarray, set[str]]:
+        rec = _record([t.format(trail=trail) for t in turns])
         (d,) = model.decide([rec])
         assert d.eligible
-        return {i.id for i in d.interests}
+        assert model.bundle is not None
+        batch = model.bundle.score([turn_texts(rec["turns"])], model.embedder)
+        return batch.interests[0], {i.id for i in d.interests}
 
-    base = interests("Red Rocks")
-    assert base  # the hiking request carries interests at all
-    for name in ("Bear Creek", "Mount Falcon", "Chautauqua"):
-        assert interests(name) == base, name
+    for turns in requests:
+        base_scores, base = judged(turns, "Red Rocks")
+        for name in ("Bear Creek", "Mount Falcon", "Chautauqua"):
+            scores, ids = judged(turns, name)
+            np.testing.assert_allclose(scores, base_scores, atol=1e-6, err_msg=name)
+            assert ids == base, name
+    # the running request is one the training corpus teaches: it carries interests at all
+    assert judged(requests[1], "Red Rocks")[1]
 
 
 def test_a_sensitive_sentence_in_another_language_is_refused(model: TargetingFilterModel) -> None:

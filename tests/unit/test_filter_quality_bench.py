@@ -1,6 +1,6 @@
 """benchmarks/filter_quality.py: the curve helpers of the long-dialogue part, the host-alone
-curve, the per-category recall of each left-out source, and its product variant against the
-product's training settings."""
+curve, the per-category recall of each left-out source, the renaming of cities, and its product
+variant against the product's training settings."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.filter_quality import PRODUCT_VARIANT, best_point, parse_variant, rows_of
+from benchmarks.filter_quality import (
+    CITIES,
+    PRODUCT_VARIANT,
+    best_point,
+    parse_variant,
+    rename_cities,
+    rows_of,
+)
 from labeling.encoders import DEFAULT_ENCODER
 from labelloop.runtime import train_config
 from labelloop.settings import Settings
@@ -32,6 +39,16 @@ def test_the_product_variant_trains_as_labelloop_train_does() -> None:
     make = (ROOT / "Makefile").read_text()
     with_pairs = f"--contrast-unchecked {name}" in make and f"--contrast-balanced {name}" in make
     assert with_pairs == settings.train_contrast_pairs
+
+
+def test_renamed_cities_keep_their_case_and_every_other_word() -> None:
+    text = "Book a hotel in San Jose. San Jose is nice; what about seattle? Not Jose."
+    assert rename_cities(text, 1) == (
+        "Book a hotel in San Francisco. San Francisco is nice; what about portland? Not Jose."
+    )
+    # every shift the part uses gives another city, for every city
+    for shift in (1, 7, 13):
+        assert all(rename_cities(c, shift) != c for c in CITIES)
 
 
 def test_best_point_is_the_lowest_false_block_within_the_leak_budget() -> None:
