@@ -49,9 +49,9 @@ it, max over all its segments):
 Interests (conversation level): one logistic regression per interest id with at least
 ``interest_min_positives`` positives over the mean of the conversation's segment embeddings plus
 TF-IDF of its text; per-label threshold maximising the out-of-fold F1. With
-``mask_interest_names`` (the default) both read the text with proper names masked
-(``labeling.proper_names``; the segments that change are embedded again, phase "embed names"), as
-serving does (``FilterBundle.interest_segment_embeddings``).
+``mask_interest_names`` (the default) both read the text with the places it names masked
+(``labeling.proper_names``; the segments that change are embedded again, phase "embed places"),
+as serving does (``FilterBundle.interest_places``, ``interest_segment_embeddings``).
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from experiments.composition import ComposedSet, compose_long_dialogues, source_of
 from experiments.dataset import Example, Snapshot, unit_hash
+from labeling.proper_names import mask_places
 from labeling.segments import DEFAULT_SEGMENT_CHARS
 from labeling.taxonomy import Taxonomy
 from targeting.scorer import (
@@ -188,8 +189,8 @@ class TrainConfig:
     # share their donor's fold and take no part in calibration (origin "augmented"); 0 = none
     composed_training: int = 0
     interest_min_positives: int = 5
-    # the interest model reads proper names as one placeholder (labeling.proper_names); off: as
-    # written, so a trail's or a city's name moves the interests
+    # the interest model reads the places a conversation names as one placeholder
+    # (labeling.proper_names); off: as written, so a trail's or a city's name moves the interests
     mask_interest_names: bool = True
     embed_max_length: int = 128
     segment_chars: int = DEFAULT_SEGMENT_CHARS
@@ -1180,26 +1181,36 @@ def _train_interests(
     oof_int: dict[str, dict[str, float]] = {}
     if not idx.size:
         return int_cal, oof_int
+    convs = [train[i].turns for i in idx]
+    places = bundle.interest_places(convs)
     if config.use_tfidf:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         bundle.interest_tfidf = TfidfVectorizer(
-            max_features=config.tfidf_max_features, ngram_range=(1, config.tfidf_ngram_max),
-            sublinear_tf=True, min_df=2, strip_accents="unicode",
-        ).fit([bundle.interest_text(train[i].text) for i in idx])  # fmt: skip
+            max_features=config.tfidf_max_features,
+            ngram_range=(1, config.tfidf_ngram_max),
+            sublinear_tf=True,
+            min_df=2,
+            strip_accents="unicode",
+        ).fit(
+            [mask_places(train[i].text, places[r]) for r, i in enumerate(idx)]
+            if places is not None
+            else [train[i].text for i in idx]
+        )
     # the segments of the conversations whose interests are known, as the interest model reads them
     seg_texts, embeddings, seg_owner = segments
     sel = np.flatnonzero(known[seg_owner])
     conv_emb = None
     if embeddings is not None and embedder is not None:
         inner, progress = embedder, say
+        row = np.full(len(train), -1, dtype=np.int_)
+        row[idx] = np.arange(idx.size)
         emb_i = bundle.interest_segment_embeddings(
-            [seg_texts[k] for k in sel], embeddings[sel],
-            lambda t: _embed_with_progress(t, inner, progress, phase="embed names"),
+            [seg_texts[k] for k in sel], row[seg_owner[sel]], places, embeddings[sel],
+            lambda t: _embed_with_progress(t, inner, progress, phase="embed places"),
         )  # fmt: skip
         conv_emb = mean_pool(emb_i, seg_owner[sel], len(train)) if emb_i is not None else None
-    convs = [train[i].turns for i in idx]
-    xk = bundle.interest_features(convs, conv_emb[idx] if conv_emb is not None else None)
+    xk = bundle.interest_features(convs, conv_emb[idx] if conv_emb is not None else None, places)
     if hasattr(xk, "tocsr"):
         xk = xk.tocsr()
     wk = np.array([train[i].weight for i in idx], dtype=np.float64)

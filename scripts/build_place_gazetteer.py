@@ -12,7 +12,8 @@ Output columns: ``name<TAB>lower``. ``name`` as GeoNames writes it, plus its for
 ("Bogota" next to "Bogotá"); ``lower`` is ``1`` when the name also counts written in lower case
 ("restaurants in seattle", voice transcripts): a single word of at least four letters that is not
 an ordinary word, or a name of several words of which one is not an ordinary word or whose city
-has at least ``BIG_CITY`` people ("new york"). Otherwise ``0``: only capitalised.
+has at least ``BIG_CITY`` people ("new york"). Otherwise ``0``: only capitalised. A few cities
+better known as brands (``BRANDS``: Toyota, Lincoln, Vista, Ajax) are left out.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 
 MIN_POPULATION = 100_000
 BIG_CITY = 1_000_000
+# cities better known as a brand the interests learn from ("my Toyota", "Windows Vista")
+BRANDS = frozenset({"Toyota", "Lincoln", "Vista", "Ajax"})
 OUT = Path(__file__).resolve().parents[1] / "labeling" / "data" / "place_names.tsv"
 
 
@@ -47,6 +50,8 @@ def main() -> int:
         places[s["name"]] = BIG_CITY
     rows: dict[str, int] = {}
     for name, pop in places.items():
+        if name in BRANDS:
+            continue
         for form in {name, _plain(name)}:
             words = form.lower().split()
             if not words or not form[0].isupper() or not all(w.isalpha() for w in words):

@@ -25,9 +25,9 @@ the whole conversation, wherever it is.
   segment that decided is reported as the triggering turn (audit only).
 * Interests are judged on the whole conversation: the mean of its segment embeddings plus TF-IDF
   of the conversation text; one logistic regression per interest id, per-label thresholds. A
-  model trained with ``mask_interest_names`` (the default) reads proper names there as one
-  placeholder (``labeling.proper_names``): a segment that names a place, a shop or a band is
-  embedded a second time without the name, for the interests only.
+  model trained with ``mask_interest_names`` (the default) reads the places a conversation names
+  as one placeholder (``labeling.proper_names``): a segment that names a trail, a city or a
+  restaurant is embedded a second time without the name, for the interests only.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import numpy.typing as npt
 import yaml
 from scipy import sparse
 
-from labeling.proper_names import mask_proper_names
+from labeling.proper_names import mask_places, place_names
 from labeling.records import split_role_tag
 from labeling.segments import DEFAULT_SEGMENT_CHARS, Segment, segment_turns
 
@@ -509,8 +509,9 @@ class FilterBundle:
     meta: dict[str, Any] = field(default_factory=dict)
     # scale of the word TF-IDF columns of the segment model (smaller: more regularised)
     tfidf_weight: float = 1.0
-    # the interest model reads proper names as one placeholder (labeling.proper_names): its
-    # sentence vectors and words do not move with a trail's, a city's or a shop's name
+    # the interest model reads the places a conversation names as one placeholder
+    # (labeling.proper_names): its sentence vectors and words do not move with a trail's, a
+    # city's or a restaurant's name
     interest_names_masked: bool = False
     _keyword_matcher: TermMatcher | None = field(default=None, repr=False, compare=False)
     _cue_matcher: TermMatcher | None = field(default=None, repr=False, compare=False)
@@ -683,22 +684,29 @@ class FilterBundle:
         trigger = [trigger[i] if margin_out[i] >= 0 else None for i in range(n)]
         return cat_out, any_out, margin_out, trigger, turn_scores
 
-    def interest_text(self, text: str) -> str:
-        """A text as the interest model reads it (proper names masked if it learned so)."""
-        return mask_proper_names(text) if self.interest_names_masked else text
+    def interest_places(
+        self, conversations: Sequence[Sequence[str]]
+    ) -> list[frozenset[str]] | None:
+        """Per conversation, the names it uses as places, which the interest model reads as
+        ``[NAME]``; None when the model reads names as written."""
+        if not self.interest_names_masked:
+            return None
+        return [place_names(c) for c in conversations]
 
     def interest_segment_embeddings(
         self,
         texts: Sequence[str],
+        owners: npt.NDArray[np.int_],
+        places: Sequence[frozenset[str]] | None,
         embeddings: npt.NDArray[np.float32] | None,
         embed: Callable[[list[str]], npt.NDArray[np.float32]],
     ) -> npt.NDArray[np.float32] | None:
-        """Segment embeddings as the interest model reads them: with names masked, each segment
-        whose text names something is embedded again (``embed``) as masked; the others keep the
-        embedding the sensitive side scored. Training and serving both call this."""
-        if embeddings is None or not self.interest_names_masked:
+        """Segment embeddings as the interest model reads them: with places masked, each segment
+        that names one (``places`` of its owner) is embedded again (``embed``) as masked; the
+        others keep the embedding the sensitive side scored. Training and serving both call it."""
+        if embeddings is None or places is None:
             return embeddings
-        masked = [mask_proper_names(t) for t in texts]
+        masked = [mask_places(t, places[int(o)]) for t, o in zip(texts, owners, strict=True)]
         changed = [k for k, (m, t) in enumerate(zip(masked, texts, strict=True)) if m != t]
         if not changed:
             return embeddings
@@ -707,13 +715,18 @@ class FilterBundle:
         return out
 
     def interest_features(
-        self, conversations: Sequence[Sequence[str]], conv_emb: npt.NDArray[np.float32] | None
+        self,
+        conversations: Sequence[Sequence[str]],
+        conv_emb: npt.NDArray[np.float32] | None,
+        places: Sequence[frozenset[str]] | None,
     ) -> Features:
         parts: list[Any] = []
         if conv_emb is not None:
             parts.append(conv_emb.astype(np.float64))
         if self.interest_tfidf is not None:
-            texts = [self.interest_text("\n".join(c)) for c in conversations]
+            texts = ["\n".join(c) for c in conversations]
+            if places is not None:
+                texts = [mask_places(t, p) for t, p in zip(texts, places, strict=True)]
             parts.append(self.interest_tfidf.transform(texts))
         return stack_features(parts)
 
@@ -736,11 +749,12 @@ class FilterBundle:
                     raise RuntimeError("no embedder for the interest model's masked segments")
                 return vecs
 
+            places = self.interest_places(conversations)
             emb_i = self.interest_segment_embeddings(
-                [s.text for s in seg.segments], seg.embeddings, embed
+                [s.text for s in seg.segments], seg.owner, places, seg.embeddings, embed
             )
             conv_emb = mean_pool(emb_i, seg.owner, n) if emb_i is not None else None
-            xi = self.interest_features(conversations, conv_emb)
+            xi = self.interest_features(conversations, conv_emb, places)
             ints = predict_scores(self.interest_models, self.interest_ids, xi, n)
         return ScoreBatch(
             cats, p_any, [frozenset(h) for h in conv_lex], ints, margin, trigger, turn_scores

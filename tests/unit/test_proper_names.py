@@ -1,4 +1,4 @@
-"""Proper names masked out of what the interest model reads (no model files)."""
+"""Place names masked out of what the interest model reads (no model files)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from experiments.dataset import Example, Snapshot
 from experiments.training import TrainConfig, train_filter
 from labeling.policy import load_policy
-from labeling.proper_names import NAME_MASK, load_places, mask_proper_names
+from labeling.proper_names import NAME_MASK, load_places, mask_places, place_names
 from labeling.redaction import PLACEHOLDERS
 from labeling.taxonomy import load_taxonomy
 from targeting.scorer import FilterBundle, HashingEmbedder, Lexicon
@@ -19,44 +19,50 @@ from targeting.scorer import FilterBundle, HashingEmbedder, Lexicon
 CATS = ("religion", "health")
 
 
+def _masked(*turns: str) -> list[str]:
+    places = place_names(turns)
+    return [mask_places(t, places) for t in turns]
+
+
 @pytest.mark.parametrize(
-    ("text", "masked"),
+    ("turns", "masked"),
     [
-        # mid-sentence: every run of capitalised words, joined by "of", "the", "and"...
-        ("user: boots for the Red Rocks trail near Denver this weekend?",
-         "user: boots for the [NAME] trail near [NAME] this weekend?"),
-        ("user: I bank with Bank of America", "user: I bank with [NAME]"),
-        ("user: is The Lord of the Rings long", "user: is [NAME] long"),
-        # a sentence's opener stays, the rest of its run is a name
-        ("assistant: For Chautauqua, light boots.", "assistant: For [NAME], light boots."),
-        ("user: Which boots? For the Red Rocks trail.", "user: Which boots? For the [NAME] trail."),
-        ("It’s Mount Falcon again", "It’s [NAME] again"),
-        # two or more capitalised words opening a sentence are a name; one alone stays
-        ("user: Red Rocks is busy. Sunny, around 22 degrees.",
-         "user: [NAME] is busy. Sunny, around 22 degrees."),
-        ("Chautauqua is lovely", "Chautauqua is lovely"),
-        ("user: hi\nBear Creek Trail is open", "user: hi\n[NAME] is open"),
-        # known places: alone at a sentence's start, and in lower case unless an ordinary word
-        ("user: Phoenix please. Miami's beaches", "user: [NAME] please. [NAME] beaches"),
-        ("user: flights to new york from san jose, or seattle.",
-         "user: flights to [NAME] from [NAME], or [NAME]."),
-        ("user: reading a nice book on mobile", "user: reading a nice book on mobile"),
-        ("user: see cs.toronto.edu and seattle.forsale", "user: see cs.toronto.edu and seattle.forsale"),
-        ("user: the bear creek trail", "user: the bear creek trail"),  # unknown, lower case
-        # not names: capitals, lower-case starts, placeholders, the pronoun I
-        ("user: NBA scores on my iPhone and eBay, I think", "user: NBA scores on my iPhone and eBay, I think"),
-        ("user: tell [NAME] at [EMAIL] about it", "user: tell [NAME] at [EMAIL] about it"),
-        ("user: plain words only", "user: plain words only"),
+        # a place word after the name or ending it, a place word opening it, a cue before it
+        (["user: boots for the Red Rocks trail near Denver this weekend?"],
+         ["user: boots for the [NAME] trail near [NAME] this weekend?"]),
+        (["user: is Bear Creek Trail open? We loved Lake Tahoe and Mount Falcon"],
+         ["user: is [NAME] open? We loved [NAME] and [NAME]"]),
+        (["user: a table at Trattoria Roma, or the Old Siam restaurant"],
+         ["user: a table at [NAME], or the [NAME] restaurant"]),
+        # a name found as a place once is masked everywhere in the conversation
+        (["user: boots for the Chautauqua trail?", "assistant: For Chautauqua, light boots."],
+         ["user: boots for the [NAME] trail?", "assistant: For [NAME], light boots."]),
+        # known places: alone at a sentence's start, possessive, and in lower case unless an
+        # ordinary word
+        (["user: Phoenix please. Miami's beaches", "user: flights to new york from san jose, or seattle."],
+         ["user: [NAME] please. [NAME] beaches", "user: flights to [NAME] from [NAME], or [NAME]."]),
+        (["user: reading a nice book on mobile"], ["user: reading a nice book on mobile"]),
+        (["user: see cs.toronto.edu and seattle.forsale"],
+         ["user: see cs.toronto.edu and seattle.forsale"]),
+        # not places: brands, products, teams; unknown names without a cue; capitals; lower case
+        (["user: my Toyota and the Mac II in Windows; the Lakers won", "user: we loved Chautauqua"],
+         ["user: my Toyota and the Mac II in Windows; the Lakers won", "user: we loved Chautauqua"]),
+        (["user: NBA scores in SF, the bear creek trail"], ["user: NBA scores in SF, the bear creek trail"]),
+        (["user: tell [NAME] at [EMAIL] about it"], ["user: tell [NAME] at [EMAIL] about it"]),
     ],
 )  # fmt: skip
-def test_proper_name_runs_become_one_placeholder(text: str, masked: str) -> None:
-    assert mask_proper_names(text) == masked
+def test_the_places_a_conversation_names_become_one_placeholder(
+    turns: list[str], masked: list[str]
+) -> None:
+    assert _masked(*turns) == masked
 
 
 def test_renamed_places_read_alike_and_the_placeholder_is_the_redactions() -> None:
     assert PLACEHOLDERS["NAME"] == NAME_MASK
     texts = {
-        mask_proper_names(f"user: boots for the {t} trail near {c}? For {t}, light ones.")
+        tuple(
+            _masked(f"user: boots for the {t} trail near {c}?", f"assistant: For {t}, light ones.")
+        )
         for t, c in (("Red Rocks", "Denver"), ("Chautauqua", "Boulder"), ("Mount Falcon", "Golden"))
     }
     assert len(texts) == 1
@@ -72,12 +78,11 @@ def test_the_place_gazetteer_knows_which_names_count_in_lower_case() -> None:
     assert places.longest == max(len(n.split()) for n in places.lower)
 
 
-def test_a_long_text_with_many_names_is_masked_in_linear_time() -> None:
-    text = "user: " + " ".join("We hiked Red Rocks near Denver." for _ in range(20_000))
-    out = mask_proper_names(text)
-    assert out.count(NAME_MASK) == 40_000 and out.startswith(
-        "user: We hiked [NAME] near [NAME]. We"
-    )
+def test_a_long_text_with_many_places_is_masked_in_linear_time() -> None:
+    text = "user: " + " ".join("We hiked the Red Rocks trail near Denver." for _ in range(20_000))
+    out = mask_places(text, place_names([text]))
+    assert out.count(NAME_MASK) == 40_000
+    assert out.startswith("user: We hiked the [NAME] trail near [NAME]. We")
 
 
 class _Counting(HashingEmbedder):
@@ -91,18 +96,21 @@ class _Counting(HashingEmbedder):
 
 
 def test_only_segments_that_name_something_are_embedded_again() -> None:
-    texts = ["user: a trail near Denver", "user: plain words", "user: Red Rocks"]
+    convs = [["user: a trail near Denver", "user: plain words"], ["user: For Red Rocks, yes"]]
+    texts = [t for c in convs for t in c]
+    owners = np.array([0, 0, 1])
     emb = HashingEmbedder(16).embed(texts)
     counting = _Counting()
     masked = FilterBundle.empty(CATS, interest_names_masked=True)
-    out = masked.interest_segment_embeddings(texts, emb, counting.embed)
-    assert counting.seen == ["user: a trail near [NAME]", "user: [NAME]"]
-    assert out is not None and np.array_equal(out[1], emb[1])
+    places = masked.interest_places(convs)
+    assert places == [frozenset({"Denver"}), frozenset()]  # "Red Rocks" has no cue there
+    out = masked.interest_segment_embeddings(texts, owners, places, emb, counting.embed)
+    assert counting.seen == ["user: a trail near [NAME]"]
+    assert out is not None and np.array_equal(out[1:], emb[1:])
     assert np.array_equal(out[0], HashingEmbedder(16).embed(["user: a trail near [NAME]"])[0])
     plain = FilterBundle.empty(CATS)
-    assert plain.interest_segment_embeddings(texts, emb, counting.embed) is emb
-    assert plain.interest_text("near Denver") == "near Denver"
-    assert masked.interest_text("near Denver") == "near [NAME]"
+    assert plain.interest_places(convs) is None
+    assert plain.interest_segment_embeddings(texts, owners, None, emb, counting.embed) is emb
 
 
 def _examples() -> list[Example]:
