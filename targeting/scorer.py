@@ -394,8 +394,9 @@ class ContentVerdict:
     # any-sensitive rule fired, the category with the highest score
     sensitive: tuple[str, ...]
     sensitive_scores: dict[str, float]  # per category: max over segments
-    # (iab id, score) above threshold, best first; computed whether or not the conversation is
-    # blocked (the decision drops them for a blocked one)
+    # (iab id, score) above threshold, best first; from ``FilterBundle.judge`` empty for a
+    # blocked conversation (its decision carries none), from ``score`` + ``verdicts`` computed
+    # either way (evaluation measures the interests of every conversation)
     interests: tuple[tuple[str, float], ...]
     any_score: float = 0.0  # max over segments of P(any sensitive)
     trigger_turn: int | None = None  # the turn whose segment decided the block (audit only)
@@ -731,9 +732,16 @@ class FilterBundle:
         return stack_features(parts)
 
     def score(
-        self, conversations: Sequence[Sequence[str]], embedder: TextEmbedder | None
+        self,
+        conversations: Sequence[Sequence[str]],
+        embedder: TextEmbedder | None,
+        *,
+        interests_of_blocked: bool = True,
     ) -> ScoreBatch:
-        """Scores for conversations given as rendered, redacted turns (``segments.turn_texts``)."""
+        """Scores for conversations given as rendered, redacted turns (``segments.turn_texts``).
+        ``interests_of_blocked=False``: interests only for the conversations the sensitive side
+        does not block (the others score 0): what a decision needs, without the work of reading
+        a blocked conversation's places."""
         n = len(conversations)
         seg = self.score_segments(conversations, embedder)
         cats, p_any, margin, trigger, turn_scores = self.aggregate(seg, n)
@@ -741,7 +749,8 @@ class FilterBundle:
         for k, h in enumerate(seg.lexicon_hits):
             conv_lex[int(seg.owner[k])] |= h
         ints: FloatArray = np.zeros((n, len(self.interest_ids)))
-        if n and self.interest_models:
+        rows = np.arange(n) if interests_of_blocked else np.flatnonzero(margin < 0)
+        if rows.size and self.interest_models:
 
             def embed(texts: list[str]) -> npt.NDArray[np.float32]:
                 vecs = self._embed(texts, embedder)
@@ -749,13 +758,20 @@ class FilterBundle:
                     raise RuntimeError("no embedder for the interest model's masked segments")
                 return vecs
 
-            places = self.interest_places(conversations)
+            # the conversations scored, renumbered 0..len(rows)-1, and their segments
+            position = np.full(n, -1, dtype=np.int_)
+            position[rows] = np.arange(rows.size)
+            keep = np.flatnonzero(position[seg.owner] >= 0)
+            owner = position[seg.owner[keep]]
+            convs = [conversations[int(i)] for i in rows]
+            places = self.interest_places(convs)
+            emb = seg.embeddings[keep] if seg.embeddings is not None else None
             emb_i = self.interest_segment_embeddings(
-                [s.text for s in seg.segments], seg.owner, places, seg.embeddings, embed
+                [seg.segments[int(k)].text for k in keep], owner, places, emb, embed
             )
-            conv_emb = mean_pool(emb_i, seg.owner, n) if emb_i is not None else None
-            xi = self.interest_features(conversations, conv_emb, places)
-            ints = predict_scores(self.interest_models, self.interest_ids, xi, n)
+            conv_emb = mean_pool(emb_i, owner, rows.size) if emb_i is not None else None
+            xi = self.interest_features(convs, conv_emb, places)
+            ints[rows] = predict_scores(self.interest_models, self.interest_ids, xi, rows.size)
         return ScoreBatch(
             cats, p_any, [frozenset(h) for h in conv_lex], ints, margin, trigger, turn_scores
         )
@@ -804,7 +820,9 @@ class FilterBundle:
     def judge(
         self, conversations: Sequence[Sequence[str]], embedder: TextEmbedder | None
     ) -> list[ContentVerdict]:
-        return self.verdicts(self.score(conversations, embedder))
+        """Verdicts for decisions: a blocked conversation gets no interests (a decision drops
+        them), so its interests are not computed."""
+        return self.verdicts(self.score(conversations, embedder, interests_of_blocked=False))
 
 
 class HashingEmbedder:

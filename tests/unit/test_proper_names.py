@@ -156,3 +156,24 @@ def test_a_model_that_masks_names_scores_a_renamed_place_alike(mask: bool) -> No
     old = FilterBundle.__new__(FilterBundle)
     old.__setstate__(state)
     assert old.interest_names_masked is False
+
+
+def test_decisions_read_no_interests_of_a_blocked_conversation() -> None:
+    tax = load_taxonomy(categories=load_policy().categories)
+    exs = _examples()
+    res = train_filter(Snapshot(tuple(exs), (), CATS), tax, HashingEmbedder(32),
+                       config=TrainConfig(), lexicon=Lexicon({}, {}))  # fmt: skip
+    bundle, emb = res.bundle, HashingEmbedder(32)
+    convs = [e.turns for e in exs[:30]]
+    full = bundle.score(convs, emb)
+    lean = bundle.score(convs, emb, interests_of_blocked=False)
+    blocked = full.margin >= 0
+    assert blocked.any() and (~blocked).any()
+    # the same interests where a decision carries them, none where it cannot
+    np.testing.assert_allclose(lean.interests[~blocked], full.interests[~blocked], atol=1e-12)
+    assert not lean.interests[blocked].any() and full.interests[blocked].any()
+    verdicts = bundle.judge(convs, emb)
+    assert all(not v.interests for v in verdicts if v.blocked)
+    assert [v.interests for v in verdicts] == [
+        v.interests if not v.blocked else () for v in bundle.verdicts(full)
+    ]
