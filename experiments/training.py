@@ -69,7 +69,6 @@ from sklearn.exceptions import ConvergenceWarning
 
 from experiments.composition import ComposedSet, compose_long_dialogues, source_of
 from experiments.dataset import Example, Snapshot, unit_hash
-from labeling.proper_names import mask_places
 from labeling.segments import DEFAULT_SEGMENT_CHARS
 from labeling.taxonomy import Taxonomy
 from targeting.scorer import (
@@ -1192,16 +1191,14 @@ def _train_interests(
             sublinear_tf=True,
             min_df=2,
             strip_accents="unicode",
-        ).fit(
-            [mask_places(train[i].text, places[r]) for r, i in enumerate(idx)]
-            if places is not None
-            else [train[i].text for i in idx]
-        )
+        ).fit(bundle.interest_texts(convs, places))
     # the segments of the conversations whose interests are known, as the interest model reads them
     seg_texts, embeddings, seg_owner = segments
     sel = np.flatnonzero(known[seg_owner])
     conv_emb = None
-    if embeddings is not None and embedder is not None:
+    if embeddings is not None:
+        if embedder is None:
+            raise ValueError("segment embeddings given without the embedder that made them")
         inner, progress = embedder, say
         row = np.full(len(train), -1, dtype=np.int_)
         row[idx] = np.arange(idx.size)

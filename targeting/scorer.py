@@ -715,6 +715,15 @@ class FilterBundle:
         out[changed] = embed([masked[k] for k in changed])
         return out
 
+    def interest_texts(
+        self, conversations: Sequence[Sequence[str]], places: Sequence[frozenset[str]] | None
+    ) -> list[str]:
+        """The conversations' texts as the interest TF-IDF reads them (fitted and applied)."""
+        texts = ["\n".join(c) for c in conversations]
+        if places is None:
+            return texts
+        return [mask_places(t, p) for t, p in zip(texts, places, strict=True)]
+
     def interest_features(
         self,
         conversations: Sequence[Sequence[str]],
@@ -725,10 +734,7 @@ class FilterBundle:
         if conv_emb is not None:
             parts.append(conv_emb.astype(np.float64))
         if self.interest_tfidf is not None:
-            texts = ["\n".join(c) for c in conversations]
-            if places is not None:
-                texts = [mask_places(t, p) for t, p in zip(texts, places, strict=True)]
-            parts.append(self.interest_tfidf.transform(texts))
+            parts.append(self.interest_tfidf.transform(self.interest_texts(conversations, places)))
         return stack_features(parts)
 
     def score(
