@@ -488,16 +488,16 @@ CITIES: tuple[str, ...] = (
     "Miami", "Austin", "Houston", "Dallas", "Philadelphia", "Toronto", "London", "Paris",
     "Sydney", "Tokyo", "Rome", "Berlin",
 )  # fmt: skip
+_CITY_INDEX = {c.lower(): i for i, c in enumerate(CITIES)}
 _CITY_RE = re.compile(r"\b(" + "|".join(re.escape(c) for c in CITIES) + r")\b", re.IGNORECASE)
 
 
 def rename_cities(text: str, shift: int) -> str:
     """``text`` with every city of :data:`CITIES` replaced by the one ``shift`` places on, in the
     case it was written in (lower case stays lower case)."""
-    index = {c.lower(): i for i, c in enumerate(CITIES)}
 
     def sub(m: re.Match[str]) -> str:
-        new = CITIES[(index[m.group(0).lower()] + shift) % len(CITIES)]
+        new = CITIES[(_CITY_INDEX[m.group(0).lower()] + shift) % len(CITIES)]
         return new.lower() if m.group(0).islower() else new
 
     return _CITY_RE.sub(sub, text)

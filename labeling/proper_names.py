@@ -80,12 +80,25 @@ _OPENERS: Final = frozenset(_OPENER_WORDS.split())
 
 # fmt: off
 # a place word after a name, or ending it: "the Red Rocks trail", "Bear Creek Trail"
-_PLACE_NOUNS: Final = frozenset(["trail", "trails", "trailhead", "park", "parks", "lake", "lakes", "river", "creek", "canyon", "mountain", "mountains", "peak", "peaks", "hill", "hills", "valley", "forest", "woods", "falls", "beach", "beaches", "bay", "island", "islands", "coast", "desert", "reservoir", "glacier", "gorge", "springs", "pass", "ridge", "street", "st", "avenue", "ave", "road", "rd", "boulevard", "blvd", "lane", "square", "plaza", "bridge", "airport", "station", "terminal", "hotel", "inn", "resort", "motel", "hostel", "lodge", "museum", "gallery", "stadium", "arena", "field", "theater", "theatre", "center", "centre", "mall", "market", "restaurant", "cafe", "café", "bistro", "bar", "pub", "grill", "diner", "brewery", "winery", "campground", "zoo", "aquarium", "neighborhood", "neighbourhood", "district", "county", "city", "town", "village"])
+_PLACE_NOUN_WORDS: Final = """
+trail trails trailhead park parks lake lakes river creek canyon mountain mountains peak peaks hill
+hills valley forest woods falls beach beaches bay island islands coast desert reservoir glacier
+gorge springs pass ridge street st avenue ave road rd boulevard blvd lane square plaza bridge
+airport station terminal hotel inn resort motel hostel lodge museum gallery stadium arena field
+theater theatre center centre mall market restaurant cafe café bistro bar pub grill diner
+brewery winery campground zoo aquarium neighborhood neighbourhood district county city town
+village
+"""
 # a place word opening a name: "Mount Falcon", "Lake Tahoe", "Fort Collins"
-_PLACE_HEADS: Final = frozenset(["mount", "mt", "lake", "fort", "port", "saint", "st", "san", "santa", "cape", "glacier", "isle"])
+_PLACE_HEAD_WORDS: Final = "mount mt lake fort port saint st san santa cape glacier isle"
 # a word that announces a place: "near Golden", "at Trattoria Roma"
-_PLACE_CUES: Final = frozenset(["near", "at", "around", "outside", "toward", "towards", "visit", "visiting"])
+_PLACE_CUE_WORDS: Final = "near at around outside toward towards visit visiting"
 # fmt: on
+_PLACE_NOUNS: Final = frozenset(_PLACE_NOUN_WORDS.split())
+_PLACE_HEADS: Final = frozenset(_PLACE_HEAD_WORDS.split())
+_PLACE_CUES: Final = frozenset(_PLACE_CUE_WORDS.split())
+# how far before and after a name its cue or place word is looked for
+_CUE_WINDOW: Final = 24
 _WORD_BEFORE: Final = re.compile(r"(\w+)[ ]+(?:the[ ]+)?$")
 _WORD_AFTER: Final = re.compile(r"^[ ]+(\w+)")
 
@@ -191,8 +204,8 @@ def place_names(texts: Sequence[str]) -> frozenset[str]:
     for text in texts:
         for m in _RUN.finditer(text):
             name, start = _candidate(text, m)
-            before = text[max(0, start - 24) : start]
-            if _is_place(name, before, text[m.end() : m.end() + 24]):
+            before = text[max(0, start - _CUE_WINDOW) : start]
+            if _is_place(name, before, text[m.end() : m.end() + _CUE_WINDOW]):
                 found.add(_bare(name))
     return frozenset(found)
 
