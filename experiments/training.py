@@ -191,6 +191,8 @@ class TrainConfig:
     # the interest model reads the places a conversation names as one placeholder
     # (labeling.proper_names); off: as written, so a trail's or a city's name moves the interests
     mask_interest_names: bool = True
+    # the segment model reads them so too (its vectors, words and cues; not the keywords)
+    mask_sensitive_names: bool = False
     embed_max_length: int = 128
     segment_chars: int = DEFAULT_SEGMENT_CHARS
     unit: str = "segment"  # or "conversation" (one unit per conversation: the old baseline)
@@ -861,9 +863,15 @@ def train_filter(
             seg_turn.append(s.turn)
     seg_owner = np.asarray(seg_owner_l, dtype=np.int_)
     augmented = np.array([train[i].origin == "augmented" for i in seg_owner_l], dtype=bool)
+    # what the segment model reads (places masked with mask_sensitive_names); the keywords read
+    # seg_texts as written
+    read = replace(unit_probe, sensitive_names_masked=config.mask_sensitive_names).sensitive_texts(
+        [e.turns for e in train], seg_texts, seg_owner
+    )
+    model_texts = seg_texts if read is None else read
     embeddings = None
     if emb_obj is not None:
-        embeddings = _embed_with_progress(seg_texts, emb_obj, say)
+        embeddings = _embed_with_progress(model_texts, emb_obj, say)
     timings["embed_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -881,7 +889,7 @@ def train_filter(
         identity_rule=lex.identities if config.use_lexicon and config.use_identities else None,
         embed_max_length=config.embed_max_length, segment_chars=config.segment_chars,
         unit=config.unit, uses_embeddings=emb_obj is not None, encoder=encoder,
-        tfidf_weight=config.tfidf_weight,
+        tfidf_weight=config.tfidf_weight, sensitive_names_masked=config.mask_sensitive_names,
     )  # fmt: skip
     if config.use_tfidf:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -891,17 +899,17 @@ def train_filter(
             sublinear_tf=True, min_df=2, strip_accents="unicode",
             preprocessor=None if config.tfidf_role_tags else segment_words,
             stop_words=config.tfidf_stop_words,
-        ).fit(seg_texts)  # fmt: skip
+        ).fit(model_texts)  # fmt: skip
     if config.use_char_tfidf:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         bundle.segment_char_tfidf = TfidfVectorizer(
             analyzer="char_wb", ngram_range=(2, 4), max_features=config.char_tfidf_max_features,
             sublinear_tf=True, min_df=3,
-        ).fit(seg_texts)  # fmt: skip
+        ).fit(model_texts)  # fmt: skip
     if embeddings is None and bundle.segment_tfidf is None and bundle.segment_char_tfidf is None:
         raise ValueError("no segment features: enable embeddings or TF-IDF")
-    x = bundle.segment_features(seg_texts, embeddings)
+    x = bundle.segment_features(model_texts, embeddings)
     if hasattr(x, "tocsr"):
         x = x.tocsr()
     timings["features_s"] = time.perf_counter() - t0
@@ -1100,7 +1108,7 @@ def train_filter(
     t0 = time.perf_counter()
     bundle.interest_names_masked = config.mask_interest_names
     int_cal, oof_int = _train_interests(
-        bundle, train, taxonomy, snapshot.interest_ids, (seg_texts, embeddings, seg_owner),
+        bundle, train, taxonomy, snapshot.interest_ids, (model_texts, embeddings, seg_owner),
         emb_obj, folds, config, say,
     )  # fmt: skip
     timings["interests_s"] = time.perf_counter() - t0

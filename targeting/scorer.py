@@ -434,6 +434,9 @@ class SegmentScores:
     categories: FloatArray  # (S, C)
     lexicon_hits: list[frozenset[str]]
     embeddings: npt.NDArray[np.float32] | None  # (S, d)
+    # the segments' texts as the segment model read them (places masked where the model masks
+    # them); None: as written
+    read: list[str] | None = None
 
 
 SHORT_SEGMENT_WORDS = 12
@@ -514,6 +517,9 @@ class FilterBundle:
     # (labeling.proper_names): its sentence vectors and words do not move with a trail's, a
     # city's or a restaurant's name
     interest_names_masked: bool = False
+    # the segment model reads them so too (its vectors, words and cues; the keywords still read
+    # the text as written)
+    sensitive_names_masked: bool = False
     _keyword_matcher: TermMatcher | None = field(default=None, repr=False, compare=False)
     _cue_matcher: TermMatcher | None = field(default=None, repr=False, compare=False)
 
@@ -529,6 +535,7 @@ class FilterBundle:
         state.setdefault("identity_rule", None)
         state.setdefault("tfidf_weight", 1.0)
         state.setdefault("interest_names_masked", False)
+        state.setdefault("sensitive_names_masked", False)
         self.__dict__.update(state)
 
     @classmethod
@@ -620,6 +627,20 @@ class FilterBundle:
             return [Segment(0, "\n".join(turns))] if turns else []
         return segment_turns(turns, self.segment_chars)
 
+    def sensitive_texts(
+        self,
+        conversations: Sequence[Sequence[str]],
+        texts: Sequence[str],
+        owners: npt.NDArray[np.int_],
+    ) -> list[str] | None:
+        """Segment ``texts`` (of ``conversations[owners[k]]``) as the segment model reads them:
+        with each conversation's places masked when the model masks them, else None (as
+        written). Training and serving both call it."""
+        if not self.sensitive_names_masked:
+            return None
+        places = [place_names(c) for c in conversations]
+        return [mask_places(t, places[int(o)]) for t, o in zip(texts, owners, strict=True)]
+
     def score_segments(
         self, conversations: Sequence[Sequence[str]], embedder: TextEmbedder | None
     ) -> SegmentScores:
@@ -631,12 +652,15 @@ class FilterBundle:
                 segs.append(s)
                 owner.append(i)
         texts = [s.text for s in segs]
-        emb = self._embed(texts, embedder)
+        owners = np.asarray(owner, dtype=np.int_)
+        read = self.sensitive_texts(conversations, texts, owners)
+        model_texts = texts if read is None else read
+        emb = self._embed(model_texts, embedder)
         n = len(texts)
         p_any: FloatArray = np.zeros(n)
         cats: FloatArray = np.zeros((n, len(self.categories)))
         if n:
-            x = self.segment_features(texts, emb)
+            x = self.segment_features(model_texts, emb)
             p_any, cats = self.segment_probabilities(x, n)
             if emb is not None:
                 for j, c in enumerate(self.categories):
@@ -644,7 +668,7 @@ class FilterBundle:
                     if protos is not None and c not in self.segment_classes:
                         cats[:, j] = (emb @ protos.T).max(axis=1)
         hits = [self.lexicon_hits(t) for t in texts]
-        return SegmentScores(segs, np.asarray(owner, dtype=np.int_), p_any, cats, hits, emb)
+        return SegmentScores(segs, owners, p_any, cats, hits, emb, read)
 
     def aggregate(
         self,
@@ -772,8 +796,10 @@ class FilterBundle:
             convs = [conversations[int(i)] for i in rows]
             places = self.interest_places(convs)
             emb = seg.embeddings[keep] if seg.embeddings is not None else None
+            # segments the sensitive side read masked are masked already (masking is idempotent)
+            read = seg.read if seg.read is not None else [s.text for s in seg.segments]
             emb_i = self.interest_segment_embeddings(
-                [seg.segments[int(k)].text for k in keep], owner, places, emb, embed
+                [read[int(k)] for k in keep], owner, places, emb, embed
             )
             conv_emb = mean_pool(emb_i, owner, rows.size) if emb_i is not None else None
             xi = self.interest_features(convs, conv_emb, places)

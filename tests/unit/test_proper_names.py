@@ -177,3 +177,38 @@ def test_decisions_read_no_interests_of_a_blocked_conversation() -> None:
     assert [v.interests for v in verdicts] == [
         v.interests if not v.blocked else () for v in bundle.verdicts(full)
     ]
+
+
+@pytest.mark.parametrize("mask", [True, False])
+def test_a_segment_model_that_masks_places_reads_a_renamed_place_alike(mask: bool) -> None:
+    tax = load_taxonomy(categories=load_policy().categories)
+    lex = Lexicon({"religion": ("pilgrimage to jerusalem",)}, {})
+    res = train_filter(
+        Snapshot(tuple(_examples()), (), CATS), tax, HashingEmbedder(32),
+        config=TrainConfig(mask_sensitive_names=mask), lexicon=lex,
+    )  # fmt: skip
+    bundle, emb = res.bundle, HashingEmbedder(32)
+    assert bundle.sensitive_names_masked is mask
+    convs = [
+        [f"user: my doctor in {p} prescribed medication"] for p in ("Denver", "Chautauqua Town")
+    ]
+    seg = bundle.score_segments(convs, emb)
+    if mask:  # training and serving read the same masked text: a new name changes nothing
+        assert seg.read == ["user: my doctor in [NAME] prescribed medication"] * 2
+        np.testing.assert_array_equal(seg.any[0], seg.any[1])
+        np.testing.assert_array_equal(seg.categories[0], seg.categories[1])
+    else:
+        assert seg.read is None
+        assert abs(float(seg.any[0] - seg.any[1])) > 1e-6
+    # the keywords read the text as written, masked or not
+    hits = bundle.score_segments([["user: a pilgrimage to Jerusalem"]], emb).lexicon_hits
+    assert hits == [frozenset({"religion"})]
+    # the interest side reads the same vectors for a segment it would mask the same way
+    a = bundle.score([convs[0]], emb).interests[0]
+    b = bundle.score([convs[1]], emb).interests[0]
+    np.testing.assert_array_equal(a, b)
+    state = dict(bundle.__getstate__())
+    del state["sensitive_names_masked"]
+    old = FilterBundle.__new__(FilterBundle)
+    old.__setstate__(state)
+    assert old.sensitive_names_masked is False
