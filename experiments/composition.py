@@ -87,8 +87,13 @@ def compose_long_dialogues(
     max_donor_chars: int = DEFAULT_MAX_DONOR_CHARS,
     max_donor_turns: int = 1,
     chain_hosts: bool = False,
+    n_controls: int | None = None,
+    spread_hosts: bool = False,
 ) -> ComposedSet:
-    """Up to ``n`` sensitive items and ``n`` controls from ``examples`` (see the module doc)."""
+    """Up to ``n`` sensitive items and ``n_controls`` (default ``n``) controls from ``examples``
+    (see the module doc): each donor is used at most once. ``spread_hosts``: each item's host is
+    drawn among the allowed hosts used least so far, so every host carries about as many items
+    (a rate then depends much less on which hosts the draw happened to favour)."""
     rng = random.Random(seed)
     hosts = sorted(
         (e for e in examples if is_host(e, min_host_turns)), key=lambda e: e.conversation_id
@@ -106,20 +111,29 @@ def compose_long_dialogues(
         return ComposedSet((), ())
     spans: dict[str, tuple[int, int]] = {}
     donor_of: dict[str, str] = {}
+    host_source = [source_of(h.conversation_id) for h in hosts]
 
-    def build(pool: list[tuple[Example, tuple[str, ...]]], kind: str) -> tuple[Example, ...]:
+    def build(
+        pool: list[tuple[Example, tuple[str, ...]]], kind: str, size: int
+    ) -> tuple[Example, ...]:
         out: list[Example] = []
         if not pool:
             return ()
         order = list(range(len(pool)))
         rng.shuffle(order)
-        for k in range(min(n, len(pool))):
+        uses = [0] * len(hosts)
+        for k in range(min(size, len(pool))):
             donor, block = pool[order[k]]
             src = source_of(donor.conversation_id)
-            candidates = [h for h in hosts if source_of(h.conversation_id) != src]
+            candidates = [j for j in range(len(hosts)) if host_source[j] != src]
             if not candidates:
                 continue
-            host = candidates[rng.randrange(len(candidates))]
+            if spread_hosts:
+                least = min(uses[j] for j in candidates)
+                candidates = [j for j in candidates if uses[j] == least]
+            j = candidates[rng.randrange(len(candidates))]
+            uses[j] += 1
+            host = hosts[j]
             m = len(host.turns)
             pos = rng.randint(m - m // 3, m)  # insert before index pos: within the last third
             turns = host.turns[:pos] + block + host.turns[pos:]
@@ -138,6 +152,6 @@ def compose_long_dialogues(
             )
         return tuple(out)
 
-    sensitive = build(sens_donors, "sensitive")
-    controls = build(clean_donors, "control")
+    sensitive = build(sens_donors, "sensitive", n)
+    controls = build(clean_donors, "control", n if n_controls is None else n_controls)
     return ComposedSet(sensitive, controls, spans, donor_of)

@@ -256,14 +256,18 @@ def evaluate_long_dialogues(
     seed: int = 0,
     max_donor_turns: int = 4,
     max_donor_chars: int = 1000,
+    n_controls: int | None = None,
+    spread_hosts: bool = False,
 ) -> LongDialogueReport:
-    """Compose long dialogues from ``examples`` (chaining short clean ones into hosts when there
-    are no long ones) and score them."""
+    """Compose up to ``n`` sensitive long dialogues and ``n_controls`` (default ``n``) controls
+    from ``examples`` (chaining short clean ones into hosts when there are no long ones; hosts
+    used evenly with ``spread_hosts``) and score them."""
     from experiments.composition import compose_long_dialogues
 
     comp = compose_long_dialogues(
         examples, n=n, seed=seed, max_donor_turns=max_donor_turns,
-        max_donor_chars=max_donor_chars, chain_hosts=True,
+        max_donor_chars=max_donor_chars, chain_hosts=True, n_controls=n_controls,
+        spread_hosts=spread_hosts,
     )  # fmt: skip
     verdicts = evaluate_bundle(bundle, list(comp.examples), embedder)[2] if comp.examples else []
     return long_dialogue_report(comp, verdicts)

@@ -57,6 +57,12 @@ class GateRules:
     interest_f1_tolerance: float = 0.01
     max_false_block_rate: float = 0.10
     max_long_dialogue_leak_rate: float = 0.02
+    # composed long dialogues: every eval conversation that can be inserted as a sensitive block,
+    # up to this many (each once), and this many controls, the hosts used evenly. Fewer, on
+    # hosts drawn at random, make the verdict a draw: 200 of each gave one model 1.0-4.0 % leak
+    # and 3-12.5 % controls blocked over ten seeds
+    long_dialogues: int = 2000
+    long_dialogue_controls: int = 1000
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,16 @@ def _nan(v: float) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
 
+def _count(rate: float, n: int, what: str) -> str:
+    """``"k of n <what> (95 % CI lo-hi %)"``: how many items a rate stands on, and how sure it is
+    (Wilson interval)."""
+    from experiments.training import wilson_interval
+
+    k = round(rate * n)
+    lo, hi = wilson_interval(k, n)
+    return f"{k} of {n} {what} (95 % CI {100 * lo:.1f}-{100 * hi:.1f} %)"
+
+
 def apply_rules(
     challenger: EvalReport,
     champion: EvalReport | None,
@@ -134,14 +150,15 @@ def apply_rules(
     else:
         checks.append(Check("false_block_rate <= ceiling", fb <= rules.max_false_block_rate + 1e-12,
                             fb, champion.false_block_rate if champion else None,
-                            rules.max_false_block_rate, f"{challenger.n_non_sensitive} clean items"))  # fmt: skip
+                            rules.max_false_block_rate,
+                            _count(fb, challenger.n_non_sensitive, "clean items blocked")))  # fmt: skip
     if long_dialogues is not None:
         ld = long_dialogues
         if ld.n_sensitive:
             checks.append(Check("long_dialogue_leak_rate <= ceiling",
                                 ld.leak_rate <= rules.max_long_dialogue_leak_rate + 1e-12, ld.leak_rate,
                                 None, rules.max_long_dialogue_leak_rate,
-                                f"{ld.n_sensitive} composed dialogues"))  # fmt: skip
+                                _count(ld.leak_rate, ld.n_sensitive, "composed dialogues passed")))  # fmt: skip
         else:
             checks.append(Check("long_dialogue_leak_rate <= ceiling", True, None, None,
                                 rules.max_long_dialogue_leak_rate, "no long dialogue could be composed"))  # fmt: skip
@@ -149,7 +166,8 @@ def apply_rules(
             checks.append(Check("long_dialogue_control_false_block <= ceiling",
                                 ld.control_false_block_rate <= rules.max_false_block_rate + 1e-12,
                                 ld.control_false_block_rate, None, rules.max_false_block_rate,
-                                f"{ld.n_controls} composed controls"))  # fmt: skip
+                                _count(ld.control_false_block_rate, ld.n_controls,
+                                       "composed controls blocked")))  # fmt: skip
     for cat, m in challenger.per_category.items():
         if m["support"] <= 0:
             checks.append(
@@ -166,7 +184,7 @@ def apply_rules(
         champ = champion.per_category.get(cat, {}).get("recall") if champion else None
         ok = m["recall"] >= rules.sensitive_recall_floor - 1e-12
         checks.append(Check(f"recall[{cat}]", ok, m["recall"], champ, rules.sensitive_recall_floor,
-                            f"{int(m['support'])} items"))  # fmt: skip
+                            _count(m["recall"], int(m["support"]), "items blocked")))  # fmt: skip
     if champion is not None:
         ch, cp = challenger.leak_rate, champion.leak_rate
         if _nan(ch) and _nan(cp):
@@ -219,9 +237,14 @@ def _score(model: TargetingFilterModel, examples: Sequence[Example]) -> EvalRepo
     return report
 
 
-def _long_dialogues(model: TargetingFilterModel, examples: Sequence[Example]) -> LongDialogueReport:
+def _long_dialogues(
+    model: TargetingFilterModel, examples: Sequence[Example], rules: GateRules
+) -> LongDialogueReport:
     assert model.bundle is not None
-    return evaluate_long_dialogues(model.bundle, examples, model.embedder)
+    return evaluate_long_dialogues(
+        model.bundle, examples, model.embedder, n=rules.long_dialogues,
+        n_controls=rules.long_dialogue_controls, spread_hosts=True,
+    )  # fmt: skip
 
 
 def evaluate(
@@ -245,7 +268,7 @@ def evaluate(
         raise GateError(f"version {version}: the eval split is empty; nothing to gate on")
     challenger_model = load_filter(model.version_uri(version))
     challenger = _score(challenger_model, examples)
-    long_dialogues = _long_dialogues(challenger_model, examples)
+    long_dialogues = _long_dialogues(challenger_model, examples, rules)
     champ_version = alias_version(tracking_uri, model.name, model.alias)
     champion: EvalReport | None = None
     if champ_version == str(version):

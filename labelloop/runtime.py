@@ -168,6 +168,8 @@ def gate_rules(settings: Settings) -> GateRules:
         interest_f1_tolerance=settings.gate_interest_f1_tolerance,
         max_false_block_rate=settings.gate_max_false_block_rate,
         max_long_dialogue_leak_rate=settings.gate_max_long_dialogue_leak_rate,
+        long_dialogues=settings.gate_long_dialogues,
+        long_dialogue_controls=settings.gate_long_dialogue_controls,
     )
 
 

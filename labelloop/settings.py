@@ -205,6 +205,14 @@ class Settings(BaseSettings):
         0.02,
         description="gate: ceiling on leaks of sensitive turns inserted late into long dialogues",
     )
+    gate_long_dialogues: int = Field(
+        2000,
+        ge=1,
+        description="gate: long dialogues composed, one per sensitive eval conversation, at most",
+    )
+    gate_long_dialogue_controls: int = Field(
+        1000, ge=1, description="gate: composed long dialogues with a neutral turn inserted"
+    )
     gate_auto_approve: bool = Field(
         False, description="move @production automatically when the gate passes"
     )

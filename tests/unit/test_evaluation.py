@@ -161,6 +161,14 @@ def test_gate_refuses_a_model_that_blocks_everything_or_leaks_late_mentions() ->
     assert not ok and [c.name for c in checks if not c.passed] == [
         "long_dialogue_leak_rate <= ceiling"
     ]
+    # each rate says how many items it stands on and how sure it is (Wilson 95 %)
+    detail = {c.name: c.detail for c in checks}
+    assert detail["long_dialogue_leak_rate <= ceiling"] == (
+        "5 of 20 composed dialogues passed (95 % CI 11.2-46.9 %)"
+    )
+    assert detail["long_dialogue_control_false_block <= ceiling"] == (
+        "0 of 20 composed controls blocked (95 % CI 0.0-16.1 %)"
+    )
     noisy_controls = LongDialogueReport(20, 20, 0.0, 0.5, 1.0)
     ok, checks = apply_rules(rep, None, GateRules(), noisy_controls)
     assert not ok and [c.name for c in checks if not c.passed] == [

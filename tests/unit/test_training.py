@@ -321,6 +321,17 @@ def test_composed_long_dialogues_block_late_turns_only() -> None:
               for i in range(10)] + [Example(f"cl-{i}", ("user: book a cheap flight",), (), None) for i in range(10)]  # fmt: skip
     comp = compose_long_dialogues(hosts + donors, n=10, seed=0)
     assert len(comp.sensitive) == 10 and len(comp.controls) == 10
+    # each donor once: sizes beyond the donors give every donor, the controls sized on their own
+    more = compose_long_dialogues(hosts + donors, n=50, seed=0, n_controls=4)
+    assert len(more.sensitive) == 10 and len(more.controls) == 4
+    assert len(set(more.donors.values())) == 14
+    # hosts spread evenly: 20 hosts, 10 + 10 items -> no host twice in a kind; at random, some are
+    spread = compose_long_dialogues(hosts + donors, n=10, seed=0, spread_hosts=True)
+    for kind in (spread.sensitive, spread.controls):
+        used = [e.conversation_id.split(":", 1)[1].split("+", 1)[0] for e in kind]
+        assert len(set(used)) == len(used) == 10
+    drawn = [e.conversation_id.split(":", 1)[1].split("+", 1)[0] for e in comp.examples]
+    assert len(set(drawn)) < len(drawn)
     assert all(e.origin == "augmented" and len(e.turns) == 15 for e in comp.examples)
     vs = res.bundle.judge([e.turns for e in comp.examples], HashingEmbedder(32))
     assert all(v.blocked for v in vs[:10]) and not any(v.blocked for v in vs[10:])
