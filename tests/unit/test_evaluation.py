@@ -181,3 +181,16 @@ def test_gate_refuses_a_model_that_blocks_everything_or_leaks_late_mentions() ->
         rep, None, GateRules(), LongDialogueReport(0, 0, float("nan"), float("nan"), float("nan"))
     )
     assert ok and any("no long dialogue" in c.detail for c in checks)
+
+
+def test_the_settings_size_the_gates_long_dialogue_check() -> None:
+    from labelloop.runtime import gate_rules
+    from labelloop.settings import Settings
+
+    rules = gate_rules(Settings(gate_long_dialogues=7, gate_long_dialogue_controls=3))
+    assert (rules.long_dialogues, rules.long_dialogue_controls) == (7, 3)
+    default = gate_rules(Settings())
+    assert (default.long_dialogues, default.long_dialogue_controls) == (
+        GateRules().long_dialogues,
+        GateRules().long_dialogue_controls,
+    )
