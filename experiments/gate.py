@@ -213,6 +213,43 @@ def apply_rules(
     return all(c.passed for c in checks), checks
 
 
+def items_to_show(floor: float, limit: int = 100_000) -> int | None:
+    """The fewest items of a category whose recall can show ``floor``: with every one of them
+    blocked, the Wilson 95 % lower bound reaches it (None: not within ``limit``)."""
+    from experiments.training import wilson_interval
+
+    lo, hi = 1, limit
+    if wilson_interval(hi, hi)[0] < floor:
+        return None
+    while lo < hi:  # the lower bound at k == n grows with n
+        mid = (lo + hi) // 2
+        if wilson_interval(mid, mid)[0] >= floor:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def underpowered_floors(report: EvalReport, rules: GateRules) -> list[str]:
+    """Notes for the categories whose recall floor the eval split is too small to show: their
+    check passes or fails on a handful of conversations (more gold of them settles it)."""
+    from experiments.training import wilson_interval
+
+    need = items_to_show(rules.sensitive_recall_floor)
+    out: list[str] = []
+    for cat, m in sorted(report.per_category.items()):
+        n = int(m["support"])
+        if n > 0 and (need is None or n < need):
+            lo = wilson_interval(n, n)[0]
+            out.append(
+                f"recall[{cat}] rests on {n} eval item{'s' if n != 1 else ''}: even with all of "
+                f"them blocked, its 95 % "
+                f"lower bound is {100 * lo:.1f} %, under the floor {rules.sensitive_recall_floor}"
+                + (f"; {need} items would show it" if need is not None else "")
+            )
+    return out
+
+
 def _client(tracking_uri: str) -> Any:
     from mlflow import MlflowClient
 
@@ -279,6 +316,7 @@ def evaluate(
     else:
         notes.append("no production champion; only absolute rules apply")
     passed, checks = apply_rules(challenger, champion, rules, long_dialogues)
+    notes.extend(underpowered_floors(challenger, rules))
     result = GateResult(
         version=str(version), champion_version=champ_version, passed=passed, checks=checks,
         challenger_metrics=challenger.metrics(), champion_metrics=champion.metrics() if champion else None,

@@ -67,6 +67,8 @@ def train_cmd(
     if evaluate_after and out.version is not None:
         gated = stages.gate(rt, out.version)
         _print_plain(gated.result.table_markdown())
+        for n in gated.result.notes:
+            _print_plain(f"note: {n}")
         if gated.approved:
             console.print(f"auto-approved: version {out.version} is now @production")
 

@@ -194,3 +194,25 @@ def test_the_settings_size_the_gates_long_dialogue_check() -> None:
         GateRules().long_dialogues,
         GateRules().long_dialogue_controls,
     )
+
+
+def test_the_gate_names_the_recall_floors_its_eval_split_is_too_small_to_show() -> None:
+    from experiments.gate import items_to_show, underpowered_floors
+    from experiments.training import wilson_interval
+
+    need = items_to_show(0.98)
+    assert need is not None
+    assert wilson_interval(need, need)[0] >= 0.98 > wilson_interval(need - 1, need - 1)[0]
+    assert items_to_show(1.0) is None
+    ex, vs = _case()  # 2 health items, 1 religion item
+    notes = underpowered_floors(evaluate_verdicts(ex, vs, CATS), GateRules())
+    assert notes == [
+        "recall[health] rests on 2 eval items: even with all of them blocked, its 95 % lower "
+        f"bound is 34.2 %, under the floor 0.98; {need} items would show it",
+        "recall[religion] rests on 1 eval item: even with all of them blocked, its 95 % lower "
+        f"bound is 20.7 %, under the floor 0.98; {need} items would show it",
+    ]
+    # a category with enough items gets no note
+    many = [Example(f"h{i}", "t", ("health",), None) for i in range(need)]
+    rep = evaluate_verdicts(many, [V(("health",)) for _ in many], CATS)
+    assert underpowered_floors(rep, GateRules()) == []
