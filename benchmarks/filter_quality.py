@@ -535,15 +535,24 @@ def part_rename(res: TrainResult, snapshot: Snapshot, embedder: Any) -> dict[str
 
 
 def part_long(
-    res: TrainResult, snapshot: Snapshot, embedder: Any, n: int, items_out: Path | None = None
+    res: TrainResult,
+    snapshot: Snapshot,
+    embedder: Any,
+    n: int,
+    items_out: Path | None = None,
+    *,
+    n_controls: int | None = None,
+    spread_hosts: bool = False,
 ) -> dict[str, Any]:
     """One sensitive user turn (from a one-turn example of another source) inserted into the last
     third of a clean dialogue of 12+ turns; controls with a neutral turn. Scored once: the rates,
     their curve as the any-sensitive threshold moves, and why the blocked controls are blocked.
     ``items_out``: every composed item as a JSON line (what was inserted, the scores, the deciding
-    turn; for a control also its host dialogue alone), to read the errors one by one."""
+    turn; for a control also its host dialogue alone), to read the errors one by one.
+    ``n_controls`` (default ``n``) and ``spread_hosts`` as in the gate's composition."""
     comp = compose_long_dialogues(list(snapshot.eval), n=n, seed=0, max_donor_turns=1,
-                                  max_donor_chars=300, chain_hosts=True)  # fmt: skip
+                                  max_donor_chars=300, chain_hosts=True, n_controls=n_controls,
+                                  spread_hosts=spread_hosts)  # fmt: skip
     both = list(comp.examples)
     scored = evaluate_bundle(res.bundle, both, embedder) if both else None
     verdicts = scored[2] if scored else []
@@ -807,6 +816,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=None, help="NAME=key:value,... (repeat)")
     ap.add_argument("--parts", default="split,long,rename,loso,speed")
     ap.add_argument("--n-long", type=int, default=400, help="composed long dialogues per kind")
+    ap.add_argument("--long-controls", type=int, default=None,
+                    help="composed controls (default: --n-long)")  # fmt: skip
+    ap.add_argument("--long-spread", action="store_true",
+                    help="spread the composed items evenly over the host dialogues (as the gate)")  # fmt: skip
     ap.add_argument("--n-speed", type=int, default=1200, help="records for the speed part")
     ap.add_argument(
         "--long-items", type=Path, default=None, metavar="DIR",
@@ -921,7 +934,8 @@ def main(argv: list[str] | None = None) -> int:
             out["split"] = part_split(res, snapshot, embedder, policy)
         if "long" in parts:
             items = args.long_items / f"{name}.jsonl" if args.long_items else None
-            out["long"] = part_long(res, snapshot, embedder, args.n_long, items)
+            out["long"] = part_long(res, snapshot, embedder, args.n_long, items,
+                                    n_controls=args.long_controls, spread_hosts=args.long_spread)  # fmt: skip
         if "rename" in parts:
             out["rename"] = part_rename(res, snapshot, embedder)
         if "speed" in parts:

@@ -133,6 +133,10 @@ def test_the_long_curve_separates_what_the_host_dialogues_block_alone(tmp_path: 
     assert borderline and all("my doctor" in r["host_deciding_turn"] for r in borderline)
     assert all("pray" in r["inserted"][0] or "doctor" in r["inserted"][0]
                for r in items if r["kind"] == "sensitive")  # fmt: skip
+    # controls sized on their own, spread over the hosts as the gate does
+    more = part_long(res, Snapshot(tuple(train), tuple(evals), cats), emb, 20, n_controls=12,
+                     spread_hosts=True)  # fmt: skip
+    assert more["n_sensitive"] == out["n_sensitive"] and more["n_controls"] == 12
 
 
 def test_each_left_out_source_reports_its_recall_per_category(tmp_path: Path) -> None:
