@@ -40,8 +40,10 @@ from experiments.evaluation import (
     evaluate_long_dialogues,
 )
 from experiments.registry import configure, load_eval_set
+from experiments.training import CachedEmbedder, wilson_interval
 from targeting.model import TargetingFilterModel, load_filter
 from targeting.model_ref import FilterModelRef
+from targeting.scorer import TextEmbedder
 
 ALIAS_PREVIOUS = "previous"
 ALIAS_CHALLENGER = "challenger"
@@ -128,8 +130,6 @@ def _nan(v: float) -> bool:
 def _count(rate: float, n: int, what: str) -> str:
     """``"k of n <what> (95 % CI lo-hi %)"``: how many items a rate stands on, and how sure it is
     (Wilson interval)."""
-    from experiments.training import wilson_interval
-
     k = round(rate * n)
     lo, hi = wilson_interval(k, n)
     return f"{k} of {n} {what} (95 % CI {100 * lo:.1f}-{100 * hi:.1f} %)"
@@ -216,8 +216,6 @@ def apply_rules(
 def items_to_show(floor: float, limit: int = 100_000) -> int | None:
     """The fewest items of a category whose recall can show ``floor``: with every one of them
     blocked, the Wilson 95 % lower bound reaches it (None: not within ``limit``)."""
-    from experiments.training import wilson_interval
-
     lo, hi = 1, limit
     if wilson_interval(hi, hi)[0] < floor:
         return None
@@ -233,8 +231,6 @@ def items_to_show(floor: float, limit: int = 100_000) -> int | None:
 def underpowered_floors(report: EvalReport, rules: GateRules) -> list[str]:
     """Notes for the categories whose recall floor the eval split is too small to show: their
     check passes or fails on a handful of conversations (more gold of them settles it)."""
-    from experiments.training import wilson_interval
-
     need = items_to_show(rules.sensitive_recall_floor)
     out: list[str] = []
     for cat, m in sorted(report.per_category.items()):
@@ -268,18 +264,23 @@ def alias_version(tracking_uri: str, name: str, alias: str) -> str | None:
         return None
 
 
-def _score(model: TargetingFilterModel, examples: Sequence[Example]) -> EvalReport:
+def _score(
+    model: TargetingFilterModel, examples: Sequence[Example], embedder: TextEmbedder | None
+) -> EvalReport:
     assert model.bundle is not None
-    report, _, _ = evaluate_bundle(model.bundle, examples, model.embedder)
+    report, _, _ = evaluate_bundle(model.bundle, examples, embedder)
     return report
 
 
 def _long_dialogues(
-    model: TargetingFilterModel, examples: Sequence[Example], rules: GateRules
+    model: TargetingFilterModel,
+    examples: Sequence[Example],
+    rules: GateRules,
+    embedder: TextEmbedder | None,
 ) -> LongDialogueReport:
     assert model.bundle is not None
     return evaluate_long_dialogues(
-        model.bundle, examples, model.embedder, n=rules.long_dialogues,
+        model.bundle, examples, embedder, n=rules.long_dialogues,
         n_controls=rules.long_dialogue_controls, spread_hosts=True,
     )  # fmt: skip
 
@@ -304,15 +305,21 @@ def evaluate(
     if not examples:
         raise GateError(f"version {version}: the eval split is empty; nothing to gate on")
     challenger_model = load_filter(model.version_uri(version))
-    challenger = _score(challenger_model, examples)
-    long_dialogues = _long_dialogues(challenger_model, examples, rules)
+    # the composed long dialogues are eval turns again: each text is embedded once (the
+    # encoder's vector of a text does not depend on the batch it comes in)
+    embedder = (
+        CachedEmbedder(challenger_model.embedder) if challenger_model.embedder is not None else None
+    )
+    challenger = _score(challenger_model, examples, embedder)
+    long_dialogues = _long_dialogues(challenger_model, examples, rules, embedder)
     champ_version = alias_version(tracking_uri, model.name, model.alias)
     champion: EvalReport | None = None
     if champ_version == str(version):
         notes.append("the version is the current production model; only absolute rules apply")
         champ_version = None
     elif champ_version is not None:
-        champion = _score(load_filter(model.version_uri(champ_version)), examples)
+        champion_model = load_filter(model.version_uri(champ_version))
+        champion = _score(champion_model, examples, champion_model.embedder)
     else:
         notes.append("no production champion; only absolute rules apply")
     passed, checks = apply_rules(challenger, champion, rules, long_dialogues)
