@@ -9,10 +9,13 @@
   - long dialogues composed from the eval split (``experiments.composition``: a sensitive turn
     block inserted late into a long clean dialogue, and neutral controls): leak <= a ceiling,
     controls' false-block <= the false-block ceiling (a model that misses late mentions cannot
-    pass);
+    pass); every sensitive eval conversation short enough is inserted once (up to
+    ``GateRules.long_dialogues``), with ``long_dialogue_controls`` controls, on hosts used evenly;
   - leak rate <= the champion's;
   - interest micro-F1 >= champion's - tolerance.
 
+  Each check's detail gives the items its rate stands on and the Wilson 95 % interval; a note
+  names each category too small to show its recall floor at all (:func:`underpowered_floors`).
   Without a champion only the absolute rules apply. The verdict and a side-by-side
   table are logged as an MLflow run (tags ``labelloop.kind=gate``) and as tags on the version
   (``gate=passed|failed``, ``gate_run_id``, ``gate_summary``). Passing sets alias ``challenger``.
@@ -239,8 +242,8 @@ def underpowered_floors(report: EvalReport, rules: GateRules) -> list[str]:
             lo = wilson_interval(n, n)[0]
             out.append(
                 f"recall[{cat}] rests on {n} eval item{'s' if n != 1 else ''}: even with all of "
-                f"them blocked, its 95 % "
-                f"lower bound is {100 * lo:.1f} %, under the floor {rules.sensitive_recall_floor}"
+                f"them blocked, its 95 % lower bound is {100 * lo:.1f} %, under the floor "
+                f"{rules.sensitive_recall_floor}"
                 + (f"; {need} items would show it" if need is not None else "")
             )
     return out
