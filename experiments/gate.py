@@ -216,19 +216,13 @@ def apply_rules(
     return all(c.passed for c in checks), checks
 
 
-def items_to_show(floor: float, limit: int = 100_000) -> int | None:
+def items_to_show(floor: float, z: float = 1.96) -> int | None:
     """The fewest items of a category whose recall can show ``floor``: with every one of them
-    blocked, the Wilson 95 % lower bound reaches it (None: not within ``limit``)."""
-    lo, hi = 1, limit
-    if wilson_interval(hi, hi)[0] < floor:
+    blocked, the Wilson lower bound (:func:`~experiments.training.wilson_interval`, n / (n + z²)
+    at k = n) reaches it (None for a floor of 1)."""
+    if floor >= 1.0:
         return None
-    while lo < hi:  # the lower bound at k == n grows with n
-        mid = (lo + hi) // 2
-        if wilson_interval(mid, mid)[0] >= floor:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+    return max(1, math.ceil(floor * z * z / (1.0 - floor) - 1e-9))
 
 
 def underpowered_floors(report: EvalReport, rules: GateRules) -> list[str]:

@@ -80,6 +80,7 @@ from targeting.scorer import (
     TextEmbedder,
     embed_features,
     load_lexicon_file,
+    masked_segment_texts,
     mean_pool,
     segment_words,
     stack_features,
@@ -865,10 +866,11 @@ def train_filter(
     augmented = np.array([train[i].origin == "augmented" for i in seg_owner_l], dtype=bool)
     # what the segment model reads (places masked with mask_sensitive_names); the keywords read
     # seg_texts as written
-    read = replace(unit_probe, sensitive_names_masked=config.mask_sensitive_names).sensitive_texts(
-        [e.turns for e in train], seg_texts, seg_owner
+    model_texts = (
+        masked_segment_texts([e.turns for e in train], seg_texts, seg_owner)
+        if config.mask_sensitive_names
+        else seg_texts
     )
-    model_texts = seg_texts if read is None else read
     embeddings = None
     if emb_obj is not None:
         embeddings = _embed_with_progress(model_texts, emb_obj, say)

@@ -37,7 +37,7 @@ so the cues are English.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from importlib import resources
 from itertools import pairwise
@@ -46,7 +46,7 @@ from typing import Final, NamedTuple
 from labeling.person_names import CAPITALISED_WORD
 from labeling.redaction import PLACEHOLDERS
 
-__all__ = ["NAME_MASK", "Places", "load_places", "mask_places", "place_names"]
+__all__ = ["NAME_MASK", "Places", "load_places", "mask_places", "mask_segments", "place_names"]
 
 NAME_MASK: Final = PLACEHOLDERS["NAME"]
 
@@ -225,3 +225,11 @@ def mask_places(text: str, names: frozenset[str]) -> str:
     if pattern is not None:
         text = pattern.sub(NAME_MASK, text)
     return _mask_lower_places(text, load_places())
+
+
+def mask_segments(
+    texts: Sequence[str], owners: Iterable[int], places: Sequence[frozenset[str]]
+) -> list[str]:
+    """Each segment ``texts[k]`` masked with the places of its conversation,
+    ``places[owners[k]]`` (:func:`place_names` per conversation)."""
+    return [mask_places(t, places[int(o)]) for t, o in zip(texts, owners, strict=True)]

@@ -44,7 +44,7 @@ import numpy.typing as npt
 import yaml
 from scipy import sparse
 
-from labeling.proper_names import mask_places, place_names
+from labeling.proper_names import mask_places, mask_segments, place_names
 from labeling.records import split_role_tag
 from labeling.segments import DEFAULT_SEGMENT_CHARS, Segment, segment_turns
 
@@ -434,9 +434,6 @@ class SegmentScores:
     categories: FloatArray  # (S, C)
     lexicon_hits: list[frozenset[str]]
     embeddings: npt.NDArray[np.float32] | None  # (S, d)
-    # the segments' texts as the segment model read them (places masked where the model masks
-    # them); None: as written
-    read: list[str] | None = None
 
 
 SHORT_SEGMENT_WORDS = 12
@@ -477,6 +474,15 @@ class BlendedSegmentModel:
 
 
 # ------------------------------------------------------------------------------------ bundle
+def masked_segment_texts(
+    conversations: Sequence[Sequence[str]], texts: Sequence[str], owners: npt.NDArray[np.int_]
+) -> list[str]:
+    """Segment ``texts`` (of ``conversations[owners[k]]``) with the places each conversation
+    names masked: what a segment model trained with places masked reads (training and
+    :meth:`FilterBundle.sensitive_texts`)."""
+    return mask_segments(texts, owners, [place_names(c) for c in conversations])
+
+
 @dataclass
 class FilterBundle:
     """Everything learned: picklable, shipped as one artifact of the pyfunc model."""
@@ -635,11 +641,10 @@ class FilterBundle:
     ) -> list[str] | None:
         """Segment ``texts`` (of ``conversations[owners[k]]``) as the segment model reads them:
         with each conversation's places masked when the model masks them, else None (as
-        written). Training and serving both call it."""
+        written)."""
         if not self.sensitive_names_masked:
             return None
-        places = [place_names(c) for c in conversations]
-        return [mask_places(t, places[int(o)]) for t, o in zip(texts, owners, strict=True)]
+        return masked_segment_texts(conversations, texts, owners)
 
     def score_segments(
         self, conversations: Sequence[Sequence[str]], embedder: TextEmbedder | None
@@ -668,7 +673,7 @@ class FilterBundle:
                     if protos is not None and c not in self.segment_classes:
                         cats[:, j] = (emb @ protos.T).max(axis=1)
         hits = [self.lexicon_hits(t) for t in texts]
-        return SegmentScores(segs, owners, p_any, cats, hits, emb, read)
+        return SegmentScores(segs, owners, p_any, cats, hits, emb)
 
     def aggregate(
         self,
@@ -731,7 +736,7 @@ class FilterBundle:
         others keep the embedding the sensitive side scored. Training and serving both call it."""
         if embeddings is None or places is None:
             return embeddings
-        masked = [mask_places(t, places[int(o)]) for t, o in zip(texts, owners, strict=True)]
+        masked = mask_segments(texts, owners, places)
         changed = [k for k, (m, t) in enumerate(zip(masked, texts, strict=True)) if m != t]
         if not changed:
             return embeddings
@@ -796,10 +801,13 @@ class FilterBundle:
             convs = [conversations[int(i)] for i in rows]
             places = self.interest_places(convs)
             emb = seg.embeddings[keep] if seg.embeddings is not None else None
-            # segments the sensitive side read masked are masked already (masking is idempotent)
-            read = seg.read if seg.read is not None else [s.text for s in seg.segments]
-            emb_i = self.interest_segment_embeddings(
-                [read[int(k)] for k in keep], owner, places, emb, embed
+            # a segment model that reads places masked has embedded the masked texts already
+            emb_i = (
+                emb
+                if self.sensitive_names_masked
+                else self.interest_segment_embeddings(
+                    [seg.segments[int(k)].text for k in keep], owner, places, emb, embed
+                )
             )
             conv_emb = mean_pool(emb_i, owner, rows.size) if emb_i is not None else None
             xi = self.interest_features(convs, conv_emb, places)

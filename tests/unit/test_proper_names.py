@@ -193,12 +193,13 @@ def test_a_segment_model_that_masks_places_reads_a_renamed_place_alike(mask: boo
         [f"user: my doctor in {p} prescribed medication"] for p in ("Denver", "Chautauqua Town")
     ]
     seg = bundle.score_segments(convs, emb)
+    read = bundle.sensitive_texts(convs, [s.text for s in seg.segments], seg.owner)
     if mask:  # training and serving read the same masked text: a new name changes nothing
-        assert seg.read == ["user: my doctor in [NAME] prescribed medication"] * 2
+        assert read == ["user: my doctor in [NAME] prescribed medication"] * 2
         np.testing.assert_array_equal(seg.any[0], seg.any[1])
         np.testing.assert_array_equal(seg.categories[0], seg.categories[1])
     else:
-        assert seg.read is None
+        assert read is None
         assert abs(float(seg.any[0] - seg.any[1])) > 1e-6
     # the keywords read the text as written, masked or not
     hits = bundle.score_segments([["user: a pilgrimage to Jerusalem"]], emb).lexicon_hits
