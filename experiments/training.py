@@ -842,7 +842,7 @@ def train_filter(
     cats = tuple(snapshot.categories)
     train, n_skipped = subsample_clean(list(snapshot.train), config)
     composed = (
-        compose_long_dialogues(train, n=config.composed_training, seed=0)
+        compose_long_dialogues(train, n=config.composed_training, seed=0, n_controls=0)
         if config.composed_training > 0
         else ComposedSet((), ())
     )

@@ -106,6 +106,7 @@ def train_config(
         category_recall_floor=settings.train_category_recall_floor,
         false_block_target=settings.train_false_block_target,
         max_clean_conversations=settings.train_max_clean_conversations,
+        composed_training=settings.train_composed_dialogues,
         n_jobs=settings.train_workers,
         use_embeddings=use_embeddings,
         use_tfidf=use_tfidf,

@@ -177,6 +177,11 @@ class Settings(BaseSettings):
         None,
         description="the contrast pair file (JSON lines as benchmarks/contrast_pairs.py writes them, checked); default labeling/data/contrast_pairs.jsonl",
     )
+    train_composed_dialogues: int = Field(
+        0,
+        ge=0,
+        description="add at most this many composed long dialogues to training (a short sensitive training conversation inserted into the last third of a long clean one of another source; its inserted turn is the sensitive segment, origin augmented, no part in calibration); 0 = none (measured in docs/filter-quality.md)",
+    )
     filter_encoder: EncoderName = Field(
         DEFAULT_ENCODER,
         description="sentence encoder of the targeting filter: minilm-pairs (all-MiniLM-L6-v2 tuned on the contrast pairs, built from a shipped weight delta, int8 matrix products, one text per call on two threads), minilm-q8 (the untuned network, the same products), minilm (untuned, float products, batched) or e5 (multilingual-e5-small)",

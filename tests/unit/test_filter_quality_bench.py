@@ -35,6 +35,7 @@ def test_the_product_variant_trains_as_labelloop_train_does() -> None:
     assert cfg.false_block_target == prod.false_block_target
     assert (cfg.leak_budget, cfg.category_recall_floor) == (prod.leak_budget,
                                                             prod.category_recall_floor)  # fmt: skip
+    assert cfg.composed_training == prod.composed_training
     # the shipped pairs, unchecked and balanced, when training adds them by default
     make = (ROOT / "Makefile").read_text()
     with_pairs = f"--contrast-unchecked {name}" in make and f"--contrast-balanced {name}" in make

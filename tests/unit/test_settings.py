@@ -67,15 +67,16 @@ def test_train_config_takes_what_the_settings_name(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("LABELLOOP_TRAIN_LEAK_BUDGET", "0.03")
     monkeypatch.setenv("LABELLOOP_TRAIN_MAX_CLEAN_CONVERSATIONS", "1234")
     monkeypatch.setenv("LABELLOOP_TRAIN_WORKERS", "3")
+    monkeypatch.setenv("LABELLOOP_TRAIN_COMPOSED_DIALOGUES", "500")
     assert train_config(Settings()).false_block_target is None  # off by default
     monkeypatch.setenv("LABELLOOP_TRAIN_FALSE_BLOCK_TARGET", "0.05")
     cfg = train_config(Settings(), use_tfidf=False)
     assert (cfg.leak_budget, cfg.max_clean_conversations, cfg.n_jobs) == (0.03, 1234, 3)
     assert cfg.false_block_target == 0.05
+    assert cfg.composed_training == 500
     assert cfg.use_embeddings and not cfg.use_tfidf
     # everything the settings do not name keeps the library default
     assert cfg.c_segment == TrainConfig().c_segment
-    assert cfg.composed_training == TrainConfig().composed_training
 
 
 def test_an_empty_value_unsets_an_optional_number(monkeypatch: pytest.MonkeyPatch) -> None:
